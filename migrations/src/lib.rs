@@ -1,0 +1,18 @@
+//! radsight's database schema, as sea-orm migrations that run on SQLite and PostgreSQL alike.
+//!
+//! Migrations only ever add. The audit table is append-only at the database level too: triggers
+//! refuse UPDATE and DELETE, so that only someone who can alter the schema can rewrite history,
+//! and the hash chain makes even that detectable (`radsight audit verify`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261129_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,288 @@
+//! The audit trail: an append-only, hash-chained table of everything radsight is asked and does.
+//!
+//! **Invariant:** only this module writes `audit_entries`, and only by appending. Each entry
+//! carries the SHA-256 of its predecessor, so changing, deleting or reordering any row breaks the
+//! chain at that row ([`verify::verify_chain`]). Appends are serialised (an in-process lock, plus
+//! `BEGIN IMMEDIATE` on SQLite and a transaction-scoped advisory lock on PostgreSQL), so the
+//! sequence has one total order and no gaps across threads and instances.
+//!
+//! **Invariant:** an entry is committed before the response it records is sent: callers await
+//! [`AuditLog::record`] (or commit an [`AuditTxn`]) before they answer.
+//!
+//! No free text, token or key ever goes into an entry; patients appear only as references.
+
+pub mod verify;
+
+use std::sync::Arc;
+
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::store::entities::audit_entry;
+
+/// Bumped whenever the canonical form changes; old entries keep verifying under their version.
+pub const FORMAT_VERSION: i32 = 1;
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Arbitrary constant naming radsight's chain lock among PostgreSQL advisory locks.
+const PG_CHAIN_LOCK: i64 = 0x7261_6473_6967_6874; // "radsight"
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Action {
+    #[serde(rename = "cds.discovery")]
+    Discovery,
+    #[serde(rename = "cds.hook")]
+    HookCall,
+    #[serde(rename = "cds.feedback")]
+    Feedback,
+    #[serde(rename = "auth.reject")]
+    AuthReject,
+    #[serde(rename = "fhir.read")]
+    FhirRead,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Discovery => "cds.discovery",
+            Action::HookCall => "cds.hook",
+            Action::Feedback => "cds.feedback",
+            Action::AuthReject => "auth.reject",
+            Action::FhirRead => "fhir.read",
+        }
+    }
+}
+
+/// How it ended; maps onto FHIR AuditEvent.outcome (0, 4, 8, 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    /// The client's request was refused (bad input, unknown card, unregistered server).
+    Rejected,
+    /// Authentication failed.
+    Denied,
+    /// radsight or an upstream system failed.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Rejected => "rejected",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Something an entry is about, by reference only (`Card/uuid`, `ServiceRequest/id`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entity {
+    pub kind: &'static str,
+    pub id: String,
+}
+
+/// An event to append. `detail` is a small JSON object of coded facts, never free text.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub action: Action,
+    pub outcome: Outcome,
+    pub actor_iss: Option<String>,
+    pub actor_user: Option<String>,
+    pub patient_ref: Option<String>,
+    pub entities: Vec<Entity>,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(action: Action, outcome: Outcome) -> AuditEvent {
+        AuditEvent {
+            action,
+            outcome,
+            actor_iss: None,
+            actor_user: None,
+            patient_ref: None,
+            entities: Vec::new(),
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn actor(mut self, iss: Option<&str>, user: Option<&str>) -> Self {
+        self.actor_iss = iss.map(str::to_owned);
+        self.actor_user = user.map(str::to_owned);
+        self
+    }
+
+    pub fn patient(mut self, reference: Option<String>) -> Self {
+        self.patient_ref = reference;
+        self
+    }
+
+    pub fn entity(mut self, kind: &'static str, id: impl Into<String>) -> Self {
+        self.entities.push(Entity { kind, id: id.into() });
+        self
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        if let serde_json::Value::Object(m) = &mut self.detail {
+            m.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+}
+
+/// The canonical form that is hashed: a fixed field order, versioned, every stored column in it.
+#[derive(Serialize)]
+pub(crate) struct Canonical<'a> {
+    pub v: i32,
+    pub seq: i64,
+    pub recorded_at: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub actor_iss: Option<&'a str>,
+    pub actor_user: Option<&'a str>,
+    pub patient_ref: Option<&'a str>,
+    pub entities: &'a str,
+    pub detail: &'a str,
+    pub prev_hash: &'a str,
+}
+
+impl Canonical<'_> {
+    pub(crate) fn of(m: &audit_entry::Model) -> Canonical<'_> {
+        Canonical {
+            v: m.format_version,
+            seq: m.seq,
+            recorded_at: &m.recorded_at,
+            action: &m.action,
+            outcome: &m.outcome,
+            actor_iss: m.actor_iss.as_deref(),
+            actor_user: m.actor_user.as_deref(),
+            patient_ref: m.patient_ref.as_deref(),
+            entities: &m.entities,
+            detail: &m.detail,
+            prev_hash: &m.prev_hash,
+        }
+    }
+
+    pub(crate) fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("canonical audit form always serialises");
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("could not append an audit entry")]
+    Append(#[source] DbErr),
+}
+
+/// The handle every writer of audit entries goes through.
+#[derive(Clone)]
+pub struct AuditLog {
+    chain: Arc<Mutex<()>>,
+}
+
+impl Default for AuditLog {
+    fn default() -> Self {
+        AuditLog { chain: Arc::new(Mutex::new(())) }
+    }
+}
+
+impl AuditLog {
+    /// Starts a write transaction that holds the chain lock. Other writes that must commit
+    /// atomically with the entry (served cards, feedback) go through [`AuditTxn::conn`].
+    pub async fn begin<'a>(&'a self, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
+        let guard = self.chain.lock().await;
+        let txn = db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+            .map_err(AuditError::Append)?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})"))
+                .await
+                .map_err(AuditError::Append)?;
+        }
+        let last = audit_entry::Entity::find()
+            .order_by_desc(audit_entry::Column::Seq)
+            .limit(1)
+            .one(&txn)
+            .await
+            .map_err(AuditError::Append)?;
+        let head = last.map(|m| (m.seq, m.entry_hash)).unwrap_or((0, GENESIS_HASH.to_owned()));
+        Ok(AuditTxn { _guard: guard, txn, head })
+    }
+
+    /// Appends one entry in its own transaction and returns its sequence number once committed.
+    pub async fn record(&self, db: &DatabaseConnection, event: AuditEvent) -> Result<i64, AuditError> {
+        let mut txn = self.begin(db).await?;
+        let seq = txn.append(event).await?;
+        txn.commit().await?;
+        Ok(seq)
+    }
+}
+
+pub struct AuditTxn<'a> {
+    _guard: MutexGuard<'a, ()>,
+    txn: DatabaseTransaction,
+    head: (i64, String),
+}
+
+impl AuditTxn<'_> {
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// Appends an entry after the current head; visible to others only after [`Self::commit`].
+    pub async fn append(&mut self, event: AuditEvent) -> Result<i64, AuditError> {
+        let recorded_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("UTC timestamps always format");
+        let model = audit_entry::Model {
+            seq: self.head.0 + 1,
+            format_version: FORMAT_VERSION,
+            recorded_at,
+            action: event.action.as_str().to_owned(),
+            outcome: event.outcome.as_str().to_owned(),
+            actor_iss: event.actor_iss,
+            actor_user: event.actor_user,
+            patient_ref: event.patient_ref,
+            entities: serde_json::to_string(&event.entities).expect("entities serialise"),
+            detail: event.detail.to_string(),
+            prev_hash: self.head.1.clone(),
+            entry_hash: String::new(),
+        };
+        let entry_hash = Canonical::of(&model).hash();
+        let seq = model.seq;
+        let active = audit_entry::ActiveModel {
+            seq: Set(model.seq),
+            format_version: Set(model.format_version),
+            recorded_at: Set(model.recorded_at),
+            action: Set(model.action),
+            outcome: Set(model.outcome),
+            actor_iss: Set(model.actor_iss),
+            actor_user: Set(model.actor_user),
+            patient_ref: Set(model.patient_ref),
+            entities: Set(model.entities),
+            detail: Set(model.detail),
+            prev_hash: Set(model.prev_hash),
+            entry_hash: Set(entry_hash.clone()),
+        };
+        audit_entry::Entity::insert(active).exec_without_returning(&self.txn).await.map_err(AuditError::Append)?;
+        self.head = (seq, entry_hash);
+        Ok(seq)
+    }
+
+    pub async fn commit(self) -> Result<(), AuditError> {
+        self.txn.commit().await.map_err(AuditError::Append)
+    }
+}

@@ -1,0 +1,245 @@
+//! Verification of CDS client JWTs, step by step as CDS Hooks 2.0 ("Trusting CDS Clients") asks.
+//!
+//! 1. `Authorization: Bearer <jwt>` is present.
+//! 2. The header names an asymmetric algorithm radsight accepts (ES256/ES384/RS256/RS384; `none`
+//!    and every HMAC are refused before any key is looked at), `typ` is `JWT` and `kid` is set.
+//! 3. `iss` is a registered client; a `jku`, if present, is one that client registered.
+//! 4. The key is found by `kid` in the client's JWKS (configured, or fetched from its `jku`),
+//!    and the key's own `alg`, if it has one, equals the header's.
+//! 5. Signature, `aud` (the exact URL called), `exp`, `nbf` and `iss` are checked with a small
+//!    leeway; `iat` may not lie in the future, nor `exp` beyond the configured lifetime.
+//! 6. The `jti` is recorded in the database; a `jti` seen before from that `iss` is a replay.
+//!
+//! Every failure is one [`AuthFailure`], which callers answer with a bare 401 and audit.
+//! The token itself is never logged, stored or echoed.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, SqlErr};
+use serde::Deserialize;
+
+use super::jwks::{KeySource, KeyStore};
+use crate::configuration::AuthSettings;
+use crate::store::entities::client_jti;
+
+/// A client whose request carried a valid, fresh JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClient {
+    pub iss: String,
+    pub tenant: Option<String>,
+}
+
+/// Why a request was not authenticated. The reason goes to the audit trail, never to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("algorithm is not accepted")]
+    DisallowedAlgorithm,
+    #[error("header typ is not JWT")]
+    WrongType,
+    #[error("header has no kid")]
+    MissingKid,
+    #[error("issuer is not registered")]
+    UnknownIssuer,
+    #[error("jku is not registered for this issuer")]
+    JkuNotAllowed,
+    #[error("no key with this kid")]
+    UnknownKey,
+    #[error("the client's keys could not be obtained")]
+    KeysUnavailable,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("audience is not the URL called")]
+    WrongAudience,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not yet valid")]
+    NotYetValid,
+    #[error("a required claim is missing or malformed")]
+    MissingClaim,
+    #[error("token lifetime exceeds the allowed maximum")]
+    LifetimeTooLong,
+    #[error("jti was already used")]
+    Replayed,
+    #[error("the replay check could not be made")]
+    ReplayStoreUnavailable,
+}
+
+impl AuthFailure {
+    /// A stable code for the audit trail.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "missing-token",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::DisallowedAlgorithm => "disallowed-alg",
+            AuthFailure::WrongType => "wrong-typ",
+            AuthFailure::MissingKid => "missing-kid",
+            AuthFailure::UnknownIssuer => "unknown-iss",
+            AuthFailure::JkuNotAllowed => "jku-not-allowed",
+            AuthFailure::UnknownKey => "unknown-kid",
+            AuthFailure::KeysUnavailable => "keys-unavailable",
+            AuthFailure::BadSignature => "bad-signature",
+            AuthFailure::WrongAudience => "wrong-aud",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid => "not-yet-valid",
+            AuthFailure::MissingClaim => "missing-claim",
+            AuthFailure::LifetimeTooLong => "lifetime-too-long",
+            AuthFailure::Replayed => "replayed-jti",
+            AuthFailure::ReplayStoreUnavailable => "replay-store-unavailable",
+        }
+    }
+}
+
+const ACCEPTED: [Algorithm; 4] = [Algorithm::ES384, Algorithm::RS384, Algorithm::ES256, Algorithm::RS256];
+
+#[derive(Deserialize)]
+struct UnverifiedClaims {
+    iss: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: i64,
+    iat: i64,
+    jti: String,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+pub struct ClientVerifier {
+    keys: KeyStore,
+    settings: AuthSettings,
+}
+
+impl ClientVerifier {
+    pub fn new(keys: KeyStore, settings: AuthSettings) -> ClientVerifier {
+        ClientVerifier { keys, settings }
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// Extracts the `iss` claim without verifying anything, only so that a failure can be
+    /// audited against the issuer the token claims.
+    pub fn claimed_issuer(authorization: Option<&str>) -> Option<String> {
+        let token = bearer(authorization)?;
+        jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token).ok().map(|c| c.iss)
+    }
+
+    /// Verifies the `Authorization` header value of a request made to `called_url`.
+    pub async fn verify(
+        &self,
+        db: &DatabaseConnection,
+        authorization: Option<&str>,
+        called_url: &str,
+    ) -> Result<VerifiedClient, AuthFailure> {
+        let token = bearer(authorization).ok_or(AuthFailure::MissingToken)?;
+        // decode_header fails for `alg: none` and unknown algorithms: both are refusals.
+        let header = decode_header(token).map_err(|_| AuthFailure::DisallowedAlgorithm)?;
+        if !ACCEPTED.contains(&header.alg) {
+            return Err(AuthFailure::DisallowedAlgorithm);
+        }
+        if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
+            return Err(AuthFailure::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(AuthFailure::MissingKid)?;
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token)
+            .map_err(|_| AuthFailure::MissingClaim)?
+            .iss;
+        let client = self.keys.client(&iss).ok_or(AuthFailure::UnknownIssuer)?;
+        let source = match header.jku.as_deref() {
+            Some(jku) if client.jku.iter().any(|allowed| allowed == jku) => KeySource::Jku(jku.to_owned()),
+            Some(_) => return Err(AuthFailure::JkuNotAllowed),
+            None => KeySource::Registered,
+        };
+        let jwk = self.keys.find_key(&iss, &source, kid).await?;
+        if let Some(key_alg) = &jwk.common.key_algorithm {
+            if format!("{key_alg:?}") != format!("{:?}", header.alg) {
+                return Err(AuthFailure::DisallowedAlgorithm);
+            }
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| AuthFailure::UnknownKey)?;
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.settings.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_audience(&[called_url]);
+        validation.set_issuer(&[&iss]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        let claims = decode::<Claims>(token, &key, &validation).map_err(|e| map_error(e.kind()))?.claims;
+
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let leeway = self.settings.leeway_secs as i64;
+        if claims.iat > now + leeway {
+            return Err(AuthFailure::NotYetValid);
+        }
+        if claims.exp > now + self.settings.max_token_lifetime_secs as i64 + leeway {
+            return Err(AuthFailure::LifetimeTooLong);
+        }
+        if claims.jti.is_empty() || claims.jti.len() > 256 {
+            return Err(AuthFailure::MissingClaim);
+        }
+        remember_jti(db, &iss, &claims.jti, claims.exp + leeway).await?;
+        Ok(VerifiedClient { iss, tenant: claims.tenant })
+    }
+}
+
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthFailure {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => AuthFailure::BadSignature,
+        K::ExpiredSignature => AuthFailure::Expired,
+        K::ImmatureSignature => AuthFailure::NotYetValid,
+        K::InvalidAudience => AuthFailure::WrongAudience,
+        K::InvalidIssuer => AuthFailure::UnknownIssuer,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => AuthFailure::DisallowedAlgorithm,
+        K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::Json(_) => AuthFailure::MissingClaim,
+        K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => AuthFailure::UnknownKey,
+        _ => AuthFailure::Malformed,
+    }
+}
+
+/// Records `(iss, jti)` until the token expires; a second insert is a replay. Kept in the
+/// database so the check holds across instances.
+async fn remember_jti(db: &DatabaseConnection, iss: &str, jti: &str, expires_at: i64) -> Result<(), AuthFailure> {
+    let row = client_jti::ActiveModel { iss: Set(iss.to_owned()), jti: Set(jti.to_owned()), expires_at: Set(expires_at) };
+    match client_jti::Entity::insert(row).exec_without_returning(db).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Err(AuthFailure::Replayed),
+        Err(e) => {
+            tracing::error!(error = %e, "replay store write failed");
+            Err(AuthFailure::ReplayStoreUnavailable)
+        }
+    }
+}
+
+/// Forgets `jti`s whose tokens have expired; run periodically.
+pub async fn purge_expired_jtis(db: &DatabaseConnection) -> Result<u64, sea_orm::DbErr> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r = client_jti::Entity::delete_many().filter(client_jti::Column::ExpiresAt.lt(now)).exec(db).await?;
+    Ok(r.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bearer_credentials_are_read() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

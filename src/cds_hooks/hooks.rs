@@ -1,0 +1,150 @@
+//! `POST /cds-services/{id}`: one hook call, from request to stored, audited cards.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use sea_orm::{ActiveValue::Set, EntityTrait};
+use serde_json::json;
+
+use super::cards::IssuedCard;
+use super::error::HookError;
+use super::prefetch::{self, FetchRecord};
+use super::request::{self, HookRequest};
+use super::results::{self, ResultCardSettings};
+use super::{audit_failure, authenticate, rules};
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::auth::client_jwt::VerifiedClient;
+use crate::domain::Hook;
+use crate::startup::AppState;
+use crate::store::entities::card;
+
+pub async fn call_service(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HookError> {
+    let client = authenticate(&req, &state).await?;
+    let service_id = path.into_inner();
+    match handle(&req, &service_id, payload, &state, &client).await {
+        Ok(response) => Ok(response),
+        Err(e) => Err(audit_failure(&state, Action::HookCall, &client, &service_id, e).await),
+    }
+}
+
+pub(super) fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers().get("content-length")?.to_str().ok()?.parse().ok()
+}
+
+async fn handle(
+    req: &HttpRequest,
+    service_id: &str,
+    payload: web::Payload,
+    state: &AppState,
+    client: &VerifiedClient,
+) -> Result<HttpResponse, HookError> {
+    let service = state.definitions.get(service_id).ok_or_else(|| HookError::UnknownService(service_id.to_owned()))?;
+    let hook = Hook::parse(&service.hook).ok_or_else(|| HookError::Internal(anyhow::anyhow!("definitions were validated at load")))?;
+    let body = request::read_body(payload, declared_length(req), state.settings.server.max_body_bytes).await?;
+    let hook_req = request::parse_hook_request(&request::parse_json(&body)?, hook)?;
+    let registered = state
+        .verifier
+        .keys()
+        .client(&client.iss)
+        .ok_or_else(|| HookError::Internal(anyhow::anyhow!("a verified client is registered")))?;
+
+    let (data, fetches) = prefetch::resolve(service, &hook_req, registered, &state.fhir).await;
+    audit_fetches(state, client, &hook_req, &fetches).await?;
+    let data = data?;
+
+    let now = time::OffsetDateTime::now_utc();
+    let orders: Vec<_> =
+        hook_req.orders.iter().filter_map(|o| state.catalog.classify(o).map(|p| (o.clone(), p))).collect();
+    let mut issued = rules::evaluate(&orders, &data, &state.settings.rules, now);
+    let procedures: Vec<_> = orders.iter().map(|(_, p)| p.clone()).collect();
+    let settings = ResultCardSettings {
+        lookback_days: state.settings.hooks.lookback_days,
+        public_url: &state.settings.server.public_url,
+        smart_launch_url: &state.settings.hooks.smart_launch_url,
+    };
+    if hook == Hook::PatientView || !procedures.is_empty() {
+        let scope = (hook != Hook::PatientView).then_some(procedures.as_slice());
+        let ai = results::result_cards(&state.db, &hook_req.patient, scope, &settings, now)
+            .await
+            .map_err(|e| HookError::Internal(e.into()))?;
+        issued.extend(ai);
+    }
+
+    store_and_audit(state, client, service_id, &hook_req, orders.len(), &issued).await?;
+    let cards: Vec<_> = issued.iter().map(|c| &c.card).collect();
+    Ok(HttpResponse::Ok().content_type("application/json").body(json!({ "cards": cards }).to_string()))
+}
+
+async fn audit_fetches(
+    state: &AppState,
+    client: &VerifiedClient,
+    hook_req: &HookRequest,
+    fetches: &[FetchRecord],
+) -> Result<(), HookError> {
+    if fetches.is_empty() {
+        return Ok(());
+    }
+    let internal = |e: crate::audit::AuditError| HookError::Internal(e.into());
+    let mut txn = state.audit.begin(&state.db).await.map_err(internal)?;
+    for f in fetches {
+        let event = AuditEvent::new(Action::FhirRead, if f.ok { Outcome::Success } else { Outcome::Error })
+            .actor(Some(&client.iss), Some(&hook_req.user_id))
+            .patient(Some(hook_req.patient.reference()))
+            .entity("FhirResourceType", f.resource_type.clone())
+            .detail("prefetch_key", f.key.clone())
+            .detail("status", f.status)
+            .detail("hook_instance", hook_req.hook_instance.to_string());
+        txn.append(event).await.map_err(internal)?;
+    }
+    txn.commit().await.map_err(internal)
+}
+
+/// Appends the hook's audit entry and stores every card with it, atomically.
+async fn store_and_audit(
+    state: &AppState,
+    client: &VerifiedClient,
+    service_id: &str,
+    hook_req: &HookRequest,
+    order_count: usize,
+    issued: &[IssuedCard],
+) -> Result<(), HookError> {
+    let internal = |e: anyhow::Error| HookError::Internal(e);
+    let mut event = AuditEvent::new(Action::HookCall, Outcome::Success)
+        .actor(Some(&client.iss), Some(&hook_req.user_id))
+        .patient(Some(hook_req.patient.reference()))
+        .entity("CdsService", service_id)
+        .detail("hook", hook_req.hook.as_str())
+        .detail("hook_instance", hook_req.hook_instance.to_string())
+        .detail("imaging_orders", order_count)
+        .detail("cards", issued.len());
+    for (i, c) in issued.iter().enumerate() {
+        event = event.entity("Card", c.card.uuid.clone()).detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
+    }
+    let mut txn = state.audit.begin(&state.db).await.map_err(|e| internal(e.into()))?;
+    let seq = txn.append(event).await.map_err(|e| internal(e.into()))?;
+    if !issued.is_empty() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let rows = issued.iter().map(|c| card::ActiveModel {
+            uuid: Set(c.card.uuid.clone()),
+            hook_instance: Set(hook_req.hook_instance.to_string()),
+            service_id: Set(service_id.to_owned()),
+            hook: Set(hook_req.hook.as_str().to_owned()),
+            client_iss: Set(client.iss.clone()),
+            user_ref: Set(Some(hook_req.user_id.clone())),
+            patient_ref: Set(hook_req.patient.reference()),
+            source_kind: Set(c.origin.kind.to_owned()),
+            source_id: Set(c.origin.id.clone()),
+            source_version: Set(c.origin.version.clone()),
+            indicator: Set(c.card.indicator.as_str().to_owned()),
+            summary: Set(c.card.summary.clone()),
+            card_json: Set(serde_json::to_string(&c.card).expect("cards serialise")),
+            audit_seq: Set(seq),
+            created_at: Set(now),
+        });
+        card::Entity::insert_many(rows).exec_without_returning(txn.conn()).await.map_err(|e| internal(e.into()))?;
+    }
+    txn.commit().await.map_err(|e| internal(e.into()))
+}

@@ -1,0 +1,147 @@
+//! Cards from stored AI results on the patient's relevant prior studies.
+//!
+//! **Invariant:** hooks never run a model. Models run when a study arrives (ingestion); a hook
+//! only reads `studies` and `analysis_results`, and says "pending" when no result is ready.
+//!
+//! Relevant means: within `hooks.lookback_days`, and for order hooks the same modality family
+//! or an overlapping body region as one of the orders; for patient-view, every recent study.
+
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::cards::{Card, Coding, Indicator, IssuedCard, Link, LinkType, MODEL_TOPIC_SYSTEM, Origin, Source};
+use crate::domain::PatientId;
+use crate::imaging::procedure::{ImagingProcedure, modality_family, region_words, regions_overlap};
+use crate::store::entities::{analysis_result, study};
+
+/// One finding of a model, as stored in `analysis_results.findings`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct Finding {
+    pub code: String,
+    pub display: String,
+    /// Calibrated probability in [0, 1].
+    pub probability: f64,
+    /// The model card's decision threshold for this label.
+    pub threshold: f64,
+}
+
+pub struct ResultCardSettings<'a> {
+    pub lookback_days: i64,
+    pub public_url: &'a str,
+    pub smart_launch_url: &'a str,
+}
+
+fn is_relevant(s: &study::Model, orders: &[ImagingProcedure]) -> bool {
+    let regions = s.body_site.as_deref().map(region_words).unwrap_or_default();
+    orders.iter().any(|p| {
+        let same_family = p.modality.as_deref().is_some_and(|m| modality_family(m) == modality_family(&s.modality));
+        same_family || regions_overlap(&p.body_region, &regions)
+    })
+}
+
+fn study_label(s: &study::Model) -> String {
+    let mut label = s.modality.clone();
+    if let Some(site) = &s.body_site {
+        label.push(' ');
+        label.push_str(&site.to_lowercase());
+    }
+    if let Some(at) = s.started_at.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()) {
+        label.push_str(&format!(" of {}", at.date()));
+    }
+    label
+}
+
+/// Builds the result cards. `orders` is `None` for patient-view (every recent study counts).
+pub async fn result_cards(
+    db: &DatabaseConnection,
+    patient: &PatientId,
+    orders: Option<&[ImagingProcedure]>,
+    settings: &ResultCardSettings<'_>,
+    now: OffsetDateTime,
+) -> Result<Vec<IssuedCard>, DbErr> {
+    let since = (now - time::Duration::days(settings.lookback_days)).unix_timestamp();
+    let studies: Vec<study::Model> = study::Entity::find()
+        .filter(study::Column::PatientRef.eq(patient.reference()))
+        .order_by_desc(study::Column::StartedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .filter(|s| s.started_at.unwrap_or(s.created_at) >= since)
+        .filter(|s| orders.is_none_or(|o| is_relevant(s, o)))
+        .collect();
+    if studies.is_empty() {
+        return Ok(Vec::new());
+    }
+    let results: Vec<analysis_result::Model> = analysis_result::Entity::find()
+        .filter(analysis_result::Column::StudyUid.is_in(studies.iter().map(|s| s.study_uid.clone())))
+        .order_by_desc(analysis_result::Column::UpdatedAt)
+        .all(db)
+        .await?;
+    Ok(studies
+        .iter()
+        .map(|s| {
+            let latest = results.iter().find(|r| r.study_uid == s.study_uid);
+            card_for(s, latest, settings)
+        })
+        .collect())
+}
+
+fn card_for(s: &study::Model, result: Option<&analysis_result::Model>, settings: &ResultCardSettings) -> IssuedCard {
+    let label = study_label(s);
+    let status_source = || Source { label: "radsight imaging AI".into(), url: None, topic: None };
+    match result {
+        Some(r) if r.status == "done" => model_card(s, r, &label, settings),
+        Some(r) if r.status == "failed" => IssuedCard {
+            card: Card::new(&format!("AI analysis of the {label} study could not be completed"), Indicator::Info, status_source())
+                .detail("No AI result is available for this study. The images are unaffected; review them as usual.".into()),
+            origin: Origin { kind: "status", id: "analysis-failed".into(), version: "1".into() },
+        },
+        _ => IssuedCard {
+            card: Card::new(&format!("AI analysis of the {label} study is pending"), Indicator::Info, status_source())
+                .detail("radsight has received this study and its analysis is not finished yet. Results will appear on the next visit to the chart or order.".into()),
+            origin: Origin { kind: "status", id: "analysis-pending".into(), version: "1".into() },
+        },
+    }
+}
+
+fn model_card(s: &study::Model, r: &analysis_result::Model, label: &str, settings: &ResultCardSettings) -> IssuedCard {
+    let findings: Vec<Finding> = serde_json::from_str(&r.findings).unwrap_or_default();
+    let model_id = r.model_id.clone().unwrap_or_else(|| "unknown-model".into());
+    let version = r.model_version.clone().unwrap_or_else(|| "unknown".into());
+    let top = findings
+        .iter()
+        .filter(|f| f.probability >= f.threshold)
+        .max_by(|a, b| (a.probability - a.threshold).total_cmp(&(b.probability - b.threshold)));
+    let (summary, indicator) = match top {
+        Some(f) => (format!("AI: {} suspected on {label} (p={:.2}, threshold {:.2})", f.display, f.probability, f.threshold), Indicator::Warning),
+        None => (format!("AI: no finding above threshold on {label}"), Indicator::Info),
+    };
+    let rows: Vec<String> = findings
+        .iter()
+        .map(|f| format!("| {} | {:.2} | {:.2} | {} |", f.display, f.probability, f.threshold, if f.probability >= f.threshold { "above" } else { "below" }))
+        .collect();
+    let weights = r.weights_sha256.as_deref().map(|h| &h[..h.len().min(12)]).unwrap_or("unknown");
+    let detail = format!(
+        "| Finding | Probability | Threshold | |\n|---|---|---|---|\n{}\n\nModel **{model_id} {version}** (weights {weights}…). AI findings support and do not replace the clinician's judgement.",
+        rows.join("\n")
+    );
+    let mut topic = Coding::new(MODEL_TOPIC_SYSTEM, &model_id, &model_id);
+    topic.version = Some(version.clone());
+    let app_context = serde_json::json!({"studyInstanceUid": s.study_uid, "resultId": r.id}).to_string();
+    let card = Card::new(&summary, indicator, Source { label: "radsight imaging AI".into(), url: None, topic: Some(topic) })
+        .detail(detail)
+        .link(Link {
+            label: "Review findings and saliency in radsight".into(),
+            url: settings.smart_launch_url.to_owned(),
+            kind: LinkType::Smart,
+            app_context: Some(app_context),
+        })
+        .link(Link {
+            label: "Saliency map".into(),
+            url: format!("{}/api/results/{}/saliency.png", settings.public_url, r.id),
+            kind: LinkType::Absolute,
+            app_context: None,
+        });
+    IssuedCard { card, origin: Origin { kind: "model", id: model_id, version } }
+}

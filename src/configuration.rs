@@ -1,0 +1,220 @@
+//! Layered configuration: built-in defaults, then `radsight.toml` (or the file named by
+//! `--config` / `RADSIGHT_CONFIG`), then `RADSIGHT_*` environment variables (nested keys with
+//! `__`, e.g. `RADSIGHT_SERVER__PORT=9090`), then `DATABASE_URL`.
+//!
+//! Registered clients live here: each CDS client (or EHR) has an `iss`, the keys it signs with
+//! (inline JWKS, a JWKS file, or allowlisted `jku` URLs) and the FHIR base URLs radsight may
+//! call on its behalf. Nothing outside this list is ever fetched.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::imaging::procedure::CatalogEntry;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub hooks: HookSettings,
+    pub rules: RuleSettings,
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    /// Site additions to the imaging procedure catalog (`cds-hooks/procedures.json` ships the defaults).
+    #[serde(default)]
+    pub procedures: Vec<CatalogEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// The base URL clients call, without a trailing slash. JWT `aud` must equal this plus the
+    /// path called, so behind a proxy set it to the external URL.
+    pub public_url: String,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// actix worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path?mode=rwc` or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// Tokens whose `exp` lies further ahead are refused: this bounds how long a `jti` must be
+    /// remembered (the spec asks for short-lived tokens; 5 minutes is usual).
+    pub max_token_lifetime_secs: u64,
+    /// Timeout for fetching a JWKS from an allowlisted `jku`.
+    pub jwks_fetch_timeout_ms: u64,
+    /// How long a fetched JWKS is trusted before it is fetched again.
+    pub jwks_cache_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSettings {
+    /// How far back a prior study counts as relevant to an order or a chart view.
+    pub lookback_days: i64,
+    /// The SMART app's launch URL, put in cards' `smart` links.
+    pub smart_launch_url: String,
+    /// Timeout for each FHIR read made when prefetch is missing.
+    pub fhir_timeout_ms: u64,
+    /// Largest FHIR response accepted from an EHR.
+    pub fhir_max_response_bytes: usize,
+    /// Where the service definitions are read from; empty means the copy built into the binary.
+    pub definitions_file: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// Rule ids to switch off, e.g. `["missing-reason"]`.
+    pub disabled: BTreeSet<String>,
+    pub duplicate_window_days: i64,
+    /// eGFR below this (mL/min/1.73m²) makes contrast a risk.
+    pub egfr_threshold: f64,
+    pub egfr_max_age_days: i64,
+    /// LOINC codes accepted as eGFR results.
+    pub egfr_loinc_codes: Vec<String>,
+    pub pregnancy_max_age_days: i64,
+    /// Codes (system|code) of allergies that count as contrast allergies, besides name matching.
+    pub contrast_allergy_codes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The `iss` the client puts in its JWTs.
+    pub iss: String,
+    /// An inline JWKS (`{"keys":[...]}`), as a JSON string.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// A JWKS file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URLs the client may name in its JWT `jku` header; the first is used when the JWT has
+    /// no `jku` and no inline keys are configured.
+    #[serde(default)]
+    pub jku: Vec<String>,
+    /// FHIR base URLs this client may send as `fhirServer`; radsight fetches only from these.
+    #[serde(default)]
+    pub fhir_servers: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                public_url: "http://localhost:8080".into(),
+                max_body_bytes: 1024 * 1024,
+                workers: 0,
+            },
+            database: DatabaseSettings {
+                url: "sqlite://data/radsight.db?mode=rwc".into(),
+                max_connections: 16,
+                acquire_timeout_ms: 5000,
+            },
+            auth: AuthSettings {
+                leeway_secs: 30,
+                max_token_lifetime_secs: 3600,
+                jwks_fetch_timeout_ms: 2000,
+                jwks_cache_secs: 300,
+            },
+            hooks: HookSettings {
+                lookback_days: 365,
+                smart_launch_url: "http://localhost:8080/smart/launch".into(),
+                fhir_timeout_ms: 2500,
+                fhir_max_response_bytes: 8 * 1024 * 1024,
+                definitions_file: String::new(),
+            },
+            rules: RuleSettings {
+                disabled: BTreeSet::new(),
+                duplicate_window_days: 30,
+                egfr_threshold: 30.0,
+                egfr_max_age_days: 90,
+                // MDRD (33914-3, 48642-3, 48643-1), CKD-EPI 2009 (62238-1, 88293-6, 88294-4)
+                // and CKD-EPI 2021 (98979-8) creatinine-based eGFR.
+                egfr_loinc_codes: ["33914-3", "48642-3", "48643-1", "62238-1", "88293-6", "88294-4", "98979-8"]
+                    .map(String::from)
+                    .to_vec(),
+                pregnancy_max_age_days: 30,
+                // SNOMED CT 293637006 |Allergy to contrast media (finding)|.
+                contrast_allergy_codes: vec!["http://snomed.info/sct|293637006".into()],
+            },
+            clients: Vec::new(),
+            procedures: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read configuration")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layered configuration. A missing default `radsight.toml` is fine; a missing
+    /// file that was asked for explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match path {
+            Some(p) if !p.exists() => {
+                return Err(ConfigError::Invalid(format!("configuration file {} does not exist", p.display())));
+            }
+            Some(p) => figment = figment.merge(Toml::file(p)),
+            None => figment = figment.merge(Toml::file("radsight.toml")),
+        }
+        figment = figment.merge(Env::prefixed("RADSIGHT_").split("__").ignore(&["config"]));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if url::Url::parse(&self.server.public_url).is_err() || self.server.public_url.ends_with('/') {
+            return invalid("server.public_url must be an absolute URL without a trailing slash".into());
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.clients {
+            if !seen.insert(c.iss.as_str()) {
+                return invalid(format!("client {} is registered twice", c.iss));
+            }
+            if c.jwks.is_none() && c.jwks_file.is_none() && c.jku.is_empty() {
+                return invalid(format!("client {} has no keys: set jwks, jwks_file or jku", c.iss));
+            }
+            for u in c.jku.iter().chain(&c.fhir_servers) {
+                if url::Url::parse(u).is_err() {
+                    return invalid(format!("client {}: {u} is not an absolute URL", c.iss));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! radsight: explainable imaging AI in the EHR through CDS Hooks, SMART on FHIR, HL7v2 and
+//! DICOMweb. See ARCHITECTURE.md for the map.
+
+pub mod audit;
+pub mod auth;
+pub mod cds_hooks;
+pub mod configuration;
+pub mod domain;
+pub mod health;
+pub mod http_client;
+pub mod imaging;
+pub mod keys;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

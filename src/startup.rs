@@ -1,0 +1,106 @@
+//! Building and running the HTTP service: `Application::build(settings)` binds (port 0 picks a
+//! free port, for tests), connects and migrates the database, and wires the routes.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+
+use crate::audit::AuditLog;
+use crate::auth::client_jwt::{ClientVerifier, purge_expired_jtis};
+use crate::auth::jwks::KeyStore;
+use crate::cds_hooks::definitions::ServiceDefinitions;
+use crate::cds_hooks::prefetch::FhirFetcher;
+use crate::configuration::Settings;
+use crate::imaging::procedure::ProcedureCatalog;
+use crate::{cds_hooks, health, http_client, store};
+
+/// Everything a handler needs, shared by all workers.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub audit: AuditLog,
+    pub verifier: ClientVerifier,
+    pub definitions: ServiceDefinitions,
+    pub fhir: FhirFetcher,
+    pub catalog: ProcedureCatalog,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let db = store::connect(&settings.database).await.context("connecting to the database")?;
+        store::migrate(&db).await.context("migrating the database")?;
+        let http = http_client::build();
+        let keys = KeyStore::from_settings(&settings.clients, &settings.auth, http.clone()).context("loading client keys")?;
+        let state = AppState {
+            verifier: ClientVerifier::new(keys, settings.auth.clone()),
+            definitions: ServiceDefinitions::load(&settings.hooks.definitions_file).context("loading service definitions")?,
+            fhir: FhirFetcher::new(
+                http,
+                Duration::from_millis(settings.hooks.fhir_timeout_ms),
+                settings.hooks.fhir_max_response_bytes,
+            ),
+            catalog: ProcedureCatalog::load(&settings.procedures).context("loading the procedure catalog")?,
+            audit: AuditLog::default(),
+            db,
+            settings: Arc::new(settings),
+        };
+        let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))
+            .with_context(|| format!("binding {}:{}", state.settings.server.host, state.settings.server.port))?;
+        let port = listener.local_addr()?.port();
+        let workers = state.settings.server.workers;
+        let state = web::Data::new(state);
+        spawn_jti_purge(state.db.clone());
+        let mut server = HttpServer::new(move || {
+            // Browser-based CDS clients call cross-origin with a bearer token, never with cookies.
+            let cors = Cors::default()
+                .allow_any_origin()
+                .allowed_methods(["GET", "POST", "OPTIONS"])
+                .allowed_headers(["authorization", "content-type"])
+                .max_age(3600);
+            App::new()
+                .wrap(cors)
+                // Logs method, path, status and latency: never headers or bodies (tokens, PHI).
+                .wrap(middleware::Logger::new("%r %s %b %Dms"))
+                .app_data(state.clone())
+                .configure(cds_hooks::routes)
+                .configure(health::routes)
+        })
+        .client_request_timeout(Duration::from_secs(10))
+        .listen(listener)?;
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        Ok(Application { port, server: server.run() })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn spawn_jti_purge(db: DatabaseConnection) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = purge_expired_jtis(&db).await {
+                tracing::warn!(error = %e, "could not purge expired jti records");
+            }
+        }
+    });
+}

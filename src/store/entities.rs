@@ -1,0 +1,137 @@
+//! sea-orm entities, one module per table created in `migrations/`.
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod audit_entry {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_entries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub format_version: i32,
+        pub recorded_at: String,
+        pub action: String,
+        pub outcome: String,
+        pub actor_iss: Option<String>,
+        pub actor_user: Option<String>,
+        pub patient_ref: Option<String>,
+        pub entities: String,
+        pub detail: String,
+        pub prev_hash: String,
+        pub entry_hash: String,
+    }
+    no_relations!();
+}
+
+pub mod card {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cards")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub uuid: String,
+        pub hook_instance: String,
+        pub service_id: String,
+        pub hook: String,
+        pub client_iss: String,
+        pub user_ref: Option<String>,
+        pub patient_ref: String,
+        pub source_kind: String,
+        pub source_id: String,
+        pub source_version: String,
+        pub indicator: String,
+        pub summary: String,
+        pub card_json: String,
+        pub audit_seq: i64,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod feedback {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "feedback")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub card_uuid: String,
+        pub service_id: String,
+        pub client_iss: String,
+        pub outcome: String,
+        pub outcome_timestamp: String,
+        pub accepted_suggestions: String,
+        pub override_reason: Option<String>,
+        pub audit_seq: i64,
+        pub received_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod client_jti {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "client_jti")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub iss: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub jti: String,
+        pub expires_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod study {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "studies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub study_uid: String,
+        pub patient_ref: String,
+        pub accession: Option<String>,
+        pub modality: String,
+        pub body_site: Option<String>,
+        pub procedure_code: Option<String>,
+        pub description: Option<String>,
+        pub started_at: Option<i64>,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod analysis_result {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "analysis_results")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub study_uid: String,
+        /// pending | running | done | failed
+        pub status: String,
+        pub model_id: Option<String>,
+        pub model_version: Option<String>,
+        pub weights_sha256: Option<String>,
+        /// JSON array of `{code, display, probability, threshold}`.
+        pub findings: String,
+        pub error: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}

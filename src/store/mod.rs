@@ -1,0 +1,60 @@
+//! Database access: connecting to SQLite (embedded default) or PostgreSQL, migrations, and the
+//! sea-orm entities. Handlers go through the functions of the owning module (`audit::`,
+//! `cds_hooks::`), never through raw tables.
+
+pub mod entities;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+
+use crate::configuration::DatabaseSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not create the database directory {path}")]
+    CreateDirectory { path: String, source: std::io::Error },
+    #[error("could not connect to the database")]
+    Connect(#[source] DbErr),
+    #[error("could not run migrations")]
+    Migrate(#[source] DbErr),
+}
+
+/// Connects with the pool and per-backend settings radsight relies on.
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    let url = settings.url.clone();
+    if let Some(path) = sqlite_file(&url) {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::CreateDirectory { path: dir.display().to_string(), source })?;
+        }
+    }
+    let mut opts = ConnectOptions::new(url);
+    opts.max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            // WAL lets readers run beside the writer; synchronous=FULL makes every commit
+            // durable before it returns, which the audit trail's contract requires.
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    Database::connect(opts).await.map_err(StoreError::Connect)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    Migrator::up(db, None).await.map_err(StoreError::Migrate)
+}
+
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+pub fn is_sqlite(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DbBackend::Sqlite
+}
