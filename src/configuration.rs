@@ -37,7 +37,8 @@ pub struct ServerSettings {
     /// 0 picks a free port (tests).
     pub port: u16,
     /// The base URL clients call, without a trailing slash. JWT `aud` must equal this plus the
-    /// path called, so behind a proxy set it to the external URL.
+    /// path called, so behind a proxy set it to the external URL. Empty means
+    /// `http://{host}:{port}` of the bound socket.
     pub public_url: String,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
@@ -73,7 +74,8 @@ pub struct AuthSettings {
 pub struct HookSettings {
     /// How far back a prior study counts as relevant to an order or a chart view.
     pub lookback_days: i64,
-    /// The SMART app's launch URL, put in cards' `smart` links.
+    /// The SMART app's launch URL, put in cards' `smart` links. Empty means
+    /// `{public_url}/smart/launch`.
     pub smart_launch_url: String,
     /// Timeout for each FHIR read made when prefetch is missing.
     pub fhir_timeout_ms: u64,
@@ -125,7 +127,7 @@ impl Default for Settings {
             server: ServerSettings {
                 host: "127.0.0.1".into(),
                 port: 8080,
-                public_url: "http://localhost:8080".into(),
+                public_url: String::new(),
                 max_body_bytes: 1024 * 1024,
                 workers: 0,
             },
@@ -142,7 +144,7 @@ impl Default for Settings {
             },
             hooks: HookSettings {
                 lookback_days: 365,
-                smart_launch_url: "http://localhost:8080/smart/launch".into(),
+                smart_launch_url: String::new(),
                 fhir_timeout_ms: 2500,
                 fhir_max_response_bytes: 8 * 1024 * 1024,
                 definitions_file: String::new(),
@@ -196,9 +198,20 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Fills the URLs left empty once the listening port is known.
+    pub fn resolve_urls(&mut self, bound_port: u16) {
+        if self.server.public_url.is_empty() {
+            self.server.public_url = format!("http://{}:{bound_port}", self.server.host);
+        }
+        if self.hooks.smart_launch_url.is_empty() {
+            self.hooks.smart_launch_url = format!("{}/smart/launch", self.server.public_url);
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if url::Url::parse(&self.server.public_url).is_err() || self.server.public_url.ends_with('/') {
+        let public = &self.server.public_url;
+        if !public.is_empty() && (url::Url::parse(public).is_err() || public.ends_with('/')) {
             return invalid("server.public_url must be an absolute URL without a trailing slash".into());
         }
         let mut seen = BTreeSet::new();

@@ -37,7 +37,11 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
+        let port = listener.local_addr()?.port();
+        settings.resolve_urls(port);
         let db = store::connect(&settings.database).await.context("connecting to the database")?;
         store::migrate(&db).await.context("migrating the database")?;
         let http = http_client::build();
@@ -55,9 +59,6 @@ impl Application {
             db,
             settings: Arc::new(settings),
         };
-        let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))
-            .with_context(|| format!("binding {}:{}", state.settings.server.host, state.settings.server.port))?;
-        let port = listener.local_addr()?.port();
         let workers = state.settings.server.workers;
         let state = web::Data::new(state);
         spawn_jti_purge(state.db.clone());
