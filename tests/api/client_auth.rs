@@ -1,0 +1,158 @@
+//! The CDS client JWT matrix: what is accepted, what is refused (bare 401, reason audited).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use radsight::keys::ClientKey;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, ISS, JKU_ISS, TestApp, spawn_app};
+
+const PATH: &str = "/cds-services";
+
+fn claims(app: &TestApp, iss: &str, exp_in: i64) -> Value {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    json!({"iss": iss, "aud": app.url(PATH), "iat": now, "exp": now + exp_in, "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+/// Sends discovery with `token`; asserts a bare 401 and that the audit trail holds `reason`.
+async fn assert_refused(app: &TestApp, token: Option<&str>, reason: &str) {
+    let reply = app.discovery(token).await;
+    assert_eq!(reply.status, 401, "{reason}: {}", reply.text);
+    assert!(reply.text.is_empty(), "a 401 carries no detail, got {}", reply.text);
+    let last = app.audit().await.pop().expect("an audit entry");
+    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("auth.reject", "denied"));
+    let detail: Value = serde_json::from_str(&last.detail).unwrap();
+    assert_eq!(detail["reason"], reason, "{detail}");
+    if let Some(t) = token {
+        assert!(!last.detail.contains(t) && !last.entities.contains(t), "the token must never be stored");
+    }
+}
+
+async fn valid_es384_and_rs384_tokens_are_accepted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for key in [&app.es384, &app.rs384] {
+        let token = key.client_token(ISS, &app.url(PATH)).unwrap();
+        let reply = app.discovery(Some(&token)).await;
+        assert_eq!(reply.status, 200, "{:?}: {}", key.alg, reply.text);
+    }
+    // The audience may also be an array holding the URL, and Epic's extra sub/nbf are fine.
+    let mut c = claims(&app, ISS, 300);
+    c["aud"] = json!([app.url(PATH)]);
+    c["sub"] = json!("client-id");
+    c["nbf"] = c["iat"].clone();
+    assert_eq!(app.discovery(Some(&app.es384.sign(&c, None).unwrap())).await.status, 200);
+}
+
+async fn a_client_registered_by_jku_is_verified_with_the_fetched_keys(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.jku_key.sign(&claims(&app, JKU_ISS, 300), Some(&app.fhir.jwks_url())).unwrap();
+    assert_eq!(app.discovery(Some(&token)).await.status, 200);
+    // Without a jku header the registered jku is used too.
+    let token = app.jku_key.sign(&claims(&app, JKU_ISS, 300), None).unwrap();
+    assert_eq!(app.discovery(Some(&token)).await.status, 200);
+}
+
+async fn a_jku_that_the_client_did_not_register_is_refused_without_fetching_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let rogue = format!("{}/rogue-jwks.json", app.fhir.address);
+    let token = app.jku_key.sign(&claims(&app, JKU_ISS, 300), Some(&rogue)).unwrap();
+    assert_refused(&app, Some(&token), "jku-not-allowed").await;
+    assert!(!app.fhir.requests().iter().any(|r| r.contains("rogue")), "radsight fetched an unregistered jku");
+}
+
+async fn alg_none_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let header = B64.encode(json!({"alg": "none", "typ": "JWT", "kid": app.es384.kid}).to_string());
+    let body = B64.encode(claims(&app, ISS, 300).to_string());
+    assert_refused(&app, Some(&format!("{header}.{body}.")), "disallowed-alg").await;
+}
+
+async fn hs256_signed_with_the_public_key_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let public = serde_json::to_vec(&app.es384.public_jwk()).unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(app.es384.kid.clone());
+    let token = jsonwebtoken::encode(&header, &claims(&app, ISS, 300), &EncodingKey::from_secret(&public).unwrap()).unwrap();
+    assert_refused(&app, Some(&token), "disallowed-alg").await;
+}
+
+async fn a_wrong_audience_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut c = claims(&app, ISS, 300);
+    c["aud"] = json!(app.url("/cds-services/radsight-patient-view"));
+    assert_refused(&app, Some(&app.es384.sign(&c, None).unwrap()), "wrong-aud").await;
+}
+
+async fn an_expired_token_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.es384.sign(&claims(&app, ISS, -600), None).unwrap();
+    assert_refused(&app, Some(&token), "expired").await;
+}
+
+async fn a_token_living_longer_than_allowed_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.es384.sign(&claims(&app, ISS, 7 * 24 * 3600), None).unwrap();
+    assert_refused(&app, Some(&token), "lifetime-too-long").await;
+}
+
+async fn a_replayed_jti_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.token(PATH);
+    assert_eq!(app.discovery(Some(&token)).await.status, 200);
+    assert_refused(&app, Some(&token), "replayed-jti").await;
+}
+
+async fn an_unknown_kid_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let stranger = ClientKey::generate(Algorithm::ES384).unwrap();
+    assert_refused(&app, Some(&stranger.client_token(ISS, &app.url(PATH)).unwrap()), "unknown-kid").await;
+}
+
+async fn an_unknown_issuer_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.es384.client_token("https://stranger.example.org", &app.url(PATH)).unwrap();
+    assert_refused(&app, Some(&token), "unknown-iss").await;
+}
+
+async fn a_tampered_signature_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.token(PATH);
+    let (signed, sig) = token.rsplit_once('.').unwrap();
+    let mut raw = B64.decode(sig).unwrap();
+    raw[10] ^= 0x01;
+    assert_refused(&app, Some(&format!("{signed}.{}", B64.encode(raw))), "bad-signature").await;
+    // Changing a claim under the original signature fails the same way.
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut c: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    c["iss"] = json!(ISS);
+    c["jti"] = json!("forged");
+    let forged = format!("{}.{}.{}", parts[0], B64.encode(c.to_string()), parts[2]);
+    assert_refused(&app, Some(&forged), "bad-signature").await;
+}
+
+async fn a_request_without_authorization_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_refused(&app, None, "missing-token").await;
+    // Hooks and feedback are protected the same way.
+    let hook = app.send(reqwest::Method::POST, "/cds-services/radsight-patient-view", None, Some(b"{}".to_vec())).await;
+    assert_eq!(hook.status, 401);
+    let fb = app.send(reqwest::Method::POST, "/cds-services/radsight-patient-view/feedback", None, Some(b"{}".to_vec())).await;
+    assert_eq!(fb.status, 401);
+}
+
+backend_tests!(
+    valid_es384_and_rs384_tokens_are_accepted,
+    a_client_registered_by_jku_is_verified_with_the_fetched_keys,
+    a_jku_that_the_client_did_not_register_is_refused_without_fetching_it,
+    alg_none_is_refused,
+    hs256_signed_with_the_public_key_is_refused,
+    a_wrong_audience_is_refused,
+    an_expired_token_is_refused,
+    a_token_living_longer_than_allowed_is_refused,
+    a_replayed_jti_is_refused,
+    an_unknown_kid_is_refused,
+    an_unknown_issuer_is_refused,
+    a_tampered_signature_is_refused,
+    a_request_without_authorization_is_refused,
+);

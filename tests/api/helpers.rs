@@ -1,0 +1,242 @@
+//! `spawn_app()`: radsight on port 0 with a fresh database (a temporary SQLite file, or a new
+//! PostgreSQL database on the local server), two registered clients with real generated keys,
+//! and a FHIR server fixture standing in for the EHR.
+
+use jsonwebtoken::Algorithm;
+use radsight::configuration::{ClientSettings, Settings};
+use radsight::keys::ClientKey;
+use radsight::startup::Application;
+use radsight::store::entities::{analysis_result, audit_entry, card, feedback};
+use reqwest::StatusCode;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder};
+use serde_json::{Value, json};
+
+use crate::fhir_fixture::FhirFixture;
+
+pub const ISS: &str = "https://ehr.example.org";
+pub const JKU_ISS: &str = "https://jku-client.example.org";
+pub const PATIENT: &str = "example-patient";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: DatabaseConnection,
+    pub db_url: String,
+    pub es384: ClientKey,
+    pub rs384: ClientKey,
+    /// The key of the client registered only through a `jku`.
+    pub jku_key: ClientKey,
+    pub fhir: FhirFixture,
+    pub http: reqwest::Client,
+    _tmp: tempfile::TempDir,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("RADSIGHT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn fresh_database(backend: Backend, tmp: &tempfile::TempDir) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}/radsight.db?mode=rwc", tmp.path().display()),
+        Backend::Postgres => {
+            let admin = pg_admin_url();
+            let name = format!("radsight_test_{}", uuid::Uuid::new_v4().simple());
+            let conn = Database::connect(&admin).await.expect("PostgreSQL must be running (the test command starts it)");
+            conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            let base = admin.rsplit_once('/').expect("a database URL has a path").0;
+            format!("{base}/{name}")
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let fhir = FhirFixture::start().await;
+    let es384 = ClientKey::generate(Algorithm::ES384).unwrap();
+    let rs384 = ClientKey::generate(Algorithm::RS384).unwrap();
+    let jku_key = ClientKey::generate(Algorithm::ES384).unwrap();
+    fhir.set_jwks(serde_json::to_value(jku_key.jwks()).unwrap());
+    let jwks = json!({"keys": [es384.public_jwk(), rs384.public_jwk()]});
+
+    let mut settings = Settings::default();
+    settings.server.port = 0;
+    settings.server.workers = 2;
+    settings.database.url = fresh_database(backend, &tmp).await;
+    settings.database.max_connections = 5;
+    settings.clients = vec![
+        ClientSettings {
+            iss: ISS.into(),
+            jwks: Some(jwks.to_string()),
+            jwks_file: None,
+            jku: vec![],
+            fhir_servers: vec![fhir.fhir_base()],
+        },
+        ClientSettings {
+            iss: JKU_ISS.into(),
+            jwks: None,
+            jwks_file: None,
+            jku: vec![fhir.jwks_url()],
+            fhir_servers: vec![],
+        },
+    ];
+    configure(&mut settings);
+    let db_url = settings.database.url.clone();
+    let app = Application::build(settings).await.expect("radsight starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let db = Database::connect(&db_url).await.unwrap();
+    TestApp { address, db, db_url, es384, rs384, jku_key, fhir, http: reqwest::Client::new(), _tmp: tmp }
+}
+
+/// A parsed response.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// Asserts an OperationOutcome with `status` and returns its first issue.
+    pub fn outcome(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        let body = self.json();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        body["issue"][0].clone()
+    }
+
+    pub fn cards(&self) -> Vec<Value> {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text);
+        self.json()["cards"].as_array().expect("cards array").clone()
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn token(&self, path: &str) -> String {
+        self.es384.client_token(ISS, &self.url(path)).unwrap()
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request sent");
+        Reply { status: resp.status(), headers: resp.headers().clone(), text: resp.text().await.unwrap() }
+    }
+
+    /// POSTs JSON with a fresh, valid ES384 token.
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        let token = self.token(path);
+        self.send(reqwest::Method::POST, path, Some(&token), Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn hook(&self, service: &str, body: &Value) -> Reply {
+        self.post(&format!("/cds-services/{service}"), body).await
+    }
+
+    pub async fn discovery(&self, token: Option<&str>) -> Reply {
+        self.send(reqwest::Method::GET, "/cds-services", token, None).await
+    }
+
+    pub async fn audit(&self) -> Vec<audit_entry::Model> {
+        audit_entry::Entity::find().order_by_asc(audit_entry::Column::Seq).all(&self.db).await.unwrap()
+    }
+
+    pub async fn cards(&self) -> Vec<card::Model> {
+        card::Entity::find().all(&self.db).await.unwrap()
+    }
+
+    pub async fn feedback_rows(&self) -> Vec<feedback::Model> {
+        feedback::Entity::find().all(&self.db).await.unwrap()
+    }
+
+    /// Stores a study for the example patient, `days_ago` days old, with an optional result.
+    pub async fn seed_study(&self, uid: &str, modality: &str, body_site: &str, days_ago: i64, result: Option<(&str, Value)>) -> Option<String> {
+        use radsight::store::entities::study;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        study::Entity::insert(study::ActiveModel {
+            study_uid: Set(uid.into()),
+            patient_ref: Set(format!("Patient/{PATIENT}")),
+            accession: Set(None),
+            modality: Set(modality.into()),
+            body_site: Set(Some(body_site.into())),
+            procedure_code: Set(None),
+            description: Set(None),
+            started_at: Set(Some(now - days_ago * 86_400)),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&self.db)
+        .await
+        .unwrap();
+        let (status, findings) = result?;
+        let id = uuid::Uuid::new_v4().to_string();
+        analysis_result::Entity::insert(analysis_result::ActiveModel {
+            id: Set(id.clone()),
+            study_uid: Set(uid.into()),
+            status: Set(status.into()),
+            model_id: Set(Some("radsight-cxr-demo".into())),
+            model_version: Set(Some("0.1.0".into())),
+            weights_sha256: Set(Some("ab".repeat(32))),
+            findings: Set(findings.to_string()),
+            error: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&self.db)
+        .await
+        .unwrap();
+        Some(id)
+    }
+}
+
+/// The shipped example request for `hook` (order-select, order-sign, patient-view).
+pub fn example(hook: &str) -> Value {
+    let path = format!("{}/cds-hooks/examples/{hook}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The summary's rule or model ids of the cards, from `source.topic.code`.
+pub fn topics(cards: &[Value]) -> Vec<String> {
+    let mut t: Vec<String> = cards.iter().filter_map(|c| c["source"]["topic"]["code"].as_str().map(str::to_owned)).collect();
+    t.sort();
+    t
+}
+
+/// Generates a `#[tokio::test]` per backend for each listed `async fn(Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::helpers::Backend::Postgres).await }
+            )*
+        }
+    };
+}

@@ -1,0 +1,15 @@
+//! radsight's API tests: one binary, every test against a freshly spawned service on SQLite
+//! and again on PostgreSQL (see `backend_tests!`), with a FHIR server fixture as the EHR.
+
+mod fhir_fixture;
+#[macro_use]
+mod helpers;
+
+mod audit_trail;
+mod bad_input;
+mod client_auth;
+mod discovery;
+mod feedback;
+mod order_hooks;
+mod patient_view;
+mod prefetch;
