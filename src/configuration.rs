@@ -231,3 +231,46 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_loads_and_environment_variables_override_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("radsight.example.toml");
+        // SAFETY: this is the only test in the binary that touches these variables.
+        unsafe {
+            std::env::set_var("RADSIGHT_SERVER__PORT", "9191");
+            std::env::set_var("DATABASE_URL", "postgres://radsight@db.example/radsight");
+        }
+        let s = Settings::load(Some(&path)).unwrap();
+        unsafe {
+            std::env::remove_var("RADSIGHT_SERVER__PORT");
+            std::env::remove_var("DATABASE_URL");
+        }
+        assert_eq!(s.server.port, 9191);
+        assert_eq!(s.database.url, "postgres://radsight@db.example/radsight");
+        assert_eq!(s.clients.len(), 1);
+        assert_eq!(s.clients[0].fhir_servers, ["https://ehr.example.org/fhir"]);
+        assert_eq!(s.rules.egfr_threshold, 30.0);
+    }
+
+    #[test]
+    fn an_explicit_missing_file_and_bad_clients_are_refused() {
+        assert!(Settings::load(Some(Path::new("/nonexistent/radsight.toml"))).is_err());
+        let mut s = Settings::default();
+        s.clients.push(ClientSettings { iss: "https://a".into(), jwks: None, jwks_file: None, jku: vec![], fhir_servers: vec![] });
+        assert!(s.validate().unwrap_err().to_string().contains("has no keys"));
+        s.server.public_url = "http://x/".into();
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn empty_urls_are_derived_from_the_bound_port() {
+        let mut s = Settings::default();
+        s.resolve_urls(4321);
+        assert_eq!(s.server.public_url, "http://127.0.0.1:4321");
+        assert_eq!(s.hooks.smart_launch_url, "http://127.0.0.1:4321/smart/launch");
+    }
+}
