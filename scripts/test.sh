@@ -45,7 +45,7 @@ ensure_postgres() {
     while read -r db; do psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
 }
 
-apt_install postgresql-client
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 ensure_postgres
 
 cargo test --workspace --locked "$@"

@@ -169,6 +169,9 @@ impl Default for Settings {
     }
 }
 
+/// The configuration sections that environment variables may set.
+const SECTIONS: [&str; 5] = ["server", "database", "auth", "hooks", "rules"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("could not read configuration")]
@@ -189,7 +192,16 @@ impl Settings {
             Some(p) => figment = figment.merge(Toml::file(p)),
             None => figment = figment.merge(Toml::file("radsight.toml")),
         }
-        figment = figment.merge(Env::prefixed("RADSIGHT_").split("__").ignore(&["config"]));
+        // Only RADSIGHT_<SECTION>__<KEY> configures; other RADSIGHT_* variables (RADSIGHT_CONFIG,
+        // RADSIGHT_LOG_FORMAT, ...) are not settings and must not be rejected as unknown keys.
+        figment = figment.merge(
+            Env::prefixed("RADSIGHT_")
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    SECTIONS.iter().any(|s| key.strip_prefix(s).is_some_and(|rest| rest.starts_with("__")))
+                })
+                .split("__"),
+        );
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("database.url", url));
         }
@@ -242,11 +254,13 @@ mod tests {
         // SAFETY: this is the only test in the binary that touches these variables.
         unsafe {
             std::env::set_var("RADSIGHT_SERVER__PORT", "9191");
+            std::env::set_var("RADSIGHT_SOMETHING_ELSE", "not a setting");
             std::env::set_var("DATABASE_URL", "postgres://radsight@db.example/radsight");
         }
         let s = Settings::load(Some(&path)).unwrap();
         unsafe {
             std::env::remove_var("RADSIGHT_SERVER__PORT");
+            std::env::remove_var("RADSIGHT_SOMETHING_ELSE");
             std::env::remove_var("DATABASE_URL");
         }
         assert_eq!(s.server.port, 9191);
