@@ -71,11 +71,16 @@ impl Application {
                 .max_age(3600);
             App::new()
                 .wrap(cors)
-                // Logs method, path, status and latency: never headers or bodies (tokens, PHI).
-                .wrap(middleware::Logger::new("%r %s %b %Dms"))
+                // Logs method, path (no query string), status and latency: never headers, query
+                // strings or bodies, where tokens and patient data travel.
+                .wrap(
+                    middleware::Logger::new("%{route}xi %s %b %Dms")
+                        .custom_request_replace("route", |req| format!("{} {}", req.method(), req.path())),
+                )
                 .app_data(state.clone())
                 .configure(cds_hooks::routes)
                 .configure(health::routes)
+                .default_service(web::to(not_found))
         })
         .client_request_timeout(Duration::from_secs(10))
         .listen(listener)?;
@@ -92,6 +97,14 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+async fn not_found() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::NotFound().content_type("application/fhir+json").body(
+        serde_json::json!({"resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "not-found", "diagnostics": "no such endpoint or method"}]})
+        .to_string(),
+    )
 }
 
 fn spawn_jti_purge(db: DatabaseConnection) {

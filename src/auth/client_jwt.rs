@@ -156,10 +156,11 @@ impl ClientVerifier {
             None => KeySource::Registered,
         };
         let jwk = self.keys.find_key(&iss, &source, kid).await?;
-        if let Some(key_alg) = &jwk.common.key_algorithm {
-            if format!("{key_alg:?}") != format!("{:?}", header.alg) {
-                return Err(AuthFailure::DisallowedAlgorithm);
-            }
+        // A key published for one algorithm is never used with another (alg confusion).
+        if let Some(key_alg) = &jwk.common.key_algorithm
+            && format!("{key_alg:?}") != format!("{:?}", header.alg)
+        {
+            return Err(AuthFailure::DisallowedAlgorithm);
         }
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| AuthFailure::UnknownKey)?;
 

@@ -24,11 +24,10 @@ pub enum StoreError {
 /// Connects with the pool and per-backend settings radsight relies on.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
     let url = settings.url.clone();
-    if let Some(path) = sqlite_file(&url) {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::CreateDirectory { path: dir.display().to_string(), source })?;
-        }
+    if let Some(path) = sqlite_file(&url)
+        && let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDirectory { path: dir.display().to_string(), source })?;
     }
     let mut opts = ConnectOptions::new(url);
     opts.max_connections(settings.max_connections)

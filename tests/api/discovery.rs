@@ -53,7 +53,15 @@ async fn health_and_readiness_answer(backend: Backend) {
     assert_eq!(ready.json()["status"], "ready");
 }
 
+async fn unknown_paths_and_methods_get_an_operation_outcome(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.send(reqwest::Method::GET, "/cds-services/radsight-patient-view", None, None).await;
+    assert_eq!(reply.outcome(404)["code"], "not-found");
+    app.send(reqwest::Method::GET, "/nothing-here", None, None).await.outcome(404);
+}
+
 backend_tests!(
+    unknown_paths_and_methods_get_an_operation_outcome,
     discovery_lists_the_three_imaging_services_with_prefetch_templates,
     cors_preflight_allows_browser_clients,
     health_and_readiness_answer,
