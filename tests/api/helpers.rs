@@ -209,10 +209,35 @@ impl TestApp {
     }
 }
 
-/// The shipped example request for `hook` (order-select, order-sign, patient-view).
+/// The day the example requests were written; their clinical dates are relative to it.
+const EXAMPLES_WRITTEN: time::Date = time::macros::date!(2026 - 11 - 29);
+
+/// The shipped example request for `hook` (order-select, order-sign, patient-view), with every
+/// clinical date moved forward by the days since the examples were written, so that "an eGFR
+/// 4 days ago" stays 4 days ago whenever the tests run.
 pub fn example(hook: &str) -> Value {
     let path = format!("{}/cds-hooks/examples/{hook}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let mut value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let shift = time::OffsetDateTime::now_utc().date() - EXAMPLES_WRITTEN;
+    shift_dates(&mut value, shift);
+    value
+}
+
+fn shift_dates(value: &mut Value, shift: time::Duration) {
+    use time::format_description::well_known::Rfc3339;
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let dated = matches!(key.as_str(), "authoredOn" | "effectiveDateTime" | "started" | "issued");
+                match v.as_str().map(|s| time::OffsetDateTime::parse(s, &Rfc3339)) {
+                    Some(Ok(t)) if dated => *v = Value::String((t + shift).format(&Rfc3339).unwrap()),
+                    _ => shift_dates(v, shift),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| shift_dates(v, shift)),
+        _ => {}
+    }
 }
 
 /// The summary's rule or model ids of the cards, from `source.topic.code`.
