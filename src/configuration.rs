@@ -23,8 +23,13 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub hooks: HookSettings,
     pub rules: RuleSettings,
+    pub audit: AuditSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
+    /// Auditor clients: they sign JWTs like CDS clients and need the `audit.read` scope. Their
+    /// `fhir_servers` are unused. An `iss` may not be both a client and an auditor.
+    #[serde(default)]
+    pub auditors: Vec<ClientSettings>,
     /// Site additions to the imaging procedure catalog (`cds-hooks/procedures.json` ships the defaults).
     #[serde(default)]
     pub procedures: Vec<CatalogEntry>,
@@ -101,6 +106,23 @@ pub struct RuleSettings {
     pub contrast_allergy_codes: Vec<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The log's name: the checkpoint origin line and the signing key's name (a schema-less URL).
+    pub origin: String,
+    /// Ed25519 PKCS#8 PEM key that signs checkpoints; created on first start if missing.
+    pub checkpoint_key_file: PathBuf,
+    /// Where every checkpoint is also written, for auditors and witnesses to keep. Copy it off
+    /// the machine: a checkpoint outside the database is what makes a rewrite detectable.
+    pub checkpoint_dir: PathBuf,
+    /// A checkpoint is signed this often when the log has grown; 0 turns the timer off.
+    pub checkpoint_interval_secs: u64,
+    /// How long entries are kept; at least 183 days (EU AI Act Art. 19). Nothing is deleted
+    /// inside it.
+    pub retention_days: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
@@ -163,14 +185,22 @@ impl Default for Settings {
                 // SNOMED CT 293637006 |Allergy to contrast media (finding)|.
                 contrast_allergy_codes: vec!["http://snomed.info/sct|293637006".into()],
             },
+            audit: AuditSettings {
+                origin: "radsight.local/audit".into(),
+                checkpoint_key_file: "data/audit-checkpoint.pem".into(),
+                checkpoint_dir: "data/checkpoints".into(),
+                checkpoint_interval_secs: 300,
+                retention_days: 2190,
+            },
             clients: Vec::new(),
+            auditors: Vec::new(),
             procedures: Vec::new(),
         }
     }
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 5] = ["server", "database", "auth", "hooks", "rules"];
+const SECTIONS: [&str; 6] = ["server", "database", "auth", "hooks", "rules", "audit"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -226,10 +256,17 @@ impl Settings {
         if !public.is_empty() && (url::Url::parse(public).is_err() || public.ends_with('/')) {
             return invalid("server.public_url must be an absolute URL without a trailing slash".into());
         }
+        if self.audit.retention_days < 183 {
+            return invalid("audit.retention_days must be at least 183 (6 months)".into());
+        }
+        let origin = &self.audit.origin;
+        if origin.is_empty() || origin.contains(char::is_whitespace) || origin.contains('+') {
+            return invalid("audit.origin must be non-empty, without spaces or '+'".into());
+        }
         let mut seen = BTreeSet::new();
-        for c in &self.clients {
+        for c in self.clients.iter().chain(&self.auditors) {
             if !seen.insert(c.iss.as_str()) {
-                return invalid(format!("client {} is registered twice", c.iss));
+                return invalid(format!("{} is registered twice (clients and auditors must differ)", c.iss));
             }
             if c.jwks.is_none() && c.jwks_file.is_none() && c.jku.is_empty() {
                 return invalid(format!("client {} has no keys: set jwks, jwks_file or jku", c.iss));

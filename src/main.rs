@@ -8,7 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use radsight::audit::verify::{VerifyError, verify_chain};
+use radsight::audit::checkpoint::{CheckpointSigner, VerifierKey};
+use radsight::audit::verify::{VerifyError, VerifyOptions, verify_log};
+use radsight::audit::{Action, AuditEvent, AuditLog, Outcome, canonical_bytes, export, tree};
+use radsight::store::entities::{audit_checkpoint, audit_entry};
+use sea_orm::{EntityTrait, QueryOrder};
 use radsight::configuration::Settings;
 use radsight::keys::ClientKey;
 use radsight::startup::Application;
@@ -44,8 +48,50 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain; exits non-zero naming the first bad entry.
-    Verify,
+    /// Recompute every entry, the chain and the Merkle tree, and check them against every
+    /// checkpoint (stored and published); exit 2 naming the first problem.
+    Verify {
+        /// Directory of published checkpoints (default: audit.checkpoint_dir).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The log's verifier key (default: derived from audit.checkpoint_key_file).
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+    /// Sign and publish a checkpoint of the log now.
+    Checkpoint,
+    /// Print the verifier key that auditors use to check checkpoints.
+    Vkey,
+    /// Print an inclusion proof for the entry at leaf INDEX (sequence number − 1) against the
+    /// latest checkpoint, with the entry and the checkpoint, checkable without radsight.
+    Prove {
+        index: u64,
+        /// Prove against this tree size instead of the latest checkpoint's.
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// Export entries as a FHIR R4 Bundle of AuditEvents, JSON Lines or CSV.
+    Export {
+        #[arg(long, default_value = "fhir", value_parser = ["fhir", "jsonl", "csv"])]
+        format: String,
+        /// RFC 3339 instant, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 instant, exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,18 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store::migrate(&db).await?;
             println!("migrations applied");
         }
-        Command::Audit { command: AuditCommand::Verify } => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            let db = store::connect(&settings.database).await?;
-            match verify_chain(&db).await {
-                Ok(report) => println!("audit trail intact: {} entries, head {}", report.entries, report.head_hash),
-                Err(VerifyError::Broken(b)) => {
-                    eprintln!("audit trail BROKEN: {b}");
-                    return Ok(ExitCode::from(2));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Command::Audit { command } => return audit_command(command, Settings::load(cli.config.as_deref())?).await,
         Command::Keys { command: KeysCommand::Generate { alg, out } } => {
             let key = ClientKey::generate(alg.into())?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -149,6 +184,98 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pem = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
             let key = ClientKey::from_pem(alg.into(), &pem)?;
             println!("{}", key.client_token(&iss, &aud)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_command(command: AuditCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    let db = store::connect(&settings.database).await?;
+    let audit_settings = &settings.audit;
+    match command {
+        AuditCommand::Verify { checkpoints, vkey } => {
+            let dir = checkpoints.unwrap_or_else(|| audit_settings.checkpoint_dir.clone());
+            let verifier = match vkey {
+                Some(v) => Some(VerifierKey::parse(&v)?),
+                None if audit_settings.checkpoint_key_file.exists() => {
+                    let signer = CheckpointSigner::load(&audit_settings.checkpoint_key_file, &audit_settings.origin)?;
+                    Some(VerifierKey::parse(&signer.verifier_key())?)
+                }
+                None => None,
+            };
+            let opts = VerifyOptions { published_dir: Some(&dir), verifier: verifier.as_ref() };
+            match verify_log(&db, &opts).await {
+                Ok(r) => {
+                    println!(
+                        "audit trail intact: {} entries, root {}, {} checkpoints matched{}",
+                        r.entries,
+                        r.root,
+                        r.checkpoints,
+                        if r.signatures_checked { " (signatures verified)" } else { " (no verifier key: signatures NOT checked)" }
+                    );
+                }
+                Err(VerifyError::Broken(b)) => {
+                    eprintln!("audit trail BROKEN: {b}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        AuditCommand::Checkpoint => {
+            let signer = CheckpointSigner::load_or_create(&audit_settings.checkpoint_key_file, &audit_settings.origin)?;
+            match AuditLog::default().checkpoint(&db, &signer, Some(&audit_settings.checkpoint_dir)).await? {
+                Some((size, note)) => {
+                    eprintln!("checkpoint of {size} entries published to {}", audit_settings.checkpoint_dir.display());
+                    print!("{note}");
+                }
+                None => eprintln!("the log is empty: nothing to sign"),
+            }
+        }
+        AuditCommand::Vkey => {
+            let signer = CheckpointSigner::load(&audit_settings.checkpoint_key_file, &audit_settings.origin)?;
+            println!("{}", signer.verifier_key());
+        }
+        AuditCommand::Prove { index, tree_size } => {
+            let latest = audit_checkpoint::Entity::find().order_by_desc(audit_checkpoint::Column::TreeSize).one(&db).await?;
+            let (size, note) = match (tree_size, latest) {
+                (Some(n), _) => (n, None),
+                (None, Some(c)) => (c.tree_size as u64, Some(c.note)),
+                (None, None) => anyhow::bail!("no checkpoint has been signed yet; run `radsight audit checkpoint` or pass --tree-size"),
+            };
+            anyhow::ensure!(index < size, "leaf {index} is not in a tree of {size} entries");
+            let entry = audit_entry::Entity::find_by_id(index as i64 + 1).one(&db).await?.context("no such entry")?;
+            let (leaf, proof) = tree::inclusion_proof(&db, index, size).await?;
+            let root = tree::root(&db, size).await?;
+            let out = serde_json::json!({
+                "index": index,
+                "tree_size": size,
+                "entry": String::from_utf8(canonical_bytes(&entry)).expect("canonical form is UTF-8"),
+                "leaf_hash": tree::to_hex(&leaf),
+                "proof": proof.iter().map(tree::to_hex).collect::<Vec<_>>(),
+                "root_hash": tree::to_hex(&root),
+                "checkpoint": note,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        AuditCommand::Export { format, from, to, patient, actor, action, model, out } => {
+            let parse = |v: Option<String>| v.map(|v| time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)).transpose();
+            let filter = export::Filter { from: parse(from)?, to: parse(to)?, patient: patient.clone(), actor, action, model };
+            let format = export::Format::parse(&format).context("unknown format")?;
+            let entries = export::select(&db, &filter, u64::MAX).await?;
+            let body = export::render(&entries, format, &audit_settings.origin);
+            match &out {
+                Some(path) => std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{body}"),
+            }
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let event = AuditEvent::new(Action::AuditExport, Outcome::Success)
+                .actor(None, Some(&format!("os-user:{user}")))
+                .patient(patient.map(|p| if p.starts_with("Patient/") { p } else { format!("Patient/{p}") }))
+                .entity("AuditLog", "export")
+                .detail("count", entries.len())
+                .detail("via", "cli");
+            AuditLog::default().record(&db, event).await?;
+            eprintln!("exported {} entries", entries.len());
         }
     }
     Ok(ExitCode::SUCCESS)

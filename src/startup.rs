@@ -12,13 +12,14 @@ use anyhow::Context;
 use sea_orm::DatabaseConnection;
 
 use crate::audit::AuditLog;
+use crate::audit::checkpoint::CheckpointSigner;
 use crate::auth::client_jwt::{ClientVerifier, purge_expired_jtis};
 use crate::auth::jwks::KeyStore;
 use crate::cds_hooks::definitions::ServiceDefinitions;
 use crate::cds_hooks::prefetch::FhirFetcher;
 use crate::configuration::Settings;
 use crate::imaging::procedure::ProcedureCatalog;
-use crate::{cds_hooks, health, http_client, store};
+use crate::{audit, cds_hooks, health, http_client, store};
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
@@ -26,6 +27,9 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub audit: AuditLog,
     pub verifier: ClientVerifier,
+    /// Verifies auditor clients (a separate registry from CDS clients).
+    pub auditors: ClientVerifier,
+    pub checkpoint_signer: Arc<CheckpointSigner>,
     pub definitions: ServiceDefinitions,
     pub fhir: FhirFetcher,
     pub catalog: ProcedureCatalog,
@@ -46,8 +50,18 @@ impl Application {
         store::migrate(&db).await.context("migrating the database")?;
         let http = http_client::build();
         let keys = KeyStore::from_settings(&settings.clients, &settings.auth, http.clone()).context("loading client keys")?;
+        let auditor_keys =
+            KeyStore::from_settings(&settings.auditors, &settings.auth, http.clone()).context("loading auditor keys")?;
+        let signer = CheckpointSigner::load_or_create(&settings.audit.checkpoint_key_file, &settings.audit.origin)
+            .context("loading the checkpoint signing key")?;
+        tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
+        let audit = AuditLog::default();
+        // Hash entries written before the Merkle log into it, then sign where the log stands.
+        audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let state = AppState {
             verifier: ClientVerifier::new(keys, settings.auth.clone()),
+            auditors: ClientVerifier::new(auditor_keys, settings.auth.clone()),
+            checkpoint_signer: Arc::new(signer),
             definitions: ServiceDefinitions::load(&settings.hooks.definitions_file).context("loading service definitions")?,
             fhir: FhirFetcher::new(
                 http,
@@ -55,13 +69,14 @@ impl Application {
                 settings.hooks.fhir_max_response_bytes,
             ),
             catalog: ProcedureCatalog::load(&settings.procedures).context("loading the procedure catalog")?,
-            audit: AuditLog::default(),
+            audit,
             db,
             settings: Arc::new(settings),
         };
         let workers = state.settings.server.workers;
         let state = web::Data::new(state);
         spawn_jti_purge(state.db.clone());
+        spawn_checkpoints(state.clone().into_inner());
         let mut server = HttpServer::new(move || {
             // Browser-based CDS clients call cross-origin with a bearer token, never with cookies.
             let cors = Cors::default()
@@ -80,6 +95,7 @@ impl Application {
                 .app_data(state.clone())
                 .configure(cds_hooks::routes)
                 .configure(health::routes)
+                .configure(audit::api::routes)
                 .default_service(web::to(not_found))
         })
         .client_request_timeout(Duration::from_secs(10))
@@ -105,6 +121,25 @@ async fn not_found() -> actix_web::HttpResponse {
             "issue": [{"severity": "error", "code": "not-found", "diagnostics": "no such endpoint or method"}]})
         .to_string(),
     )
+}
+
+/// Signs and publishes a checkpoint every `audit.checkpoint_interval_secs` when the log grew.
+fn spawn_checkpoints(state: Arc<AppState>) {
+    let every = state.settings.audit.checkpoint_interval_secs;
+    if every == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let dir = &state.settings.audit.checkpoint_dir;
+            if let Err(e) = state.audit.checkpoint(&state.db, &state.checkpoint_signer, Some(dir)).await {
+                tracing::error!(error = ?e, "could not sign or publish an audit checkpoint");
+            }
+        }
+    });
 }
 
 fn spawn_jti_purge(db: DatabaseConnection) {

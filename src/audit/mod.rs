@@ -11,6 +11,11 @@
 //!
 //! No free text, token or key ever goes into an entry; patients appear only as references.
 
+pub mod api;
+pub mod checkpoint;
+pub mod export;
+pub mod merkle;
+pub mod tree;
 pub mod verify;
 
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::store::entities::audit_entry;
+use crate::store::entities::{audit_checkpoint, audit_entry};
 
 /// Bumped whenever the canonical form changes; old entries keep verifying under their version.
 pub const FORMAT_VERSION: i32 = 1;
@@ -44,6 +49,10 @@ pub enum Action {
     AuthReject,
     #[serde(rename = "fhir.read")]
     FhirRead,
+    #[serde(rename = "audit.read")]
+    AuditRead,
+    #[serde(rename = "audit.export")]
+    AuditExport,
 }
 
 impl Action {
@@ -54,6 +63,8 @@ impl Action {
             Action::Feedback => "cds.feedback",
             Action::AuthReject => "auth.reject",
             Action::FhirRead => "fhir.read",
+            Action::AuditRead => "audit.read",
+            Action::AuditExport => "audit.export",
         }
     }
 }
@@ -138,6 +149,11 @@ impl AuditEvent {
     }
 }
 
+/// The canonical bytes of a stored entry: its Merkle leaf is SHA-256(0x00 ‖ these bytes).
+pub fn canonical_bytes(entry: &audit_entry::Model) -> Vec<u8> {
+    Canonical::of(entry).bytes()
+}
+
 /// The canonical form that is hashed: a fixed field order, versioned, every stored column in it.
 #[derive(Serialize)]
 pub(crate) struct Canonical<'a> {
@@ -171,9 +187,13 @@ impl Canonical<'_> {
         }
     }
 
+    /// The bytes that are hashed: into the chain (`entry_hash`) and as the Merkle leaf.
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("canonical audit form always serialises")
+    }
+
     pub(crate) fn hash(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("canonical audit form always serialises");
-        hex::encode(Sha256::digest(&bytes))
+        hex::encode(Sha256::digest(self.bytes()))
     }
 }
 
@@ -181,6 +201,14 @@ impl Canonical<'_> {
 pub enum AuditError {
     #[error("could not append an audit entry")]
     Append(#[source] DbErr),
+    #[error("the audit tree is inconsistent")]
+    Tree(#[source] tree::TreeError),
+    #[error("could not publish the checkpoint outside the database")]
+    Publish(#[source] std::io::Error),
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("UTC timestamps always format")
 }
 
 /// The handle every writer of audit entries goes through.
@@ -219,7 +247,46 @@ impl AuditLog {
             .await
             .map_err(AuditError::Append)?;
         let head = last.map(|m| (m.seq, m.entry_hash)).unwrap_or((0, GENESIS_HASH.to_owned()));
-        Ok(AuditTxn { _guard: guard, txn, head })
+        // Entries from before the Merkle log are hashed in first, so tree size == entry count.
+        tree::catch_up(&txn, head.0 as u64).await.map_err(AuditError::Tree)?;
+        let frontier = tree::load_frontier(&txn, head.0 as u64).await.map_err(AuditError::Tree)?;
+        Ok(AuditTxn { _guard: guard, txn, head, frontier })
+    }
+
+    /// Signs a checkpoint of the current tree (or reuses the one already signed at this size),
+    /// stores it, and publishes it to `dir`. Returns its size and note; `None` for an empty log.
+    pub async fn checkpoint(
+        &self,
+        db: &DatabaseConnection,
+        signer: &checkpoint::CheckpointSigner,
+        dir: Option<&std::path::Path>,
+    ) -> Result<Option<(u64, String)>, AuditError> {
+        let txn = self.begin(db).await?;
+        let size = txn.tree_size();
+        if size == 0 {
+            return Ok(None);
+        }
+        let existing = audit_checkpoint::Entity::find_by_id(size as i64).one(txn.conn()).await.map_err(AuditError::Append)?;
+        let note = match existing {
+            Some(c) => c.note,
+            None => {
+                let root = txn.root();
+                let note = signer.sign(size, &root);
+                let row = audit_checkpoint::ActiveModel {
+                    tree_size: Set(size as i64),
+                    root_hash: Set(tree::to_hex(&root)),
+                    note: Set(note.clone()),
+                    created_at: Set(now_rfc3339()),
+                };
+                audit_checkpoint::Entity::insert(row).exec_without_returning(txn.conn()).await.map_err(AuditError::Append)?;
+                note
+            }
+        };
+        txn.commit().await?;
+        if let Some(dir) = dir {
+            checkpoint::publish(dir, size, &note).map_err(AuditError::Publish)?;
+        }
+        Ok(Some((size, note)))
     }
 
     /// Appends one entry in its own transaction and returns its sequence number once committed.
@@ -235,6 +302,8 @@ pub struct AuditTxn<'a> {
     _guard: MutexGuard<'a, ()>,
     txn: DatabaseTransaction,
     head: (i64, String),
+    /// The right edge of the Merkle tree, to hash new leaves in without reading back.
+    frontier: Vec<(merkle::NodeId, merkle::Hash)>,
 }
 
 impl AuditTxn<'_> {
@@ -244,9 +313,7 @@ impl AuditTxn<'_> {
 
     /// Appends an entry after the current head; visible to others only after [`Self::commit`].
     pub async fn append(&mut self, event: AuditEvent) -> Result<i64, AuditError> {
-        let recorded_at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("UTC timestamps always format");
+        let recorded_at = now_rfc3339();
         let model = audit_entry::Model {
             seq: self.head.0 + 1,
             format_version: FORMAT_VERSION,
@@ -261,7 +328,9 @@ impl AuditTxn<'_> {
             prev_hash: self.head.1.clone(),
             entry_hash: String::new(),
         };
-        let entry_hash = Canonical::of(&model).hash();
+        let canonical = Canonical::of(&model).bytes();
+        let entry_hash = hex::encode(Sha256::digest(&canonical));
+        let leaf = merkle::leaf_hash(&canonical);
         let seq = model.seq;
         let active = audit_entry::ActiveModel {
             seq: Set(model.seq),
@@ -278,8 +347,20 @@ impl AuditTxn<'_> {
             entry_hash: Set(entry_hash.clone()),
         };
         audit_entry::Entity::insert(active).exec_without_returning(&self.txn).await.map_err(AuditError::Append)?;
+        let nodes = merkle::push_leaf(&mut self.frontier, (seq - 1) as u64, leaf);
+        tree::insert_nodes(&self.txn, &nodes).await.map_err(AuditError::Append)?;
         self.head = (seq, entry_hash);
         Ok(seq)
+    }
+
+    /// The number of entries, including those appended in this transaction.
+    pub fn tree_size(&self) -> u64 {
+        self.head.0 as u64
+    }
+
+    /// The Merkle root over all entries, including those appended in this transaction.
+    pub fn root(&self) -> merkle::Hash {
+        merkle::frontier_root(&self.frontier)
     }
 
     pub async fn commit(self) -> Result<(), AuditError> {

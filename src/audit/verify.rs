@@ -1,16 +1,30 @@
-//! Offline verification of the audit chain (`radsight audit verify`).
+//! Offline verification of the audit log (`radsight audit verify`).
 //!
-//! Recomputes every entry's hash from its stored columns and checks the links. A changed row
-//! fails its own hash; a deleted or inserted row breaks the sequence or the next link; swapped
-//! rows break the links. What the chain alone cannot show is a truncation of the newest entries
-//! or a wholesale rewrite: that needs checkpoints kept outside the database (see ARCHITECTURE.md).
+//! One pass over the entries in sequence order:
+//! - each entry's hash is recomputed from its stored columns (a changed row fails here),
+//!   and it must link to its predecessor with the next sequence number (a deleted, inserted or
+//!   reordered row fails here);
+//! - its Merkle leaf and every subtree it completes are recomputed and compared with the stored
+//!   tree (proofs served from a damaged tree would be wrong);
+//! - whenever the recomputed tree reaches the size of a checkpoint, stored in the database or
+//!   published outside it, its root must equal the checkpoint's (a rewrite of the whole table,
+//!   with a recomputed chain and tree, fails here against the published copies);
+//! - a checkpoint larger than the log means the newest entries were removed.
+//!
+//! Checkpoint signatures are checked with the log's verifier key when one is given.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use super::checkpoint::{self, CheckpointError, VerifierKey};
+use super::merkle::{self, Hash, NodeId};
+use super::tree::to_hex;
 use super::{Canonical, GENESIS_HASH};
-use crate::store::entities::audit_entry;
+use crate::store::entities::{audit_checkpoint, audit_entry, audit_node};
 
-/// The first place the chain does not hold.
+/// The first place the log does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
     #[error("entry {seq}: its contents do not match its hash (the row was changed)")]
@@ -21,27 +35,104 @@ pub enum ChainBreak {
     SequenceGap { previous: i64, found: i64 },
     #[error("entry {seq}: unknown format version {version}")]
     UnknownFormat { seq: i64, version: i32 },
+    #[error("stored tree node {level}/{index} does not match the entries (from entry {first_seq})")]
+    TreeMismatch { level: u32, index: u64, first_seq: i64 },
+    #[error("checkpoint {source_name} (tree size {size}) does not match the log: the entries up to {size} were rewritten")]
+    CheckpointMismatch { source_name: String, size: u64 },
+    #[error("checkpoint {source_name} covers {size} entries but the log has only {entries}: entries were removed")]
+    Truncated { source_name: String, size: u64, entries: u64 },
+    #[error("checkpoint {source_name} is not valid: {why}")]
+    BadCheckpoint { source_name: String, why: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
     pub entries: u64,
-    /// The newest entry's hash: record it somewhere else to detect a later rewrite.
+    /// The newest entry's chain hash.
     pub head_hash: String,
+    /// The Merkle root over all entries.
+    pub root: String,
+    /// Checkpoints compared (database and published).
+    pub checkpoints: usize,
+    /// Whether checkpoint signatures were checked (a verifier key was given).
+    pub signatures_checked: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("could not read the audit trail")]
     Read(#[from] DbErr),
+    #[error("could not read published checkpoints")]
+    ReadCheckpoints(#[from] std::io::Error),
     #[error("the audit trail is not intact: {0}")]
     Broken(ChainBreak),
 }
 
-/// Walks the whole chain in sequence order, a page at a time.
+/// Where checkpoints live outside the database, and the key that signed them.
+#[derive(Default)]
+pub struct VerifyOptions<'a> {
+    pub published_dir: Option<&'a Path>,
+    pub verifier: Option<&'a VerifierKey>,
+}
+
+/// The chain alone (no tree, no checkpoints): what the first version of the log offered.
 pub async fn verify_chain(db: &DatabaseConnection) -> Result<ChainReport, VerifyError> {
+    verify_log(db, &VerifyOptions::default()).await
+}
+
+fn parse_unverified(note: &str) -> Option<(u64, Hash)> {
+    let mut lines = note.lines();
+    lines.next()?;
+    let size = lines.next()?.parse().ok()?;
+    use base64::Engine;
+    let root = base64::engine::general_purpose::STANDARD.decode(lines.next()?).ok()?.try_into().ok()?;
+    Some((size, root))
+}
+
+/// Size → (source, root) for every checkpoint, signatures checked when a key is given.
+async fn collect_checkpoints(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Result<BTreeMap<u64, Vec<(String, Hash)>>, VerifyError> {
+    let mut notes: Vec<(String, String)> = audit_checkpoint::Entity::find()
+        .order_by_asc(audit_checkpoint::Column::TreeSize)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (format!("database#{}", c.tree_size), c.note))
+        .collect();
+    if let Some(dir) = opts.published_dir {
+        notes.extend(checkpoint::published(dir)?.into_iter().map(|(name, note)| (dir.join(name).display().to_string(), note)));
+    }
+    let mut map: BTreeMap<u64, Vec<(String, Hash)>> = BTreeMap::new();
+    for (source_name, note) in notes {
+        let parsed = match opts.verifier {
+            Some(v) => v.open(&note).map(|c| (c.size, c.root)).map_err(|e: CheckpointError| e.to_string()),
+            None => parse_unverified(&note).ok_or_else(|| "it is not a checkpoint".to_owned()),
+        };
+        match parsed {
+            Ok((size, root)) => map.entry(size).or_default().push((source_name, root)),
+            Err(why) => return Err(VerifyError::Broken(ChainBreak::BadCheckpoint { source_name, why })),
+        }
+    }
+    Ok(map)
+}
+
+/// Walks the whole log in sequence order, a page at a time, in O(log n) memory.
+pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Result<ChainReport, VerifyError> {
     const PAGE: u64 = 1000;
-    let (mut previous_seq, mut previous_hash, mut count) = (0i64, GENESIS_HASH.to_owned(), 0u64);
+    let checkpoints = collect_checkpoints(db, opts).await?;
+    let checked = checkpoints.values().map(Vec::len).sum();
+    let broken = |b: ChainBreak| VerifyError::Broken(b);
+    let (mut previous_seq, mut previous_hash) = (0i64, GENESIS_HASH.to_owned());
+    let mut frontier: Vec<(NodeId, Hash)> = Vec::new();
+    let mut size = 0u64;
+    let check_root = |frontier: &[(NodeId, Hash)], size: u64| -> Result<(), VerifyError> {
+        for (source_name, root) in checkpoints.get(&size).into_iter().flatten() {
+            if *root != merkle::frontier_root(frontier) {
+                return Err(broken(ChainBreak::CheckpointMismatch { source_name: source_name.clone(), size }));
+            }
+        }
+        Ok(())
+    };
+    check_root(&frontier, size)?;
     loop {
         let page = audit_entry::Entity::find()
             .filter(audit_entry::Column::Seq.gt(previous_seq))
@@ -50,15 +141,56 @@ pub async fn verify_chain(db: &DatabaseConnection) -> Result<ChainReport, Verify
             .all(db)
             .await?;
         if page.is_empty() {
-            return Ok(ChainReport { entries: count, head_hash: previous_hash });
+            break;
         }
+        let mut expected_nodes = Vec::new();
         for entry in &page {
-            check_entry(entry, previous_seq, &previous_hash).map_err(VerifyError::Broken)?;
+            check_entry(entry, previous_seq, &previous_hash).map_err(broken)?;
+            let leaf = merkle::leaf_hash(&Canonical::of(entry).bytes());
+            expected_nodes.extend(merkle::push_leaf(&mut frontier, size, leaf).into_iter().map(|n| (n, entry.seq)));
+            size += 1;
+            check_root(&frontier, size)?;
             previous_seq = entry.seq;
             previous_hash = entry.entry_hash.clone();
-            count += 1;
+        }
+        compare_nodes(db, &expected_nodes).await?;
+    }
+    let entries = size;
+    if let Some((size, sources)) = checkpoints.range(entries + 1..).next() {
+        return Err(broken(ChainBreak::Truncated { source_name: sources[0].0.clone(), size: *size, entries }));
+    }
+    Ok(ChainReport {
+        entries,
+        head_hash: previous_hash,
+        root: to_hex(&merkle::frontier_root(&frontier)),
+        checkpoints: checked,
+        signatures_checked: opts.verifier.is_some(),
+    })
+}
+
+/// Compares recomputed tree nodes with the stored ones, one range query per level.
+async fn compare_nodes(db: &DatabaseConnection, expected: &[((NodeId, Hash), i64)]) -> Result<(), VerifyError> {
+    let mut by_level: BTreeMap<u32, Vec<&((NodeId, Hash), i64)>> = BTreeMap::new();
+    for e in expected {
+        by_level.entry(e.0.0.level).or_default().push(e);
+    }
+    for (level, nodes) in by_level {
+        let (lo, hi) = (nodes[0].0.0.index, nodes[nodes.len() - 1].0.0.index);
+        let stored: BTreeMap<u64, String> = audit_node::Entity::find()
+            .filter(audit_node::Column::Level.eq(level as i32))
+            .filter(audit_node::Column::Idx.between(lo as i64, hi as i64))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|n| (n.idx as u64, n.hash))
+            .collect();
+        for ((id, hash), seq) in nodes {
+            if stored.get(&id.index) != Some(&to_hex(hash)) {
+                return Err(VerifyError::Broken(ChainBreak::TreeMismatch { level, index: id.index, first_seq: *seq }));
+            }
         }
     }
+    Ok(())
 }
 
 fn check_entry(entry: &audit_entry::Model, previous_seq: i64, previous_hash: &str) -> Result<(), ChainBreak> {

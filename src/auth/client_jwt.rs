@@ -26,6 +26,14 @@ use crate::store::entities::client_jti;
 pub struct VerifiedClient {
     pub iss: String,
     pub tenant: Option<String>,
+    /// Space-separated scopes, for callers that are authorised by scope (auditors).
+    pub scope: Option<String>,
+}
+
+impl VerifiedClient {
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scope.as_deref().is_some_and(|s| s.split(' ').any(|x| x == wanted))
+    }
 }
 
 /// Why a request was not authenticated. The reason goes to the audit trail, never to the client.
@@ -106,6 +114,8 @@ struct Claims {
     jti: String,
     #[serde(default)]
     tenant: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 pub struct ClientVerifier {
@@ -184,7 +194,7 @@ impl ClientVerifier {
             return Err(AuthFailure::MissingClaim);
         }
         remember_jti(db, &iss, &claims.jti, claims.exp + leeway).await?;
-        Ok(VerifiedClient { iss, tenant: claims.tenant })
+        Ok(VerifiedClient { iss, tenant: claims.tenant, scope: claims.scope })
     }
 }
 

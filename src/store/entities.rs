@@ -135,3 +135,34 @@ pub mod analysis_result {
     }
     no_relations!();
 }
+
+pub mod audit_node {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_nodes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub level: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub idx: i64,
+        pub hash: String,
+    }
+    no_relations!();
+}
+
+pub mod audit_checkpoint {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_checkpoints")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tree_size: i64,
+        pub root_hash: String,
+        /// The C2SP signed-note checkpoint, exactly as published.
+        pub note: String,
+        pub created_at: String,
+    }
+    no_relations!();
+}

@@ -1,33 +1,13 @@
 //! The audit trail: append-only in the database, hash-chained, verified offline by
 //! `radsight audit verify`, which names the first damaged entry.
 
-use std::process::Command;
-
 use futures_util::future::join_all;
 use sea_orm::{ConnectionTrait, DbBackend};
 
-use crate::helpers::{Backend, TestApp, example, spawn_app};
+use crate::helpers::{Backend, CliOutput, TestApp, example, spawn_app};
 
-struct Verify {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn audit_verify(app: &TestApp) -> Verify {
-    let cwd = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_radsight"))
-        .args(["audit", "verify"])
-        .env("DATABASE_URL", &app.db_url)
-        .env_remove("RADSIGHT_CONFIG")
-        .current_dir(cwd.path())
-        .output()
-        .unwrap();
-    Verify {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn audit_verify(app: &TestApp) -> CliOutput {
+    app.cli(&["audit", "verify"])
 }
 
 /// Some realistic activity: discovery, a hook with cards, a refused request.

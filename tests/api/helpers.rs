@@ -15,6 +15,7 @@ use crate::fhir_fixture::FhirFixture;
 
 pub const ISS: &str = "https://ehr.example.org";
 pub const JKU_ISS: &str = "https://jku-client.example.org";
+pub const AUDITOR_ISS: &str = "https://compliance.example.org";
 pub const PATIENT: &str = "example-patient";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,10 @@ pub struct TestApp {
     pub rs384: ClientKey,
     /// The key of the client registered only through a `jku`.
     pub jku_key: ClientKey,
+    /// The key of the registered auditor client.
+    pub auditor: ClientKey,
+    /// The settings the app was started with (paths of the checkpoint key and directory).
+    pub settings: Settings,
     pub fhir: FhirFixture,
     pub http: reqwest::Client,
     _tmp: tempfile::TempDir,
@@ -65,6 +70,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let rs384 = ClientKey::generate(Algorithm::RS384).unwrap();
     let jku_key = ClientKey::generate(Algorithm::ES384).unwrap();
     fhir.set_jwks(serde_json::to_value(jku_key.jwks()).unwrap());
+    let auditor = ClientKey::generate(Algorithm::ES384).unwrap();
     let jwks = json!({"keys": [es384.public_jwk(), rs384.public_jwk()]});
 
     let mut settings = Settings::default();
@@ -88,13 +94,29 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
             fhir_servers: vec![],
         },
     ];
+    settings.auditors = vec![ClientSettings {
+        iss: AUDITOR_ISS.into(),
+        jwks: Some(serde_json::to_string(&auditor.jwks()).unwrap()),
+        jwks_file: None,
+        jku: vec![],
+        fhir_servers: vec![],
+    }];
+    settings.audit.checkpoint_key_file = tmp.path().join("audit-checkpoint.pem");
+    settings.audit.checkpoint_dir = tmp.path().join("checkpoints");
+    settings.audit.checkpoint_interval_secs = 0;
     configure(&mut settings);
     let db_url = settings.database.url.clone();
-    let app = Application::build(settings).await.expect("radsight starts");
+    let app = Application::build(settings.clone()).await.expect("radsight starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let db = Database::connect(&db_url).await.unwrap();
-    TestApp { address, db, db_url, es384, rs384, jku_key, fhir, http: reqwest::Client::new(), _tmp: tmp }
+    TestApp { address, db, db_url, es384, rs384, jku_key, auditor, settings, fhir, http: reqwest::Client::new(), _tmp: tmp }
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A parsed response.
@@ -126,6 +148,34 @@ impl Reply {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// Runs the `radsight` CLI against this app's database and audit settings.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_radsight"))
+            .args(args)
+            .env("DATABASE_URL", &self.db_url)
+            .env("RADSIGHT_AUDIT__CHECKPOINT_KEY_FILE", &self.settings.audit.checkpoint_key_file)
+            .env("RADSIGHT_AUDIT__CHECKPOINT_DIR", &self.settings.audit.checkpoint_dir)
+            .env_remove("RADSIGHT_CONFIG")
+            .current_dir(self._tmp.path())
+            .output()
+            .unwrap();
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A GET as the registered auditor with the `audit.read` scope.
+    pub async fn auditor_get(&self, path_and_query: &str) -> Reply {
+        let path = path_and_query.split('?').next().unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = json!({"iss": AUDITOR_ISS, "aud": self.url(path), "iat": now, "exp": now + 300,
+            "jti": uuid::Uuid::new_v4().to_string(), "scope": "audit.read"});
+        let token = self.auditor.sign(&claims, None).unwrap();
+        self.send(reqwest::Method::GET, path_and_query, Some(&token), None).await
     }
 
     pub fn token(&self, path: &str) -> String {

@@ -1,0 +1,173 @@
+//! The auditors' API: the latest signed checkpoint, inclusion and consistency proofs, and
+//! filtered exports.
+//!
+//! **Boundary:** only registered auditor clients reach it, with a signed JWT (verified exactly
+//! like a CDS client's, against the `auditors` registry, never the `clients` one) that carries
+//! the `audit.read` scope. Every read, and every refusal, is itself audited.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::export::{self, Filter, Format};
+use super::tree::{self, to_hex};
+use super::{Action, AuditEvent, Outcome};
+use crate::auth::client_jwt::{AuthFailure, ClientVerifier, VerifiedClient};
+use crate::cds_hooks::error::HookError;
+use crate::startup::AppState;
+use crate::store::entities::audit_checkpoint;
+
+pub const SCOPE: &str = "audit.read";
+const MAX_EXPORT: u64 = 100_000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/audit/checkpoint", web::get().to(latest_checkpoint))
+        .route("/audit/proofs/inclusion", web::get().to(inclusion))
+        .route("/audit/proofs/consistency", web::get().to(consistency))
+        .route("/audit/events", web::get().to(events));
+}
+
+async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HookError> {
+    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let called_url = format!("{}{}", state.settings.server.public_url, req.path());
+    let result = match state.auditors.verify(&state.db, authorization, &called_url).await {
+        Ok(c) if c.has_scope(SCOPE) => Ok(c),
+        Ok(_) => Err(AuthFailure::MissingClaim),
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(c) => Ok(c),
+        Err(failure) => {
+            let reason = if failure == AuthFailure::MissingClaim { "missing-audit-scope" } else { failure.code() };
+            let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
+                .detail("reason", reason)
+                .detail("path", req.path())
+                .detail("claimed_iss", ClientVerifier::claimed_issuer(authorization).map(serde_json::Value::from).unwrap_or_default());
+            state.audit.record(&state.db, event).await.map_err(|e| HookError::Internal(e.into()))?;
+            Err(HookError::Unauthorized(failure))
+        }
+    }
+}
+
+async fn record_read(state: &AppState, who: &VerifiedClient, action: Action, what: &str, detail: serde_json::Value) -> Result<(), HookError> {
+    let mut event = AuditEvent::new(action, Outcome::Success).actor(Some(&who.iss), None).entity("AuditLog", what);
+    event.detail = detail;
+    state.audit.record(&state.db, event).await.map(|_| ()).map_err(|e| HookError::Internal(e.into()))
+}
+
+fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    b.insert_header(("cache-control", "no-store"));
+    b
+}
+
+async fn latest_checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+    let who = authenticate_auditor(&req, &state).await?;
+    use sea_orm::{EntityTrait, QueryOrder};
+    let latest = audit_checkpoint::Entity::find()
+        .order_by_desc(audit_checkpoint::Column::TreeSize)
+        .one(&state.db)
+        .await
+        .map_err(|e| HookError::Internal(e.into()))?
+        .ok_or_else(|| HookError::invalid("checkpoint", "no checkpoint has been signed yet"))?;
+    record_read(&state, &who, Action::AuditRead, "checkpoint", json!({"tree_size": latest.tree_size})).await?;
+    Ok(no_store(HttpResponse::Ok()).content_type("text/plain; charset=utf-8").body(latest.note))
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    tree_size: u64,
+}
+
+async fn inclusion(req: HttpRequest, query: Result<web::Query<InclusionQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+    let who = authenticate_auditor(&req, &state).await?;
+    let q = query.map_err(|_| HookError::invalid("index", "index and tree_size must be non-negative integers"))?;
+    if q.index >= q.tree_size {
+        return Err(HookError::invalid("index", "index must be smaller than tree_size"));
+    }
+    let (leaf, proof) = tree::inclusion_proof(&state.db, q.index, q.tree_size).await.map_err(proof_error)?;
+    let root = tree::root(&state.db, q.tree_size).await.map_err(proof_error)?;
+    record_read(&state, &who, Action::AuditRead, "inclusion-proof", json!({"index": q.index, "tree_size": q.tree_size})).await?;
+    Ok(no_store(HttpResponse::Ok()).json(json!({
+        "index": q.index,
+        "tree_size": q.tree_size,
+        "leaf_hash": to_hex(&leaf),
+        "root_hash": to_hex(&root),
+        "proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn consistency(req: HttpRequest, query: Result<web::Query<ConsistencyQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+    let who = authenticate_auditor(&req, &state).await?;
+    let q = query.map_err(|_| HookError::invalid("from", "from and to must be non-negative integers"))?;
+    if q.from == 0 || q.from > q.to {
+        return Err(HookError::invalid("from", "from must be at least 1 and at most to"));
+    }
+    let proof = tree::consistency_proof(&state.db, q.from, q.to).await.map_err(proof_error)?;
+    let (r1, r2) = (tree::root(&state.db, q.from).await.map_err(proof_error)?, tree::root(&state.db, q.to).await.map_err(proof_error)?);
+    record_read(&state, &who, Action::AuditRead, "consistency-proof", json!({"from": q.from, "to": q.to})).await?;
+    Ok(no_store(HttpResponse::Ok()).json(json!({
+        "from": q.from,
+        "to": q.to,
+        "from_root": to_hex(&r1),
+        "to_root": to_hex(&r2),
+        "proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
+    })))
+}
+
+fn proof_error(e: tree::TreeError) -> HookError {
+    match e {
+        tree::TreeError::BeyondLog { .. } => HookError::invalid("tree_size", e.to_string()),
+        other => HookError::Internal(other.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    patient: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    model: Option<String>,
+    format: Option<String>,
+}
+
+pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, HookError> {
+    value
+        .map(|v| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| HookError::invalid(field, "must be an RFC 3339 instant")))
+        .transpose()
+}
+
+async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+    let who = authenticate_auditor(&req, &state).await?;
+    let q = query.map_err(|_| HookError::invalid("(query)", "unreadable query string"))?;
+    let format = Format::parse(q.format.as_deref().unwrap_or("fhir")).ok_or_else(|| HookError::invalid("format", "must be fhir, jsonl or csv"))?;
+    let filter = Filter {
+        from: parse_time("from", q.from.as_deref())?,
+        to: parse_time("to", q.to.as_deref())?,
+        patient: q.patient.clone(),
+        actor: q.actor.clone(),
+        action: q.action.clone(),
+        model: q.model.clone(),
+    };
+    let entries = export::select(&state.db, &filter, MAX_EXPORT).await.map_err(|e| HookError::Internal(e.into()))?;
+    let body = export::render(&entries, format, &state.settings.audit.origin);
+    let detail = json!({"format": q.format.as_deref().unwrap_or("fhir"), "count": entries.len(),
+        "filter": {"from": q.from, "to": q.to, "patient": q.patient.is_some(), "actor": q.actor, "action": q.action, "model": q.model}});
+    let mut event = AuditEvent::new(Action::AuditExport, Outcome::Success).actor(Some(&who.iss), None).entity("AuditLog", "export");
+    event.detail = detail;
+    if let Some(p) = &q.patient {
+        event = event.patient(Some(if p.starts_with("Patient/") { p.clone() } else { format!("Patient/{p}") }));
+    }
+    state.audit.record(&state.db, event).await.map_err(|e| HookError::Internal(e.into()))?;
+    Ok(no_store(HttpResponse::Ok()).content_type(format.content_type()).body(body))
+}
