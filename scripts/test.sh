@@ -45,7 +45,19 @@ ensure_postgres() {
     while read -r db; do psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
 }
 
+ensure_python() {
+  # The independent audit-proof verifier and the FHIR validator run in their own venv.
+  local venv=.venv-test
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -c 'import cryptography, fhir.resources' 2>/dev/null ||
+    "$venv/bin/pip" install -q -r tests/python/requirements.txt
+  export RADSIGHT_TEST_PYTHON="$PWD/$venv/bin/python"
+}
+
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 ensure_postgres
+ensure_python
 
 cargo test --workspace --locked "$@"

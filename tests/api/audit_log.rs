@@ -1,0 +1,282 @@
+//! The Merkle audit log: signed checkpoints published outside the database, proofs that an
+//! independent verifier (Python, written from RFC 9162) accepts, the tamper matrix against
+//! published checkpoints, the auditor-only API, the FHIR AuditEvent export, and the migration of
+//! a chain-only log into the tree.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use futures_util::future::join_all;
+use radsight::audit::{Action, AuditEvent, AuditLog, Outcome};
+use sea_orm::{ConnectionTrait, DbBackend};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, example, spawn_app, spawn_app_with};
+
+fn python() -> String {
+    std::env::var("RADSIGHT_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs a script from tests/python with `input` on stdin.
+fn run_python(script: &str, input: &str) -> (bool, String) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(python())
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh provides the venv)");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Appends `n` entries directly through the audit API.
+async fn append(app: &TestApp, n: usize) {
+    let log = AuditLog::default();
+    for i in 0..n {
+        let event = AuditEvent::new(Action::HookCall, Outcome::Success).actor(Some("https://ehr.example.org"), None).detail("i", i);
+        log.record(&app.db, event).await.unwrap();
+    }
+}
+
+fn checkpoint(app: &TestApp) -> String {
+    let out = app.cli(&["audit", "checkpoint"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+}
+
+fn vkey(app: &TestApp) -> String {
+    let out = app.cli(&["audit", "vkey"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+async fn drop_guards(app: &TestApp) {
+    let sql: Vec<&str> = match app.db.get_database_backend() {
+        DbBackend::Postgres => vec![
+            "DROP TRIGGER audit_entries_append_only ON audit_entries",
+            "DROP TRIGGER audit_nodes_append_only ON audit_nodes",
+            "DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints",
+        ],
+        _ => vec![
+            "DROP TRIGGER audit_entries_no_update",
+            "DROP TRIGGER audit_entries_no_delete",
+            "DROP TRIGGER audit_nodes_no_UPDATE",
+            "DROP TRIGGER audit_nodes_no_DELETE",
+            "DROP TRIGGER audit_checkpoints_no_UPDATE",
+            "DROP TRIGGER audit_checkpoints_no_DELETE",
+        ],
+    };
+    for s in sql {
+        app.db.execute_unprepared(s).await.unwrap();
+    }
+}
+
+async fn a_signed_checkpoint_is_published_and_verify_checks_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 10).await;
+    let note = checkpoint(&app);
+    assert!(note.starts_with("radsight.local/audit\n10\n"), "{note}");
+    let published = std::fs::read_to_string(app.settings.audit.checkpoint_dir.join("checkpoint")).unwrap();
+    assert_eq!(published, note);
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    assert!(v.stdout.contains("10 entries") && v.stdout.contains("2 checkpoints matched") && v.stdout.contains("signatures verified"), "{}", v.stdout);
+}
+
+async fn proofs_served_to_auditors_pass_an_independent_rfc9162_verifier(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 37).await;
+    let note = checkpoint(&app);
+    let mut inclusion = Vec::new();
+    let mut consistency = Vec::new();
+    // A spread of sizes and positions, including powers of two and their neighbours.
+    for (index, size) in [(0, 1), (0, 37), (36, 37), (15, 16), (16, 17), (5, 31), (20, 33), (31, 32), (7, 8), (12, 25)] {
+        let r = app.auditor_get(&format!("/audit/proofs/inclusion?index={index}&tree_size={size}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.headers["cache-control"], "no-store");
+        inclusion.push(r.json());
+    }
+    for (from, to) in [(1, 37), (16, 37), (17, 37), (31, 32), (8, 13), (36, 37), (37, 37), (3, 4)] {
+        let r = app.auditor_get(&format!("/audit/proofs/consistency?from={from}&to={to}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        consistency.push(r.json());
+    }
+    // The CLI proof carries the entry itself, so the leaf hash is checked from content.
+    let prove = app.cli(&["audit", "prove", "11"]);
+    assert_eq!(prove.code, 0, "{}", prove.stderr);
+    inclusion.push(serde_json::from_str(&prove.stdout).unwrap());
+
+    let request = json!({"vkey": vkey(&app), "checkpoint": note, "inclusion": inclusion, "consistency": consistency});
+    let (ok, out) = run_python("audit_verifier.py", &request.to_string());
+    assert!(ok, "{out}");
+    assert!(out.contains("valid checkpoint root = proof root at 37"), "{out}");
+
+    // The verifier is not a rubber stamp: an altered proof and a forged checkpoint fail.
+    let mut bad = inclusion[1].clone();
+    bad["proof"][0] = json!("00".repeat(32));
+    let (ok, out) = run_python("audit_verifier.py", &json!({"inclusion": [bad], "expect_valid": true}).to_string());
+    assert!(!ok, "{out}");
+    let forged = note.replacen("\n37\n", "\n38\n", 1);
+    let (ok, out) = run_python("audit_verifier.py", &json!({"vkey": vkey(&app), "checkpoint": forged}).to_string());
+    assert!(!ok, "{out}");
+}
+
+async fn a_rewritten_table_is_caught_by_the_published_checkpoint(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 12).await;
+    checkpoint(&app);
+    // An attacker with full database access rewrites entry 5 and recomputes everything after it:
+    // chain, tree, even the stored checkpoints. Only the published copy is out of reach.
+    drop_guards(&app).await;
+    let entries = app.audit().await;
+    for t in ["audit_checkpoints", "audit_nodes", "audit_entries"] {
+        app.db.execute_unprepared(&format!("DELETE FROM {t}")).await.unwrap();
+    }
+    let log = AuditLog::default();
+    for e in entries {
+        let outcome = if e.seq == 5 { Outcome::Rejected } else { Outcome::Success };
+        let detail: Value = serde_json::from_str(&e.detail).unwrap();
+        let mut event = AuditEvent::new(Action::HookCall, outcome).actor(e.actor_iss.as_deref(), None);
+        event.detail = detail;
+        log.record(&app.db, event).await.unwrap();
+    }
+    let chain_only = app.cli(&["audit", "verify", "--checkpoints", "/nonexistent"]);
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 2, "{}{}", v.stdout, v.stderr);
+    assert!(v.stderr.contains("checkpoint") && v.stderr.contains("tree size 12") && v.stderr.contains("rewritten"), "{}", v.stderr);
+    // Without the published checkpoint the rewrite would have passed: that copy is the anchor.
+    assert_eq!(chain_only.code, 0, "{}", chain_only.stderr);
+}
+
+async fn removing_the_newest_entries_is_caught_as_truncation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 9).await;
+    checkpoint(&app);
+    drop_guards(&app).await;
+    app.db.execute_unprepared("DELETE FROM audit_entries WHERE seq >= 8").await.unwrap();
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 2);
+    assert!(v.stderr.contains("covers 9 entries") && v.stderr.contains("only 7"), "{}", v.stderr);
+}
+
+async fn a_damaged_tree_node_is_caught(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 8).await;
+    drop_guards(&app).await;
+    app.db.execute_unprepared(&format!("UPDATE audit_nodes SET hash = '{}' WHERE level = 1 AND idx = 2", "ab".repeat(32))).await.unwrap();
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 2);
+    assert!(v.stderr.contains("tree node 1/2"), "{}", v.stderr);
+}
+
+async fn a_chain_only_log_migrates_into_the_tree_with_every_entry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 21).await;
+    let before = app.cli(&["audit", "verify"]);
+    assert_eq!(before.code, 0);
+    // As the log was before the Merkle tree existed: entries only.
+    drop_guards(&app).await;
+    app.db.execute_unprepared("DELETE FROM audit_nodes").await.unwrap();
+    // The next writer (here the checkpoint command) hashes the old entries in first.
+    let note = checkpoint(&app);
+    assert!(note.contains("\n21\n"), "{note}");
+    let after = app.cli(&["audit", "verify"]);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    let root = |s: &str| s.split("root ").nth(1).unwrap().split(',').next().unwrap().to_owned();
+    assert_eq!(root(&before.stdout), root(&after.stdout), "the same entries give the same tree");
+}
+
+async fn only_auditors_with_the_audit_scope_reach_the_audit_api(backend: Backend) {
+    let app = spawn_app(backend).await;
+    append(&app, 3).await;
+    checkpoint(&app);
+    // A CDS client's valid token is not an auditor's.
+    let cds = app.token("/audit/checkpoint");
+    assert_eq!(app.send(reqwest::Method::GET, "/audit/checkpoint", Some(&cds), None).await.status, 401);
+    // An auditor token without the scope is refused too.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let unscoped = app
+        .auditor
+        .sign(&json!({"iss": crate::helpers::AUDITOR_ISS, "aud": app.url("/audit/checkpoint"), "iat": now, "exp": now + 60, "jti": "j1"}), None)
+        .unwrap();
+    assert_eq!(app.send(reqwest::Method::GET, "/audit/checkpoint", Some(&unscoped), None).await.status, 401);
+    let last = app.audit().await.pop().unwrap();
+    assert!(last.action == "auth.reject" && last.detail.contains("missing-audit-scope"), "{last:?}");
+    // The auditor gets the signed checkpoint, and the read is audited.
+    let ok = app.auditor_get("/audit/checkpoint").await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.text.starts_with("radsight.local/audit\n3\n"), "{}", ok.text);
+    assert_eq!(app.audit().await.pop().unwrap().action, "audit.read");
+    // Bad parameters are a 400 in FHIR terms.
+    app.auditor_get("/audit/proofs/inclusion?index=5&tree_size=2").await.outcome(400);
+    app.auditor_get("/audit/proofs/inclusion?index=0&tree_size=999").await.outcome(400);
+}
+
+async fn exports_are_valid_fhir_audit_events_and_filter_by_patient(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.hook("radsight-imaging-order-select", &example("order-select")).await.cards();
+    let token = app.token("/cds-services");
+    app.discovery(Some(&token)).await;
+    app.discovery(None).await; // a refused call
+    let all = app.auditor_get("/audit/events?format=fhir").await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    let bundle = all.json();
+    assert_eq!(bundle["entry"].as_array().unwrap().len(), 3);
+    let (ok, out) = run_python("validate_fhir.py", &all.text);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 AuditEvents valid"), "{out}");
+    let hook = &bundle["entry"][0]["resource"];
+    assert_eq!(hook["outcome"], "0");
+    assert!(hook["entity"].as_array().unwrap().iter().any(|e| e["what"]["reference"] == "Patient/example-patient"));
+    let refused = &bundle["entry"][2]["resource"];
+    assert_eq!(refused["type"]["code"], "110114");
+    assert_eq!(refused["outcome"], "4");
+
+    let mine = app.auditor_get("/audit/events?format=jsonl&patient=example-patient").await;
+    assert_eq!(mine.text.lines().count(), 1, "{}", mine.text);
+    let csv = app.auditor_get("/audit/events?format=csv&action=auth.reject").await;
+    assert!(csv.text.starts_with("seq,leaf_index,"), "{}", csv.text);
+    assert_eq!(csv.text.lines().count(), 2);
+    // Exports are audited, and the CLI exports the same events.
+    assert_eq!(app.audit().await.iter().filter(|e| e.action == "audit.export").count(), 3);
+    let cli = app.cli(&["audit", "export", "--format", "jsonl", "--action", "cds.hook"]);
+    assert_eq!(cli.code, 0, "{}", cli.stderr);
+    assert_eq!(cli.stdout.lines().count(), 1);
+    app.auditor_get("/audit/events?format=xml").await.outcome(400);
+}
+
+async fn two_instances_appending_at_once_give_one_verifiable_log(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let url = app.db_url.clone();
+    let second = spawn_app_with(backend, move |s| s.database.url = url).await;
+    let calls = (0..300).map(|i| {
+        let target = if i % 2 == 0 { &app } else { &second };
+        async move {
+            let token = target.token("/cds-services");
+            target.discovery(Some(&token)).await.status
+        }
+    });
+    let statuses = join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let seqs: Vec<i64> = app.audit().await.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    checkpoint(&app);
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(v.stdout.contains("300 entries"), "{}", v.stdout);
+}
+
+backend_tests!(
+    a_signed_checkpoint_is_published_and_verify_checks_it,
+    proofs_served_to_auditors_pass_an_independent_rfc9162_verifier,
+    a_rewritten_table_is_caught_by_the_published_checkpoint,
+    removing_the_newest_entries_is_caught_as_truncation,
+    a_damaged_tree_node_is_caught,
+    a_chain_only_log_migrates_into_the_tree_with_every_entry,
+    only_auditors_with_the_audit_scope_reach_the_audit_api,
+    exports_are_valid_fhir_audit_events_and_filter_by_patient,
+    two_instances_appending_at_once_give_one_verifiable_log,
+);
