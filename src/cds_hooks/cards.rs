@@ -120,7 +120,14 @@ pub struct Card {
     pub override_reasons: Vec<Coding>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
+    /// CDS Hooks extension: `org.radsight.audit` names the audit-log leaf that records this
+    /// card being served, so an auditor can request its inclusion proof.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<serde_json::Value>,
 }
+
+/// The extension key under which a card carries its audit-log position.
+pub const AUDIT_EXTENSION: &str = "org.radsight.audit";
 
 /// What produced a card: kept with the stored card so auditors can trace it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +157,13 @@ impl Card {
             selection_behavior: None,
             override_reasons: Vec::new(),
             links: Vec::new(),
+            extension: None,
         }
+    }
+
+    /// Records which audit entry (sequence number; leaf index = seq − 1) served this card.
+    pub fn audited_as(&mut self, seq: i64) {
+        self.extension = Some(serde_json::json!({ AUDIT_EXTENSION: { "seq": seq, "leafIndex": seq - 1 } }));
     }
 
     pub fn detail(mut self, markdown: String) -> Card {

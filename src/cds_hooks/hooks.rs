@@ -73,7 +73,7 @@ async fn handle(
         issued.extend(ai);
     }
 
-    store_and_audit(state, client, service_id, &hook_req, orders.len(), &issued).await?;
+    store_and_audit(state, client, service_id, &hook_req, orders.len(), &mut issued).await?;
     let cards: Vec<_> = issued.iter().map(|c| &c.card).collect();
     Ok(HttpResponse::Ok().content_type("application/json").body(json!({ "cards": cards }).to_string()))
 }
@@ -109,7 +109,7 @@ async fn store_and_audit(
     service_id: &str,
     hook_req: &HookRequest,
     order_count: usize,
-    issued: &[IssuedCard],
+    issued: &mut [IssuedCard],
 ) -> Result<(), HookError> {
     let internal = |e: anyhow::Error| HookError::Internal(e);
     let mut event = AuditEvent::new(Action::HookCall, Outcome::Success)
@@ -125,6 +125,7 @@ async fn store_and_audit(
     }
     let mut txn = state.audit.begin(&state.db).await.map_err(|e| internal(e.into()))?;
     let seq = txn.append(event).await.map_err(|e| internal(e.into()))?;
+    issued.iter_mut().for_each(|c| c.card.audited_as(seq));
     if !issued.is_empty() {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let rows = issued.iter().map(|c| card::ActiveModel {

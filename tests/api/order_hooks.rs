@@ -162,6 +162,8 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
         assert_eq!(c.patient_ref, "Patient/example-patient");
         assert_eq!(c.hook_instance, "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea");
         assert_eq!(c.source_kind, "rule");
+        let served = cards.iter().find(|x| x["uuid"] == c.uuid.as_str()).unwrap();
+        assert_eq!(served["extension"]["org.radsight.audit"]["leafIndex"], entry.seq - 1, "the card names its audit leaf");
         let json: Value = serde_json::from_str(&c.card_json).unwrap();
         assert_eq!(json, *cards.iter().find(|x| x["uuid"] == c.uuid.as_str()).unwrap(), "stored exactly as served");
     }
