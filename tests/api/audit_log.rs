@@ -269,6 +269,87 @@ async fn two_instances_appending_at_once_give_one_verifiable_log(backend: Backen
     assert!(v.stdout.contains("300 entries"), "{}", v.stdout);
 }
 
+
+/// Starts `radsight serve` as its own process on the app's database, with the app's clients.
+fn serve_process(app: &TestApp, port: u16) -> std::process::Child {
+    let dir = app.settings.audit.checkpoint_dir.parent().unwrap().to_path_buf();
+    let jwks = app.settings.clients[0].jwks.clone().unwrap();
+    let config = format!(
+        "[server]\nport = {port}\npublic_url = \"{}\"\n[[clients]]\niss = \"{}\"\njwks = '''{jwks}'''\n",
+        app.address, crate::helpers::ISS
+    );
+    let path = dir.join("crash-test.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_radsight"))
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .env("DATABASE_URL", &app.db_url)
+        .env("RADSIGHT_AUDIT__CHECKPOINT_KEY_FILE", &app.settings.audit.checkpoint_key_file)
+        .env("RADSIGHT_AUDIT__CHECKPOINT_DIR", &app.settings.audit.checkpoint_dir)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("radsight did not become ready");
+}
+
+async fn a_killed_process_loses_no_acknowledged_entry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = serve_process(&app, port);
+    wait_ready(&app.http, &base).await;
+    // Tokens must name the URL called: the process's public_url is the test app's address, so
+    // sign for that and send to the process.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pem = app.es384.to_pem();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, token_app_url, base, acked, pem) = (app.http.clone(), app.url("/cds-services"), base.clone(), acked.clone(), pem.clone());
+            let key = radsight::keys::ClientKey::from_pem(jsonwebtoken::Algorithm::ES384, &pem).unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let token = key.client_token(crate::helpers::ISS, &token_app_url).unwrap();
+                    match http.get(format!("{base}/cds-services")).bearer_auth(token).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(r) => panic!("unexpected status {}", r.status()),
+                        Err(_) => break, // the process is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-append
+    child.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acknowledged = acked.load(std::sync::atomic::Ordering::SeqCst);
+
+    let mut restarted = serve_process(&app, port);
+    wait_ready(&app.http, &base).await;
+    let discoveries = app.audit().await.iter().filter(|e| e.action == "cds.discovery").count();
+    assert!(discoveries >= acknowledged, "{acknowledged} acknowledged but {discoveries} recorded");
+    let v = app.cli(&["audit", "verify"]);
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}
+
 backend_tests!(
     a_signed_checkpoint_is_published_and_verify_checks_it,
     proofs_served_to_auditors_pass_an_independent_rfc9162_verifier,
@@ -279,4 +360,5 @@ backend_tests!(
     only_auditors_with_the_audit_scope_reach_the_audit_api,
     exports_are_valid_fhir_audit_events_and_filter_by_patient,
     two_instances_appending_at_once_give_one_verifiable_log,
+    a_killed_process_loses_no_acknowledged_entry,
 );
