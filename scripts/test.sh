@@ -56,8 +56,18 @@ ensure_python() {
   export RADSIGHT_TEST_PYTHON="$PWD/$venv/bin/python"
 }
 
+ensure_browser() {
+  # The auditors' console is tested in headless Chromium driven by playwright-core.
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --silent --no-audit --no-fund)
+  fi
+}
+
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 ensure_postgres
 ensure_python
+ensure_browser
 
 cargo test --workspace --locked "$@"

@@ -134,6 +134,9 @@ enum KeysCommand {
         /// The exact URL that will be called, e.g. http://localhost:8080/cds-services/radsight-patient-view
         #[arg(long)]
         aud: String,
+        /// A `scope` claim, e.g. "audit.read" for an auditor.
+        #[arg(long)]
+        scope: Option<String>,
     },
 }
 
@@ -180,10 +183,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("private key: {} (keep it secret)\nJWKS: {}", key_path.display(), out.join("client.jwks.json").display());
             println!("{jwks}");
         }
-        Command::Keys { command: KeysCommand::Token { key, alg, iss, aud } } => {
+        Command::Keys { command: KeysCommand::Token { key, alg, iss, aud, scope } } => {
             let pem = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
             let key = ClientKey::from_pem(alg.into(), &pem)?;
-            println!("{}", key.client_token(&iss, &aud)?);
+            let token = match scope {
+                None => key.client_token(&iss, &aud)?,
+                Some(scope) => key.scoped_token(&iss, &aud, &scope)?,
+            };
+            println!("{token}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -259,7 +266,7 @@ async fn audit_command(command: AuditCommand, settings: Settings) -> anyhow::Res
         }
         AuditCommand::Export { format, from, to, patient, actor, action, model, out } => {
             let parse = |v: Option<String>| v.map(|v| time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)).transpose();
-            let filter = export::Filter { from: parse(from)?, to: parse(to)?, patient: patient.clone(), actor, action, model };
+            let filter = export::Filter { from: parse(from)?, to: parse(to)?, patient: patient.clone(), actor, action, model, entity: None };
             let format = export::Format::parse(&format).context("unknown format")?;
             let entries = export::select(&db, &filter, u64::MAX).await?;
             let body = export::render(&entries, format, &audit_settings.origin);

@@ -8,12 +8,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_foundation;
 mod m20261129_000003_merkle_log;
+mod m20261129_000004_auditor_sessions;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261129_000001_foundation::Migration), Box::new(m20261129_000003_merkle_log::Migration)]
+        vec![
+            Box::new(m20261129_000001_foundation::Migration),
+            Box::new(m20261129_000003_merkle_log::Migration),
+            Box::new(m20261129_000004_auditor_sessions::Migration),
+        ]
     }
 }

@@ -17,25 +17,35 @@ use super::{Action, AuditEvent, Outcome};
 use crate::auth::client_jwt::{AuthFailure, ClientVerifier, VerifiedClient};
 use crate::cds_hooks::error::HookError;
 use crate::startup::AppState;
-use crate::store::entities::audit_checkpoint;
+use crate::store::entities::{audit_checkpoint, auditor_session};
 
 pub const SCOPE: &str = "audit.read";
 const MAX_EXPORT: u64 = 100_000;
+const SESSION_COOKIE: &str = "radsight_audit";
+const SESSION_SECS: i64 = 900;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/audit/checkpoint", web::get().to(latest_checkpoint))
+    cfg.route("/audit/console", web::get().to(console))
+        .route("/audit/session", web::post().to(open_session))
+        .route("/audit/checkpoint", web::get().to(latest_checkpoint))
         .route("/audit/proofs/inclusion", web::get().to(inclusion))
         .route("/audit/proofs/consistency", web::get().to(consistency))
         .route("/audit/events", web::get().to(events));
 }
 
+/// An auditor is a signed JWT with `audit.read` (tools), or a console session opened with one.
 async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HookError> {
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-    let called_url = format!("{}{}", state.settings.server.public_url, req.path());
-    let result = match state.auditors.verify(&state.db, authorization, &called_url).await {
-        Ok(c) if c.has_scope(SCOPE) => Ok(c),
-        Ok(_) => Err(AuthFailure::MissingClaim),
-        Err(f) => Err(f),
+    let result = match (authorization, req.cookie(SESSION_COOKIE)) {
+        (None, Some(cookie)) => session_client(state, cookie.value()).await,
+        _ => {
+            let called_url = format!("{}{}", state.settings.server.public_url, req.path());
+            match state.auditors.verify(&state.db, authorization, &called_url).await {
+                Ok(c) if c.has_scope(SCOPE) => Ok(c),
+                Ok(_) => Err(AuthFailure::MissingClaim),
+                Err(f) => Err(f),
+            }
+        }
     };
     match result {
         Ok(c) => Ok(c),
@@ -49,6 +59,60 @@ async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<Ver
             Err(HookError::Unauthorized(failure))
         }
     }
+}
+
+fn session_hash(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+async fn session_client(state: &AppState, value: &str) -> Result<VerifiedClient, AuthFailure> {
+    use sea_orm::EntityTrait;
+    let row = auditor_session::Entity::find_by_id(session_hash(value))
+        .one(&state.db)
+        .await
+        .map_err(|_| AuthFailure::ReplayStoreUnavailable)?
+        .ok_or(AuthFailure::MissingToken)?;
+    if row.expires_at < OffsetDateTime::now_utc().unix_timestamp() {
+        return Err(AuthFailure::Expired);
+    }
+    Ok(VerifiedClient { iss: row.iss, tenant: None, scope: Some(SCOPE.into()) })
+}
+
+/// `POST /audit/session`: exchanges an auditor JWT for a 15-minute console session cookie.
+async fn open_session(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    if req.headers().get("authorization").is_none() {
+        return Err(HookError::Unauthorized(AuthFailure::MissingToken));
+    }
+    let who = authenticate_auditor(&req, &state).await?;
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| HookError::Internal(anyhow::anyhow!("no randomness")))?;
+    let value = hex::encode(raw);
+    let row = auditor_session::ActiveModel {
+        token_hash: Set(session_hash(&value)),
+        iss: Set(who.iss.clone()),
+        expires_at: Set(OffsetDateTime::now_utc().unix_timestamp() + SESSION_SECS),
+    };
+    auditor_session::Entity::insert(row).exec_without_returning(&state.db).await.map_err(|e| HookError::Internal(e.into()))?;
+    record_read(&state, &who, Action::AuditRead, "console-session", json!({"expires_in": SESSION_SECS})).await?;
+    let cookie = actix_web::cookie::Cookie::build(SESSION_COOKIE, value)
+        .path("/audit")
+        .http_only(true)
+        .secure(state.settings.server.public_url.starts_with("https://"))
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::seconds(SESSION_SECS))
+        .finish();
+    Ok(no_store(HttpResponse::Ok()).cookie(cookie).json(json!({"expires_in": SESSION_SECS})))
+}
+
+/// The auditors' console: a static, read-only page; all data comes from the API above.
+async fn console() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"))
+        .insert_header(("cache-control", "no-store"))
+        .body(include_str!("console.html"))
 }
 
 async fn record_read(state: &AppState, who: &VerifiedClient, action: Action, what: &str, detail: serde_json::Value) -> Result<(), HookError> {
@@ -138,6 +202,7 @@ struct EventsQuery {
     actor: Option<String>,
     action: Option<String>,
     model: Option<String>,
+    entity: Option<String>,
     format: Option<String>,
 }
 
@@ -158,6 +223,7 @@ async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_w
         actor: q.actor.clone(),
         action: q.action.clone(),
         model: q.model.clone(),
+        entity: q.entity.clone(),
     };
     let entries = export::select(&state.db, &filter, MAX_EXPORT).await.map_err(|e| HookError::Internal(e.into()))?;
     let body = export::render(&entries, format, &state.settings.audit.origin);

@@ -53,6 +53,8 @@ pub struct Filter {
     pub action: Option<String>,
     /// A model id, matched in the entry's entities and details.
     pub model: Option<String>,
+    /// An entity id (a card uuid, a study UID, ...): the story of one thing.
+    pub entity: Option<String>,
 }
 
 impl Filter {
@@ -61,6 +63,7 @@ impl Filter {
         self.from.is_none_or(|f| at.is_some_and(|t| t >= f))
             && self.to.is_none_or(|t| at.is_some_and(|a| a < t))
             && self.model.as_ref().is_none_or(|m| e.entities.contains(m.as_str()) || e.detail.contains(m.as_str()))
+            && self.entity.as_ref().is_none_or(|id| e.entities.contains(&format!("\"id\":{}", serde_json::Value::from(id.as_str()))))
     }
 }
 

@@ -166,3 +166,18 @@ pub mod audit_checkpoint {
     }
     no_relations!();
 }
+
+pub mod auditor_session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "auditor_sessions")]
+    pub struct Model {
+        /// SHA-256 (hex) of the cookie value; the value itself is never stored.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub iss: String,
+        pub expires_at: i64,
+    }
+    no_relations!();
+}

@@ -350,6 +350,38 @@ async fn a_killed_process_loses_no_acknowledged_entry(backend: Backend) {
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 }
 
+
+/// The auditors' console in headless Chromium: sign in, filter, proof status, a card's story.
+async fn the_console_shows_verified_proofs_and_a_cards_story(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let cards = app.hook("radsight-imaging-order-select", &example("order-select")).await.cards();
+    let card = cards[0]["uuid"].as_str().unwrap().to_owned();
+    let feedback = json!({"feedback": [{"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:00:00Z"}]});
+    assert_eq!(app.post("/cds-services/radsight-imaging-order-select/feedback", &feedback).await.status, 200);
+    checkpoint(&app);
+    let jwt = app.auditor.scoped_token(crate::helpers::AUDITOR_ISS, &app.url("/audit/session"), "audit.read").unwrap();
+    let script = format!("{}/tests/browser/audit_console.mjs", env!("CARGO_MANIFEST_DIR"));
+    // RADSIGHT_TEST_ARTIFACTS keeps the screenshot for a person to look at.
+    let shot = match std::env::var("RADSIGHT_TEST_ARTIFACTS") {
+        Ok(dir) => std::path::Path::new(&dir).join(format!("audit-console-{backend:?}.png")),
+        Err(_) => app.settings.audit.checkpoint_dir.parent().unwrap().join("console.png"),
+    };
+    let out = Command::new("node")
+        .args([&script, &app.address, &jwt, &vkey(&app), &card, shot.to_str().unwrap()])
+        .output()
+        .expect("node runs (scripts/test.sh installs the browser test dependencies)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("signature verified"), "{text}");
+    assert!(text.contains("proof: Included and verified against the checkpoint"), "{text}");
+    assert!(text.contains("story: cds.hook,cds.feedback"), "{text}");
+    assert!(text.contains(&format!("export: /audit/events?entity={card}&format=csv")), "{text}");
+    // The session and the searches were audited as reads and exports.
+    let audit = app.audit().await;
+    assert!(audit.iter().any(|e| e.action == "audit.read" && e.entities.contains("console-session")));
+    assert!(audit.iter().filter(|e| e.action == "audit.export").count() >= 2);
+}
+
 backend_tests!(
     a_signed_checkpoint_is_published_and_verify_checks_it,
     proofs_served_to_auditors_pass_an_independent_rfc9162_verifier,
@@ -361,4 +393,5 @@ backend_tests!(
     exports_are_valid_fhir_audit_events_and_filter_by_patient,
     two_instances_appending_at_once_give_one_verifiable_log,
     a_killed_process_loses_no_acknowledged_entry,
+    the_console_shows_verified_proofs_and_a_cards_story,
 );
