@@ -48,6 +48,10 @@ impl Application {
         settings.resolve_urls(port);
         let db = store::connect(&settings.database).await.context("connecting to the database")?;
         store::migrate(&db).await.context("migrating the database")?;
+        let replay_store = match store::is_sqlite(&db) {
+            true => store::connect_with(&settings.database, store::Durability::Relaxed).await.context("connecting the replay store")?,
+            false => db.clone(),
+        };
         let http = http_client::build();
         let keys = KeyStore::from_settings(&settings.clients, &settings.auth, http.clone()).context("loading client keys")?;
         let auditor_keys =
@@ -59,8 +63,8 @@ impl Application {
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let state = AppState {
-            verifier: ClientVerifier::new(keys, settings.auth.clone()),
-            auditors: ClientVerifier::new(auditor_keys, settings.auth.clone()),
+            verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone()),
+            auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store),
             checkpoint_signer: Arc::new(signer),
             definitions: ServiceDefinitions::load(&settings.hooks.definitions_file).context("loading service definitions")?,
             fhir: FhirFetcher::new(

@@ -40,7 +40,7 @@ async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<Ver
         (None, Some(cookie)) => session_client(state, cookie.value()).await,
         _ => {
             let called_url = format!("{}{}", state.settings.server.public_url, req.path());
-            match state.auditors.verify(&state.db, authorization, &called_url).await {
+            match state.auditors.verify(authorization, &called_url).await {
                 Ok(c) if c.has_scope(SCOPE) => Ok(c),
                 Ok(_) => Err(AuthFailure::MissingClaim),
                 Err(f) => Err(f),

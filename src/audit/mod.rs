@@ -211,16 +211,19 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("UTC timestamps always format")
 }
 
-/// The handle every writer of audit entries goes through.
+/// Where the log stood after this process's last commit, so the next append need not read the
+/// tree's right edge back. Trusted only while the newest stored entry is still this head (another
+/// instance or a CLI command may have appended since).
 #[derive(Clone)]
-pub struct AuditLog {
-    chain: Arc<Mutex<()>>,
+struct ChainState {
+    head: (i64, String),
+    frontier: Vec<(merkle::NodeId, merkle::Hash)>,
 }
 
-impl Default for AuditLog {
-    fn default() -> Self {
-        AuditLog { chain: Arc::new(Mutex::new(())) }
-    }
+/// The handle every writer of audit entries goes through.
+#[derive(Clone, Default)]
+pub struct AuditLog {
+    chain: Arc<Mutex<Option<ChainState>>>,
 }
 
 impl AuditLog {
@@ -247,10 +250,15 @@ impl AuditLog {
             .await
             .map_err(AuditError::Append)?;
         let head = last.map(|m| (m.seq, m.entry_hash)).unwrap_or((0, GENESIS_HASH.to_owned()));
-        // Entries from before the Merkle log are hashed in first, so tree size == entry count.
-        tree::catch_up(&txn, head.0 as u64).await.map_err(AuditError::Tree)?;
-        let frontier = tree::load_frontier(&txn, head.0 as u64).await.map_err(AuditError::Tree)?;
-        Ok(AuditTxn { _guard: guard, txn, head, frontier })
+        let frontier = match guard.as_ref() {
+            Some(state) if state.head == head => state.frontier.clone(),
+            _ => {
+                // Entries from before the Merkle log are hashed in first: tree size == entries.
+                tree::catch_up(&txn, head.0 as u64).await.map_err(AuditError::Tree)?;
+                tree::load_frontier(&txn, head.0 as u64).await.map_err(AuditError::Tree)?
+            }
+        };
+        Ok(AuditTxn { guard, txn, head, frontier })
     }
 
     /// Signs a checkpoint of the current tree (or reuses the one already signed at this size),
@@ -299,7 +307,7 @@ impl AuditLog {
 }
 
 pub struct AuditTxn<'a> {
-    _guard: MutexGuard<'a, ()>,
+    guard: MutexGuard<'a, Option<ChainState>>,
     txn: DatabaseTransaction,
     head: (i64, String),
     /// The right edge of the Merkle tree, to hash new leaves in without reading back.
@@ -364,6 +372,9 @@ impl AuditTxn<'_> {
     }
 
     pub async fn commit(self) -> Result<(), AuditError> {
-        self.txn.commit().await.map_err(AuditError::Append)
+        let AuditTxn { mut guard, txn, head, frontier } = self;
+        txn.commit().await.map_err(AuditError::Append)?;
+        *guard = Some(ChainState { head, frontier });
+        Ok(())
     }
 }

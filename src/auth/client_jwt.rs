@@ -14,7 +14,10 @@
 //! The token itself is never logged, stored or echoed.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, SqlErr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, SqlErr,
+    TransactionTrait,
+};
 use serde::Deserialize;
 
 use super::jwks::{KeySource, KeyStore};
@@ -121,11 +124,14 @@ struct Claims {
 pub struct ClientVerifier {
     keys: KeyStore,
     settings: AuthSettings,
+    /// Where seen `jti`s are recorded: the shared database, through a connection whose commits
+    /// need not wait for the disk (see `store::Durability::Relaxed`).
+    replay_store: DatabaseConnection,
 }
 
 impl ClientVerifier {
-    pub fn new(keys: KeyStore, settings: AuthSettings) -> ClientVerifier {
-        ClientVerifier { keys, settings }
+    pub fn new(keys: KeyStore, settings: AuthSettings, replay_store: DatabaseConnection) -> ClientVerifier {
+        ClientVerifier { keys, settings, replay_store }
     }
 
     pub fn keys(&self) -> &KeyStore {
@@ -142,7 +148,6 @@ impl ClientVerifier {
     /// Verifies the `Authorization` header value of a request made to `called_url`.
     pub async fn verify(
         &self,
-        db: &DatabaseConnection,
         authorization: Option<&str>,
         called_url: &str,
     ) -> Result<VerifiedClient, AuthFailure> {
@@ -193,7 +198,7 @@ impl ClientVerifier {
         if claims.jti.is_empty() || claims.jti.len() > 256 {
             return Err(AuthFailure::MissingClaim);
         }
-        remember_jti(db, &iss, &claims.jti, claims.exp + leeway).await?;
+        remember_jti(&self.replay_store, &iss, &claims.jti, claims.exp + leeway).await?;
         Ok(VerifiedClient { iss, tenant: claims.tenant, scope: claims.scope })
     }
 }
@@ -224,7 +229,17 @@ fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthFailure {
 /// database so the check holds across instances.
 async fn remember_jti(db: &DatabaseConnection, iss: &str, jti: &str, expires_at: i64) -> Result<(), AuthFailure> {
     let row = client_jti::ActiveModel { iss: Set(iss.to_owned()), jti: Set(jti.to_owned()), expires_at: Set(expires_at) };
-    match client_jti::Entity::insert(row).exec_without_returning(db).await {
+    let insert = async {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return client_jti::Entity::insert(row).exec_without_returning(db).await.map(|_| ());
+        }
+        // PostgreSQL: the same relaxed durability, for this transaction only.
+        let txn = db.begin().await?;
+        txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF").await?;
+        client_jti::Entity::insert(row).exec_without_returning(&txn).await?;
+        txn.commit().await
+    };
+    match insert.await {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Err(AuthFailure::Replayed),
         Err(e) => {

@@ -33,7 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub(crate) async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HookError> {
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
     let called_url = format!("{}{}", state.settings.server.public_url, req.path());
-    match state.verifier.verify(&state.db, authorization, &called_url).await {
+    match state.verifier.verify(authorization, &called_url).await {
         Ok(client) => Ok(client),
         Err(failure) => {
             let claimed = ClientVerifier::claimed_issuer(authorization);

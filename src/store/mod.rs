@@ -21,8 +21,23 @@ pub enum StoreError {
     Migrate(#[source] DbErr),
 }
 
-/// Connects with the pool and per-backend settings radsight relies on.
+/// Connects with the pool and per-backend settings radsight relies on: every commit durable.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    connect_with(settings, Durability::Full).await
+}
+
+/// Whether a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The commit survives power loss (SQLite `synchronous=FULL`). Audit entries, cards, feedback.
+    Full,
+    /// The commit survives a crash of radsight but may be lost with the machine's power
+    /// (SQLite `synchronous=NORMAL` in WAL mode). Only for data whose loss is harmless: the
+    /// JWT replay guard, where it reopens a window no longer than a token's lifetime.
+    Relaxed,
+}
+
+pub async fn connect_with(settings: &DatabaseSettings, durability: Durability) -> Result<DatabaseConnection, StoreError> {
     let url = settings.url.clone();
     if let Some(path) = sqlite_file(&url)
         && let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
@@ -33,11 +48,14 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     opts.max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| {
+        .map_sqlx_sqlite_opts(move |o| {
             // WAL lets readers run beside the writer; synchronous=FULL makes every commit
             // durable before it returns, which the audit trail's contract requires.
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .synchronous(match durability {
+                    Durability::Full => sea_orm::sqlx::sqlite::SqliteSynchronous::Full,
+                    Durability::Relaxed => sea_orm::sqlx::sqlite::SqliteSynchronous::Normal,
+                })
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
