@@ -60,6 +60,23 @@ impl Application {
             .context("loading the checkpoint signing key")?;
         tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
         let audit = AuditLog::default();
+        // Every start records the configuration in force (as a digest) and the checkpoint key,
+        // so a configuration change shows in the log as a new digest.
+        let config_digest = {
+            use sha2::Digest;
+            let mut redacted = settings.clone();
+            // The database URL may carry a password: only its scheme takes part.
+            redacted.database.url = redacted.database.url.split(':').next().unwrap_or_default().to_owned();
+            hex::encode(sha2::Sha256::digest(serde_json::to_vec(&redacted).context("serialising settings")?))
+        };
+        let start = audit::AuditEvent::new(audit::Action::SystemStart, audit::Outcome::Success)
+            .entity("Software", concat!("radsight/", env!("CARGO_PKG_VERSION")))
+            .detail("config_sha256", config_digest)
+            .detail("checkpoint_key", signer.verifier_key())
+            .detail("database", if store::is_sqlite(&db) { "sqlite" } else { "postgresql" })
+            .detail("clients", settings.clients.iter().map(|c| c.iss.clone()).collect::<Vec<_>>())
+            .detail("auditors", settings.auditors.iter().map(|c| c.iss.clone()).collect::<Vec<_>>());
+        audit.record(&db, start).await.context("recording the start in the audit log")?;
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let state = AppState {

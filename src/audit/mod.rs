@@ -53,6 +53,8 @@ pub enum Action {
     AuditRead,
     #[serde(rename = "audit.export")]
     AuditExport,
+    #[serde(rename = "system.start")]
+    SystemStart,
 }
 
 impl Action {
@@ -65,6 +67,7 @@ impl Action {
             Action::FhirRead => "fhir.read",
             Action::AuditRead => "audit.read",
             Action::AuditExport => "audit.export",
+            Action::SystemStart => "system.start",
         }
     }
 }

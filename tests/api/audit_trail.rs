@@ -10,7 +10,7 @@ fn audit_verify(app: &TestApp) -> CliOutput {
     app.cli(&["audit", "verify"])
 }
 
-/// Some realistic activity: discovery, a hook with cards, a refused request.
+/// Some realistic activity after the start entry: discovery, a hook with cards, a refusal.
 async fn activity(app: &TestApp) {
     let token = app.token("/cds-services");
     assert_eq!(app.discovery(Some(&token)).await.status, 200);
@@ -33,15 +33,15 @@ async fn an_untouched_trail_verifies(backend: Backend) {
     activity(&app).await;
     let v = audit_verify(&app);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
-    assert!(v.stdout.contains("intact: 3 entries"), "{}", v.stdout);
+    assert!(v.stdout.contains("intact: 4 entries"), "{}", v.stdout);
 }
 
 async fn the_database_refuses_to_update_or_delete_audit_entries(backend: Backend) {
     let app = spawn_app(backend).await;
     activity(&app).await;
-    assert!(app.db.execute_unprepared("UPDATE audit_entries SET outcome = 'success' WHERE seq = 3").await.is_err());
+    assert!(app.db.execute_unprepared("UPDATE audit_entries SET outcome = 'success' WHERE seq = 4").await.is_err());
     assert!(app.db.execute_unprepared("DELETE FROM audit_entries WHERE seq = 1").await.is_err());
-    assert_eq!(app.audit().await.len(), 3);
+    assert_eq!(app.audit().await.len(), 4);
 }
 
 async fn a_changed_row_fails_verification_naming_it(backend: Backend) {
@@ -92,7 +92,8 @@ async fn concurrent_requests_give_one_gapless_chain(backend: Backend) {
     });
     assert!(join_all(calls).await.iter().all(|s| *s == 200));
     let seqs: Vec<i64> = app.audit().await.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=24).collect::<Vec<_>>());
+    // Entry 1 records the service's start.
+    assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
     assert_eq!(audit_verify(&app).code, 0);
 }
 
