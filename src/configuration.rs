@@ -23,6 +23,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub hooks: HookSettings,
     pub rules: RuleSettings,
+    pub hl7: Hl7Settings,
+    pub jobs: JobSettings,
+    pub dicomweb: DicomwebSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     /// Site additions to the imaging procedure catalog (`cds-hooks/procedures.json` ships the defaults).
@@ -101,6 +104,64 @@ pub struct RuleSettings {
     pub contrast_allergy_codes: Vec<String>,
 }
 
+/// The HL7 v2 MLLP listener. Its limits follow the DICOM upper-layer listener's model: explicit
+/// timeouts, a message size limit and a connection limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7Settings {
+    /// Off: `radsight serve` does not listen for HL7.
+    pub enabled: bool,
+    /// `host:port`; port 0 picks a free port (tests). Default `127.0.0.1:2575`.
+    pub bind: String,
+    /// A connection that sends nothing for this long is closed. Default 60 s.
+    pub read_timeout_ms: u64,
+    /// Larger messages are answered AR and skipped. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Connections beyond this are closed at once. Default 32.
+    pub max_connections: usize,
+    /// Where a site puts the Study Instance UID, as an hl7-parser query (`OBR.20`,
+    /// `OBX[2].5`); tried before `IPC-3`, `ZDS-1` and an OBX coded DCM 110180. Empty: none.
+    pub study_uid_field: String,
+}
+
+/// The analysis job queue and its workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Worker tasks in this instance; 0 runs none (another instance does the work).
+    pub workers: usize,
+    /// Attempts before a job is `dead`.
+    pub max_attempts: i32,
+    /// The wait after the first failure; it doubles with each further failure.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long a claimed job is owned; a job whose lease passed (its worker crashed) is
+    /// claimed again. Must exceed the longest job.
+    pub lease_ms: u64,
+    /// How often an idle worker looks for work (enqueues in this instance wake it at once).
+    pub poll_interval_ms: u64,
+}
+
+/// DICOMweb (PACS) access.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomwebSettings {
+    /// The DICOMweb roots radsight may call; an `ImagingStudy.endpoint` elsewhere is refused.
+    pub endpoints: Vec<String>,
+    /// The root used for studies announced without an endpoint (HL7); empty: none.
+    pub default_endpoint: String,
+    /// Timeout of each DICOMweb request.
+    pub timeout_ms: u64,
+}
+
+impl DicomwebSettings {
+    /// True when `url` is an allowlisted root (trailing slashes aside).
+    pub fn allows(&self, url: &str) -> bool {
+        let url = url.trim_end_matches('/');
+        self.endpoints.iter().any(|e| e.trim_end_matches('/') == url)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
@@ -163,6 +224,23 @@ impl Default for Settings {
                 // SNOMED CT 293637006 |Allergy to contrast media (finding)|.
                 contrast_allergy_codes: vec!["http://snomed.info/sct|293637006".into()],
             },
+            hl7: Hl7Settings {
+                enabled: true,
+                bind: "127.0.0.1:2575".into(),
+                read_timeout_ms: 60_000,
+                max_message_bytes: 1024 * 1024,
+                max_connections: 32,
+                study_uid_field: String::new(),
+            },
+            jobs: JobSettings {
+                workers: 2,
+                max_attempts: 5,
+                backoff_base_ms: 30_000,
+                backoff_max_ms: 3_600_000,
+                lease_ms: 600_000,
+                poll_interval_ms: 2_000,
+            },
+            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000 },
             clients: Vec::new(),
             procedures: Vec::new(),
         }
@@ -170,7 +248,7 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 5] = ["server", "database", "auth", "hooks", "rules"];
+const SECTIONS: [&str; 8] = ["server", "database", "auth", "hooks", "rules", "hl7", "jobs", "dicomweb"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -225,6 +303,17 @@ impl Settings {
         let public = &self.server.public_url;
         if !public.is_empty() && (url::Url::parse(public).is_err() || public.ends_with('/')) {
             return invalid("server.public_url must be an absolute URL without a trailing slash".into());
+        }
+        if !self.hl7.study_uid_field.is_empty() && hl7_parser::query::LocationQuery::parse(&self.hl7.study_uid_field).is_err() {
+            return invalid(format!("hl7.study_uid_field {:?} is not a field location such as OBR.20", self.hl7.study_uid_field));
+        }
+        if self.jobs.max_attempts < 1 || self.jobs.lease_ms == 0 || self.jobs.poll_interval_ms == 0 {
+            return invalid("jobs.max_attempts must be at least 1, and lease_ms and poll_interval_ms above 0".into());
+        }
+        for e in self.dicomweb.endpoints.iter().chain(std::iter::once(&self.dicomweb.default_endpoint).filter(|e| !e.is_empty())) {
+            if url::Url::parse(e).is_err() {
+                return invalid(format!("dicomweb: {e} is not an absolute URL"));
+            }
         }
         let mut seen = BTreeSet::new();
         for c in &self.clients {

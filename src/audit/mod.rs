@@ -44,6 +44,22 @@ pub enum Action {
     AuthReject,
     #[serde(rename = "fhir.read")]
     FhirRead,
+    #[serde(rename = "hl7.message")]
+    Hl7Message,
+    #[serde(rename = "fhir.notification")]
+    FhirNotification,
+    #[serde(rename = "job.queued")]
+    JobQueued,
+    #[serde(rename = "job.started")]
+    JobStarted,
+    #[serde(rename = "job.succeeded")]
+    JobSucceeded,
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    #[serde(rename = "job.retried")]
+    JobRetried,
+    #[serde(rename = "dicomweb.fetch")]
+    DicomwebFetch,
 }
 
 impl Action {
@@ -54,6 +70,14 @@ impl Action {
             Action::Feedback => "cds.feedback",
             Action::AuthReject => "auth.reject",
             Action::FhirRead => "fhir.read",
+            Action::Hl7Message => "hl7.message",
+            Action::FhirNotification => "fhir.notification",
+            Action::JobQueued => "job.queued",
+            Action::JobStarted => "job.started",
+            Action::JobSucceeded => "job.succeeded",
+            Action::JobFailed => "job.failed",
+            Action::JobRetried => "job.retried",
+            Action::DicomwebFetch => "dicomweb.fetch",
         }
     }
 }
