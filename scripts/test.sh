@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs radsight's whole test suite on a fresh machine: installs and starts what the tests need
-# (idempotently), then runs every test on SQLite and PostgreSQL.
+# (idempotently): PostgreSQL, and Orthanc with DICOMweb as the test PACS; then runs every test
+# on SQLite and PostgreSQL.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -- NAME    # cargo test filter
@@ -45,7 +46,47 @@ ensure_postgres() {
     while read -r db; do psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# A real PACS for the DICOMweb tests: Orthanc with its DICOMweb plugin, on free ports with a
+# temporary storage folder, stopped when this script exits. An already running one can be
+# reused by setting RADSIGHT_TEST_ORTHANC_URL (its DICOMweb root is $URL/dicom-web).
+ensure_orthanc() {
+  if [ -n "${RADSIGHT_TEST_ORTHANC_URL:-}" ] && curl -fsS "$RADSIGHT_TEST_ORTHANC_URL/system" >/dev/null 2>&1; then
+    return
+  fi
+  command -v Orthanc >/dev/null 2>&1 && dpkg -s orthanc-dicomweb >/dev/null 2>&1 || apt_install orthanc orthanc-dicomweb
+  local plugin; plugin=$(dpkg -L orthanc-dicomweb | grep -m1 'libOrthancDicomWeb\.so')
+  ORTHANC_DIR=$(mktemp -d)
+  local http_port dicom_port; http_port=$(free_port); dicom_port=$(free_port)
+  cat > "$ORTHANC_DIR/config.json" <<JSON
+{
+  "Name": "radsight-test-pacs",
+  "StorageDirectory": "$ORTHANC_DIR/storage",
+  "IndexDirectory": "$ORTHANC_DIR/storage",
+  "HttpPort": $http_port,
+  "DicomPort": $dicom_port,
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false,
+  "Plugins": ["$plugin"],
+  "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}
+}
+JSON
+  Orthanc "$ORTHANC_DIR/config.json" >"$ORTHANC_DIR/orthanc.log" 2>&1 &
+  ORTHANC_PID=$!
+  trap 'kill "$ORTHANC_PID" 2>/dev/null || true; rm -rf "$ORTHANC_DIR"' EXIT
+  export RADSIGHT_TEST_ORTHANC_URL="http://127.0.0.1:$http_port"
+  for _ in $(seq 1 60); do
+    curl -fsS "$RADSIGHT_TEST_ORTHANC_URL/dicom-web/studies" >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  echo "Orthanc did not start:" >&2; cat "$ORTHANC_DIR/orthanc.log" >&2; exit 1
+}
+
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+command -v curl >/dev/null 2>&1 || apt_install curl
+command -v python3 >/dev/null 2>&1 || apt_install python3
 ensure_postgres
+ensure_orthanc
 
 cargo test --workspace --locked "$@"

@@ -152,6 +152,9 @@ pub struct DicomwebSettings {
     pub default_endpoint: String,
     /// Timeout of each DICOMweb request.
     pub timeout_ms: u64,
+    /// A study larger than this is not retrieved (the job is dead with `study-too-large`).
+    /// Retrieval is held in memory, so keep it well below the machine's memory. Default 512 MiB.
+    pub max_study_bytes: usize,
 }
 
 impl DicomwebSettings {
@@ -240,7 +243,7 @@ impl Default for Settings {
                 lease_ms: 600_000,
                 poll_interval_ms: 2_000,
             },
-            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000 },
+            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, max_study_bytes: 512 * 1024 * 1024 },
             clients: Vec::new(),
             procedures: Vec::new(),
         }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod cds_hooks;
 pub mod configuration;
+pub mod dicomweb;
 pub mod domain;
 pub mod health;
 pub mod hl7;

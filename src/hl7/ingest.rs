@@ -61,7 +61,7 @@ pub async fn handle_message(ctx: &IngestContext, bytes: &[u8]) -> String {
                 location: None,
                 reason: "internal-error",
                 text: "radsight could not store the message; send it again",
-                header: msg.header.clone(),
+                header: Box::new(msg.header.clone()),
             };
             build_ack(&r.header, r.ack, Some(&r))
         }

@@ -132,8 +132,8 @@ pub struct Rejection {
     pub reason: &'static str,
     /// A fixed human-readable sentence for `ERR-8`/`MSA-3`; never quotes the message.
     pub text: &'static str,
-    /// Whatever of the MSH could be read, for the ACK.
-    pub header: Header,
+    /// Whatever of the MSH could be read, for the ACK (boxed: a rejection travels in `Err`).
+    pub header: Box<Header>,
 }
 
 /// Table 0357 codes radsight uses.
@@ -156,7 +156,7 @@ pub struct ParseOptions {
 }
 
 fn reject(header: &Header, ack: AckCode, error_code: u16, location: Option<&'static str>, reason: &'static str, text: &'static str) -> Rejection {
-    Rejection { ack, error_code, location, reason, text, header: header.clone() }
+    Rejection { ack, error_code, location, reason, text, header: Box::new(header.clone()) }
 }
 
 /// Reads the MSH by hand, so that even a message `hl7-parser` refuses can be answered with its
@@ -434,7 +434,7 @@ OBX|1|ST|110180^Study Instance UID^DCM||1.2.3.99||||||F\r";
             state ^= state >> 7;
             state ^= state << 17;
             let len = (state % 120) as usize;
-            let mut s = String::from(if state % 3 == 0 { "MSH|^~\\&|" } else { "" });
+            let mut s = String::from(if state.is_multiple_of(3) { "MSH|^~\\&|" } else { "" });
             let mut x = state;
             for _ in 0..len {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

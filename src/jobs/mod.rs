@@ -185,17 +185,19 @@ pub enum Failed {
     LeaseLost,
 }
 
-/// Records a failed attempt: back to `queued` after a backoff, or `dead` when attempts are spent.
+/// Records a failed attempt: back to `queued` after a backoff, or `dead` when attempts are
+/// spent or `give_up` (retrying cannot help).
 pub async fn fail<C: ConnectionTrait>(
     conn: &C,
     job: &job::Model,
     owner: &str,
     error_code: &str,
+    give_up: bool,
     backoff_base_ms: u64,
     backoff_max_ms: u64,
 ) -> Result<Failed, DbErr> {
     let now = now_ms();
-    let (next_state, run_after, outcome) = if job.attempts >= job.max_attempts {
+    let (next_state, run_after, outcome) = if give_up || job.attempts >= job.max_attempts {
         (state::DEAD, job.run_after, Failed::Dead)
     } else {
         let at = now + backoff_ms(job.attempts, backoff_base_ms, backoff_max_ms) as i64;

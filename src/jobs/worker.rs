@@ -2,13 +2,16 @@
 //!
 //! Steps of an `analyse-study` job today:
 //! 1. `job.started` is audited when the job is claimed.
-//! 2. **locate** (only when a DICOMweb root is known: the job's allowlisted endpoint, else
-//!    `dicomweb.default_endpoint`): a QIDO-RS `GET {root}/studies?StudyInstanceUID=...`. A PACS
-//!    that is down, answers an error, or does not (yet) have the study fails the attempt, which
-//!    is retried with backoff. Audited as `dicomweb.fetch`.
-//! 3. **fetch-pending**: the job ends at stage `fetch-pending` (`job.succeeded`). Retrieving
-//!    and decoding the images (WADO-RS) and running a model are later steps; nothing here
-//!    pretends to analyse anything.
+//! 2. With no DICOMweb root known (the job's allowlisted endpoint, else
+//!    `dicomweb.default_endpoint`), the job ends at stage `fetch-pending`.
+//! 3. **locate**: QIDO-RS `GET {root}/studies/{uid}/instances`. Audited as `dicomweb.fetch`.
+//! 4. **retrieve**: WADO-RS `GET {root}/studies/{uid}` (multipart), capped at
+//!    `dicomweb.max_study_bytes`; each part must be a DICOM Part 10 instance. Audited as
+//!    `dicomweb.fetch` with the instance and byte counts. The job ends at stage `fetched`.
+//!
+//! A PACS that is down, answers an error or does not (yet) have the study fails the attempt,
+//! which is retried with backoff; an oversize or malformed study is `dead` at once. Decoding
+//! the images and running a model are later steps; nothing here pretends to analyse anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,7 @@ use tokio::sync::Notify;
 use super::{Failed, claim, fail, succeed};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::configuration::{DicomwebSettings, JobSettings};
+use crate::dicomweb::{DicomwebClient, DicomwebError};
 use crate::store::entities::job;
 
 /// What a worker needs; cheap to clone.
@@ -35,9 +39,19 @@ pub struct WorkerContext {
     pub instance: String,
 }
 
-/// A failed step: a stable code for the job row and the audit trail.
+/// A failed step: a stable code for the job row and the audit trail, and whether retrying
+/// cannot help (the job then goes to `dead` at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepError(pub &'static str);
+pub struct StepError {
+    pub code: &'static str,
+    pub permanent: bool,
+}
+
+impl From<DicomwebError> for StepError {
+    fn from(e: DicomwebError) -> Self {
+        StepError { code: e.code(), permanent: !e.is_transient() }
+    }
+}
 
 /// Starts `ctx.jobs.workers` worker tasks.
 pub fn spawn_workers(ctx: WorkerContext) {
@@ -70,7 +84,7 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
     };
     // Claimed again after its worker was lost on its last allowed attempt: it is dead, not rerun.
     let result = if job.attempts > job.max_attempts {
-        Err(StepError("worker-lost"))
+        Err(StepError { code: "worker-lost", permanent: true })
     } else {
         audit(ctx, &job, Action::JobStarted, Outcome::Success, |e| e.detail("attempt", job.attempts)).await?;
         run_steps(ctx, &job).await
@@ -86,9 +100,9 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
                 tracing::warn!(job = %job.id, "lease lost before the job finished; its new owner decides");
             }
         }
-        Err(StepError(code)) => {
+        Err(StepError { code, permanent }) => {
             let mut txn = ctx.audit.begin(&ctx.db).await?;
-            let failed = fail(txn.conn(), &job, owner, code, ctx.jobs.backoff_base_ms, ctx.jobs.backoff_max_ms).await?;
+            let failed = fail(txn.conn(), &job, owner, code, permanent, ctx.jobs.backoff_base_ms, ctx.jobs.backoff_max_ms).await?;
             let next = match failed {
                 Failed::RetryAt(at) => serde_json::json!({"retry_at_ms": at}),
                 Failed::Dead => serde_json::json!("dead"),
@@ -127,44 +141,39 @@ async fn audit(
 
 async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<&'static str, StepError> {
     let root = job.endpoint.clone().or_else(|| Some(ctx.dicomweb.default_endpoint.clone()).filter(|e| !e.is_empty()));
-    if let Some(root) = root {
-        let result = locate_study(ctx, &root, &job.study_uid).await;
-        let (outcome, reason) = match result {
-            Ok(()) => (Outcome::Success, None),
-            Err(StepError(code)) => (Outcome::Error, Some(code)),
-        };
-        audit(ctx, job, Action::DicomwebFetch, outcome, |e| {
-            let e = e.detail("operation", "qido-rs-study");
-            match reason {
-                Some(r) => e.detail("reason", r),
-                None => e,
-            }
-        })
-        .await
-        .map_err(|_| StepError("audit-unavailable"))?;
-        result?;
-    }
-    Ok("fetch-pending")
+    let Some(root) = root else {
+        // No PACS known for this study: it stays recorded, waiting for a fetch.
+        return Ok("fetch-pending");
+    };
+    let client = DicomwebClient::new(ctx.http.clone(), Duration::from_millis(ctx.dicomweb.timeout_ms), ctx.dicomweb.max_study_bytes);
+
+    let found = client.find_instances(&root, &job.study_uid).await;
+    audit_fetch(ctx, job, "qido-rs", found.as_ref().map(|i| serde_json::json!({"instances": i.len()}))).await?;
+    found.map_err(StepError::from)?;
+
+    let retrieved = client.retrieve_study(&root, &job.study_uid).await;
+    audit_fetch(ctx, job, "wado-rs", retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes})))
+        .await?;
+    retrieved.map_err(StepError::from)?;
+    // Decoding the retrieved instances is the next step (a later issue); the job ends here.
+    Ok("fetched")
 }
 
-/// QIDO-RS: does the PACS at `root` hold the study?
-async fn locate_study(ctx: &WorkerContext, root: &str, study_uid: &str) -> Result<(), StepError> {
-    let url = url::Url::parse_with_params(&format!("{}/studies", root.trim_end_matches('/')), [("StudyInstanceUID", study_uid)])
-        .map_err(|_| StepError("endpoint-not-a-url"))?;
-    let resp = ctx
-        .http
-        .get(url)
-        .header("accept", "application/dicom+json")
-        .timeout(Duration::from_millis(ctx.dicomweb.timeout_ms))
-        .send()
-        .await
-        .map_err(|_| StepError("pacs-unreachable"))?;
-    match resp.status().as_u16() {
-        200 => {}
-        204 => return Err(StepError("study-not-found")),
-        _ => return Err(StepError("pacs-error-status")),
-    }
-    let body = crate::http_client::read_limited(resp, 1024 * 1024).await.map_err(|_| StepError("pacs-response-unreadable"))?;
-    let found: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|_| StepError("pacs-response-not-dicom-json"))?;
-    if found.is_empty() { Err(StepError("study-not-found")) } else { Ok(()) }
+/// Audits one DICOMweb operation of a job, with its counts or its error code.
+async fn audit_fetch(
+    ctx: &WorkerContext,
+    job: &job::Model,
+    operation: &str,
+    result: Result<serde_json::Value, &DicomwebError>,
+) -> Result<(), StepError> {
+    let outcome = if result.is_ok() { Outcome::Success } else { Outcome::Error };
+    audit(ctx, job, Action::DicomwebFetch, outcome, |e| {
+        let e = e.detail("operation", operation);
+        match result {
+            Ok(counts) => e.detail("result", counts),
+            Err(err) => e.detail("reason", err.code()),
+        }
+    })
+    .await
+    .map_err(|_| StepError { code: "audit-unavailable", permanent: false })
 }

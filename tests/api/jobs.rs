@@ -118,7 +118,7 @@ async fn backoff_doubles_between_attempts(backend: Backend) {
         job::Entity::update_many().col_expr(job::Column::RunAfter, Expr::value(0i64)).exec(&app.db).await.unwrap();
         let j = radsight::jobs::claim(&app.db, "w", 10_000).await.unwrap().unwrap();
         let before = radsight::jobs::now_ms();
-        match radsight::jobs::fail(&app.db, &j, "w", "test-failure", 1000, 3000).await.unwrap() {
+        match radsight::jobs::fail(&app.db, &j, "w", "test-failure", false, 1000, 3000).await.unwrap() {
             radsight::jobs::Failed::RetryAt(at) => waits.push(((at - before) as f64 / 1000.0).round() as i64),
             other => {
                 assert_eq!(other, radsight::jobs::Failed::Dead);

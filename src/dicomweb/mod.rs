@@ -1,0 +1,151 @@
+//! The DICOMweb client (PS3.18): QIDO-RS to find a study's instances, WADO-RS to retrieve them.
+//!
+//! **Boundary:** only roots that the configuration allowlists are called (a job's endpoint was
+//! checked when its notification arrived; HL7 jobs use `dicomweb.default_endpoint`). Every
+//! request has the configured timeout; a study's retrieval stops at `max_study_bytes` without
+//! buffering more. Redirects are not followed (the shared client).
+//!
+//! Errors carry a stable code ([`DicomwebError::code`]) for the job row and the audit trail;
+//! nothing from the PACS's response text is kept.
+
+pub mod multipart;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One instance found by QIDO-RS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRef {
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// A retrieved study: the DICOM Part 10 instances (decoding is a later step).
+#[derive(Debug)]
+pub struct RetrievedStudy {
+    pub instances: Vec<Vec<u8>>,
+    pub bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DicomwebError {
+    #[error("the PACS could not be reached")]
+    Unreachable,
+    #[error("the PACS answered HTTP {status}")]
+    Status { status: u16 },
+    #[error("the study was not found on the PACS")]
+    StudyNotFound,
+    #[error("the study exceeds {limit} bytes")]
+    StudyTooLarge { limit: usize },
+    #[error("the QIDO-RS answer is not DICOM JSON")]
+    NotDicomJson,
+    #[error("the WADO-RS answer could not be read: {0}")]
+    Multipart(#[from] multipart::MultipartError),
+    #[error("a WADO-RS part is not a DICOM Part 10 instance")]
+    NotDicom,
+}
+
+impl DicomwebError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DicomwebError::Unreachable => "pacs-unreachable",
+            DicomwebError::Status { .. } => "pacs-error-status",
+            DicomwebError::StudyNotFound => "study-not-found",
+            DicomwebError::StudyTooLarge { .. } => "study-too-large",
+            DicomwebError::NotDicomJson => "pacs-response-not-dicom-json",
+            DicomwebError::Multipart(_) => "pacs-response-not-multipart",
+            DicomwebError::NotDicom => "pacs-part-not-dicom",
+        }
+    }
+
+    /// Whether trying again later can help (a PACS that is down may come back; an oversize
+    /// study stays oversize).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DicomwebError::Unreachable | DicomwebError::Status { .. } | DicomwebError::StudyNotFound)
+    }
+}
+
+/// Client options; defaults come from `[dicomweb]`.
+#[derive(Debug, Clone)]
+pub struct DicomwebClient {
+    http: reqwest::Client,
+    timeout: Duration,
+    max_study_bytes: usize,
+}
+
+impl DicomwebClient {
+    pub fn new(http: reqwest::Client, timeout: Duration, max_study_bytes: usize) -> DicomwebClient {
+        DicomwebClient { http, timeout, max_study_bytes }
+    }
+
+    async fn get(&self, url: url::Url, accept: &str) -> Result<reqwest::Response, DicomwebError> {
+        let resp = self.http.get(url).header("accept", accept).timeout(self.timeout).send().await.map_err(|_| DicomwebError::Unreachable)?;
+        match resp.status().as_u16() {
+            200 => Ok(resp),
+            204 | 404 => Err(DicomwebError::StudyNotFound),
+            status => Err(DicomwebError::Status { status }),
+        }
+    }
+
+    /// QIDO-RS `GET {root}/studies/{study}/instances`: the study's instances.
+    pub async fn find_instances(&self, root: &str, study_uid: &str) -> Result<Vec<InstanceRef>, DicomwebError> {
+        let url = join(root, &["studies", study_uid, "instances"])?;
+        let resp = self.get(url, "application/dicom+json").await?;
+        let body = crate::http_client::read_limited(resp, 16 * 1024 * 1024).await.map_err(|_| DicomwebError::NotDicomJson)?;
+        let items: Vec<Value> = serde_json::from_slice(&body).map_err(|_| DicomwebError::NotDicomJson)?;
+        let text = |item: &Value, tag: &str| item[tag]["Value"][0].as_str().map(str::to_owned);
+        let found: Vec<InstanceRef> = items
+            .iter()
+            .map(|i| match (text(i, "0020000E"), text(i, "00080018")) {
+                (Some(series_uid), Some(sop_instance_uid)) => Ok(InstanceRef { series_uid, sop_instance_uid }),
+                _ => Err(DicomwebError::NotDicomJson),
+            })
+            .collect::<Result<_, _>>()?;
+        if found.is_empty() { Err(DicomwebError::StudyNotFound) } else { Ok(found) }
+    }
+
+    /// WADO-RS `GET {root}/studies/{study}`: every instance, as Part 10 bytes, up to the limit.
+    pub async fn retrieve_study(&self, root: &str, study_uid: &str) -> Result<RetrievedStudy, DicomwebError> {
+        let url = join(root, &["studies", study_uid])?;
+        let resp = self.get(url, "multipart/related; type=\"application/dicom\"; transfer-syntax=*").await?;
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let boundary = multipart::boundary(&content_type)?;
+        let limit = self.max_study_bytes;
+        let body = crate::http_client::read_limited(resp, limit).await.map_err(|e| match e {
+            crate::http_client::BodyError::TooLarge { .. } => DicomwebError::StudyTooLarge { limit },
+            crate::http_client::BodyError::Read(_) => DicomwebError::Unreachable,
+        })?;
+        let parts = multipart::parse(&body, &boundary)?;
+        let mut instances = Vec::with_capacity(parts.len());
+        for p in parts {
+            // A Part 10 file: a 128-byte preamble, then "DICM".
+            if p.body.len() < 132 || &p.body[128..132] != b"DICM" {
+                return Err(DicomwebError::NotDicom);
+            }
+            instances.push(p.body.to_vec());
+        }
+        if instances.is_empty() {
+            return Err(DicomwebError::StudyNotFound);
+        }
+        Ok(RetrievedStudy { instances, bytes: body.len() })
+    }
+}
+
+/// `root` + path segments, each percent-encoded.
+fn join(root: &str, segments: &[&str]) -> Result<url::Url, DicomwebError> {
+    let mut url = url::Url::parse(root.trim_end_matches('/')).map_err(|_| DicomwebError::Unreachable)?;
+    url.path_segments_mut().map_err(|_| DicomwebError::Unreachable)?.pop_if_empty().extend(segments);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_joined_under_the_root() {
+        let u = join("http://pacs:8042/dicom-web/", &["studies", "1.2.3", "instances"]).unwrap();
+        assert_eq!(u.as_str(), "http://pacs:8042/dicom-web/studies/1.2.3/instances");
+    }
+}

@@ -1,0 +1,68 @@
+//! Jobs against a real PACS (Orthanc with DICOMweb): an ORU over MLLP for a stored study leads,
+//! with no other action, to its retrieval; a study the PACS does not have is retried and then
+//! dead; an oversize study is refused without retrying.
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::hl7::{MllpClient, oru};
+use crate::pacs::{dicomweb_root, fresh_uid, store_study};
+
+async fn app_with_pacs(backend: Backend, max_study_bytes: usize) -> TestApp {
+    spawn_app_with(backend, move |s| {
+        s.dicomweb.default_endpoint = dicomweb_root();
+        s.dicomweb.endpoints = vec![dicomweb_root()];
+        s.dicomweb.max_study_bytes = max_study_bytes;
+    })
+    .await
+}
+
+fn fetch_details(entries: &[radsight::store::entities::audit_entry::Model]) -> Vec<Value> {
+    entries.iter().map(|e| serde_json::from_str(&e.detail).unwrap()).collect()
+}
+
+async fn a_result_for_a_study_in_the_pacs_leads_to_its_retrieval(backend: Backend) {
+    let app = app_with_pacs(backend, 10 * 1024 * 1024).await;
+    let uid = store_study("p-pacs", 2, 16).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru("W-1", "p-pacs", &uid, "F")).await.code(), "AA");
+
+    let jobs = app.wait_for_jobs("the study to be fetched", |j| j.len() == 1 && j[0].state == "succeeded").await;
+    assert_eq!((jobs[0].stage.as_deref(), jobs[0].attempts), (Some("fetched"), 1));
+    let fetches = app.audit_of("dicomweb.fetch").await;
+    let details = fetch_details(&fetches);
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert_eq!((details[0]["operation"].as_str(), details[0]["result"]["instances"].as_i64()), (Some("qido-rs"), Some(2)));
+    assert_eq!((details[1]["operation"].as_str(), details[1]["result"]["instances"].as_i64()), (Some("wado-rs"), Some(2)));
+    assert!(details[1]["result"]["bytes"].as_i64().unwrap() > 2 * 256);
+    assert!(fetches.iter().all(|e| e.patient_ref.as_deref() == Some("Patient/p-pacs") && e.outcome == "success"));
+    // The trail shows each step in order.
+    let steps: Vec<String> = app.audit().await.into_iter().map(|e| e.action).collect();
+    assert_eq!(steps, ["hl7.message", "job.queued", "job.started", "dicomweb.fetch", "dicomweb.fetch", "job.succeeded"]);
+}
+
+async fn a_study_the_pacs_does_not_have_is_retried_then_dead(backend: Backend) {
+    let app = app_with_pacs(backend, 10 * 1024 * 1024).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru("W-2", "p-pacs", &fresh_uid(), "F")).await.code(), "AA");
+    let jobs = app.wait_for_jobs("the job to die", |j| j.len() == 1 && j[0].state == "dead").await;
+    assert_eq!((jobs[0].attempts, jobs[0].last_error.as_deref()), (3, Some("study-not-found")));
+    assert_eq!(app.audit_of("job.failed").await.len(), 3);
+}
+
+async fn an_oversize_study_is_refused_without_retrying(backend: Backend) {
+    let app = app_with_pacs(backend, 20_000).await;
+    let uid = store_study("p-big", 2, 128).await; // two 16 KiB instances
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru("W-3", "p-big", &uid, "F")).await.code(), "AA");
+    let jobs = app.wait_for_jobs("the job to die", |j| j.len() == 1 && j[0].state == "dead").await;
+    assert_eq!((jobs[0].attempts, jobs[0].last_error.as_deref()), (1, Some("study-too-large")));
+    let details = fetch_details(&app.audit_of("dicomweb.fetch").await);
+    assert_eq!(details.last().unwrap()["reason"], "study-too-large");
+}
+
+backend_tests!(
+    a_result_for_a_study_in_the_pacs_leads_to_its_retrieval,
+    a_study_the_pacs_does_not_have_is_retried_then_dead,
+    an_oversize_study_is_refused_without_retrying,
+);
