@@ -252,7 +252,44 @@ async fn a_resent_control_id_is_acknowledged_again_without_a_second_job(backend:
     assert_eq!(app.jobs().await.len(), 2);
 }
 
+async fn idle_connections_are_closed_and_the_connection_limit_holds(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.hl7.read_timeout_ms = 300;
+        s.hl7.max_connections = 1;
+    })
+    .await;
+    let mut first = MllpClient::connect(&app).await;
+    assert_eq!(first.send(&omi("L1", "MRN1", "1.2.826.0.6.1")).await.code(), "AA");
+    // A second connection while the first is open is closed at once.
+    let mut second = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), second.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the second connection must be closed: {n:?}");
+    // The first, once idle past the read timeout, is closed too...
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), first.stream.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the idle connection must be closed: {n:?}");
+    // ...which frees its slot (released just after the socket closes, so allow a moment).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut third = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
+        let mut framed = vec![0x0b];
+        framed.extend_from_slice(omi("L2", "MRN1", "1.2.826.0.6.2").as_bytes());
+        framed.extend_from_slice(&[0x1c, 0x0d]);
+        let _ = third.write_all(&framed).await;
+        let mut reply = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut reply)).await
+            && n > 0
+        {
+            assert!(String::from_utf8_lossy(&reply[..n]).contains("MSA|AA|L2"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 backend_tests!(
+    idle_connections_are_closed_and_the_connection_limit_holds,
     an_order_is_acknowledged_after_its_order_study_and_job_are_stored,
     a_final_result_for_a_new_study_shows_as_pending_in_the_patient_view_hook,
     many_messages_on_one_connection_and_several_connections_at_once_are_each_acknowledged,
