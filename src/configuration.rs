@@ -152,9 +152,36 @@ pub struct DicomwebSettings {
     pub default_endpoint: String,
     /// Timeout of each DICOMweb request.
     pub timeout_ms: u64,
+    /// How radsight authenticates to each PACS that needs it (others get no credentials).
+    #[serde(default)]
+    pub credentials: Vec<PacsCredentials>,
     /// A study larger than this is not retrieved (the job is dead with `study-too-large`).
     /// Retrieval is held in memory, so keep it well below the machine's memory. Default 512 MiB.
     pub max_study_bytes: usize,
+}
+
+/// Credentials for one DICOMweb root. Secrets are read from files, never written in the
+/// configuration itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PacsCredentials {
+    /// The DICOMweb root, as in `endpoints` or `default_endpoint`.
+    pub url: String,
+    pub auth: PacsAuthKind,
+    /// The user name for `basic`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (`basic`) or the bearer token (`bearer`).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PacsAuthKind {
+    None,
+    Basic,
+    Bearer,
 }
 
 impl DicomwebSettings {
@@ -243,7 +270,7 @@ impl Default for Settings {
                 lease_ms: 600_000,
                 poll_interval_ms: 2_000,
             },
-            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, max_study_bytes: 512 * 1024 * 1024 },
+            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
             clients: Vec::new(),
             procedures: Vec::new(),
         }
@@ -316,6 +343,20 @@ impl Settings {
         for e in self.dicomweb.endpoints.iter().chain(std::iter::once(&self.dicomweb.default_endpoint).filter(|e| !e.is_empty())) {
             if url::Url::parse(e).is_err() {
                 return invalid(format!("dicomweb: {e} is not an absolute URL"));
+            }
+        }
+        for c in &self.dicomweb.credentials {
+            let known = self.dicomweb.allows(&c.url) || c.url.trim_end_matches('/') == self.dicomweb.default_endpoint.trim_end_matches('/');
+            if !known {
+                return invalid(format!("dicomweb.credentials: {} is neither in endpoints nor the default_endpoint", c.url));
+            }
+            let complete = match c.auth {
+                PacsAuthKind::None => true,
+                PacsAuthKind::Basic => c.username.is_some() && c.secret_file.is_some(),
+                PacsAuthKind::Bearer => c.secret_file.is_some(),
+            };
+            if !complete {
+                return invalid(format!("dicomweb.credentials for {}: basic needs username and secret_file, bearer needs secret_file", c.url));
             }
         }
         let mut seen = BTreeSet::new();

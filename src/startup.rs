@@ -99,6 +99,8 @@ impl Application {
             jobs: state.settings.jobs.clone(),
             dicomweb: state.settings.dicomweb.clone(),
             http: http_client::build(),
+            credentials: crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials)
+                .context("loading PACS credentials")?,
             wake,
             instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
         });

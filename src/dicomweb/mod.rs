@@ -10,9 +10,57 @@
 
 pub mod multipart;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+
+use crate::configuration::{PacsAuthKind, PacsCredentials};
+
+/// How requests to one PACS are authenticated.
+#[derive(Clone, Debug)]
+pub enum PacsAuth {
+    Basic { username: String, password: SecretString },
+    Bearer(SecretString),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not read the PACS secret file {path}")]
+pub struct ReadSecret {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The credentials of every configured PACS, by root (without trailing slash). Secret files
+/// are read once, at start.
+#[derive(Clone, Debug, Default)]
+pub struct PacsCredentialStore(HashMap<String, PacsAuth>);
+
+impl PacsCredentialStore {
+    pub fn load(credentials: &[PacsCredentials]) -> Result<PacsCredentialStore, ReadSecret> {
+        let mut map = HashMap::new();
+        for c in credentials {
+            let secret = || -> Result<SecretString, ReadSecret> {
+                let path = c.secret_file.clone().unwrap_or_default();
+                let text = std::fs::read_to_string(&path).map_err(|source| ReadSecret { path: path.display().to_string(), source })?;
+                Ok(SecretString::from(text.trim_end_matches(['\r', '\n']).to_owned()))
+            };
+            let auth = match c.auth {
+                PacsAuthKind::None => continue,
+                PacsAuthKind::Basic => PacsAuth::Basic { username: c.username.clone().unwrap_or_default(), password: secret()? },
+                PacsAuthKind::Bearer => PacsAuth::Bearer(secret()?),
+            };
+            map.insert(c.url.trim_end_matches('/').to_owned(), auth);
+        }
+        Ok(PacsCredentialStore(map))
+    }
+
+    pub fn for_root(&self, root: &str) -> Option<&PacsAuth> {
+        self.0.get(root.trim_end_matches('/'))
+    }
+}
 
 /// One instance found by QIDO-RS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +80,8 @@ pub struct RetrievedStudy {
 pub enum DicomwebError {
     #[error("the PACS could not be reached")]
     Unreachable,
+    #[error("the PACS refused radsight's credentials")]
+    AuthRefused,
     #[error("the PACS answered HTTP {status}")]
     Status { status: u16 },
     #[error("the study was not found on the PACS")]
@@ -50,6 +100,7 @@ impl DicomwebError {
     pub fn code(&self) -> &'static str {
         match self {
             DicomwebError::Unreachable => "pacs-unreachable",
+            DicomwebError::AuthRefused => "pacs-auth-refused",
             DicomwebError::Status { .. } => "pacs-error-status",
             DicomwebError::StudyNotFound => "study-not-found",
             DicomwebError::StudyTooLarge { .. } => "study-too-large",
@@ -72,17 +123,29 @@ pub struct DicomwebClient {
     http: reqwest::Client,
     timeout: Duration,
     max_study_bytes: usize,
+    auth: Option<PacsAuth>,
 }
 
 impl DicomwebClient {
-    pub fn new(http: reqwest::Client, timeout: Duration, max_study_bytes: usize) -> DicomwebClient {
-        DicomwebClient { http, timeout, max_study_bytes }
+    /// A client for one PACS; `auth` is that PACS's credentials, if it needs any.
+    pub fn new(http: reqwest::Client, timeout: Duration, max_study_bytes: usize, auth: Option<PacsAuth>) -> DicomwebClient {
+        DicomwebClient { http, timeout, max_study_bytes, auth }
+    }
+
+    fn request(&self, url: url::Url, accept: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(url).header("accept", accept).timeout(self.timeout);
+        match &self.auth {
+            None => req,
+            Some(PacsAuth::Basic { username, password }) => req.basic_auth(username, Some(password.expose_secret())),
+            Some(PacsAuth::Bearer(token)) => req.bearer_auth(token.expose_secret()),
+        }
     }
 
     async fn get(&self, url: url::Url, accept: &str) -> Result<reqwest::Response, DicomwebError> {
-        let resp = self.http.get(url).header("accept", accept).timeout(self.timeout).send().await.map_err(|_| DicomwebError::Unreachable)?;
+        let resp = self.request(url, accept).send().await.map_err(|_| DicomwebError::Unreachable)?;
         match resp.status().as_u16() {
             200 => Ok(resp),
+            401 | 403 => Err(DicomwebError::AuthRefused),
             204 | 404 => Err(DicomwebError::StudyNotFound),
             status => Err(DicomwebError::Status { status }),
         }
@@ -142,6 +205,17 @@ fn join(root: &str, segments: &[&str]) -> Result<url::Url, DicomwebError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_carry_the_pacs_credentials() {
+        let url = url::Url::parse("http://pacs/dicom-web/studies").unwrap();
+        let client = |auth| DicomwebClient::new(reqwest::Client::new(), Duration::from_secs(1), 1, auth);
+        let header = |c: DicomwebClient| c.request(url.clone(), "application/dicom+json").build().unwrap().headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(header(client(None)), None);
+        let basic = PacsAuth::Basic { username: "u".into(), password: SecretString::from("p".to_owned()) };
+        assert_eq!(header(client(Some(basic))).as_deref(), Some("Basic dTpw"));
+        assert_eq!(header(client(Some(PacsAuth::Bearer(SecretString::from("t0k".to_owned()))))).as_deref(), Some("Bearer t0k"));
+    }
 
     #[test]
     fn paths_are_joined_under_the_root() {

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use super::{Failed, claim, fail, succeed};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::configuration::{DicomwebSettings, JobSettings};
-use crate::dicomweb::{DicomwebClient, DicomwebError};
+use crate::dicomweb::{DicomwebClient, DicomwebError, PacsCredentialStore};
 use crate::store::entities::job;
 
 /// What a worker needs; cheap to clone.
@@ -33,6 +33,8 @@ pub struct WorkerContext {
     pub jobs: JobSettings,
     pub dicomweb: DicomwebSettings,
     pub http: reqwest::Client,
+    /// PACS credentials, read at start.
+    pub credentials: PacsCredentialStore,
     /// Notified when this instance enqueues a job, so an idle worker starts at once.
     pub wake: Arc<Notify>,
     /// Names this instance in lease owners.
@@ -145,7 +147,12 @@ async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<&'static str
         // No PACS known for this study: it stays recorded, waiting for a fetch.
         return Ok("fetch-pending");
     };
-    let client = DicomwebClient::new(ctx.http.clone(), Duration::from_millis(ctx.dicomweb.timeout_ms), ctx.dicomweb.max_study_bytes);
+    let client = DicomwebClient::new(
+        ctx.http.clone(),
+        Duration::from_millis(ctx.dicomweb.timeout_ms),
+        ctx.dicomweb.max_study_bytes,
+        ctx.credentials.for_root(&root).cloned(),
+    );
 
     let found = client.find_instances(&root, &job.study_uid).await;
     audit_fetch(ctx, job, "qido-rs", found.as_ref().map(|i| serde_json::json!({"instances": i.len()}))).await?;

@@ -1,20 +1,38 @@
 //! Jobs against a real PACS (Orthanc with DICOMweb): an ORU over MLLP for a stored study leads,
-//! with no other action, to its retrieval; a study the PACS does not have is retried and then
-//! dead; an oversize study is refused without retrying.
+//! with no other action, to its retrieval (with the PACS's basic-auth credentials); a study
+//! the PACS does not have is retried and then dead; an oversize study, and credentials the
+//! PACS refuses, end the job without retrying.
 
 use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::hl7::{MllpClient, oru};
-use crate::pacs::{dicomweb_root, fresh_uid, store_study};
+use crate::pacs::{dicomweb_root, fresh_uid, orthanc_credentials, store_study};
+use radsight::configuration::{PacsAuthKind, PacsCredentials};
 
 async fn app_with_pacs(backend: Backend, max_study_bytes: usize) -> TestApp {
-    spawn_app_with(backend, move |s| {
+    app_with_pacs_password(backend, max_study_bytes, &orthanc_credentials().1).await
+}
+
+async fn app_with_pacs_password(backend: Backend, max_study_bytes: usize, password: &str) -> TestApp {
+    let secret = std::env::temp_dir().join(format!("radsight-test-pacs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&secret, format!("{password}\n")).unwrap();
+    let written = secret.clone();
+    let app = spawn_app_with(backend, move |s| {
         s.dicomweb.default_endpoint = dicomweb_root();
         s.dicomweb.endpoints = vec![dicomweb_root()];
         s.dicomweb.max_study_bytes = max_study_bytes;
+        s.dicomweb.credentials = vec![PacsCredentials {
+            url: dicomweb_root(),
+            auth: PacsAuthKind::Basic,
+            username: Some(orthanc_credentials().0),
+            secret_file: Some(secret.clone()),
+        }];
     })
-    .await
+    .await;
+    // Secrets are read once at start, so the file can go now.
+    std::fs::remove_file(written).unwrap();
+    app
 }
 
 fn fetch_details(entries: &[radsight::store::entities::audit_entry::Model]) -> Vec<Value> {
@@ -61,7 +79,17 @@ async fn an_oversize_study_is_refused_without_retrying(backend: Backend) {
     assert_eq!(details.last().unwrap()["reason"], "study-too-large");
 }
 
+async fn credentials_the_pacs_refuses_end_the_job_without_retrying(backend: Backend) {
+    let app = app_with_pacs_password(backend, 10 * 1024 * 1024, "wrong-password").await;
+    let uid = store_study("p-auth", 1, 16).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru("W-4", "p-auth", &uid, "F")).await.code(), "AA");
+    let jobs = app.wait_for_jobs("the job to die", |j| j.len() == 1 && j[0].state == "dead").await;
+    assert_eq!((jobs[0].attempts, jobs[0].last_error.as_deref()), (1, Some("pacs-auth-refused")));
+}
+
 backend_tests!(
+    credentials_the_pacs_refuses_end_the_job_without_retrying,
     a_result_for_a_study_in_the_pacs_leads_to_its_retrieval,
     a_study_the_pacs_does_not_have_is_retried_then_dead,
     an_oversize_study_is_refused_without_retrying,

@@ -7,6 +7,12 @@ pub fn orthanc_url() -> String {
         .expect("RADSIGHT_TEST_ORTHANC_URL must name a running Orthanc with DICOMweb; scripts/test.sh starts one")
 }
 
+/// The test PACS's user and password (HTTP basic auth).
+pub fn orthanc_credentials() -> (String, String) {
+    let get = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} must be set; scripts/test.sh sets it"));
+    (get("RADSIGHT_TEST_ORTHANC_USER"), get("RADSIGHT_TEST_ORTHANC_PASSWORD"))
+}
+
 pub fn dicomweb_root() -> String {
     format!("{}/dicom-web", orthanc_url())
 }
@@ -18,7 +24,14 @@ pub fn fresh_uid() -> String {
 
 /// Loads an instance into Orthanc.
 pub async fn upload(instance: Vec<u8>) {
-    let resp = reqwest::Client::new().post(format!("{}/instances", orthanc_url())).body(instance).send().await.expect("Orthanc is up");
+    let (user, password) = orthanc_credentials();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/instances", orthanc_url()))
+        .basic_auth(user, Some(password))
+        .body(instance)
+        .send()
+        .await
+        .expect("Orthanc is up");
     assert!(resp.status().is_success(), "Orthanc refused the instance: {}", resp.text().await.unwrap_or_default());
 }
 
