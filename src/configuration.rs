@@ -152,6 +152,9 @@ pub struct DicomwebSettings {
     pub default_endpoint: String,
     /// Timeout of each DICOMweb request.
     pub timeout_ms: u64,
+    /// Which instances of a study are retrieved; empty lists select everything.
+    #[serde(default)]
+    pub select: crate::dicomweb::SelectionRules,
     /// How radsight authenticates to each PACS that needs it (others get no credentials).
     #[serde(default)]
     pub credentials: Vec<PacsCredentials>,
@@ -270,7 +273,7 @@ impl Default for Settings {
                 lease_ms: 600_000,
                 poll_interval_ms: 2_000,
             },
-            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
+            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
             clients: Vec::new(),
             procedures: Vec::new(),
         }

@@ -62,11 +62,53 @@ impl PacsCredentialStore {
     }
 }
 
-/// One instance found by QIDO-RS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One instance found by QIDO-RS, with the attributes selection rules look at.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InstanceRef {
     pub series_uid: String,
     pub sop_instance_uid: String,
+    pub sop_class_uid: Option<String>,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub series_description: Option<String>,
+}
+
+/// Which instances of a study are retrieved (`[dicomweb.select]`). An empty list does not
+/// restrict; several lists must all match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionRules {
+    /// Modalities (0008,0060), e.g. `["CR", "DX"]`.
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// SOP Class UIDs (0008,0016).
+    #[serde(default)]
+    pub sop_classes: Vec<String>,
+    /// Body Part Examined (0018,0015) values, case-insensitive.
+    #[serde(default)]
+    pub body_parts: Vec<String>,
+    /// Substrings of the Series Description (0008,103E), case-insensitive.
+    #[serde(default)]
+    pub series_description_contains: Vec<String>,
+}
+
+impl SelectionRules {
+    pub fn selects_everything(&self) -> bool {
+        self.modalities.is_empty() && self.sop_classes.is_empty() && self.body_parts.is_empty() && self.series_description_contains.is_empty()
+    }
+
+    pub fn selects(&self, i: &InstanceRef) -> bool {
+        let one_of = |list: &[String], v: &Option<String>| list.is_empty() || v.as_deref().is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)));
+        let described = self.series_description_contains.is_empty()
+            || i.series_description.as_deref().is_some_and(|d| {
+                let d = d.to_lowercase();
+                self.series_description_contains.iter().any(|x| d.contains(&x.to_lowercase()))
+            });
+        one_of(&self.modalities, &i.modality)
+            && (self.sop_classes.is_empty() || i.sop_class_uid.as_deref().is_some_and(|c| self.sop_classes.iter().any(|x| x == c)))
+            && one_of(&self.body_parts, &i.body_part)
+            && described
+    }
 }
 
 /// A retrieved study: the DICOM Part 10 instances (decoding is a later step).
@@ -86,6 +128,8 @@ pub enum DicomwebError {
     Status { status: u16 },
     #[error("the study was not found on the PACS")]
     StudyNotFound,
+    #[error("no instance of the study matches the selection rules")]
+    NothingSelected,
     #[error("the study exceeds {limit} bytes")]
     StudyTooLarge { limit: usize },
     #[error("the QIDO-RS answer is not DICOM JSON")]
@@ -103,6 +147,7 @@ impl DicomwebError {
             DicomwebError::AuthRefused => "pacs-auth-refused",
             DicomwebError::Status { .. } => "pacs-error-status",
             DicomwebError::StudyNotFound => "study-not-found",
+            DicomwebError::NothingSelected => "no-instance-selected",
             DicomwebError::StudyTooLarge { .. } => "study-too-large",
             DicomwebError::NotDicomJson => "pacs-response-not-dicom-json",
             DicomwebError::Multipart(_) => "pacs-response-not-multipart",
@@ -151,9 +196,11 @@ impl DicomwebClient {
         }
     }
 
-    /// QIDO-RS `GET {root}/studies/{study}/instances`: the study's instances.
+    /// QIDO-RS `GET {root}/studies/{study}/instances`: the study's instances, with the
+    /// attributes the selection rules need.
     pub async fn find_instances(&self, root: &str, study_uid: &str) -> Result<Vec<InstanceRef>, DicomwebError> {
-        let url = join(root, &["studies", study_uid, "instances"])?;
+        let mut url = join(root, &["studies", study_uid, "instances"])?;
+        url.query_pairs_mut().extend_pairs(["00080016", "00080060", "00180015", "0008103E"].map(|t| ("includefield", t)));
         let resp = self.get(url, "application/dicom+json").await?;
         let body = crate::http_client::read_limited(resp, 16 * 1024 * 1024).await.map_err(|_| DicomwebError::NotDicomJson)?;
         let items: Vec<Value> = serde_json::from_slice(&body).map_err(|_| DicomwebError::NotDicomJson)?;
@@ -161,20 +208,54 @@ impl DicomwebClient {
         let found: Vec<InstanceRef> = items
             .iter()
             .map(|i| match (text(i, "0020000E"), text(i, "00080018")) {
-                (Some(series_uid), Some(sop_instance_uid)) => Ok(InstanceRef { series_uid, sop_instance_uid }),
+                (Some(series_uid), Some(sop_instance_uid)) => Ok(InstanceRef {
+                    series_uid,
+                    sop_instance_uid,
+                    sop_class_uid: text(i, "00080016"),
+                    modality: text(i, "00080060"),
+                    body_part: text(i, "00180015"),
+                    series_description: text(i, "0008103E"),
+                }),
                 _ => Err(DicomwebError::NotDicomJson),
             })
             .collect::<Result<_, _>>()?;
         if found.is_empty() { Err(DicomwebError::StudyNotFound) } else { Ok(found) }
     }
 
+    /// Retrieves what `rules` select of the instances `found`: the whole study in one WADO-RS
+    /// request when the rules select everything, else instance by instance. The byte limit
+    /// holds for the total.
+    pub async fn retrieve_selected(&self, root: &str, study_uid: &str, found: &[InstanceRef], rules: &SelectionRules) -> Result<RetrievedStudy, DicomwebError> {
+        if rules.selects_everything() {
+            return self.retrieve(join(root, &["studies", study_uid])?, self.max_study_bytes).await;
+        }
+        let selected: Vec<&InstanceRef> = found.iter().filter(|i| rules.selects(i)).collect();
+        if selected.is_empty() {
+            return Err(DicomwebError::NothingSelected);
+        }
+        let mut all = RetrievedStudy { instances: Vec::new(), bytes: 0 };
+        for i in selected {
+            let url = join(root, &["studies", study_uid, "series", &i.series_uid, "instances", &i.sop_instance_uid])?;
+            let left = self.max_study_bytes.checked_sub(all.bytes).ok_or(DicomwebError::StudyTooLarge { limit: self.max_study_bytes })?;
+            let one = self.retrieve(url, left).await.map_err(|e| match e {
+                DicomwebError::StudyTooLarge { .. } => DicomwebError::StudyTooLarge { limit: self.max_study_bytes },
+                other => other,
+            })?;
+            all.bytes += one.bytes;
+            all.instances.extend(one.instances);
+        }
+        Ok(all)
+    }
+
     /// WADO-RS `GET {root}/studies/{study}`: every instance, as Part 10 bytes, up to the limit.
     pub async fn retrieve_study(&self, root: &str, study_uid: &str) -> Result<RetrievedStudy, DicomwebError> {
-        let url = join(root, &["studies", study_uid])?;
+        self.retrieve(join(root, &["studies", study_uid])?, self.max_study_bytes).await
+    }
+
+    async fn retrieve(&self, url: url::Url, limit: usize) -> Result<RetrievedStudy, DicomwebError> {
         let resp = self.get(url, "multipart/related; type=\"application/dicom\"; transfer-syntax=*").await?;
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let boundary = multipart::boundary(&content_type)?;
-        let limit = self.max_study_bytes;
         let body = crate::http_client::read_limited(resp, limit).await.map_err(|e| match e {
             crate::http_client::BodyError::TooLarge { .. } => DicomwebError::StudyTooLarge { limit },
             crate::http_client::BodyError::Read(_) => DicomwebError::Unreachable,
@@ -215,6 +296,35 @@ mod tests {
         let basic = PacsAuth::Basic { username: "u".into(), password: SecretString::from("p".to_owned()) };
         assert_eq!(header(client(Some(basic))).as_deref(), Some("Basic dTpw"));
         assert_eq!(header(client(Some(PacsAuth::Bearer(SecretString::from("t0k".to_owned()))))).as_deref(), Some("Bearer t0k"));
+    }
+
+    #[test]
+    fn selection_rules_match_every_listed_attribute() {
+        let ct = InstanceRef {
+            modality: Some("CT".into()),
+            sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            body_part: Some("CHEST".into()),
+            series_description: Some("Axial 1.25mm LUNG".into()),
+            ..Default::default()
+        };
+        let rules = |m: &[&str], c: &[&str], b: &[&str], d: &[&str]| SelectionRules {
+            modalities: m.iter().map(|s| s.to_string()).collect(),
+            sop_classes: c.iter().map(|s| s.to_string()).collect(),
+            body_parts: b.iter().map(|s| s.to_string()).collect(),
+            series_description_contains: d.iter().map(|s| s.to_string()).collect(),
+        };
+        let cases = [
+            (rules(&[], &[], &[], &[]), true),
+            (rules(&["ct"], &[], &[], &[]), true),
+            (rules(&["MR", "DX"], &[], &[], &[]), false),
+            (rules(&[], &["1.2.840.10008.5.1.4.1.1.2"], &["chest"], &["lung"]), true),
+            (rules(&["CT"], &[], &["ABDOMEN"], &[]), false),
+            (rules(&[], &[], &[], &["scout"]), false),
+        ];
+        for (r, expected) in cases {
+            assert_eq!(r.selects(&ct), expected, "{r:?}");
+        }
+        assert!(!rules(&["CT"], &[], &[], &[]).selects(&InstanceRef::default()), "a missing attribute does not match a rule");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! 2. With no DICOMweb root known (the job's allowlisted endpoint, else
 //!    `dicomweb.default_endpoint`), the job ends at stage `fetch-pending`.
 //! 3. **locate**: QIDO-RS `GET {root}/studies/{uid}/instances`. Audited as `dicomweb.fetch`.
-//! 4. **retrieve**: WADO-RS `GET {root}/studies/{uid}` (multipart), capped at
+//! 4. **retrieve**: WADO-RS `GET {root}/studies/{uid}` (multipart), or instance by instance
+//!    when `[dicomweb.select]` rules pick some (modality, SOP class, body part, series
+//!    description), capped at
 //!    `dicomweb.max_study_bytes`; each part must be a DICOM Part 10 instance. Audited as
 //!    `dicomweb.fetch` with the instance and byte counts. The job ends at stage `fetched`.
 //!
@@ -156,9 +158,9 @@ async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<&'static str
 
     let found = client.find_instances(&root, &job.study_uid).await;
     audit_fetch(ctx, job, "qido-rs", found.as_ref().map(|i| serde_json::json!({"instances": i.len()}))).await?;
-    found.map_err(StepError::from)?;
+    let found = found.map_err(StepError::from)?;
 
-    let retrieved = client.retrieve_study(&root, &job.study_uid).await;
+    let retrieved = client.retrieve_selected(&root, &job.study_uid, &found, &ctx.dicomweb.select).await;
     audit_fetch(ctx, job, "wado-rs", retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes})))
         .await?;
     retrieved.map_err(StepError::from)?;

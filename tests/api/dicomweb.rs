@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::hl7::{MllpClient, oru};
-use crate::pacs::{dicomweb_root, fresh_uid, orthanc_credentials, store_study};
+use crate::pacs::{SeriesInfo, dicomweb_root, fresh_uid, orthanc_credentials, store_series, store_study};
+use radsight::dicomweb::SelectionRules;
 use radsight::configuration::{PacsAuthKind, PacsCredentials};
 
 async fn app_with_pacs(backend: Backend, max_study_bytes: usize) -> TestApp {
@@ -15,6 +16,10 @@ async fn app_with_pacs(backend: Backend, max_study_bytes: usize) -> TestApp {
 }
 
 async fn app_with_pacs_password(backend: Backend, max_study_bytes: usize, password: &str) -> TestApp {
+    app_with_pacs_config(backend, max_study_bytes, password, SelectionRules::default()).await
+}
+
+async fn app_with_pacs_config(backend: Backend, max_study_bytes: usize, password: &str, select: SelectionRules) -> TestApp {
     let secret = std::env::temp_dir().join(format!("radsight-test-pacs-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&secret, format!("{password}\n")).unwrap();
     let written = secret.clone();
@@ -22,6 +27,7 @@ async fn app_with_pacs_password(backend: Backend, max_study_bytes: usize, passwo
         s.dicomweb.default_endpoint = dicomweb_root();
         s.dicomweb.endpoints = vec![dicomweb_root()];
         s.dicomweb.max_study_bytes = max_study_bytes;
+        s.dicomweb.select = select;
         s.dicomweb.credentials = vec![PacsCredentials {
             url: dicomweb_root(),
             auth: PacsAuthKind::Basic,
@@ -88,7 +94,32 @@ async fn credentials_the_pacs_refuses_end_the_job_without_retrying(backend: Back
     assert_eq!((jobs[0].attempts, jobs[0].last_error.as_deref()), (1, Some("pacs-auth-refused")));
 }
 
+async fn selection_rules_pick_which_instances_are_retrieved(backend: Backend) {
+    let select = SelectionRules { modalities: vec!["DX".into()], series_description_contains: vec!["pa".into()], ..Default::default() };
+    let app = app_with_pacs_config(backend, 10 * 1024 * 1024, &orthanc_credentials().1, select).await;
+    let uid = fresh_uid();
+    store_series("p-sel", &uid, &SeriesInfo { modality: "DX", description: "Chest PA" }, 1, 16).await;
+    store_series("p-sel", &uid, &SeriesInfo { modality: "DX", description: "Chest lateral" }, 1, 16).await;
+    store_series("p-sel", &uid, &SeriesInfo { modality: "OT", description: "PA screenshot" }, 2, 16).await;
+    // A study with nothing that matches is not retried.
+    let other = fresh_uid();
+    store_series("p-sel", &other, &SeriesInfo { modality: "OT", description: "report" }, 1, 16).await;
+
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru("W-5", "p-sel", &uid, "F")).await.code(), "AA");
+    assert_eq!(client.send(&oru("W-6", "p-sel", &other, "F")).await.code(), "AA");
+    let jobs = app.wait_for_jobs("both jobs to end", |j| j.len() == 2 && j.iter().all(|j| j.state == "succeeded" || j.state == "dead")).await;
+    let by_uid = |u: &str| jobs.iter().find(|j| j.study_uid == u).unwrap().clone();
+    assert_eq!((by_uid(&uid).state.as_str(), by_uid(&uid).stage.as_deref()), ("succeeded", Some("fetched")));
+    assert_eq!((by_uid(&other).state.as_str(), by_uid(&other).last_error.as_deref(), by_uid(&other).attempts), ("dead", Some("no-instance-selected"), 1));
+    let details = fetch_details(&app.audit_of("dicomweb.fetch").await);
+    let wado: Vec<&Value> = details.iter().filter(|d| d["operation"] == "wado-rs" && d["result"].is_object()).collect();
+    assert_eq!(wado.len(), 1, "{details:?}");
+    assert_eq!(wado[0]["result"]["instances"], 1, "only the DX PA instance of the four is retrieved");
+}
+
 backend_tests!(
+    selection_rules_pick_which_instances_are_retrieved,
     credentials_the_pacs_refuses_end_the_job_without_retrying,
     a_result_for_a_study_in_the_pacs_leads_to_its_retrieval,
     a_study_the_pacs_does_not_have_is_retried_then_dead,

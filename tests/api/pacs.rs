@@ -52,8 +52,16 @@ fn element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &str, value: &[u8]) {
     out.extend_from_slice(&value);
 }
 
+/// What distinguishes a series, for selection rules.
+pub struct SeriesInfo<'a> {
+    pub modality: &'a str,
+    pub description: &'a str,
+}
+
+const OT: SeriesInfo<'static> = SeriesInfo { modality: "OT", description: "test" };
+
 /// A Secondary Capture instance (explicit VR little endian) of `rows`×`rows` 8-bit pixels.
-pub fn instance(patient_id: &str, study_uid: &str, series_uid: &str, sop_uid: &str, rows: u16) -> Vec<u8> {
+pub fn instance(patient_id: &str, study_uid: &str, series_uid: &str, sop_uid: &str, rows: u16, series: &SeriesInfo) -> Vec<u8> {
     const SOP_CLASS: &[u8] = b"1.2.840.10008.5.1.4.1.1.7";
     let mut meta = Vec::new();
     element(&mut meta, 0x0002, 0x0001, "OB", &[0, 1]);
@@ -67,7 +75,8 @@ pub fn instance(patient_id: &str, study_uid: &str, series_uid: &str, sop_uid: &s
     out.extend_from_slice(&meta);
     element(&mut out, 0x0008, 0x0016, "UI", SOP_CLASS);
     element(&mut out, 0x0008, 0x0018, "UI", sop_uid.as_bytes());
-    element(&mut out, 0x0008, 0x0060, "CS", b"OT");
+    element(&mut out, 0x0008, 0x0060, "CS", series.modality.as_bytes());
+    element(&mut out, 0x0008, 0x103E, "LO", series.description.as_bytes());
     element(&mut out, 0x0010, 0x0020, "LO", patient_id.as_bytes());
     element(&mut out, 0x0020, 0x000D, "UI", study_uid.as_bytes());
     element(&mut out, 0x0020, 0x000E, "UI", series_uid.as_bytes());
@@ -86,9 +95,15 @@ pub fn instance(patient_id: &str, study_uid: &str, series_uid: &str, sop_uid: &s
 
 /// Stores a study of `count` instances for `patient_id` in Orthanc and returns its UID.
 pub async fn store_study(patient_id: &str, count: usize, rows: u16) -> String {
-    let (study, series) = (fresh_uid(), fresh_uid());
-    for _ in 0..count {
-        upload(instance(patient_id, &study, &series, &fresh_uid(), rows)).await;
-    }
+    let study = fresh_uid();
+    store_series(patient_id, &study, &OT, count, rows).await;
     study
+}
+
+/// Adds a series of `count` instances to study `study_uid` in Orthanc.
+pub async fn store_series(patient_id: &str, study_uid: &str, series: &SeriesInfo<'_>, count: usize, rows: u16) {
+    let series_uid = fresh_uid();
+    for _ in 0..count {
+        upload(instance(patient_id, study_uid, &series_uid, &fresh_uid(), rows, series)).await;
+    }
 }
