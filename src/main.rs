@@ -132,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init();
             let settings = Settings::load(cli.config.as_deref())?;
             let app = Application::build(settings).await?;
-            tracing::info!(port = app.port(), "radsight is serving");
+            tracing::info!(port = app.port(), hl7_port = app.hl7_port(), "radsight is serving");
             app.run_until_stopped().await?;
         }
         Command::Migrate => {

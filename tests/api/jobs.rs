@@ -129,7 +129,86 @@ async fn backoff_doubles_between_attempts(backend: Backend) {
     assert_eq!(waits, [1, 2, -1], "1 s, then 2 s, then dead after the third attempt");
 }
 
+/// A `radsight serve` process, killed when dropped so that a failing test leaves none behind.
+struct ServeProcess(std::process::Child);
+
+impl ServeProcess {
+    /// SIGKILL: no shutdown, no flushing.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `radsight serve` as its own process on `db_url`, with no job workers; returns it with its
+/// HL7 port once it is serving.
+fn serve_process(db_url: &str) -> (ServeProcess, u16) {
+    use std::io::BufRead;
+    let cwd = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_radsight"))
+        .arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("RADSIGHT_SERVER__PORT", "0")
+        .env("RADSIGHT_HL7__BIND", "127.0.0.1:0")
+        .env("RADSIGHT_JOBS__WORKERS", "0")
+        .env("RADSIGHT_LOG_FORMAT", "json")
+        .env_remove("RADSIGHT_CONFIG")
+        .current_dir(cwd.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = ServeProcess(child);
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["fields"]["message"] == "radsight is serving"
+        {
+            // Keep draining the log so that the process never writes into a closed pipe.
+            std::thread::spawn(move || lines.for_each(|l| eprintln!("radsight serve: {}", l.unwrap_or_default())));
+            return (child, v["fields"]["hl7_port"].as_u64().expect("the HL7 port is logged") as u16);
+        }
+        eprintln!("radsight serve: {line}");
+    }
+    panic!("radsight serve exited before serving");
+}
+
+async fn an_acknowledged_result_survives_a_killed_process(backend: Backend) {
+    // A fresh database, migrated by a throwaway app; the real service is a separate process.
+    let db_app = spawn_app_with(backend, |s| s.jobs.workers = 0).await;
+    let (mut process, hl7_port) = serve_process(&db_app.db_url);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", hl7_port)).await.unwrap();
+    let mut framed = vec![0x0b];
+    framed.extend_from_slice(oru("KILL-1", "p-killed", "1.2.826.0.9.9", "F").as_bytes());
+    framed.extend_from_slice(&[0x1c, 0x0d]);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&framed).await.unwrap();
+    let mut ack = Vec::new();
+    while !ack.ends_with(&[0x1c, 0x0d]) {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(15), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed before the ACK");
+        ack.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|KILL-1"));
+    // SIGKILL right after the AA.
+    process.kill();
+
+    // Restart: an instance with workers on the same database runs the job.
+    let db_url = db_app.db_url.clone();
+    let restarted = spawn_app_with(backend, move |s| s.database.url = db_url).await;
+    let jobs = restarted.wait_for_jobs("the acknowledged job to run", |j| j.len() == 1 && j[0].state == "succeeded").await;
+    assert_eq!(jobs[0].study_uid, "1.2.826.0.9.9");
+}
+
 backend_tests!(
+    an_acknowledged_result_survives_a_killed_process,
     a_job_whose_worker_died_is_run_after_a_restart,
     a_failing_job_is_retried_with_backoff_then_dead_and_can_be_revived,
     backoff_doubles_between_attempts,
