@@ -394,6 +394,14 @@ OBX|1|ST|110180^Study Instance UID^DCM||1.2.3.99||||||F\r";
     }
 
     #[test]
+    fn the_shipped_example_messages_are_accepted() {
+        let oru = include_str!("../../examples/hl7/oru-r01.hl7");
+        check(oru, accepted(MessageKind::Result, "example-patient", Some("1.2.826.0.1.3680043.10.2001.1"), Some("ACC-1"), Some("CT"), true));
+        let omi = include_str!("../../examples/hl7/omi-o23.hl7");
+        check(omi, accepted(MessageKind::Order, "example-patient", Some("1.2.826.0.1.3680043.10.2001.2"), Some("ACC-2"), Some("CT"), true));
+    }
+
+    #[test]
     fn a_configured_field_is_tried_first_for_the_study_uid() {
         let options = ParseOptions { study_uid_field: Some(LocationQuery::parse("OBR.20").unwrap()) };
         let msg = with(OMI, "ACC300||||||CT", "ACC300||1.9.8.7||||CT");
