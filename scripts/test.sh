@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs radsight's whole test suite on a fresh machine: installs and starts what the tests need
-# (idempotently), then runs every test on SQLite and PostgreSQL.
+# (idempotently): PostgreSQL, and Orthanc with DICOMweb as the test PACS; then runs every test
+# on SQLite and PostgreSQL.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -- NAME    # cargo test filter
@@ -65,9 +66,55 @@ ensure_browser() {
   fi
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# A real PACS for the DICOMweb tests: Orthanc with its DICOMweb plugin and HTTP basic auth, on
+# free ports with a temporary storage folder, stopped when this script exits. An already running
+# one can be reused by setting RADSIGHT_TEST_ORTHANC_URL, _USER and _PASSWORD (its DICOMweb
+# root is $URL/dicom-web).
+ensure_orthanc() {
+  if [ -n "${RADSIGHT_TEST_ORTHANC_URL:-}" ] &&
+     curl -fsS -u "${RADSIGHT_TEST_ORTHANC_USER:-}:${RADSIGHT_TEST_ORTHANC_PASSWORD:-}" "$RADSIGHT_TEST_ORTHANC_URL/system" >/dev/null 2>&1; then
+    return
+  fi
+  command -v Orthanc >/dev/null 2>&1 && dpkg -s orthanc-dicomweb >/dev/null 2>&1 || apt_install orthanc orthanc-dicomweb
+  local plugin; plugin=$(dpkg -L orthanc-dicomweb | grep -m1 'libOrthancDicomWeb\.so')
+  ORTHANC_DIR=$(mktemp -d)
+  local http_port dicom_port; http_port=$(free_port); dicom_port=$(free_port)
+  export RADSIGHT_TEST_ORTHANC_USER=radsight
+  RADSIGHT_TEST_ORTHANC_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  export RADSIGHT_TEST_ORTHANC_PASSWORD
+  cat > "$ORTHANC_DIR/config.json" <<JSON
+{
+  "Name": "radsight-test-pacs",
+  "StorageDirectory": "$ORTHANC_DIR/storage",
+  "IndexDirectory": "$ORTHANC_DIR/storage",
+  "HttpPort": $http_port,
+  "DicomPort": $dicom_port,
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": true,
+  "RegisteredUsers": {"$RADSIGHT_TEST_ORTHANC_USER": "$RADSIGHT_TEST_ORTHANC_PASSWORD"},
+  "Plugins": ["$plugin"],
+  "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}
+}
+JSON
+  Orthanc "$ORTHANC_DIR/config.json" >"$ORTHANC_DIR/orthanc.log" 2>&1 &
+  ORTHANC_PID=$!
+  trap 'kill "$ORTHANC_PID" 2>/dev/null || true; rm -rf "$ORTHANC_DIR"' EXIT
+  export RADSIGHT_TEST_ORTHANC_URL="http://127.0.0.1:$http_port"
+  for _ in $(seq 1 60); do
+    curl -fsS -u "$RADSIGHT_TEST_ORTHANC_USER:$RADSIGHT_TEST_ORTHANC_PASSWORD" "$RADSIGHT_TEST_ORTHANC_URL/dicom-web/studies" >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  echo "Orthanc did not start:" >&2; cat "$ORTHANC_DIR/orthanc.log" >&2; exit 1
+}
+
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+command -v curl >/dev/null 2>&1 || apt_install curl
+command -v python3 >/dev/null 2>&1 || apt_install python3
 ensure_postgres
 ensure_python
 ensure_browser
+ensure_orthanc
 
 cargo test --workspace --locked "$@"

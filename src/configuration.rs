@@ -24,6 +24,9 @@ pub struct Settings {
     pub hooks: HookSettings,
     pub rules: RuleSettings,
     pub audit: AuditSettings,
+    pub hl7: Hl7Settings,
+    pub jobs: JobSettings,
+    pub dicomweb: DicomwebSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     /// Auditor clients: they sign JWTs like CDS clients and need the `audit.read` scope. Their
@@ -123,6 +126,97 @@ pub struct AuditSettings {
     pub retention_days: u32,
 }
 
+/// The HL7 v2 MLLP listener. Its limits follow the DICOM upper-layer listener's model: explicit
+/// timeouts, a message size limit and a connection limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7Settings {
+    /// Off: `radsight serve` does not listen for HL7.
+    pub enabled: bool,
+    /// `host:port`; port 0 picks a free port (tests). Default `127.0.0.1:2575`.
+    pub bind: String,
+    /// A connection that sends nothing for this long is closed. Default 60 s.
+    pub read_timeout_ms: u64,
+    /// Larger messages are answered AR and skipped. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Connections beyond this are closed at once. Default 32.
+    pub max_connections: usize,
+    /// Where a site puts the Study Instance UID, as an hl7-parser query (`OBR.20`,
+    /// `OBX[2].5`); tried before `IPC-3`, `ZDS-1` and an OBX coded DCM 110180. Empty: none.
+    pub study_uid_field: String,
+}
+
+/// The analysis job queue and its workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Worker tasks in this instance; 0 runs none (another instance does the work).
+    pub workers: usize,
+    /// Attempts before a job is `dead`.
+    pub max_attempts: i32,
+    /// The wait after the first failure; it doubles with each further failure.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long a claimed job is owned; a job whose lease passed (its worker crashed) is
+    /// claimed again. Must exceed the longest job.
+    pub lease_ms: u64,
+    /// How often an idle worker looks for work (enqueues in this instance wake it at once).
+    pub poll_interval_ms: u64,
+}
+
+/// DICOMweb (PACS) access.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomwebSettings {
+    /// The DICOMweb roots radsight may call; an `ImagingStudy.endpoint` elsewhere is refused.
+    pub endpoints: Vec<String>,
+    /// The root used for studies announced without an endpoint (HL7); empty: none.
+    pub default_endpoint: String,
+    /// Timeout of each DICOMweb request.
+    pub timeout_ms: u64,
+    /// Which instances of a study are retrieved; empty lists select everything.
+    #[serde(default)]
+    pub select: crate::dicomweb::SelectionRules,
+    /// How radsight authenticates to each PACS that needs it (others get no credentials).
+    #[serde(default)]
+    pub credentials: Vec<PacsCredentials>,
+    /// A study larger than this is not retrieved (the job is dead with `study-too-large`).
+    /// Retrieval is held in memory, so keep it well below the machine's memory. Default 512 MiB.
+    pub max_study_bytes: usize,
+}
+
+/// Credentials for one DICOMweb root. Secrets are read from files, never written in the
+/// configuration itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PacsCredentials {
+    /// The DICOMweb root, as in `endpoints` or `default_endpoint`.
+    pub url: String,
+    pub auth: PacsAuthKind,
+    /// The user name for `basic`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (`basic`) or the bearer token (`bearer`).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PacsAuthKind {
+    None,
+    Basic,
+    Bearer,
+}
+
+impl DicomwebSettings {
+    /// True when `url` is an allowlisted root (trailing slashes aside).
+    pub fn allows(&self, url: &str) -> bool {
+        let url = url.trim_end_matches('/');
+        self.endpoints.iter().any(|e| e.trim_end_matches('/') == url)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
@@ -192,6 +286,23 @@ impl Default for Settings {
                 checkpoint_interval_secs: 300,
                 retention_days: 2190,
             },
+            hl7: Hl7Settings {
+                enabled: true,
+                bind: "127.0.0.1:2575".into(),
+                read_timeout_ms: 60_000,
+                max_message_bytes: 1024 * 1024,
+                max_connections: 32,
+                study_uid_field: String::new(),
+            },
+            jobs: JobSettings {
+                workers: 2,
+                max_attempts: 5,
+                backoff_base_ms: 30_000,
+                backoff_max_ms: 3_600_000,
+                lease_ms: 600_000,
+                poll_interval_ms: 2_000,
+            },
+            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
             clients: Vec::new(),
             auditors: Vec::new(),
             procedures: Vec::new(),
@@ -200,7 +311,7 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 6] = ["server", "database", "auth", "hooks", "rules", "audit"];
+const SECTIONS: [&str; 9] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -262,6 +373,31 @@ impl Settings {
         let origin = &self.audit.origin;
         if origin.is_empty() || origin.contains(char::is_whitespace) || origin.contains('+') {
             return invalid("audit.origin must be non-empty, without spaces or '+'".into());
+        }
+        if !self.hl7.study_uid_field.is_empty() && hl7_parser::query::LocationQuery::parse(&self.hl7.study_uid_field).is_err() {
+            return invalid(format!("hl7.study_uid_field {:?} is not a field location such as OBR.20", self.hl7.study_uid_field));
+        }
+        if self.jobs.max_attempts < 1 || self.jobs.lease_ms == 0 || self.jobs.poll_interval_ms == 0 {
+            return invalid("jobs.max_attempts must be at least 1, and lease_ms and poll_interval_ms above 0".into());
+        }
+        for e in self.dicomweb.endpoints.iter().chain(std::iter::once(&self.dicomweb.default_endpoint).filter(|e| !e.is_empty())) {
+            if url::Url::parse(e).is_err() {
+                return invalid(format!("dicomweb: {e} is not an absolute URL"));
+            }
+        }
+        for c in &self.dicomweb.credentials {
+            let known = self.dicomweb.allows(&c.url) || c.url.trim_end_matches('/') == self.dicomweb.default_endpoint.trim_end_matches('/');
+            if !known {
+                return invalid(format!("dicomweb.credentials: {} is neither in endpoints nor the default_endpoint", c.url));
+            }
+            let complete = match c.auth {
+                PacsAuthKind::None => true,
+                PacsAuthKind::Basic => c.username.is_some() && c.secret_file.is_some(),
+                PacsAuthKind::Bearer => c.secret_file.is_some(),
+            };
+            if !complete {
+                return invalid(format!("dicomweb.credentials for {}: basic needs username and secret_file, bearer needs secret_file", c.url));
+            }
         }
         let mut seen = BTreeSet::new();
         for c in self.clients.iter().chain(&self.auditors) {

@@ -102,6 +102,34 @@ impl StudyInstanceUid {
     }
 }
 
+/// An HL7 v2 message control id (`MSH-10`): 1-199 printable ASCII characters with no HL7
+/// delimiter in them, as the ACK echoes it in `MSA-2`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Hl7ControlId(String);
+
+impl Hl7ControlId {
+    pub fn parse(s: &str) -> Result<Hl7ControlId, InvalidValue> {
+        let ok = (1..=199).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            && !s.bytes().any(|b| matches!(b, b'|' | b'^' | b'~' | b'\\' | b'&'));
+        if ok {
+            Ok(Hl7ControlId(s.to_owned()))
+        } else {
+            Err(InvalidValue { what: "MSH-10", why: "a control id is 1-199 printable characters without delimiters" })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Hl7ControlId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +156,13 @@ mod tests {
     fn hook_instances_must_be_uuids() {
         assert!(HookInstance::parse("d1577c69-dfbe-44ad-ba6d-3e05e953b2ea").is_ok());
         assert!(HookInstance::parse("not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn control_ids_are_printable_without_delimiters() {
+        assert_eq!(Hl7ControlId::parse("MSG-0001").unwrap().as_str(), "MSG-0001");
+        for bad in ["", "a|b", "a^b", "a\\b", "a\rb", &"x".repeat(200)] {
+            assert!(Hl7ControlId::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

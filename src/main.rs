@@ -16,7 +16,7 @@ use sea_orm::{EntityTrait, QueryOrder};
 use radsight::configuration::Settings;
 use radsight::keys::ClientKey;
 use radsight::startup::Application;
-use radsight::{store, telemetry};
+use radsight::{jobs, store, telemetry};
 
 #[derive(Parser)]
 #[command(name = "radsight", version, about = "Explainable imaging AI for the EHR")]
@@ -44,6 +44,23 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inspect and revive analysis jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state (queued, running, succeeded, dead).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Put a dead job back in the queue with a fresh set of attempts.
+    Retry { id: String },
 }
 
 #[derive(Subcommand)]
@@ -163,7 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init();
             let settings = Settings::load(cli.config.as_deref())?;
             let app = Application::build(settings).await?;
-            tracing::info!(port = app.port(), "radsight is serving");
+            tracing::info!(port = app.port(), hl7_port = app.hl7_port(), "radsight is serving");
             app.run_until_stopped().await?;
         }
         Command::Migrate => {
@@ -173,6 +190,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
         }
         Command::Audit { command } => return audit_command(command, Settings::load(cli.config.as_deref())?).await,
+        Command::Jobs { command } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            let db = store::connect(&settings.database).await?;
+            store::migrate(&db).await?;
+            return run_jobs_command(&db, command).await;
+        }
         Command::Keys { command: KeysCommand::Generate { alg, out } } => {
             let key = ClientKey::generate(alg.into())?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -283,6 +306,39 @@ async fn audit_command(command: AuditCommand, settings: Settings) -> anyhow::Res
                 .detail("via", "cli");
             AuditLog::default().record(&db, event).await?;
             eprintln!("exported {} entries", entries.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_jobs_command(db: &sea_orm::DatabaseConnection, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        JobsCommand::List { state } => {
+            let rows = jobs::list(db, state.as_deref()).await?;
+            println!("{:<36}  {:<9}  {:<13}  {:>8}  {:<24}  {:<64}", "ID", "STATE", "STAGE", "ATTEMPTS", "LAST ERROR", "STUDY");
+            for j in &rows {
+                println!(
+                    "{:<36}  {:<9}  {:<13}  {:>8}  {:<24}  {:<64}",
+                    j.id,
+                    j.state,
+                    j.stage.as_deref().unwrap_or("-"),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    j.last_error.as_deref().unwrap_or("-"),
+                    j.study_uid
+                );
+            }
+            eprintln!("{} job(s)", rows.len());
+        }
+        JobsCommand::Retry { id } => {
+            let audit = AuditLog::default();
+            let mut txn = audit.begin(db).await?;
+            if !jobs::retry(txn.conn(), &id).await? {
+                eprintln!("no dead job with id {id}");
+                return Ok(ExitCode::from(2));
+            }
+            txn.append(AuditEvent::new(Action::JobRetried, Outcome::Success).actor(None, Some("cli")).entity("Job", id.clone())).await?;
+            txn.commit().await?;
+            println!("job {id} queued again");
         }
     }
     Ok(ExitCode::SUCCESS)

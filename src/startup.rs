@@ -19,7 +19,11 @@ use crate::cds_hooks::definitions::ServiceDefinitions;
 use crate::cds_hooks::prefetch::FhirFetcher;
 use crate::configuration::Settings;
 use crate::imaging::procedure::ProcedureCatalog;
-use crate::{audit, cds_hooks, health, http_client, store};
+use crate::hl7::ingest::IngestContext;
+use crate::hl7::listener::{self, ListenerOptions};
+use crate::hl7::message::ParseOptions;
+use crate::jobs::worker::{WorkerContext, spawn_workers};
+use crate::{audit, cds_hooks, health, http_client, notifications, store};
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
@@ -33,10 +37,13 @@ pub struct AppState {
     pub definitions: ServiceDefinitions,
     pub fhir: FhirFetcher,
     pub catalog: ProcedureCatalog,
+    /// Wakes idle job workers of this instance when a job is queued.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 pub struct Application {
     port: u16,
+    hl7_port: Option<u16>,
     server: Server,
 }
 
@@ -53,13 +60,23 @@ impl Application {
             false => db.clone(),
         };
         let http = http_client::build();
+        let audit = AuditLog::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let hl7 = if settings.hl7.enabled {
+            let l = std::net::TcpListener::bind(settings.hl7.bind.as_str())
+                .with_context(|| format!("binding the HL7 listener to {}", settings.hl7.bind))?;
+            l.set_nonblocking(true)?;
+            Some(tokio::net::TcpListener::from_std(l)?)
+        } else {
+            None
+        };
+        let hl7_port = hl7.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let keys = KeyStore::from_settings(&settings.clients, &settings.auth, http.clone()).context("loading client keys")?;
         let auditor_keys =
             KeyStore::from_settings(&settings.auditors, &settings.auth, http.clone()).context("loading auditor keys")?;
         let signer = CheckpointSigner::load_or_create(&settings.audit.checkpoint_key_file, &settings.audit.origin)
             .context("loading the checkpoint signing key")?;
         tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
-        let audit = AuditLog::default();
         // Every start records the configuration in force (as a digest) and the checkpoint key,
         // so a configuration change shows in the log as a new digest.
         let config_digest = {
@@ -90,10 +107,37 @@ impl Application {
                 settings.hooks.fhir_max_response_bytes,
             ),
             catalog: ProcedureCatalog::load(&settings.procedures).context("loading the procedure catalog")?,
-            audit,
+            audit: audit.clone(),
+            wake: wake.clone(),
             db,
             settings: Arc::new(settings),
         };
+        if let Some(l) = hl7 {
+            let study_uid_field = Some(state.settings.hl7.study_uid_field.as_str())
+                .filter(|f| !f.is_empty())
+                .map(hl7_parser::query::LocationQuery::parse)
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("hl7.study_uid_field is not a field location"))?;
+            let ctx = IngestContext {
+                db: state.db.clone(),
+                audit: audit.clone(),
+                parse: ParseOptions { study_uid_field },
+                max_attempts: state.settings.jobs.max_attempts,
+                wake: wake.clone(),
+            };
+            tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx));
+        }
+        spawn_workers(WorkerContext {
+            db: state.db.clone(),
+            audit,
+            jobs: state.settings.jobs.clone(),
+            dicomweb: state.settings.dicomweb.clone(),
+            http: http_client::build(),
+            credentials: crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials)
+                .context("loading PACS credentials")?,
+            wake,
+            instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+        });
         let workers = state.settings.server.workers;
         let state = web::Data::new(state);
         spawn_jti_purge(state.db.clone());
@@ -115,6 +159,7 @@ impl Application {
                 )
                 .app_data(state.clone())
                 .configure(cds_hooks::routes)
+                .configure(notifications::routes)
                 .configure(health::routes)
                 .configure(audit::api::routes)
                 .default_service(web::to(not_found))
@@ -124,11 +169,16 @@ impl Application {
         if workers > 0 {
             server = server.workers(workers);
         }
-        Ok(Application { port, server: server.run() })
+        Ok(Application { port, hl7_port, server: server.run() })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the HL7 MLLP listener is bound to, when it is enabled.
+    pub fn hl7_port(&self) -> Option<u16> {
+        self.hl7_port
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -161,6 +211,11 @@ fn spawn_checkpoints(state: Arc<AppState>) {
             }
         }
     });
+}
+
+/// Names this machine in job lease owners (for `radsight jobs list`); not secret.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "radsight".into())
 }
 
 fn spawn_jti_purge(db: DatabaseConnection) {

@@ -7,6 +7,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_foundation;
+mod m20261129_000002_ingestion;
 mod m20261129_000003_merkle_log;
 mod m20261129_000004_auditor_sessions;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261129_000001_foundation::Migration),
+            Box::new(m20261129_000002_ingestion::Migration),
             Box::new(m20261129_000003_merkle_log::Migration),
             Box::new(m20261129_000004_auditor_sessions::Migration),
         ]

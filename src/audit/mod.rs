@@ -55,6 +55,22 @@ pub enum Action {
     AuditExport,
     #[serde(rename = "system.start")]
     SystemStart,
+    #[serde(rename = "hl7.message")]
+    Hl7Message,
+    #[serde(rename = "fhir.notification")]
+    FhirNotification,
+    #[serde(rename = "job.queued")]
+    JobQueued,
+    #[serde(rename = "job.started")]
+    JobStarted,
+    #[serde(rename = "job.succeeded")]
+    JobSucceeded,
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    #[serde(rename = "job.retried")]
+    JobRetried,
+    #[serde(rename = "dicomweb.fetch")]
+    DicomwebFetch,
 }
 
 impl Action {
@@ -68,6 +84,14 @@ impl Action {
             Action::AuditRead => "audit.read",
             Action::AuditExport => "audit.export",
             Action::SystemStart => "system.start",
+            Action::Hl7Message => "hl7.message",
+            Action::FhirNotification => "fhir.notification",
+            Action::JobQueued => "job.queued",
+            Action::JobStarted => "job.started",
+            Action::JobSucceeded => "job.succeeded",
+            Action::JobFailed => "job.failed",
+            Action::JobRetried => "job.retried",
+            Action::DicomwebFetch => "dicomweb.fetch",
         }
     }
 }

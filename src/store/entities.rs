@@ -181,3 +181,84 @@ pub mod auditor_session {
     }
     no_relations!();
 }
+
+pub mod hl7_message {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "hl7_messages")]
+    pub struct Model {
+        /// `MSH-3^MSH-4` of the sender: control ids are unique per sending system only.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sender: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub control_id: String,
+        pub message_type: String,
+        pub ack_code: String,
+        pub job_id: Option<String>,
+        pub received_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod imaging_order {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "imaging_orders")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub patient_ref: String,
+        pub placer_order: Option<String>,
+        pub filler_order: Option<String>,
+        pub accession: Option<String>,
+        /// `OBR-4`: `system|code`.
+        pub procedure_code: Option<String>,
+        pub procedure_display: Option<String>,
+        /// `ORC-1` (NW, CA, XO, SC, ...), or `RE` for a result.
+        pub order_control: String,
+        /// `OBR-25` (F final, C corrected, P preliminary, ...).
+        pub result_status: Option<String>,
+        pub study_uid: Option<String>,
+        pub modality: Option<String>,
+        pub last_control_id: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub study_uid: String,
+        pub patient_ref: Option<String>,
+        /// The DICOMweb root named by a FHIR notification (already allowlisted), if any.
+        pub endpoint: Option<String>,
+        /// `hl7` | `fhir`.
+        pub source: String,
+        /// queued | running | succeeded | dead
+        pub state: String,
+        /// The last step reached (`located`, `fetch-pending`, ...).
+        pub stage: Option<String>,
+        pub attempts: i32,
+        pub max_attempts: i32,
+        /// Unix milliseconds before which the job is not claimed.
+        pub run_after: i64,
+        pub lease_owner: Option<String>,
+        /// Unix milliseconds; a running job whose lease has passed is claimed again.
+        pub lease_until: Option<i64>,
+        /// A stable error code, never free text from upstream.
+        pub last_error: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}

@@ -26,6 +26,8 @@ pub enum Backend {
 
 pub struct TestApp {
     pub address: String,
+    /// The HL7 MLLP listener's port.
+    pub hl7_port: u16,
     pub db: DatabaseConnection,
     pub db_url: String,
     pub es384: ClientKey,
@@ -78,6 +80,14 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.server.workers = 2;
     settings.database.url = fresh_database(backend, &tmp).await;
     settings.database.max_connections = 5;
+    settings.hl7.bind = "127.0.0.1:0".into();
+    // Fast, small queue settings so retry and lease behaviour is observable in a test.
+    settings.jobs.workers = 1;
+    settings.jobs.poll_interval_ms = 100;
+    settings.jobs.backoff_base_ms = 50;
+    settings.jobs.backoff_max_ms = 200;
+    settings.jobs.max_attempts = 3;
+    settings.dicomweb.timeout_ms = 2000;
     settings.clients = vec![
         ClientSettings {
             iss: ISS.into(),
@@ -108,9 +118,10 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let db_url = settings.database.url.clone();
     let app = Application::build(settings.clone()).await.expect("radsight starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let hl7_port = app.hl7_port().expect("the HL7 listener is enabled in tests");
     tokio::spawn(app.run_until_stopped());
     let db = Database::connect(&db_url).await.unwrap();
-    TestApp { address, db, db_url, es384, rs384, jku_key, auditor, settings, fhir, http: reqwest::Client::new(), _tmp: tmp }
+    TestApp { address, hl7_port, db, db_url, es384, rs384, jku_key, auditor, settings, fhir, http: reqwest::Client::new(), _tmp: tmp }
 }
 
 pub struct CliOutput {
@@ -214,6 +225,29 @@ impl TestApp {
 
     pub async fn cards(&self) -> Vec<card::Model> {
         card::Entity::find().all(&self.db).await.unwrap()
+    }
+
+    pub async fn jobs(&self) -> Vec<radsight::store::entities::job::Model> {
+        use radsight::store::entities::job;
+        job::Entity::find().order_by_asc(job::Column::CreatedAt).all(&self.db).await.unwrap()
+    }
+
+    /// Audit entries with this action.
+    pub async fn audit_of(&self, action: &str) -> Vec<audit_entry::Model> {
+        self.audit().await.into_iter().filter(|e| e.action == action).collect()
+    }
+
+    /// Waits (up to 15 s) until `check` holds for the jobs table.
+    pub async fn wait_for_jobs(&self, what: &str, check: impl Fn(&[radsight::store::entities::job::Model]) -> bool) -> Vec<radsight::store::entities::job::Model> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let jobs = self.jobs().await;
+            if check(&jobs) {
+                return jobs;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; jobs: {jobs:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn feedback_rows(&self) -> Vec<feedback::Model> {

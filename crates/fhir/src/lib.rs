@@ -96,6 +96,26 @@ pub struct ImagingStudy {
     pub started: Option<OffsetDateTime>,
     pub description: Option<String>,
     pub subject: Option<String>,
+    /// `endpoint` references as written (`Endpoint/x`, `#x`, or absolute URLs).
+    pub endpoint_refs: Vec<String>,
+    /// Endpoints carried in `contained`, resolvable by `#id`.
+    pub contained_endpoints: Vec<Endpoint>,
+}
+
+/// An `Endpoint` (for imaging: a DICOMweb root, `connectionType` `dicom-wado-rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub id: Option<String>,
+    pub status: String,
+    pub connection_type: Coding,
+    pub address: String,
+}
+
+impl Endpoint {
+    /// True for a DICOMweb (WADO-RS) endpoint.
+    pub fn is_wado_rs(&self) -> bool {
+        self.connection_type.code.as_deref() == Some("dicom-wado-rs")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +179,7 @@ pub enum Resource {
     Observation(Observation),
     DiagnosticReport(DiagnosticReport),
     Patient(Patient),
+    Endpoint(Endpoint),
     /// A resource type radsight does not reason about; kept by name only.
     Other(String),
 }
@@ -199,7 +220,18 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
                 .filter_map(|i| i.value.as_deref())
                 .map(|v| v.strip_prefix("urn:oid:").unwrap_or(v).to_owned())
                 .collect();
+            let contained_endpoints = value
+                .get("contained")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().filter(|r| resource_type(r) == Some("Endpoint")).map(parse_resource).collect::<Result<Vec<_>, _>>())
+                .transpose()?
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| if let Resource::Endpoint(e) = r { Some(e) } else { None })
+                .collect();
             Resource::ImagingStudy(ImagingStudy {
+                endpoint_refs: s.endpoint.iter().flatten().filter_map(|r| r.reference.clone()).collect(),
+                contained_endpoints,
                 id: s.id.clone(),
                 status: s.status.to_string(),
                 study_uids,
@@ -275,8 +307,81 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
             let p: r::Patient = serde_json::from_value(value.clone()).map_err(invalid)?;
             Resource::Patient(Patient { id: p.id.clone() })
         }
+        "Endpoint" => {
+            let e: r::Endpoint = serde_json::from_value(value.clone()).map_err(invalid)?;
+            Resource::Endpoint(Endpoint {
+                id: e.id.clone(),
+                status: e.status.to_string(),
+                connection_type: coding(&e.connection_type),
+                address: e.address.clone(),
+            })
+        }
         other => Resource::Other(other.to_owned()),
     })
+}
+
+/// An `ImagingStudy` announced by a notification, with the endpoints its `endpoint`
+/// references resolve to (contained, or other entries of the same Bundle).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifiedStudy {
+    pub study: ImagingStudy,
+    pub endpoints: Vec<Endpoint>,
+    /// References that resolved to nothing in the notification.
+    pub unresolved_endpoints: Vec<String>,
+}
+
+/// Reads a FHIR notification: an R4B topic-based subscription notification Bundle (type
+/// `subscription-notification`; its `SubscriptionStatus` entry and any other resource type are
+/// skipped), any other Bundle of `ImagingStudy` entries, or a plain `ImagingStudy`.
+pub fn parse_notification(value: &Value) -> Result<Vec<NotifiedStudy>, FhirError> {
+    let rt = resource_type(value).ok_or(FhirError::NotAResource)?;
+    let entries: Vec<(Option<String>, Resource)> = match rt {
+        "ImagingStudy" => vec![(None, parse_resource(value)?)],
+        "Bundle" => {
+            let entries = match value.get("entry") {
+                None => return Ok(Vec::new()),
+                Some(Value::Array(entries)) => entries,
+                Some(_) => return Err(FhirError::BundleEntryNotArray),
+            };
+            entries
+                .iter()
+                .filter_map(|e| e.get("resource").map(|r| (e.get("fullUrl").and_then(Value::as_str).map(str::to_owned), r)))
+                .map(|(url, r)| parse_resource(r).map(|r| (url, r)))
+                .collect::<Result<_, _>>()?
+        }
+        other => return Err(FhirError::WrongResourceType { expected: "Bundle or ImagingStudy", found: other.to_owned() }),
+    };
+    let bundle_endpoints: Vec<(Option<&str>, &Endpoint)> = entries
+        .iter()
+        .filter_map(|(url, r)| if let Resource::Endpoint(e) = r { Some((url.as_deref(), e)) } else { None })
+        .collect();
+    let resolve = |reference: &str, study: &ImagingStudy| -> Option<Endpoint> {
+        if let Some(id) = reference.strip_prefix('#') {
+            return study.contained_endpoints.iter().find(|e| e.id.as_deref() == Some(id)).cloned();
+        }
+        bundle_endpoints
+            .iter()
+            .find(|(url, e)| {
+                *url == Some(reference)
+                    || e.id.as_deref().is_some_and(|id| reference == format!("Endpoint/{id}") || reference.ends_with(&format!("/Endpoint/{id}")))
+            })
+            .map(|(_, e)| (*e).clone())
+    };
+    Ok(entries
+        .iter()
+        .filter_map(|(_, r)| if let Resource::ImagingStudy(s) = r { Some(s) } else { None })
+        .map(|s| {
+            let mut endpoints = Vec::new();
+            let mut unresolved_endpoints = Vec::new();
+            for reference in &s.endpoint_refs {
+                match resolve(reference, s) {
+                    Some(e) => endpoints.push(e),
+                    None => unresolved_endpoints.push(reference.clone()),
+                }
+            }
+            NotifiedStudy { study: s.clone(), endpoints, unresolved_endpoints }
+        })
+        .collect())
 }
 
 /// Parses a `Bundle` into its entries' resources (entries without a resource are skipped).
@@ -393,5 +498,39 @@ mod tests {
         let Resource::ImagingStudy(s) = parse_resource(&s).unwrap() else { panic!() };
         assert_eq!(s.study_uids, vec!["1.2.3.4".to_string()]);
         assert_eq!(s.modalities[0].code.as_deref(), Some("CT"));
+    }
+
+    #[test]
+    fn notifications_resolve_study_endpoints_from_the_bundle_or_contained() {
+        let study = |endpoint: &str| json!({"resourceType": "ImagingStudy", "id": "s1", "status": "available",
+            "subject": {"reference": "Patient/p1"},
+            "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}],
+            "endpoint": [{"reference": endpoint}]});
+        let endpoint = json!({"resourceType": "Endpoint", "id": "pacs", "status": "active",
+            "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "dicom-wado-rs"},
+            "payloadType": [{"text": "DICOM"}], "address": "https://pacs.example.org/dicom-web"});
+        let bundle = json!({"resourceType": "Bundle", "type": "subscription-notification", "entry": [
+            {"fullUrl": "urn:uuid:status", "resource": {"resourceType": "SubscriptionStatus", "status": "active", "type": "event-notification",
+                "subscription": {"reference": "Subscription/sub1"}, "topic": "http://example.org/topic/imaging-study"}},
+            {"fullUrl": "https://ehr.example.org/fhir/ImagingStudy/s1", "resource": study("Endpoint/pacs")},
+            {"fullUrl": "https://ehr.example.org/fhir/Endpoint/pacs", "resource": endpoint.clone()}
+        ]});
+        let got = parse_notification(&bundle).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].study.study_uids, vec!["1.2.3".to_string()]);
+        assert_eq!(got[0].endpoints[0].address, "https://pacs.example.org/dicom-web");
+        assert!(got[0].endpoints[0].is_wado_rs());
+
+        let mut plain = study("#ep");
+        let mut contained = endpoint.clone();
+        contained["id"] = json!("ep");
+        plain["contained"] = json!([contained]);
+        let got = parse_notification(&plain).unwrap();
+        assert_eq!(got[0].endpoints[0].address, "https://pacs.example.org/dicom-web");
+
+        let got = parse_notification(&study("Endpoint/elsewhere")).unwrap();
+        assert!(got[0].endpoints.is_empty());
+        assert_eq!(got[0].unresolved_endpoints, vec!["Endpoint/elsewhere".to_string()]);
+        assert!(matches!(parse_notification(&json!({"resourceType": "Patient"})), Err(FhirError::WrongResourceType { .. })));
     }
 }

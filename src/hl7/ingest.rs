@@ -1,0 +1,228 @@
+//! What an HL7 message does, from bytes to ACK.
+//!
+//! Life of a message: decode the text (UTF-8, else Latin-1) → read it
+//! ([`parse_imaging_message`]) → in one transaction that also appends the audit entries: look
+//! up `(sender, MSH-10)` in `hl7_messages` (a resend is answered AA again and changes nothing),
+//! store or update the order, store the study and queue its job
+//! ([`announce_study`]), remember the control id → commit → AA. Nothing is acknowledged AA
+//! before that commit. A rejected message is audited and answered AE/AR; a database failure is
+//! answered AE (code 207) so that the sender sends it again.
+
+use std::sync::Arc;
+
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use tokio::sync::Notify;
+
+use super::ack::build_ack;
+use super::message::{AckCode, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::jobs::JobSource;
+use crate::jobs::announce::{AnnouncedStudy, announce_study};
+use crate::store::entities::{hl7_message, imaging_order};
+
+/// What message handling needs; shared by every connection.
+#[derive(Clone)]
+pub struct IngestContext {
+    pub db: DatabaseConnection,
+    pub audit: AuditLog,
+    pub parse: ParseOptions,
+    pub max_attempts: i32,
+    /// Woken when a job is queued, so that a local worker starts on it at once.
+    pub wake: Arc<Notify>,
+}
+
+/// Text of a message: UTF-8 when it is, else Latin-1 (the HL7 v2 default character set).
+pub fn decode_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes.iter().map(|&b| b as char).collect(),
+    }
+}
+
+/// Handles one framed message and returns the ACK to send.
+pub async fn handle_message(ctx: &IngestContext, bytes: &[u8]) -> String {
+    let text = decode_text(bytes);
+    let msg = match parse_imaging_message(&text, &ctx.parse) {
+        Ok(m) => m,
+        Err(r) => return reject(ctx, r).await,
+    };
+    match store(ctx, &msg).await {
+        Ok(queued) => {
+            if queued {
+                ctx.wake.notify_one();
+            }
+            build_ack(&msg.header, AckCode::AA, None)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store an HL7 message; answered AE so that it is resent");
+            let r = Rejection {
+                ack: AckCode::AE,
+                error_code: error_code::INTERNAL,
+                location: None,
+                reason: "internal-error",
+                text: "radsight could not store the message; send it again",
+                header: Box::new(msg.header.clone()),
+            };
+            build_ack(&r.header, r.ack, Some(&r))
+        }
+    }
+}
+
+/// The ACK for a message too large to read.
+pub async fn handle_too_large(ctx: &IngestContext, head: &[u8]) -> String {
+    let r = super::message::reject_unreadable(&decode_text(head), "too-large", "the message exceeds the size limit");
+    reject(ctx, r).await
+}
+
+async fn reject(ctx: &IngestContext, r: Rejection) -> String {
+    let mut event = AuditEvent::new(Action::Hl7Message, Outcome::Rejected)
+        .actor(Some(&r.header.sender()), None)
+        .detail("ack", r.ack.as_str())
+        .detail("reason", r.reason)
+        .detail("error_code", r.error_code)
+        .detail("message_type", r.header.message_type.clone());
+    if let Some(c) = &r.header.control_id {
+        event = event.entity("Hl7Message", c.as_str());
+    }
+    if let Err(e) = ctx.audit.record(&ctx.db, event).await {
+        tracing::error!(error = %e, "could not audit a rejected HL7 message");
+    }
+    build_ack(&r.header, r.ack, Some(&r))
+}
+
+/// Stores the message's effects and its audit entries atomically. Returns whether a new job
+/// was queued.
+async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<bool> {
+    let sender = msg.header.sender();
+    let base = AuditEvent::new(Action::Hl7Message, Outcome::Success)
+        .actor(Some(&sender), None)
+        .patient(Some(msg.patient.reference()))
+        .entity("Hl7Message", msg.control_id.as_str())
+        .detail("message_type", msg.header.message_type.clone())
+        .detail("ack", "AA");
+    let mut txn = ctx.audit.begin(&ctx.db).await?;
+    let seen = hl7_message::Entity::find_by_id((sender.clone(), msg.control_id.as_str().to_owned())).one(txn.conn()).await?;
+    if let Some(seen) = seen {
+        let mut event = base.detail("duplicate", true);
+        if let Some(job) = seen.job_id {
+            event = event.entity("Job", job);
+        }
+        txn.append(event).await?;
+        txn.commit().await?;
+        return Ok(false);
+    }
+
+    if msg.kind == MessageKind::Order || msg.study_uid.is_some() {
+        upsert_order(txn.conn(), msg).await?;
+    }
+    let mut event = base.detail("duplicate", false).detail("order_control", msg.order_control.clone());
+    if let Some(status) = &msg.result_status {
+        event = event.detail("result_status", status.clone());
+    }
+    let mut job = None;
+    // A result that is not final, and a cancellation, name no study worth storing.
+    let announce = msg.study_uid.is_some() && (msg.kind == MessageKind::Order || msg.is_final_result()) && !msg.is_cancellation();
+    if let (true, Some(uid)) = (announce, &msg.study_uid) {
+        let study = AnnouncedStudy {
+            study_uid: uid.clone(),
+            patient: msg.patient.clone(),
+            accession: msg.accession.clone(),
+            modality: msg.modality.clone(),
+            procedure_code: msg.procedure.as_ref().map(|p| format!("{}|{}", p.system.as_deref().unwrap_or(""), p.code)),
+            description: msg.procedure.as_ref().and_then(|p| p.display.clone()),
+            started_at: None,
+            endpoint: None,
+            source: JobSource::Hl7,
+        };
+        event = event.entity("ImagingStudy", uid.as_str());
+        job = announce_study(txn.conn(), &study, msg.wants_analysis(), ctx.max_attempts).await?;
+    }
+    if let Some(j) = &job {
+        event = event.entity("Job", j.id.clone());
+    }
+    txn.append(event).await?;
+    if let (Some(j), Some(uid)) = (&job, &msg.study_uid)
+        && j.created
+    {
+        txn.append(
+            AuditEvent::new(Action::JobQueued, Outcome::Success)
+                .patient(Some(msg.patient.reference()))
+                .entity("Job", j.id.clone())
+                .entity("ImagingStudy", uid.as_str())
+                .detail("source", "hl7"),
+        )
+        .await?;
+    }
+    hl7_message::Entity::insert(hl7_message::ActiveModel {
+        sender: Set(sender),
+        control_id: Set(msg.control_id.as_str().to_owned()),
+        message_type: Set(msg.header.message_type.clone()),
+        ack_code: Set("AA".into()),
+        job_id: Set(job.as_ref().map(|j| j.id.clone())),
+        received_at: Set(time::OffsetDateTime::now_utc().unix_timestamp()),
+    })
+    .exec_without_returning(txn.conn())
+    .await?;
+    txn.commit().await?;
+    Ok(job.is_some_and(|j| j.created))
+}
+
+/// Stores the order, or updates the one with the same placer or filler order number.
+async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Result<(), DbErr> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let patient_ref = msg.patient.reference();
+    let mut existing = None;
+    for (column, value) in [(imaging_order::Column::PlacerOrder, &msg.placer_order), (imaging_order::Column::FillerOrder, &msg.filler_order)] {
+        if let Some(v) = value
+            && existing.is_none()
+        {
+            existing = imaging_order::Entity::find()
+                .filter(imaging_order::Column::PatientRef.eq(patient_ref.as_str()))
+                .filter(column.eq(v.as_str()))
+                .one(conn)
+                .await?;
+        }
+    }
+    let procedure_code = msg.procedure.as_ref().map(|p| format!("{}|{}", p.system.as_deref().unwrap_or(""), p.code));
+    let mut row = imaging_order::ActiveModel {
+        patient_ref: Set(patient_ref.clone()),
+        placer_order: Set(msg.placer_order.clone()),
+        filler_order: Set(msg.filler_order.clone()),
+        accession: Set(msg.accession.clone()),
+        procedure_code: Set(procedure_code),
+        procedure_display: Set(msg.procedure.as_ref().and_then(|p| p.display.clone())),
+        order_control: Set(msg.order_control.clone()),
+        result_status: Set(msg.result_status.clone()),
+        study_uid: Set(msg.study_uid.as_ref().map(|u| u.as_str().to_owned())),
+        modality: Set(msg.modality.clone()),
+        last_control_id: Set(msg.control_id.as_str().to_owned()),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    match existing {
+        Some(found) => {
+            // A later message keeps what it does not restate.
+            row.id = Set(found.id);
+            if msg.study_uid.is_none() {
+                row.study_uid = Set(found.study_uid);
+            }
+            if msg.accession.is_none() {
+                row.accession = Set(found.accession);
+            }
+            if msg.modality.is_none() {
+                row.modality = Set(found.modality);
+            }
+            if msg.kind == MessageKind::Result {
+                row.order_control = Set(found.order_control);
+            }
+            row.created_at = Set(found.created_at);
+            imaging_order::Entity::update(row).exec(conn).await?;
+        }
+        None => {
+            row.created_at = Set(now);
+            imaging_order::Entity::insert(row).exec_without_returning(conn).await?;
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,55 @@
+//! What every ingestion route does with a study it learns about: make sure the `studies` table
+//! knows it (so hooks show "analysis pending" for it) and queue its analysis job, inside the
+//! caller's transaction. HL7 messages and FHIR notifications both come through here.
+
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+
+use super::{Enqueued, JobSource, NewJob, enqueue};
+use crate::domain::{PatientId, StudyInstanceUid};
+use crate::store::entities::study;
+
+/// A study announced by an order, a result or a notification.
+#[derive(Debug, Clone)]
+pub struct AnnouncedStudy {
+    pub study_uid: StudyInstanceUid,
+    pub patient: PatientId,
+    pub accession: Option<String>,
+    /// DICOM modality; `OT` when unknown.
+    pub modality: Option<String>,
+    /// `system|code` of the procedure.
+    pub procedure_code: Option<String>,
+    pub description: Option<String>,
+    pub started_at: Option<i64>,
+    pub endpoint: Option<String>,
+    pub source: JobSource,
+}
+
+/// Stores the study if it is new (an existing row is left as it is) and, when `analyse`, queues
+/// its job. Returns the job, if one was asked for.
+pub async fn announce_study<C: ConnectionTrait>(
+    conn: &C,
+    s: &AnnouncedStudy,
+    analyse: bool,
+    max_attempts: i32,
+) -> Result<Option<Enqueued>, DbErr> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    study::Entity::insert(study::ActiveModel {
+        study_uid: Set(s.study_uid.as_str().to_owned()),
+        patient_ref: Set(s.patient.reference()),
+        accession: Set(s.accession.clone()),
+        modality: Set(s.modality.clone().unwrap_or_else(|| "OT".into())),
+        body_site: Set(None),
+        procedure_code: Set(s.procedure_code.clone()),
+        description: Set(s.description.clone()),
+        started_at: Set(s.started_at),
+        created_at: Set(now),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(conn)
+    .await?;
+    if !analyse {
+        return Ok(None);
+    }
+    let new = NewJob { study_uid: s.study_uid.clone(), patient: Some(s.patient.clone()), endpoint: s.endpoint.clone(), source: s.source };
+    enqueue(conn, &new, max_attempts).await.map(Some)
+}
