@@ -168,9 +168,12 @@ pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Re
     })
 }
 
+/// A recomputed tree node and the sequence number of the entry that completed it.
+type ExpectedNode = ((NodeId, Hash), i64);
+
 /// Compares recomputed tree nodes with the stored ones, one range query per level.
-async fn compare_nodes(db: &DatabaseConnection, expected: &[((NodeId, Hash), i64)]) -> Result<(), VerifyError> {
-    let mut by_level: BTreeMap<u32, Vec<&((NodeId, Hash), i64)>> = BTreeMap::new();
+async fn compare_nodes(db: &DatabaseConnection, expected: &[ExpectedNode]) -> Result<(), VerifyError> {
+    let mut by_level: BTreeMap<u32, Vec<&ExpectedNode>> = BTreeMap::new();
     for e in expected {
         by_level.entry(e.0.0.level).or_default().push(e);
     }
