@@ -20,13 +20,14 @@ pub mod verify;
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
     QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, oneshot};
 
 use crate::store::entities::{audit_checkpoint, audit_entry};
 
@@ -232,6 +233,8 @@ pub enum AuditError {
     Tree(#[source] tree::TreeError),
     #[error("could not publish the checkpoint outside the database")]
     Publish(#[source] std::io::Error),
+    #[error("the group commit holding this entry failed: {0}")]
+    Group(String),
 }
 
 fn now_rfc3339() -> String {
@@ -247,10 +250,30 @@ struct ChainState {
     frontier: Vec<(merkle::NodeId, merkle::Hash)>,
 }
 
+/// Rows that must commit together with an audit entry, such as the cards a hook served.
+pub trait AttachedRows: Send + 'static {
+    /// Writes the rows inside the entry's transaction; `seq` is the entry's sequence number.
+    fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, seq: i64) -> BoxFuture<'t, Result<(), DbErr>>;
+}
+
+/// An append waiting for the next group commit.
+struct Pending {
+    event: AuditEvent,
+    rows: Option<Box<dyn AttachedRows>>,
+    done: oneshot::Sender<Result<i64, AuditError>>,
+}
+
 /// The handle every writer of audit entries goes through.
+///
+/// Appends made with [`AuditLog::record`] and [`AuditLog::record_with`] are committed in groups:
+/// each caller queues its entry and waits for the chain lock; whoever gets the lock with its
+/// entry still queued commits every queued entry in one transaction (one durable write for the
+/// group), each in its own savepoint so that one failure fails only its own caller. Nobody is
+/// answered before the transaction holding its entry has committed.
 #[derive(Clone, Default)]
 pub struct AuditLog {
     chain: Arc<Mutex<Option<ChainState>>>,
+    queue: Arc<std::sync::Mutex<Vec<Pending>>>,
 }
 
 impl AuditLog {
@@ -258,6 +281,10 @@ impl AuditLog {
     /// atomically with the entry (served cards, feedback) go through [`AuditTxn::conn`].
     pub async fn begin<'a>(&'a self, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
         let guard = self.chain.lock().await;
+        Self::open(guard, db).await
+    }
+
+    async fn open<'a>(guard: MutexGuard<'a, Option<ChainState>>, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
         let txn = db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
@@ -324,12 +351,59 @@ impl AuditLog {
         Ok(Some((size, note)))
     }
 
-    /// Appends one entry in its own transaction and returns its sequence number once committed.
+    /// Appends one entry and returns its sequence number once it is durably committed.
     pub async fn record(&self, db: &DatabaseConnection, event: AuditEvent) -> Result<i64, AuditError> {
-        let mut txn = self.begin(db).await?;
-        let seq = txn.append(event).await?;
-        txn.commit().await?;
-        Ok(seq)
+        self.record_with(db, event, None).await
+    }
+
+    /// Appends one entry, with rows that must commit in the same transaction, and returns its
+    /// sequence number once both are durably committed (group commit; see [`AuditLog`]).
+    pub async fn record_with(
+        &self,
+        db: &DatabaseConnection,
+        event: AuditEvent,
+        rows: Option<Box<dyn AttachedRows>>,
+    ) -> Result<i64, AuditError> {
+        let (done, mut result) = oneshot::channel();
+        self.queue.lock().expect("audit queue lock").push(Pending { event, rows, done });
+        let guard = self.chain.lock().await;
+        if let Ok(outcome) = result.try_recv() {
+            return outcome; // an earlier holder of the lock committed it with its group
+        }
+        let batch = std::mem::take(&mut *self.queue.lock().expect("audit queue lock"));
+        if !batch.is_empty() {
+            self.commit_group(guard, db, batch).await;
+        } else {
+            drop(guard);
+        }
+        result.await.unwrap_or(Err(AuditError::Group("the committing task was cancelled".into())))
+    }
+
+    async fn commit_group(&self, guard: MutexGuard<'_, Option<ChainState>>, db: &DatabaseConnection, batch: Vec<Pending>) {
+        let mut txn = match Self::open(guard, db).await {
+            Ok(t) => t,
+            Err(e) => {
+                let why = e.to_string();
+                batch.into_iter().for_each(|p| drop(p.done.send(Err(AuditError::Group(why.clone())))));
+                return;
+            }
+        };
+        let isolate = batch.len() > 1;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for p in batch {
+            let outcome = if isolate { txn.append_isolated(p.event, p.rows).await } else { txn.append_with(p.event, p.rows).await };
+            outcomes.push((p.done, outcome));
+        }
+        // Answer only after the commit, and while still holding the lock.
+        let (committed, guard) = txn.finish().await;
+        for (done, outcome) in outcomes {
+            let answer = match &committed {
+                Ok(()) => outcome,
+                Err(e) => Err(AuditError::Group(e.to_string())),
+            };
+            let _ = done.send(answer);
+        }
+        drop(guard);
     }
 }
 
@@ -348,44 +422,41 @@ impl AuditTxn<'_> {
 
     /// Appends an entry after the current head; visible to others only after [`Self::commit`].
     pub async fn append(&mut self, event: AuditEvent) -> Result<i64, AuditError> {
-        let recorded_at = now_rfc3339();
-        let model = audit_entry::Model {
-            seq: self.head.0 + 1,
-            format_version: FORMAT_VERSION,
-            recorded_at,
-            action: event.action.as_str().to_owned(),
-            outcome: event.outcome.as_str().to_owned(),
-            actor_iss: event.actor_iss,
-            actor_user: event.actor_user,
-            patient_ref: event.patient_ref,
-            entities: serde_json::to_string(&event.entities).expect("entities serialise"),
-            detail: event.detail.to_string(),
-            prev_hash: self.head.1.clone(),
-            entry_hash: String::new(),
-        };
-        let canonical = Canonical::of(&model).bytes();
-        let entry_hash = hex::encode(Sha256::digest(&canonical));
-        let leaf = merkle::leaf_hash(&canonical);
-        let seq = model.seq;
-        let active = audit_entry::ActiveModel {
-            seq: Set(model.seq),
-            format_version: Set(model.format_version),
-            recorded_at: Set(model.recorded_at),
-            action: Set(model.action),
-            outcome: Set(model.outcome),
-            actor_iss: Set(model.actor_iss),
-            actor_user: Set(model.actor_user),
-            patient_ref: Set(model.patient_ref),
-            entities: Set(model.entities),
-            detail: Set(model.detail),
-            prev_hash: Set(model.prev_hash),
-            entry_hash: Set(entry_hash.clone()),
-        };
-        audit_entry::Entity::insert(active).exec_without_returning(&self.txn).await.map_err(AuditError::Append)?;
-        let nodes = merkle::push_leaf(&mut self.frontier, (seq - 1) as u64, leaf);
-        tree::insert_nodes(&self.txn, &nodes).await.map_err(AuditError::Append)?;
-        self.head = (seq, entry_hash);
+        append_to(&self.txn, &mut self.head, &mut self.frontier, event).await
+    }
+
+    async fn append_with(&mut self, event: AuditEvent, rows: Option<Box<dyn AttachedRows>>) -> Result<i64, AuditError> {
+        let seq = self.append(event).await?;
+        if let Some(rows) = rows {
+            rows.write(&self.txn, seq).await.map_err(AuditError::Append)?;
+        }
         Ok(seq)
+    }
+
+    /// Appends inside a savepoint: on failure the entry and its rows are undone and the head
+    /// restored, and the rest of the group carries on.
+    async fn append_isolated(&mut self, event: AuditEvent, rows: Option<Box<dyn AttachedRows>>) -> Result<i64, AuditError> {
+        let saved = (self.head.clone(), self.frontier.clone());
+        let savepoint = self.txn.begin().await.map_err(AuditError::Append)?;
+        let attempt = async {
+            let seq = append_to(&savepoint, &mut self.head, &mut self.frontier, event).await?;
+            if let Some(rows) = rows {
+                rows.write(&savepoint, seq).await.map_err(AuditError::Append)?;
+            }
+            Ok(seq)
+        }
+        .await;
+        match attempt {
+            Ok(seq) => {
+                savepoint.commit().await.map_err(AuditError::Append)?;
+                Ok(seq)
+            }
+            Err(e) => {
+                let _ = savepoint.rollback().await;
+                (self.head, self.frontier) = saved;
+                Err(e)
+            }
+        }
     }
 
     /// The number of entries, including those appended in this transaction.
@@ -399,9 +470,68 @@ impl AuditTxn<'_> {
     }
 
     pub async fn commit(self) -> Result<(), AuditError> {
-        let AuditTxn { mut guard, txn, head, frontier } = self;
-        txn.commit().await.map_err(AuditError::Append)?;
-        *guard = Some(ChainState { head, frontier });
-        Ok(())
+        self.finish().await.0
     }
+
+    /// Commits, and hands back the chain lock so the caller can answer before releasing it.
+    async fn finish<'a>(self) -> (Result<(), AuditError>, MutexGuard<'a, Option<ChainState>>)
+    where
+        Self: 'a,
+    {
+        let AuditTxn { mut guard, txn, head, frontier } = self;
+        match txn.commit().await {
+            Ok(()) => {
+                *guard = Some(ChainState { head, frontier });
+                (Ok(()), guard)
+            }
+            Err(e) => (Err(AuditError::Append(e)), guard),
+        }
+    }
+}
+
+/// Inserts the entry after `head` on `conn`, with the Merkle nodes it completes.
+async fn append_to<C: ConnectionTrait>(
+    conn: &C,
+    head: &mut (i64, String),
+    frontier: &mut Vec<(merkle::NodeId, merkle::Hash)>,
+    event: AuditEvent,
+) -> Result<i64, AuditError> {
+    let recorded_at = now_rfc3339();
+    let model = audit_entry::Model {
+        seq: head.0 + 1,
+        format_version: FORMAT_VERSION,
+        recorded_at,
+        action: event.action.as_str().to_owned(),
+        outcome: event.outcome.as_str().to_owned(),
+        actor_iss: event.actor_iss,
+        actor_user: event.actor_user,
+        patient_ref: event.patient_ref,
+        entities: serde_json::to_string(&event.entities).expect("entities serialise"),
+        detail: event.detail.to_string(),
+        prev_hash: head.1.clone(),
+        entry_hash: String::new(),
+    };
+    let canonical = Canonical::of(&model).bytes();
+    let entry_hash = hex::encode(Sha256::digest(&canonical));
+    let leaf = merkle::leaf_hash(&canonical);
+    let seq = model.seq;
+    let active = audit_entry::ActiveModel {
+        seq: Set(model.seq),
+        format_version: Set(model.format_version),
+        recorded_at: Set(model.recorded_at),
+        action: Set(model.action),
+        outcome: Set(model.outcome),
+        actor_iss: Set(model.actor_iss),
+        actor_user: Set(model.actor_user),
+        patient_ref: Set(model.patient_ref),
+        entities: Set(model.entities),
+        detail: Set(model.detail),
+        prev_hash: Set(model.prev_hash),
+        entry_hash: Set(entry_hash.clone()),
+    };
+    audit_entry::Entity::insert(active).exec_without_returning(conn).await.map_err(AuditError::Append)?;
+    let nodes = merkle::push_leaf(frontier, (seq - 1) as u64, leaf);
+    tree::insert_nodes(conn, &nodes).await.map_err(AuditError::Append)?;
+    *head = (seq, entry_hash);
+    Ok(seq)
 }

@@ -1,7 +1,8 @@
 //! `POST /cds-services/{id}`: one hook call, from request to stored, audited cards.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use futures_util::future::BoxFuture;
+use sea_orm::{ActiveValue::Set, DatabaseTransaction, DbErr, EntityTrait};
 use serde_json::json;
 
 use super::cards::IssuedCard;
@@ -10,7 +11,7 @@ use super::prefetch::{self, FetchRecord};
 use super::request::{self, HookRequest};
 use super::results::{self, ResultCardSettings};
 use super::{audit_failure, authenticate, rules};
-use crate::audit::{Action, AuditEvent, Outcome};
+use crate::audit::{Action, AttachedRows, AuditEvent, Outcome};
 use crate::auth::client_jwt::VerifiedClient;
 use crate::domain::Hook;
 use crate::startup::AppState;
@@ -87,9 +88,8 @@ async fn audit_fetches(
     if fetches.is_empty() {
         return Ok(());
     }
-    let internal = |e: crate::audit::AuditError| HookError::Internal(e.into());
-    let mut txn = state.audit.begin(&state.db).await.map_err(internal)?;
-    for f in fetches {
+    // Appended concurrently, so they share one group commit.
+    let appends = fetches.iter().map(|f| {
         let event = AuditEvent::new(Action::FhirRead, if f.ok { Outcome::Success } else { Outcome::Error })
             .actor(Some(&client.iss), Some(&hook_req.user_id))
             .patient(Some(hook_req.patient.reference()))
@@ -97,9 +97,12 @@ async fn audit_fetches(
             .detail("prefetch_key", f.key.clone())
             .detail("status", f.status)
             .detail("hook_instance", hook_req.hook_instance.to_string());
-        txn.append(event).await.map_err(internal)?;
+        state.audit.record(&state.db, event)
+    });
+    for outcome in futures_util::future::join_all(appends).await {
+        outcome.map_err(|e| HookError::Internal(e.into()))?;
     }
-    txn.commit().await.map_err(internal)
+    Ok(())
 }
 
 /// Appends the hook's audit entry and stores every card with it, atomically.
@@ -123,29 +126,52 @@ async fn store_and_audit(
     for (i, c) in issued.iter().enumerate() {
         event = event.entity("Card", c.card.uuid.clone()).detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
     }
-    let mut txn = state.audit.begin(&state.db).await.map_err(|e| internal(e.into()))?;
-    let seq = txn.append(event).await.map_err(|e| internal(e.into()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let rows: Vec<(card::ActiveModel, crate::cds_hooks::cards::Card)> = issued
+        .iter()
+        .map(|c| {
+            let row = card::ActiveModel {
+                uuid: Set(c.card.uuid.clone()),
+                hook_instance: Set(hook_req.hook_instance.to_string()),
+                service_id: Set(service_id.to_owned()),
+                hook: Set(hook_req.hook.as_str().to_owned()),
+                client_iss: Set(client.iss.clone()),
+                user_ref: Set(Some(hook_req.user_id.clone())),
+                patient_ref: Set(hook_req.patient.reference()),
+                source_kind: Set(c.origin.kind.to_owned()),
+                source_id: Set(c.origin.id.clone()),
+                source_version: Set(c.origin.version.clone()),
+                indicator: Set(c.card.indicator.as_str().to_owned()),
+                summary: Set(c.card.summary.clone()),
+                card_json: Set(String::new()),
+                audit_seq: Set(0),
+                created_at: Set(now),
+            };
+            (row, c.card.clone())
+        })
+        .collect();
+    let seq = state.audit.record_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await.map_err(|e| internal(e.into()))?;
     issued.iter_mut().for_each(|c| c.card.audited_as(seq));
-    if !issued.is_empty() {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let rows = issued.iter().map(|c| card::ActiveModel {
-            uuid: Set(c.card.uuid.clone()),
-            hook_instance: Set(hook_req.hook_instance.to_string()),
-            service_id: Set(service_id.to_owned()),
-            hook: Set(hook_req.hook.as_str().to_owned()),
-            client_iss: Set(client.iss.clone()),
-            user_ref: Set(Some(hook_req.user_id.clone())),
-            patient_ref: Set(hook_req.patient.reference()),
-            source_kind: Set(c.origin.kind.to_owned()),
-            source_id: Set(c.origin.id.clone()),
-            source_version: Set(c.origin.version.clone()),
-            indicator: Set(c.card.indicator.as_str().to_owned()),
-            summary: Set(c.card.summary.clone()),
-            card_json: Set(serde_json::to_string(&c.card).expect("cards serialise")),
-            audit_seq: Set(seq),
-            created_at: Set(now),
-        });
-        card::Entity::insert_many(rows).exec_without_returning(txn.conn()).await.map_err(|e| internal(e.into()))?;
+    Ok(())
+}
+
+/// The cards of one hook call, stored in the transaction of the entry that records them, each
+/// naming that entry (`audit_seq`, and the `org.radsight.audit` extension in the stored JSON).
+struct ServedCards(Vec<(card::ActiveModel, crate::cds_hooks::cards::Card)>);
+
+impl AttachedRows for ServedCards {
+    fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
+        Box::pin(async move {
+            if self.0.is_empty() {
+                return Ok(());
+            }
+            let rows = self.0.into_iter().map(|(mut row, mut card)| {
+                card.audited_as(seq);
+                row.card_json = Set(serde_json::to_string(&card).expect("cards serialise"));
+                row.audit_seq = Set(seq);
+                row
+            });
+            card::Entity::insert_many(rows).exec_without_returning(conn).await.map(|_| ())
+        })
     }
-    txn.commit().await.map_err(|e| internal(e.into()))
 }

@@ -296,6 +296,44 @@ async fn thousands_of_concurrent_appends_give_a_gapless_verifiable_log(backend: 
     assert_eq!(v.code, 0, "{}", v.stderr);
 }
 
+/// Attached rows that always fail, to show a failure stays within its own caller.
+struct FailingRows;
+
+impl radsight::audit::AttachedRows for FailingRows {
+    fn write<'t>(
+        self: Box<Self>,
+        conn: &'t sea_orm::DatabaseTransaction,
+        _seq: i64,
+    ) -> futures_util::future::BoxFuture<'t, Result<(), sea_orm::DbErr>> {
+        Box::pin(async move { conn.execute_unprepared("INSERT INTO no_such_table VALUES (1)").await.map(|_| ()) })
+    }
+}
+
+async fn a_failing_append_in_a_group_commit_fails_alone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let log = AuditLog::default();
+    let appends = (0..60u32).map(|i| {
+        let (log, db) = (&log, &app.db);
+        async move {
+            let event = AuditEvent::new(Action::HookCall, Outcome::Success).detail("i", i);
+            let rows: Option<Box<dyn radsight::audit::AttachedRows>> = if i % 10 == 3 { Some(Box::new(FailingRows)) } else { None };
+            (i, log.record_with(db, event, rows).await)
+        }
+    });
+    let results = join_all(appends).await;
+    for (i, r) in &results {
+        assert_eq!(r.is_err(), i % 10 == 3, "append {i}: {r:?}");
+    }
+    // 54 appends succeeded after the start entry; the six failures left no trace or gap.
+    let entries = app.audit().await;
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=55).collect::<Vec<_>>());
+    let recorded: Vec<u64> = entries.iter().filter_map(|e| serde_json::from_str::<Value>(&e.detail).ok()?["i"].as_u64()).collect();
+    assert_eq!(recorded.len(), 54);
+    assert!(recorded.iter().all(|i| i % 10 != 3), "{recorded:?}");
+    checkpoint(&app);
+    assert_eq!(app.cli(&["audit", "verify"]).code, 0);
+}
+
 /// Starts `radsight serve` as its own process on the app's database, with the app's clients.
 fn serve_process(app: &TestApp, port: u16) -> std::process::Child {
     let dir = app.settings.audit.checkpoint_dir.parent().unwrap().to_path_buf();
@@ -421,4 +459,5 @@ backend_tests!(
     a_killed_process_loses_no_acknowledged_entry,
     the_console_shows_verified_proofs_and_a_cards_story,
     thousands_of_concurrent_appends_give_a_gapless_verifiable_log,
+    a_failing_append_in_a_group_commit_fails_alone,
 );
