@@ -339,7 +339,7 @@ fn serve_process(app: &TestApp, port: u16) -> std::process::Child {
     let dir = app.settings.audit.checkpoint_dir.parent().unwrap().to_path_buf();
     let jwks = app.settings.clients[0].jwks.clone().unwrap();
     let config = format!(
-        "[server]\nport = {port}\npublic_url = \"{}\"\n[[clients]]\niss = \"{}\"\njwks = '''{jwks}'''\n",
+        "[server]\nport = {port}\npublic_url = \"{}\"\n[hl7]\nbind = \"127.0.0.1:0\"\n[[clients]]\niss = \"{}\"\njwks = '''{jwks}'''\n",
         app.address, crate::helpers::ISS
     );
     let path = dir.join("crash-test.toml");
