@@ -7,6 +7,8 @@
 --   BENCH_TOKENS   file with one JWT per line; each thread takes every Nth line, none is reused
 --   BENCH_THREADS  wrk's -t (to split the token list between threads)
 --   BENCH_RATE     total requests/s to pace at; 0 or unset = as fast as the connections allow
+--   BENCH_REUSE    1 = cycle through the tokens when they run out (only for the echo, which
+--                  checks nothing: same request bytes and Lua work, no need to mint more)
 --
 -- Pacing: wrk is closed-loop, so each thread keeps a schedule of send slots 1/(rate/threads)
 -- apart and delay() tells a connection to wait for the next free slot (monotonic clock via
@@ -89,7 +91,12 @@ if (tonumber(os.getenv("BENCH_RATE") or "0")) > 0 then
   end
 end
 
+local reuse = os.getenv("BENCH_REUSE") == "1"
+
 function request()
+  if next_token > ntokens and reuse then
+    next_token = 1
+  end
   if next_token > ntokens then
     -- Out of fresh tokens: stop rather than replay. This request will be refused (401), so the
     -- run shows non2xx > 0 and bench/hooks.sh rejects it; raise the token count.
@@ -98,7 +105,6 @@ function request()
     return prefix .. "exhausted" .. suffix
   end
   local t = tokens[next_token]
-  tokens[next_token] = nil
   next_token = next_token + 1
   return prefix .. t .. suffix
 end
