@@ -5,9 +5,13 @@
 //! radsight.example/audit
 //! 1024
 //! 3Gd0yL1ZnxRsPeK+9yJ7Z3f0f4yqN0jWZC9xQ8wG6yE=
+//! time 2026-11-29T20:30:00Z
 //!
 //! — radsight.example/audit AbCdEf...base64(key id ‖ signature)...
 //! ```
+//!
+//! The fourth line is a checkpoint extension line (allowed by tlog-checkpoint) carrying the
+//! signing time, so the signed tree head covers size, root and time.
 //!
 //! The verifier key is shared in the Go `note` package's text form,
 //! `<name>+<8 hex key id>+<base64(0x01 ‖ public key)>`, so that auditors and witnesses can check
@@ -48,12 +52,18 @@ pub struct Checkpoint {
     pub origin: String,
     pub size: u64,
     pub root: Hash,
+    /// When it was signed (RFC 3339, UTC), from the `time` extension line.
+    pub time: Option<String>,
 }
 
 impl Checkpoint {
     /// The note text: exactly what is signed.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        let mut body = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        if let Some(t) = &self.time {
+            body.push_str(&format!("time {t}\n"));
+        }
+        body
     }
 }
 
@@ -116,7 +126,11 @@ impl CheckpointSigner {
 
     /// Signs a checkpoint whose origin is this key's name.
     pub fn sign(&self, size: u64, root: &Hash) -> String {
-        let body = Checkpoint { origin: self.name.clone(), size, root: *root }.body();
+        let time = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+        let body = Checkpoint { origin: self.name.clone(), size, root: *root, time }.body();
         let mut sig = key_id(&self.name, self.key.public_key().as_ref()).to_vec();
         sig.extend_from_slice(self.key.sign(body.as_bytes()).as_ref());
         format!("{body}\n{SIGNATURE_PREFIX}{} {}\n", self.name, B64.encode(sig))
@@ -174,10 +188,11 @@ impl VerifierKey {
             .and_then(|l| B64.decode(l).ok())
             .and_then(|v| v.try_into().ok())
             .ok_or(CheckpointError::Malformed("no root hash line"))?;
+        let time = lines.find_map(|l| l.strip_prefix("time ")).map(str::to_owned);
         if origin != self.name {
             return Err(CheckpointError::WrongOrigin { expected: self.name.clone(), found: origin });
         }
-        Ok(Checkpoint { origin, size, root })
+        Ok(Checkpoint { origin, size, root, time })
     }
 }
 
@@ -233,7 +248,10 @@ mod tests {
         let root = [7u8; 32];
         let note = s.sign(42, &root);
         assert!(note.starts_with("radsight.test/audit\n42\n"));
-        assert_eq!(vkey.open(&note).unwrap(), Checkpoint { origin: "radsight.test/audit".into(), size: 42, root });
+        let opened = vkey.open(&note).unwrap();
+        assert_eq!((opened.origin.as_str(), opened.size, opened.root), ("radsight.test/audit", 42, root));
+        let signed_at = opened.time.expect("a signing time");
+        assert!(time::OffsetDateTime::parse(&signed_at, &time::format_description::well_known::Rfc3339).is_ok(), "{signed_at}");
         let forged = note.replacen("\n42\n", "\n43\n", 1);
         assert_eq!(vkey.open(&forged), Err(CheckpointError::BadSignature("radsight.test/audit".into())));
         let other = VerifierKey::parse(&signer().verifier_key()).unwrap();
