@@ -60,7 +60,8 @@ impl Application {
             false => db.clone(),
         };
         let http = http_client::build();
-        let audit = AuditLog::default();
+        let gate = store::WriteGate::for_db(&db);
+        let audit = AuditLog::default().with_write_gate(gate.clone());
         let wake = Arc::new(tokio::sync::Notify::new());
         let hl7 = if settings.hl7.enabled {
             let l = std::net::TcpListener::bind(settings.hl7.bind.as_str())
@@ -97,8 +98,8 @@ impl Application {
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let state = AppState {
-            verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone()),
-            auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store),
+            verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone(), gate.clone()),
+            auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store, gate),
             checkpoint_signer: Arc::new(signer),
             definitions: ServiceDefinitions::load(&settings.hooks.definitions_file).context("loading service definitions")?,
             fhir: FhirFetcher::new(

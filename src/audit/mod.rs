@@ -274,6 +274,7 @@ struct Pending {
 pub struct AuditLog {
     chain: Arc<Mutex<Option<ChainState>>>,
     queue: Arc<std::sync::Mutex<Vec<Pending>>>,
+    gate: crate::store::WriteGate,
 }
 
 impl AuditLog {
@@ -281,10 +282,17 @@ impl AuditLog {
     /// atomically with the entry (served cards, feedback) go through [`AuditTxn::conn`].
     pub async fn begin<'a>(&'a self, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
         let guard = self.chain.lock().await;
-        Self::open(guard, db).await
+        self.open(guard, db).await
     }
 
-    async fn open<'a>(guard: MutexGuard<'a, Option<ChainState>>, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
+    /// An audit log whose transactions also hold `gate` (see [`crate::store::WriteGate`]).
+    pub fn with_write_gate(mut self, gate: crate::store::WriteGate) -> AuditLog {
+        self.gate = gate;
+        self
+    }
+
+    async fn open<'a>(&self, guard: MutexGuard<'a, Option<ChainState>>, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
+        let gate = self.gate.enter().await;
         let txn = db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
@@ -312,7 +320,7 @@ impl AuditLog {
                 tree::load_frontier(&txn, head.0 as u64).await.map_err(AuditError::Tree)?
             }
         };
-        Ok(AuditTxn { guard, txn, head, frontier })
+        Ok(AuditTxn { guard, _gate: gate, txn, head, frontier })
     }
 
     /// Signs a checkpoint of the current tree (or reuses the one already signed at this size),
@@ -380,7 +388,7 @@ impl AuditLog {
     }
 
     async fn commit_group(&self, guard: MutexGuard<'_, Option<ChainState>>, db: &DatabaseConnection, batch: Vec<Pending>) {
-        let mut txn = match Self::open(guard, db).await {
+        let mut txn = match self.open(guard, db).await {
             Ok(t) => t,
             Err(e) => {
                 let why = e.to_string();
@@ -413,6 +421,8 @@ pub struct AuditTxn<'a> {
     head: (i64, String),
     /// The right edge of the Merkle tree, to hash new leaves in without reading back.
     frontier: Vec<(merkle::NodeId, merkle::Hash)>,
+    /// The SQLite write gate; declared last so that it is released after the transaction ends.
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl AuditTxn<'_> {
@@ -478,7 +488,7 @@ impl AuditTxn<'_> {
     where
         Self: 'a,
     {
-        let AuditTxn { mut guard, txn, head, frontier } = self;
+        let AuditTxn { mut guard, _gate, txn, head, frontier } = self;
         match txn.commit().await {
             Ok(()) => {
                 *guard = Some(ChainState { head, frontier });

@@ -127,11 +127,12 @@ pub struct ClientVerifier {
     /// Where seen `jti`s are recorded: the shared database, through a connection whose commits
     /// need not wait for the disk (see `store::Durability::Relaxed`).
     replay_store: DatabaseConnection,
+    gate: crate::store::WriteGate,
 }
 
 impl ClientVerifier {
-    pub fn new(keys: KeyStore, settings: AuthSettings, replay_store: DatabaseConnection) -> ClientVerifier {
-        ClientVerifier { keys, settings, replay_store }
+    pub fn new(keys: KeyStore, settings: AuthSettings, replay_store: DatabaseConnection, gate: crate::store::WriteGate) -> ClientVerifier {
+        ClientVerifier { keys, settings, replay_store, gate }
     }
 
     pub fn keys(&self) -> &KeyStore {
@@ -198,6 +199,7 @@ impl ClientVerifier {
         if claims.jti.is_empty() || claims.jti.len() > 256 {
             return Err(AuthFailure::MissingClaim);
         }
+        let _gate = self.gate.enter().await;
         remember_jti(&self.replay_store, &iss, &claims.jti, claims.exp + leeway).await?;
         Ok(VerifiedClient { iss, tenant: claims.tenant, scope: claims.scope })
     }

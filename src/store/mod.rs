@@ -75,3 +75,24 @@ fn sqlite_file(url: &str) -> Option<&str> {
 pub fn is_sqlite(db: &DatabaseConnection) -> bool {
     db.get_database_backend() == DbBackend::Sqlite
 }
+
+/// Serialises writers inside this process on SQLite, where a second writer would otherwise wait
+/// in SQLite's busy handler, which sleeps in growing steps (1 to 100 ms) instead of waking when
+/// the lock frees. Waiting on an async lock instead keeps the tail latency down. PostgreSQL
+/// needs no gate: its writers wait on row and advisory locks that wake them at once.
+#[derive(Clone, Default)]
+pub struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteGate {
+    pub fn for_db(db: &DatabaseConnection) -> WriteGate {
+        WriteGate(is_sqlite(db).then(Default::default))
+    }
+
+    /// Holds the gate until the returned guard is dropped (no-op on PostgreSQL).
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.0 {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
+    }
+}
