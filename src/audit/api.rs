@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use super::export::{self, Filter, Format};
 use super::tree::{self, to_hex};
 use super::{Action, AuditEvent, Outcome};
-use crate::auth::client_jwt::{AuthFailure, ClientVerifier, VerifiedClient};
+use crate::auth::client_jwt::{AuthFailure, VerifiedClient};
 use crate::cds_hooks::error::HookError;
 use crate::startup::AppState;
 use crate::store::entities::{audit_checkpoint, auditor_session};
@@ -37,27 +37,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HookError> {
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
     let result = match (authorization, req.cookie(SESSION_COOKIE)) {
-        (None, Some(cookie)) => session_client(state, cookie.value()).await,
+        (None, Some(cookie)) => session_client(state, cookie.value()).await.map_err(|f| (f.clone(), f.code())),
         _ => {
             let called_url = format!("{}{}", state.settings.server.public_url, req.path());
             match state.auditors.verify(authorization, &called_url).await {
                 Ok(c) if c.has_scope(SCOPE) => Ok(c),
-                Ok(_) => Err(AuthFailure::MissingClaim),
-                Err(f) => Err(f),
+                Ok(_) => Err((AuthFailure::MissingClaim, "missing-audit-scope")),
+                Err(f) => Err((f.clone(), f.code())),
             }
         }
     };
     match result {
         Ok(c) => Ok(c),
-        Err(failure) => {
-            let reason = if failure == AuthFailure::MissingClaim { "missing-audit-scope" } else { failure.code() };
-            let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
-                .detail("reason", reason)
-                .detail("path", req.path())
-                .detail("claimed_iss", ClientVerifier::claimed_issuer(authorization).map(serde_json::Value::from).unwrap_or_default());
-            state.audit.record(&state.db, event).await.map_err(|e| HookError::Internal(e.into()))?;
-            Err(HookError::Unauthorized(failure))
-        }
+        Err((failure, reason)) => Err(crate::cds_hooks::refuse(req, state, authorization, failure, reason).await),
     }
 }
 

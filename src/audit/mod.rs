@@ -2,7 +2,7 @@
 //!
 //! **Invariant:** only this module writes `audit_entries`, and only by appending. Each entry
 //! carries the SHA-256 of its predecessor, so changing, deleting or reordering any row breaks the
-//! chain at that row ([`verify::verify_chain`]). Appends are serialised (an in-process lock, plus
+//! chain at that row ([`verify::verify_log`]). Appends are serialised (an in-process lock, plus
 //! `BEGIN IMMEDIATE` on SQLite and a transaction-scoped advisory lock on PostgreSQL), so the
 //! sequence has one total order and no gaps across threads and instances.
 //!

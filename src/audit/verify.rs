@@ -75,11 +75,6 @@ pub struct VerifyOptions<'a> {
     pub verifier: Option<&'a VerifierKey>,
 }
 
-/// The chain alone (no tree, no checkpoints): what the first version of the log offered.
-pub async fn verify_chain(db: &DatabaseConnection) -> Result<ChainReport, VerifyError> {
-    verify_log(db, &VerifyOptions::default()).await
-}
-
 fn parse_unverified(note: &str) -> Option<(u64, Hash)> {
     let mut lines = note.lines();
     lines.next()?;

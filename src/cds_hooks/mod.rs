@@ -36,14 +36,29 @@ pub(crate) async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<
     match state.verifier.verify(authorization, &called_url).await {
         Ok(client) => Ok(client),
         Err(failure) => {
-            let claimed = ClientVerifier::claimed_issuer(authorization);
-            let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
-                .detail("reason", failure.code())
-                .detail("path", req.path())
-                .detail("claimed_iss", claimed.map(serde_json::Value::from).unwrap_or_default());
-            state.audit.record(&state.db, event).await.map_err(|e| HookError::Internal(e.into()))?;
-            Err(HookError::Unauthorized(failure))
+            let reason = failure.code();
+            Err(refuse(req, state, authorization, failure, reason).await)
         }
+    }
+}
+
+/// Audits a refused authentication (reason code, path, the `iss` the token claims; never the
+/// token), then gives the bare 401 to answer with.
+pub(crate) async fn refuse(
+    req: &HttpRequest,
+    state: &AppState,
+    authorization: Option<&str>,
+    failure: crate::auth::client_jwt::AuthFailure,
+    reason: &str,
+) -> HookError {
+    let claimed = ClientVerifier::claimed_issuer(authorization);
+    let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
+        .detail("reason", reason)
+        .detail("path", req.path())
+        .detail("claimed_iss", claimed.map(serde_json::Value::from).unwrap_or_default());
+    match state.audit.record(&state.db, event).await {
+        Ok(_) => HookError::Unauthorized(failure),
+        Err(e) => HookError::Internal(e.into()),
     }
 }
 
