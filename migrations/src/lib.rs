@@ -10,6 +10,7 @@ mod m20261129_000001_foundation;
 mod m20261129_000002_ingestion;
 mod m20261129_000003_merkle_log;
 mod m20261129_000004_auditor_sessions;
+mod m20261129_000005_results;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_ingestion::Migration),
             Box::new(m20261129_000003_merkle_log::Migration),
             Box::new(m20261129_000004_auditor_sessions::Migration),
+            Box::new(m20261129_000005_results::Migration),
         ]
     }
 }

@@ -132,6 +132,65 @@ pub mod analysis_result {
         pub error: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+        /// The instance the model looked at, and the SHA-256 of its decoded pixel values.
+        pub sop_instance_uid: Option<String>,
+        pub series_uid: Option<String>,
+        pub input_sha256: Option<String>,
+        /// `grad-cam` | `integrated-gradients` | `occlusion`.
+        pub saliency_method: Option<String>,
+        /// JSON: saliency parameters, peak and box in source pixel coordinates, letterbox.
+        pub explanation: Option<String>,
+        /// Deletion AUC of the saliency map, and of a random map on the same image.
+        pub deletion_auc: Option<f64>,
+        pub random_deletion_auc: Option<f64>,
+        pub runtime_ms: Option<i64>,
+        pub job_id: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod result_artefact {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "result_artefacts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub result_id: String,
+        /// `saliency-map` (little-endian f32 on the source grid) | `saliency-png` | `image-png`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: String,
+        pub media_type: String,
+        pub width: i32,
+        pub height: i32,
+        pub sha256: String,
+        pub bytes: Vec<u8>,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod result_feedback {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "result_feedback")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub result_id: String,
+        pub patient_ref: String,
+        pub ehr_iss: String,
+        /// The clinician's `fhirUser`, when the token named one.
+        pub user_ref: Option<String>,
+        /// `agree` | `disagree`.
+        pub verdict: String,
+        pub reason_code: Option<String>,
+        pub comment: Option<String>,
+        /// The card the clinician saw this result on, if any.
+        pub card_uuid: Option<String>,
+        pub audit_seq: i64,
+        pub received_at: i64,
     }
     no_relations!();
 }

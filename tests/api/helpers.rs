@@ -285,6 +285,7 @@ impl TestApp {
             error: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
+            ..Default::default()
         })
         .exec_without_returning(&self.db)
         .await
