@@ -26,12 +26,14 @@ impl MigrationTrait for Migration {
             double_null("random_deletion_auc"),
             big_integer_null("runtime_ms"),
             string_null("job_id"),
+            text_null("model_card"),
         ];
         for mut column in columns {
             m.alter_table(Table::alter().table("analysis_results").add_column(&mut column).to_owned()).await?;
         }
 
-        // kind: saliency-map (little-endian f32, source grid) | saliency-png | image-png.
+        // kind: saliency-map (little-endian f32, source grid) | saliency-png (overlay for people)
+        // | heatmap-png (RGBA colour map, alpha from the map, for the app's canvas) | image-png.
         m.create_table(
             Table::create()
                 .table("result_artefacts")

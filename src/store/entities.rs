@@ -145,6 +145,9 @@ pub mod analysis_result {
         pub random_deletion_auc: Option<f64>,
         pub runtime_ms: Option<i64>,
         pub job_id: Option<String>,
+        /// JSON snapshot of the model card's summary at inference time: intended use,
+        /// limitations, validation metrics, so a result shows the card of the exact version.
+        pub model_card: Option<String>,
     }
     no_relations!();
 }
@@ -157,7 +160,8 @@ pub mod result_artefact {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub result_id: String,
-        /// `saliency-map` (little-endian f32 on the source grid) | `saliency-png` | `image-png`.
+        /// `saliency-map` (little-endian f32 on the source grid) | `saliency-png` (overlay for
+        /// people) | `heatmap-png` (RGBA colour map, alpha from the map) | `image-png` (windowed).
         #[sea_orm(primary_key, auto_increment = false)]
         pub kind: String,
         pub media_type: String,
