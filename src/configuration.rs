@@ -27,6 +27,7 @@ pub struct Settings {
     pub hl7: Hl7Settings,
     pub jobs: JobSettings,
     pub dicomweb: DicomwebSettings,
+    pub analysis: AnalysisSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     /// Auditor clients: they sign JWTs like CDS clients and need the `audit.read` scope. Their
@@ -162,6 +163,41 @@ pub struct JobSettings {
     pub lease_ms: u64,
     /// How often an idle worker looks for work (enqueues in this instance wake it at once).
     pub poll_interval_ms: u64,
+}
+
+/// Decoding, models and results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSettings {
+    /// The model registry: one folder per model with its card, weights and hash.
+    pub models_dir: PathBuf,
+    /// `grad-cam` (default), `integrated-gradients` or `occlusion`.
+    pub saliency: String,
+    /// How long a signed result link in a card stays valid.
+    pub link_ttl_secs: i64,
+    /// Which model runs on which study; the first matching route wins. Empty: each model
+    /// card's own `applies_to`.
+    #[serde(default)]
+    pub routes: Vec<ModelRoute>,
+    /// Untrusted-input limits, checked from the DICOM header before any pixel is allocated.
+    pub max_rows: u32,
+    pub max_columns: u32,
+    pub max_frames: u32,
+    pub max_pixel_bytes: u64,
+}
+
+/// A routing rule: empty lists match anything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    #[serde(default)]
+    pub body_parts: Vec<String>,
+    #[serde(default)]
+    pub procedure_codes: Vec<String>,
+    /// The model id to run.
+    pub model: String,
 }
 
 /// DICOMweb (PACS) access.
@@ -303,6 +339,16 @@ impl Default for Settings {
                 poll_interval_ms: 2_000,
             },
             dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
+            analysis: AnalysisSettings {
+                models_dir: "models".into(),
+                saliency: "grad-cam".into(),
+                link_ttl_secs: 86_400,
+                routes: Vec::new(),
+                max_rows: 16_384,
+                max_columns: 16_384,
+                max_frames: 2_000,
+                max_pixel_bytes: 1 << 30,
+            },
             clients: Vec::new(),
             auditors: Vec::new(),
             procedures: Vec::new(),

@@ -39,6 +39,8 @@ pub struct AppState {
     pub catalog: ProcedureCatalog,
     /// Wakes idle job workers of this instance when a job is queued.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Signs and checks the result links that cards carry.
+    pub links: crate::results::LinkSigner,
 }
 
 pub struct Application {
@@ -97,7 +99,9 @@ impl Application {
         audit.record(&db, start).await.context("recording the start in the audit log")?;
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
+        let links = crate::results::LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
         let state = AppState {
+            links,
             verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone(), gate.clone()),
             auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store, gate),
             checkpoint_signer: Arc::new(signer),
@@ -163,6 +167,7 @@ impl Application {
                 .configure(notifications::routes)
                 .configure(health::routes)
                 .configure(audit::api::routes)
+                .configure(crate::results::api::routes)
                 .default_service(web::to(not_found))
         })
         .client_request_timeout(Duration::from_secs(10))

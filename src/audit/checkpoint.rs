@@ -79,6 +79,8 @@ fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
 pub struct CheckpointSigner {
     name: String,
     key: Ed25519KeyPair,
+    /// SHA-256 of the private key, the root of [`CheckpointSigner::derive_secret`].
+    seed: [u8; 32],
 }
 
 impl CheckpointSigner {
@@ -109,11 +111,19 @@ impl CheckpointSigner {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = B64.decode(body.trim()).map_err(|_| CheckpointError::Key("not PEM".into()))?;
         let key = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| CheckpointError::Key("not an Ed25519 PKCS#8 key".into()))?;
-        Ok(CheckpointSigner { name: name.to_owned(), key })
+        let seed = sha2::Sha256::digest(&der).into();
+        Ok(CheckpointSigner { name: name.to_owned(), key, seed })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A secret for another purpose, derived from this key under `label` (HMAC-SHA256), so
+    /// that instances sharing the checkpoint key share it too without a second key file.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.seed);
+        aws_lc_rs::hmac::sign(&key, label.as_bytes()).as_ref().try_into().expect("32 bytes")
     }
 
     /// The verifier key to give auditors and witnesses.

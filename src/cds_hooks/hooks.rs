@@ -65,6 +65,8 @@ async fn handle(
         lookback_days: state.settings.hooks.lookback_days,
         public_url: &state.settings.server.public_url,
         smart_launch_url: &state.settings.hooks.smart_launch_url,
+        links: &state.links,
+        now: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
     if hook == Hook::PatientView || !procedures.is_empty() {
         let scope = (hook != Hook::PatientView).then_some(procedures.as_slice());

@@ -7,7 +7,6 @@
 //! or an overlapping body region as one of the orders; for patient-view, every recent study.
 
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
-use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::cards::{Card, Coding, Indicator, IssuedCard, Link, LinkType, MODEL_TOPIC_SYSTEM, Origin, Source};
@@ -15,21 +14,15 @@ use crate::domain::PatientId;
 use crate::imaging::procedure::{ImagingProcedure, modality_family, region_words, regions_overlap};
 use crate::store::entities::{analysis_result, study};
 
-/// One finding of a model, as stored in `analysis_results.findings`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-pub struct Finding {
-    pub code: String,
-    pub display: String,
-    /// Calibrated probability in [0, 1].
-    pub probability: f64,
-    /// The model card's decision threshold for this label.
-    pub threshold: f64,
-}
+pub use crate::results::Finding;
 
 pub struct ResultCardSettings<'a> {
     pub lookback_days: i64,
     pub public_url: &'a str,
     pub smart_launch_url: &'a str,
+    /// Signs the saliency link: the clinician's browser opening it carries no client JWT.
+    pub links: &'a crate::results::LinkSigner,
+    pub now: i64,
 }
 
 fn is_relevant(s: &study::Model, orders: &[ImagingProcedure]) -> bool {
@@ -122,8 +115,18 @@ fn model_card(s: &study::Model, r: &analysis_result::Model, label: &str, setting
         .map(|f| format!("| {} | {:.2} | {:.2} | {} |", f.display, f.probability, f.threshold, if f.probability >= f.threshold { "above" } else { "below" }))
         .collect();
     let weights = r.weights_sha256.as_deref().map(|h| &h[..h.len().min(12)]).unwrap_or("unknown");
+    let card_json: serde_json::Value = r.model_card.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+    let intended_use = card_json["intended_use"].as_str().unwrap_or("see the model card");
+    let explanation = match (r.saliency_method.as_deref(), r.deletion_auc, r.random_deletion_auc) {
+        (Some(method), Some(auc), Some(random)) => format!(
+            "Saliency: **{method}**; faithfulness (deletion AUC, lower is better) **{auc:.3}** against **{random:.3}** for a random map{}.",
+            if auc < random { "" } else { " (not better than random: read the map with caution)" }
+        ),
+        (Some(method), _, _) => format!("Saliency: **{method}**; faithfulness not measured."),
+        _ => "No saliency map.".into(),
+    };
     let detail = format!(
-        "| Finding | Probability | Threshold | |\n|---|---|---|---|\n{}\n\nModel **{model_id} {version}** (weights {weights}…). AI findings support and do not replace the clinician's judgement.",
+        "| Finding | Probability | Threshold | |\n|---|---|---|---|\n{}\n\nModel **{model_id} {version}** (weights {weights}…). Intended use: {intended_use}\n\n{explanation}\n\nAI findings support and do not replace the clinician's judgement.",
         rows.join("\n")
     );
     let mut topic = Coding::new(MODEL_TOPIC_SYSTEM, &model_id, &model_id);
@@ -139,7 +142,7 @@ fn model_card(s: &study::Model, r: &analysis_result::Model, label: &str, setting
         })
         .link(Link {
             label: "Saliency map".into(),
-            url: format!("{}/api/results/{}/saliency.png", settings.public_url, r.id),
+            url: settings.links.sign(settings.public_url, &format!("/results/{}/saliency.png", r.id), settings.now),
             kind: LinkType::Absolute,
             app_context: None,
         });

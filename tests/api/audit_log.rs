@@ -3,7 +3,6 @@
 //! published checkpoints, the auditor-only API, the FHIR AuditEvent export, and the migration of
 //! a chain-only log into the tree.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use futures_util::future::join_all;
@@ -11,26 +10,8 @@ use radsight::audit::{Action, AuditEvent, AuditLog, Outcome};
 use sea_orm::{ConnectionTrait, DbBackend};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, example, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, example, run_python, spawn_app, spawn_app_with};
 
-fn python() -> String {
-    std::env::var("RADSIGHT_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Runs a script from tests/python with `input` on stdin.
-fn run_python(script: &str, input: &str) -> (bool, String) {
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(python())
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (scripts/test.sh provides the venv)");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
 
 /// Appends `n` entries directly through the audit API.
 async fn append(app: &TestApp, n: usize) {

@@ -350,3 +350,25 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// Runs a script of `tests/python` with the test venv's Python, `input` on stdin; (success, output).
+pub fn run_python(script: &str, input: &str) -> (bool, String) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(python())
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh provides the venv)");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The test venv's Python (scripts/test.sh exports it), else `python3`.
+pub fn python() -> String {
+    std::env::var("RADSIGHT_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}

@@ -19,3 +19,4 @@ mod order_hooks;
 mod pacs;
 mod patient_view;
 mod prefetch;
+mod results;

@@ -137,7 +137,9 @@ async fn stored_results_on_relevant_priors_become_cards_and_unanalysed_studies_s
     let ctx: Value = serde_json::from_str(smart["appContext"].as_str().unwrap()).unwrap();
     assert_eq!(ctx, json!({"studyInstanceUid": "1.2.826.0.1.1", "resultId": result_id}));
     let saliency = result["links"].as_array().unwrap().iter().find(|l| l["type"] == "absolute").unwrap();
-    assert_eq!(saliency["url"], app.url(&format!("/api/results/{result_id}/saliency.png")));
+    // Signed, because the clinician's browser that opens it carries no client JWT.
+    let url = saliency["url"].as_str().unwrap();
+    assert!(url.starts_with(&app.url(&format!("/results/{result_id}/saliency.png?exp="))) && url.contains("&sig="), "{url}");
     assert!(result["detail"].as_str().unwrap().contains("Pleural effusion"));
 }
 

@@ -1,0 +1,190 @@
+//! `GET /results/{id}` (JSON), `/results/{id}/saliency.png` and `/results/{id}/fhir` (an R4
+//! Bundle), for authorised callers only: a registered CDS client with its JWT (audience: the
+//! exact URL), or a signed link that a card carried ([`super::links`]). Every read, and every
+//! refusal, is audited; answers are never cached.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use sea_orm::EntityTrait;
+use serde_json::{Value, json};
+
+use super::store::{self, ArtefactKind};
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::startup::AppState;
+use crate::store::entities::{analysis_result, study};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/results/{id}", web::get().to(result_json))
+        .route("/results/{id}/saliency.png", web::get().to(saliency_png))
+        .route("/results/{id}/fhir", web::get().to(result_fhir));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("a registered client's JWT or a valid signed link is required")]
+    Unauthorized,
+    #[error("no result {0}")]
+    NotFound(String),
+    #[error("result {0} is {1}, not done")]
+    NotReady(String, String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ResponseError for ResultError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ResultError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ResultError::NotFound(_) => StatusCode::NOT_FOUND,
+            ResultError::NotReady(..) => StatusCode::CONFLICT,
+            ResultError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            ResultError::Unauthorized => "login",
+            ResultError::NotFound(_) => "not-found",
+            ResultError::NotReady(..) => "incomplete",
+            ResultError::Internal(_) => "exception",
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((CACHE_CONTROL, "no-store"));
+        if matches!(self, ResultError::Unauthorized) {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.content_type("application/fhir+json").json(json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": self.to_string()}],
+        }))
+    }
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> ResultError {
+    ResultError::Internal(e.into())
+}
+
+/// Who is reading: a CDS client (`iss`) or the holder of a signed link.
+enum Reader {
+    Client(String),
+    SignedLink,
+}
+
+impl Reader {
+    fn iss(&self) -> Option<&str> {
+        match self {
+            Reader::Client(iss) => Some(iss),
+            Reader::SignedLink => None,
+        }
+    }
+}
+
+async fn authorise(req: &HttpRequest, state: &AppState) -> Result<Reader, ResultError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let refusal = if authorization.is_some() {
+        let called_url = format!("{}{}", state.settings.server.public_url, req.path());
+        match state.verifier.verify(authorization, &called_url).await {
+            Ok(client) => return Ok(Reader::Client(client.iss)),
+            Err(f) => f.code(),
+        }
+    } else {
+        match state.links.verify(req.path(), req.query_string(), now) {
+            Ok(()) => return Ok(Reader::SignedLink),
+            Err(r) => r.code(),
+        }
+    };
+    let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
+        .detail("reason", refusal)
+        .detail("path", req.path())
+        .detail("claimed_iss", crate::auth::client_jwt::ClientVerifier::claimed_issuer(authorization).map(Value::from).unwrap_or_default());
+    state.audit.record(&state.db, event).await.map_err(internal)?;
+    Err(ResultError::Unauthorized)
+}
+
+/// Loads a result and its study, audits the read (or that the result was not found).
+async fn read(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    what: &'static str,
+) -> Result<(Reader, analysis_result::Model, study::Model), ResultError> {
+    let reader = authorise(req, state).await?;
+    let row = store::find(&state.db, id).await.map_err(internal)?;
+    let study = match &row {
+        Some(r) => study::Entity::find_by_id(r.study_uid.clone()).one(&state.db).await.map_err(internal)?,
+        None => None,
+    };
+    let outcome = if study.is_some() { Outcome::Success } else { Outcome::Rejected };
+    let event = AuditEvent::new(Action::PatientRead, outcome)
+        .actor(reader.iss(), None)
+        .patient(study.as_ref().map(|s| s.patient_ref.clone()))
+        .entity("AnalysisResult", id)
+        .detail("resource", what)
+        .detail("via", if reader.iss().is_some() { "client-jwt" } else { "signed-link" });
+    state.audit.record(&state.db, event).await.map_err(internal)?;
+    match (row, study) {
+        (Some(r), Some(s)) => Ok((reader, r, s)),
+        _ => Err(ResultError::NotFound(id.to_owned())),
+    }
+}
+
+
+fn done(r: &analysis_result::Model) -> Result<(), ResultError> {
+    match r.status.as_str() {
+        "done" => Ok(()),
+        other => Err(ResultError::NotReady(r.id.clone(), other.to_owned())),
+    }
+}
+
+/// The result as JSON: findings, model, explanation and faithfulness, and signed links.
+pub fn result_view(r: &analysis_result::Model, s: &study::Model, links: &super::links::LinkSigner, base: &str, now: i64) -> Value {
+    let parse = |text: &Option<String>| text.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()).unwrap_or(Value::Null);
+    json!({
+        "id": r.id,
+        "status": r.status,
+        "study": {"studyInstanceUid": s.study_uid, "modality": s.modality, "bodySite": s.body_site, "started": s.started_at},
+        "instance": {"sopInstanceUid": r.sop_instance_uid, "seriesInstanceUid": r.series_uid, "pixelSha256": r.input_sha256},
+        "model": {"id": r.model_id, "version": r.model_version, "weightsSha256": r.weights_sha256, "card": parse(&r.model_card)},
+        "findings": store::findings(r),
+        "saliency": {"method": r.saliency_method, "explanation": parse(&r.explanation)},
+        "faithfulness": {"deletionAuc": r.deletion_auc, "randomDeletionAuc": r.random_deletion_auc},
+        "runtimeMs": r.runtime_ms,
+        "error": r.error,
+        "links": {
+            "saliency": links.sign(base, &format!("/results/{}/saliency.png", r.id), now),
+            "fhir": links.sign(base, &format!("/results/{}/fhir", r.id), now),
+        },
+    })
+}
+
+async fn result_json(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ResultError> {
+    let (_, r, s) = read(&req, &state, &path, "result").await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = result_view(&r, &s, &state.links, &state.settings.server.public_url, now);
+    Ok(HttpResponse::Ok().insert_header((CACHE_CONTROL, "no-store")).json(body))
+}
+
+async fn saliency_png(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ResultError> {
+    let (_, r, _) = read(&req, &state, &path, "saliency.png").await?;
+    done(&r)?;
+    let picture = store::artefact(&state.db, &r.id, ArtefactKind::SaliencyPng).await.map_err(internal)?;
+    let picture = picture.ok_or_else(|| ResultError::NotFound(format!("{}/saliency.png", r.id)))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((CONTENT_TYPE, picture.media_type.as_str()))
+        .body(picture.bytes))
+}
+
+async fn result_fhir(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ResultError> {
+    let (_, r, s) = read(&req, &state, &path, "fhir").await?;
+    done(&r)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let saliency = state.links.sign(&state.settings.server.public_url, &format!("/results/{}/saliency.png", r.id), now);
+    let bundle = super::fhir::result_bundle(&r, &s, &saliency);
+    Ok(HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .content_type("application/fhir+json")
+        .body(bundle.to_string()))
+}

@@ -1,0 +1,154 @@
+//! A result as a FHIR R4 Bundle: a `DiagnosticReport`, one `Observation` per finding with its
+//! probability, the algorithm as a `Device`, and a `Provenance` linking the report to the
+//! `ImagingStudy` it read and the model that made it (after the HL7 DICOM SR-to-FHIR IG's
+//! shape for AI results).
+//!
+//! The ImagingStudy is referenced logically, by its Study Instance UID (`urn:dicom:uid`), since
+//! radsight does not own the EHR's resource ids.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::store::{Finding, findings};
+use crate::store::entities::{analysis_result, study};
+
+const FINDING_SYSTEM: &str = "urn:radsight:finding";
+const MODEL_SYSTEM: &str = "urn:radsight:model";
+const WEIGHTS_SYSTEM: &str = "urn:radsight:weights-sha256";
+const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+
+fn instant(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH).format(&Rfc3339).expect("RFC 3339")
+}
+
+fn study_reference(uid: &str) -> Value {
+    json!({
+        "type": "ImagingStudy",
+        "identifier": {"system": "urn:dicom:uid", "value": format!("urn:oid:{uid}")},
+    })
+}
+
+fn observation(f: &Finding, full_url: &str, patient: &Value, device_url: &str, study_uid: &str, when: &str) -> Value {
+    let positive = f.is_positive();
+    json!({
+        "fullUrl": full_url,
+        "resource": {
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}],
+            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": f.display}], "text": f.display},
+            "subject": patient,
+            "effectiveDateTime": when,
+            "valueQuantity": {"value": round6(f.probability), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
+            "interpretation": [{"coding": [{"system": INTERPRETATION, "code": if positive { "POS" } else { "NEG" }, "display": if positive { "Positive" } else { "Negative" }}]}],
+            "referenceRange": [{"high": {"value": round6(f.threshold), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"}, "text": "decision threshold of the model card"}],
+            "device": {"reference": device_url},
+            "derivedFrom": [study_reference(study_uid)],
+            "note": [{"text": "AI finding with a calibrated probability; it supports and does not replace the clinician's judgement."}],
+        }
+    })
+}
+
+/// A stable UUID for a resource of this result, so the same result always gives the same
+/// Bundle (SHA-256 of the name, formatted as a UUID).
+fn derived_uuid(name: &str) -> uuid::Uuid {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    uuid::Builder::from_random_bytes(digest[..16].try_into().expect("16 bytes")).into_uuid()
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// The Bundle for a finished result. `saliency_url` is where the saliency picture can be had.
+pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url: &str) -> Value {
+    let patient = json!({"reference": s.patient_ref});
+    let when = instant(r.updated_at);
+    let base = format!("urn:uuid:{}", r.id);
+    let report_url = base.clone();
+    let device_url = format!("urn:uuid:{}", derived_uuid(&format!("{base}/device")));
+    let provenance_url =
+        format!("urn:uuid:{}", derived_uuid(&format!("{base}/provenance")));
+    let found = findings(r);
+    let observations: Vec<(String, Value)> = found
+        .iter()
+        .map(|f| {
+            let url = format!(
+                "urn:uuid:{}",
+                derived_uuid(&format!("{base}/observation/{}", f.code))
+            );
+            let obs = observation(f, &url, &patient, &device_url, &s.study_uid, &when);
+            (url, obs)
+        })
+        .collect();
+    let model_id = r.model_id.clone().unwrap_or_default();
+    let version = r.model_version.clone().unwrap_or_default();
+    let positives: Vec<String> = found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
+    let conclusion = match positives.is_empty() {
+        true => format!("No finding above its threshold ({model_id} {version})."),
+        false => format!("Suspected: {} ({model_id} {version}).", positives.join(", ")),
+    };
+    let device = json!({
+        "fullUrl": device_url,
+        "resource": {
+            "resourceType": "Device",
+            "identifier": [
+                {"system": MODEL_SYSTEM, "value": format!("{model_id}@{version}")},
+                {"system": WEIGHTS_SYSTEM, "value": r.weights_sha256.clone().unwrap_or_default()},
+            ],
+            "deviceName": [{"name": model_id, "type": "model-name"}],
+            "type": {"text": "AI imaging analysis software (radsight)"},
+            "version": [{"value": version}],
+            "manufacturer": "radsight",
+            "note": [{"text": "Weights identified by their SHA-256; see the model card for intended use and limitations."}],
+        }
+    });
+    let report = json!({
+        "fullUrl": report_url,
+        "resource": {
+            "resourceType": "DiagnosticReport",
+            "identifier": [{"system": "urn:radsight:result", "value": r.id}],
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}], "text": "AI analysis of imaging study"},
+            "subject": patient,
+            "effectiveDateTime": when,
+            "issued": when,
+            "result": observations.iter().map(|(url, _)| json!({"reference": url})).collect::<Vec<_>>(),
+            "imagingStudy": [study_reference(&s.study_uid)],
+            "conclusion": conclusion,
+            "presentedForm": [{"contentType": "image/png", "url": saliency_url, "title": "Saliency map over the analysed image"}],
+        }
+    });
+    let mut targets = vec![json!({"reference": report_url})];
+    targets.extend(observations.iter().map(|(url, _)| json!({"reference": url})));
+    let provenance = json!({
+        "fullUrl": provenance_url,
+        "resource": {
+            "resourceType": "Provenance",
+            "target": targets,
+            "recorded": when,
+            "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE", "display": "create"}]},
+            "agent": [{
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler", "display": "Assembler"}]},
+                "who": {"reference": device_url},
+            }],
+            "entity": [
+                {"role": "source", "what": study_reference(&s.study_uid)},
+                {"role": "derivation", "what": {"reference": device_url, "display": "the model that made the result"}},
+            ],
+        }
+    });
+    let mut entries = vec![report];
+    entries.extend(observations.into_iter().map(|(_, o)| o));
+    entries.push(device);
+    entries.push(provenance);
+    json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": instant(OffsetDateTime::now_utc().unix_timestamp()),
+        "entry": entries,
+    })
+}

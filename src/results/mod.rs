@@ -1,0 +1,10 @@
+//! Analysis results: how they are stored (with their audit entry, atomically), served to
+//! authorised callers, linked from cards by signed URLs, and expressed as FHIR.
+
+pub mod api;
+pub mod fhir;
+pub mod links;
+pub mod store;
+
+pub use links::LinkSigner;
+pub use store::{Finding, ModelIdentity};

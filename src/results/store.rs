@@ -1,0 +1,208 @@
+//! Writing and reading analysis results and their artefacts.
+//!
+//! **Invariant:** a result and its pictures are written in the same transaction as the audit
+//! entry that records the inference ([`StoredResult`] is attached to that entry), so there is
+//! never a result without its trail, nor a trail naming a result that was not kept.
+
+use futures_util::future::BoxFuture;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::audit::AttachedRows;
+use crate::store::entities::{analysis_result, result_artefact};
+
+/// One finding of a model, as stored in `analysis_results.findings`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Finding {
+    pub code: String,
+    pub display: String,
+    /// Calibrated probability in [0, 1].
+    pub probability: f64,
+    /// The model card's decision threshold for this label.
+    pub threshold: f64,
+}
+
+impl Finding {
+    pub fn is_positive(&self) -> bool {
+        self.probability >= self.threshold
+    }
+}
+
+/// The exact model that made a result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelIdentity {
+    pub id: String,
+    pub version: String,
+    pub weights_sha256: String,
+}
+
+/// The pictures and maps kept with a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtefactKind {
+    /// The windowed original, grayscale PNG, source size.
+    ImagePng,
+    /// The saliency map blended over the windowed original, RGB PNG, source size.
+    SaliencyPng,
+    /// The colour-mapped saliency with alpha from the map, RGBA PNG, source size.
+    HeatmapPng,
+    /// The saliency map on the source grid, little-endian f32, row-major.
+    SaliencyMap,
+}
+
+impl ArtefactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtefactKind::ImagePng => "image-png",
+            ArtefactKind::SaliencyPng => "saliency-png",
+            ArtefactKind::HeatmapPng => "heatmap-png",
+            ArtefactKind::SaliencyMap => "saliency-map",
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ArtefactKind::SaliencyMap => "application/octet-stream",
+            _ => "image/png",
+        }
+    }
+}
+
+pub struct Artefact {
+    pub kind: ArtefactKind,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// A finished analysis, ready to store.
+pub struct NewResult {
+    pub id: String,
+    pub study_uid: String,
+    pub job_id: Option<String>,
+    pub model: ModelIdentity,
+    /// Summary of the model card at inference time (intended use, limitations, metrics).
+    pub model_card: serde_json::Value,
+    pub findings: Vec<Finding>,
+    pub sop_instance_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub input_sha256: String,
+    pub saliency_method: String,
+    /// Saliency parameters, peak and box in source pixel coordinates, letterbox geometry.
+    pub explanation: serde_json::Value,
+    pub deletion_auc: Option<f64>,
+    pub random_deletion_auc: Option<f64>,
+    pub runtime_ms: i64,
+    pub artefacts: Vec<Artefact>,
+}
+
+/// A result attached to its `model.inference` audit entry.
+pub struct StoredResult(pub NewResult);
+
+impl AttachedRows for StoredResult {
+    fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, _seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
+        Box::pin(async move { insert(conn, self.0).await })
+    }
+}
+
+/// A failed analysis attached to its audit entry: the study shows "unavailable", not "pending".
+pub struct FailedResult {
+    pub id: String,
+    pub study_uid: String,
+    pub job_id: Option<String>,
+    pub model: Option<ModelIdentity>,
+    pub error_code: String,
+}
+
+impl AttachedRows for FailedResult {
+    fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, _seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
+        Box::pin(async move {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            analysis_result::Entity::insert(analysis_result::ActiveModel {
+                id: Set(self.id),
+                study_uid: Set(self.study_uid),
+                status: Set("failed".into()),
+                model_id: Set(self.model.as_ref().map(|m| m.id.clone())),
+                model_version: Set(self.model.as_ref().map(|m| m.version.clone())),
+                weights_sha256: Set(self.model.map(|m| m.weights_sha256)),
+                findings: Set("[]".into()),
+                error: Set(Some(self.error_code)),
+                created_at: Set(now),
+                updated_at: Set(now),
+                job_id: Set(self.job_id),
+                ..Default::default()
+            })
+            .exec_without_returning(conn)
+            .await
+            .map(|_| ())
+        })
+    }
+}
+
+async fn insert<C: ConnectionTrait>(conn: &C, r: NewResult) -> Result<(), DbErr> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    analysis_result::Entity::insert(analysis_result::ActiveModel {
+        id: Set(r.id.clone()),
+        study_uid: Set(r.study_uid),
+        status: Set("done".into()),
+        model_id: Set(Some(r.model.id)),
+        model_version: Set(Some(r.model.version)),
+        weights_sha256: Set(Some(r.model.weights_sha256)),
+        findings: Set(serde_json::to_string(&r.findings).expect("findings serialise")),
+        error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        sop_instance_uid: Set(r.sop_instance_uid),
+        series_uid: Set(r.series_uid),
+        input_sha256: Set(Some(r.input_sha256)),
+        saliency_method: Set(Some(r.saliency_method)),
+        explanation: Set(Some(r.explanation.to_string())),
+        deletion_auc: Set(r.deletion_auc),
+        random_deletion_auc: Set(r.random_deletion_auc),
+        runtime_ms: Set(Some(r.runtime_ms)),
+        job_id: Set(r.job_id),
+        model_card: Set(Some(r.model_card.to_string())),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    if r.artefacts.is_empty() {
+        return Ok(());
+    }
+    let rows = r.artefacts.into_iter().map(|a| result_artefact::ActiveModel {
+        result_id: Set(r.id.clone()),
+        kind: Set(a.kind.as_str().into()),
+        media_type: Set(a.kind.media_type().into()),
+        width: Set(a.width as i32),
+        height: Set(a.height as i32),
+        sha256: Set(hex::encode(Sha256::digest(&a.bytes))),
+        bytes: Set(a.bytes),
+        created_at: Set(now),
+    });
+    result_artefact::Entity::insert_many(rows).exec_without_returning(conn).await.map(|_| ())
+}
+
+pub async fn find<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<analysis_result::Model>, DbErr> {
+    analysis_result::Entity::find_by_id(id.to_owned()).one(conn).await
+}
+
+pub async fn artefact<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+    kind: ArtefactKind,
+) -> Result<Option<result_artefact::Model>, DbErr> {
+    result_artefact::Entity::find_by_id((id.to_owned(), kind.as_str().to_owned())).one(conn).await
+}
+
+/// The newest result for a study, if any.
+pub async fn latest_for_study<C: ConnectionTrait>(conn: &C, study_uid: &str) -> Result<Option<analysis_result::Model>, DbErr> {
+    analysis_result::Entity::find()
+        .filter(analysis_result::Column::StudyUid.eq(study_uid))
+        .order_by_desc(analysis_result::Column::UpdatedAt)
+        .one(conn)
+        .await
+}
+
+/// The findings of a stored result; a row that does not parse has none.
+pub fn findings(row: &analysis_result::Model) -> Vec<Finding> {
+    serde_json::from_str(&row.findings).unwrap_or_default()
+}
