@@ -1,6 +1,7 @@
 //! radsight: explainable imaging AI in the EHR through CDS Hooks, SMART on FHIR, HL7v2 and
 //! DICOMweb. See ARCHITECTURE.md for the map.
 
+pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod cds_hooks;

@@ -49,6 +49,55 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// The model registry: list, verify weights against their cards, train the shipped model.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Run the analysis pipeline on local DICOM files (a file or a folder): prints the
+    /// findings, writes the pictures and report.json to --out, and audits the run.
+    Analyze {
+        input: PathBuf,
+        /// Where the pictures and report.json go.
+        #[arg(long, default_value = "radsight-analysis")]
+        out: PathBuf,
+        /// Run this model instead of the routed one.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// The models in the registry, with their cards' key facts.
+    List,
+    /// Recompute every model's weights SHA-256 and compare it with its card; exit 1 on a mismatch.
+    Verify,
+    /// Train the shipped demonstration model on synthetic phantoms and write it to the registry.
+    Train {
+        /// The model folder to write (card, weights, hash).
+        #[arg(long, default_value = "models/radsight-phantom-cxr")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20261129)]
+        seed: u64,
+        /// Optimisation steps; the default is the shipped model's.
+        #[arg(long)]
+        steps: Option<usize>,
+    },
+    /// Write synthetic phantom radiographs as DICOM files (DX, chest), with their ground truth
+    /// in truth.json: demo and test input that takes the same path as a real study.
+    Phantoms {
+        #[arg(long, default_value = "phantoms")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        count: u64,
+        /// A seed other than the training and validation seeds.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +245,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store::migrate(&db).await?;
             return run_jobs_command(&db, command).await;
         }
+        Command::Models { command } => return models_command(command, &Settings::load(cli.config.as_deref())?),
+        Command::Analyze { input, out, model } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            return analyze_command(&settings, &input, &out, model.as_deref()).await;
+        }
         Command::Keys { command: KeysCommand::Generate { alg, out } } => {
             let key = ClientKey::generate(alg.into())?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -309,6 +363,141 @@ async fn audit_command(command: AuditCommand, settings: Settings) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn models_command(command: ModelsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let dir = &settings.analysis.models_dir;
+    match command {
+        ModelsCommand::List => {
+            let registry = radsight_vision::Registry::open(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            println!("{:<28}  {:<8}  {:<14}  {:<30}  {:<12}  STATUS", "ID", "VERSION", "ARCHITECTURE", "LABELS (threshold)", "WEIGHTS");
+            for m in registry.models() {
+                let c = &m.card;
+                let labels: Vec<String> = c.labels.iter().map(|l| format!("{} ({:.2})", l.name, l.threshold)).collect();
+                println!(
+                    "{:<28}  {:<8}  {:<14}  {:<30}  {:<12}  {}",
+                    c.id,
+                    c.version,
+                    c.architecture.kind_name(),
+                    labels.join(", "),
+                    &c.weights.sha256[..12.min(c.weights.sha256.len())],
+                    c.status
+                );
+            }
+            eprintln!("{} model(s) in {}", registry.models().len(), dir.display());
+        }
+        ModelsCommand::Verify => {
+            let registry = radsight_vision::Registry::open(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            let mut bad = 0;
+            for (id, outcome) in registry.verify_all() {
+                match outcome {
+                    Ok(v) => println!("ok        {id} {} sha256:{}", v.version, v.sha256),
+                    Err(e) => {
+                        bad += 1;
+                        println!("REFUSED   {id}: {e}");
+                    }
+                }
+            }
+            if bad > 0 {
+                eprintln!("{bad} model(s) do not match their cards");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ModelsCommand::Train { out, seed, steps } => {
+            let mut config = radsight_vision::train::TrainConfig::shipped();
+            config.seed = seed;
+            if let Some(steps) = steps {
+                config.steps = steps;
+            }
+            let report = radsight_vision::train::train(&config, &out, |line| eprintln!("{line}"))
+                .map_err(|e| anyhow::anyhow!("training failed: {e}"))?;
+            println!("wrote {} {} to {} in {:.0} s (sha256 {})", report.card.id, report.card.version, out.display(), report.seconds, report.card.weights.sha256);
+        }
+        ModelsCommand::Phantoms { out, count, seed, size } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let config = radsight_vision::phantom::PhantomConfig { size, ..Default::default() };
+            let mut truth = Vec::new();
+            for i in 0..count {
+                let p = radsight_vision::phantom::generate(&config, seed, i);
+                let study = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+                let meta = radsight::analysis::phantom_dicom::PhantomInstance {
+                    patient_id: "PHANTOM",
+                    study_uid: &study,
+                    series_uid: &format!("{study}.1"),
+                    sop_uid: &format!("{study}.1.1"),
+                    accession: &format!("PH{i:05}"),
+                };
+                let bytes = radsight::analysis::phantom_dicom::phantom_part10(&meta, size as u16, size as u16, p.image.data());
+                let name = format!("phantom-{:04}.dcm", i + 1);
+                std::fs::write(out.join(&name), bytes).with_context(|| format!("writing {name}"))?;
+                let labels: serde_json::Map<String, serde_json::Value> = radsight_vision::phantom::PHANTOM_LABELS
+                    .iter()
+                    .zip(&p.labels)
+                    .map(|(l, present)| (l.to_string(), serde_json::Value::from(*present)))
+                    .collect();
+                truth.push(serde_json::json!({"file": name, "labels": labels}));
+            }
+            std::fs::write(out.join("truth.json"), serde_json::to_string_pretty(&truth)?)?;
+            println!("wrote {count} phantom(s) to {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn analyze_command(settings: &Settings, input: &std::path::Path, out: &std::path::Path, model: Option<&str>) -> anyhow::Result<ExitCode> {
+    let analyzer = radsight::analysis::Analyzer::open(&settings.analysis)?;
+    let inputs = radsight::analysis::local::collect_inputs(input)?;
+    if inputs.is_empty() {
+        anyhow::bail!("no files under {}", input.display());
+    }
+    let db = store::connect(&settings.database).await?;
+    store::migrate(&db).await?;
+    let (analyzer, inputs2, out2, model2) = (std::sync::Arc::new(analyzer), inputs.clone(), out.to_owned(), model.map(str::to_owned));
+    let run = tokio::task::spawn_blocking(move || radsight::analysis::local::run(&analyzer, &inputs2, &out2, model2.as_deref())).await?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let event = match &run {
+        Ok(r) => {
+            let results = r.report["results"].as_array().cloned().unwrap_or_default();
+            let summary: Vec<serde_json::Value> = results
+                .iter()
+                .map(|i| serde_json::json!({"status": i["status"], "pixel_sha256": i["pixelSha256"], "model": i["model"], "reason": i["reason"],
+                    "findings": i["findings"].as_array().map(|f| f.iter().map(|x| serde_json::json!({"code": x["code"], "probability": x["probability"]})).collect::<Vec<_>>())}))
+                .collect();
+            AuditEvent::new(Action::AnalyzeRun, if r.failed == 0 { Outcome::Success } else { Outcome::Error })
+                .detail("files", inputs.len())
+                .detail("analysed", r.analysed)
+                .detail("failed", r.failed)
+                .detail("results", summary)
+        }
+        Err(e) => AuditEvent::new(Action::AnalyzeRun, Outcome::Error).detail("files", inputs.len()).detail("reason", if e.to_string().contains("refused") { "model-refused" } else { "error" }),
+    }
+    .actor(None, Some(&format!("os-user:{user}")))
+    .detail("via", "cli");
+    AuditLog::default().record(&db, event).await?;
+    let run = run?;
+    for item in run.report["results"].as_array().into_iter().flatten() {
+        match item["status"].as_str() {
+            Some("done") => {
+                let model = &item["model"];
+                println!("{}  ({} {})", item["file"].as_str().unwrap_or(""), model["id"].as_str().unwrap_or(""), model["version"].as_str().unwrap_or(""));
+                for f in item["findings"].as_array().into_iter().flatten() {
+                    let (p, t) = (f["probability"].as_f64().unwrap_or(0.0), f["threshold"].as_f64().unwrap_or(0.0));
+                    println!("    {:<24} p={p:.3}  threshold {t:.2}  {}", f["display"].as_str().unwrap_or(""), if p >= t { "POSITIVE" } else { "negative" });
+                }
+                let fa = &item["faithfulness"];
+                println!(
+                    "    saliency {}: deletion AUC {:.3} (random map {:.3})",
+                    item["saliency"]["method"].as_str().unwrap_or(""),
+                    fa["deletionAuc"].as_f64().unwrap_or(f64::NAN),
+                    fa["randomDeletionAuc"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            _ => println!("{}  FAILED: {}", item["file"].as_str().unwrap_or(""), item["error"].as_str().unwrap_or("")),
+        }
+    }
+    println!("AI findings support and do not replace the clinician's judgement.");
+    eprintln!("{} analysed, {} failed; pictures and report.json in {}", run.analysed, run.failed, out.display());
+    Ok(if run.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn run_jobs_command(db: &sea_orm::DatabaseConnection, command: JobsCommand) -> anyhow::Result<ExitCode> {

@@ -132,6 +132,7 @@ impl Application {
             };
             tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx));
         }
+        let analyzer = Arc::new(crate::analysis::Analyzer::open(&state.settings.analysis)?);
         spawn_workers(WorkerContext {
             db: state.db.clone(),
             audit,
@@ -142,6 +143,7 @@ impl Application {
                 .context("loading PACS credentials")?,
             wake,
             instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+            analyzer,
         });
         let workers = state.settings.server.workers;
         let state = web::Data::new(state);

@@ -73,9 +73,13 @@ pub async fn result_cards(
         .await?;
     Ok(studies
         .iter()
-        .map(|s| {
+        .filter_map(|s| {
             let latest = results.iter().find(|r| r.study_uid == s.study_uid);
-            card_for(s, latest, settings)
+            // A study no model is meant for gets no card: nothing to say, nothing pending.
+            match latest {
+                Some(r) if r.status == "not-applicable" => None,
+                _ => Some(card_for(s, latest, settings)),
+            }
         })
         .collect())
 }

@@ -9,19 +9,25 @@
 //!    when `[dicomweb.select]` rules pick some (modality, SOP class, body part, series
 //!    description), capped at
 //!    `dicomweb.max_study_bytes`; each part must be a DICOM Part 10 instance. Audited as
-//!    `dicomweb.fetch` with the instance and byte counts. The job ends at stage `fetched`.
+//!    `dicomweb.fetch` with the instance and byte counts.
+//! 5. **decode + analyse** (on a blocking thread): the instances are tried in order until one
+//!    decodes and has a model ([`crate::analysis`]); audited as `dicom.decode` (header facts, or
+//!    the reason it failed), then `model.inference`, whose entry is committed in one
+//!    transaction with the stored result and its pictures. The job ends at stage `analysed`.
 //!
 //! A PACS that is down, answers an error or does not (yet) have the study fails the attempt,
-//! which is retried with backoff; an oversize or malformed study is `dead` at once. Decoding
-//! the images and running a model are later steps; nothing here pretends to analyse anything.
+//! which is retried with backoff; an oversize or malformed study, an image that cannot be
+//! decoded, or a model refused for its weights' hash is `dead` at once, and the study gets a
+//! `failed` result so its card says "unavailable" rather than "pending".
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, EntityTrait};
 use tokio::sync::Notify;
 
 use super::{Failed, claim, fail, succeed};
+use crate::analysis::{AnalysisError, Analyzer};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::configuration::{DicomwebSettings, JobSettings};
 use crate::dicomweb::{DicomwebClient, DicomwebError, PacsCredentialStore};
@@ -41,6 +47,8 @@ pub struct WorkerContext {
     pub wake: Arc<Notify>,
     /// Names this instance in lease owners.
     pub instance: String,
+    /// The model registry and loaded models.
+    pub analyzer: Arc<Analyzer>,
 }
 
 /// A failed step: a stable code for the job row and the audit trail, and whether retrying
@@ -163,9 +171,105 @@ async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<&'static str
     let retrieved = client.retrieve_selected(&root, &job.study_uid, &found, &ctx.dicomweb.select).await;
     audit_fetch(ctx, job, "wado-rs", retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes})))
         .await?;
-    retrieved.map_err(StepError::from)?;
-    // Decoding the retrieved instances is the next step (a later issue); the job ends here.
-    Ok("fetched")
+    let retrieved = retrieved.map_err(StepError::from)?;
+    analyse(ctx, job, retrieved.instances).await
+}
+
+/// Decodes and analyses the first instance that can be; stores the result with its entry.
+async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>) -> Result<&'static str, StepError> {
+    let analyzer = ctx.analyzer.clone();
+    let procedure = crate::store::entities::study::Entity::find_by_id(job.study_uid.clone())
+        .one(&ctx.db)
+        .await
+        .map_err(|_| StepError { code: "database-unavailable", permanent: false })?
+        .and_then(|s| s.procedure_code);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut first_error = None;
+        for bytes in &instances {
+            match analyzer.analyse(bytes, procedure.as_deref(), None) {
+                Ok(done) => return Ok(done),
+                // A refused model refuses every instance alike.
+                Err(e @ AnalysisError::ModelRefused { .. }) => return Err(e),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        Err(first_error.unwrap_or(AnalysisError::Inference("the study holds no instance".into())))
+    })
+    .await
+    .map_err(|_| StepError { code: "analysis-panicked", permanent: true })?;
+
+    let audit_err = |_| StepError { code: "audit-unavailable", permanent: false };
+    let analysed = match outcome {
+        Ok(a) => a,
+        // Not an error: this kind of image is outside every model's intended use.
+        Err(AnalysisError::NoModel { decoded, .. }) => {
+            let rows = crate::results::store::FailedResult {
+                id: uuid::Uuid::new_v4().to_string(),
+                study_uid: job.study_uid.clone(),
+                job_id: Some(job.id.clone()),
+                model: None,
+                error_code: "no-model-applies".into(),
+                status: "not-applicable",
+            };
+            let ev = event(job, Action::DicomDecode, Outcome::Success)
+                .entity("AnalysisResult", rows.id.clone())
+                .detail("image", *decoded)
+                .detail("model", "none applies");
+            ctx.audit.record_with(&ctx.db, ev, Some(Box::new(rows))).await.map_err(audit_err)?;
+            return Ok("not-applicable");
+        }
+        Err(e) => {
+            let code = e.code();
+            match &e {
+                AnalysisError::Decode(_) => {
+                    audit(ctx, job, Action::DicomDecode, Outcome::Error, |ev| ev.detail("reason", code)).await.map_err(audit_err)?
+                }
+                AnalysisError::ModelRefused { model, .. } => audit(ctx, job, Action::ModelRefused, Outcome::Error, |ev| {
+                    ev.entity("Model", model.clone()).detail("reason", "weights-hash-mismatch-or-unreadable")
+                })
+                .await
+                .map_err(audit_err)?,
+                _ => {}
+            }
+            if e.is_permanent() {
+                let failed = crate::results::store::FailedResult {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    study_uid: job.study_uid.clone(),
+                    job_id: Some(job.id.clone()),
+                    model: None,
+                    error_code: code.to_owned(),
+                    status: "failed",
+                };
+                let ev = event(job, Action::ModelInference, Outcome::Error).entity("AnalysisResult", failed.id.clone()).detail("reason", code);
+                ctx.audit.record_with(&ctx.db, ev, Some(Box::new(failed))).await.map_err(|_| StepError { code: "audit-unavailable", permanent: false })?;
+            }
+            return Err(StepError { code, permanent: e.is_permanent() });
+        }
+    };
+    let decoded = analysed.decoded.clone();
+    audit(ctx, job, Action::DicomDecode, Outcome::Success, |ev| {
+        let ev = match &analysed.sop_instance_uid {
+            Some(uid) => ev.entity("SOPInstance", uid.clone()),
+            None => ev,
+        };
+        ev.detail("image", decoded)
+    })
+    .await
+    .map_err(audit_err)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let ev = event(job, Action::ModelInference, Outcome::Success)
+        .entity("AnalysisResult", id.clone())
+        .entity("Model", format!("{}@{}", analysed.model.id, analysed.model.version))
+        .detail("weights_sha256", analysed.model.weights_sha256.clone())
+        .detail("input_sha256", analysed.input_sha256.clone())
+        .detail("findings", analysed.findings.iter().map(|f| serde_json::json!({"code": f.code, "probability": f.probability, "positive": f.is_positive()})).collect::<Vec<_>>())
+        .detail("saliency", analysed.saliency_method.clone())
+        .detail("deletion_auc", analysed.deletion_auc)
+        .detail("random_deletion_auc", analysed.random_deletion_auc)
+        .detail("runtime_ms", analysed.runtime_ms);
+    let stored = crate::results::store::StoredResult(analysed.into_result(id, job.study_uid.clone(), Some(job.id.clone())));
+    ctx.audit.record_with(&ctx.db, ev, Some(Box::new(stored))).await.map_err(audit_err)?;
+    Ok("analysed")
 }
 
 /// Audits one DICOMweb operation of a job, with its counts or its error code.

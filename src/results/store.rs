@@ -105,13 +105,17 @@ impl AttachedRows for StoredResult {
     }
 }
 
-/// A failed analysis attached to its audit entry: the study shows "unavailable", not "pending".
+/// A study that ended without findings, attached to its audit entry: `failed` (the study
+/// shows "unavailable", not "pending") or `not-applicable` (no model is for this kind of
+/// image; no card is shown).
 pub struct FailedResult {
     pub id: String,
     pub study_uid: String,
     pub job_id: Option<String>,
     pub model: Option<ModelIdentity>,
     pub error_code: String,
+    /// `failed` or `not-applicable`.
+    pub status: &'static str,
 }
 
 impl AttachedRows for FailedResult {
@@ -121,7 +125,7 @@ impl AttachedRows for FailedResult {
             analysis_result::Entity::insert(analysis_result::ActiveModel {
                 id: Set(self.id),
                 study_uid: Set(self.study_uid),
-                status: Set("failed".into()),
+                status: Set(self.status.into()),
                 model_id: Set(self.model.as_ref().map(|m| m.id.clone())),
                 model_version: Set(self.model.as_ref().map(|m| m.version.clone())),
                 weights_sha256: Set(self.model.map(|m| m.weights_sha256)),

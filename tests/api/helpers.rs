@@ -88,6 +88,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.jobs.backoff_max_ms = 200;
     settings.jobs.max_attempts = 3;
     settings.dicomweb.timeout_ms = 2000;
+    settings.analysis.models_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models").into();
     settings.clients = vec![
         ClientSettings {
             iss: ISS.into(),
@@ -168,6 +169,7 @@ impl TestApp {
             .env("DATABASE_URL", &self.db_url)
             .env("RADSIGHT_AUDIT__CHECKPOINT_KEY_FILE", &self.settings.audit.checkpoint_key_file)
             .env("RADSIGHT_AUDIT__CHECKPOINT_DIR", &self.settings.audit.checkpoint_dir)
+            .env("RADSIGHT_ANALYSIS__MODELS_DIR", &self.settings.analysis.models_dir)
             .env_remove("RADSIGHT_CONFIG")
             .current_dir(self._tmp.path())
             .output()

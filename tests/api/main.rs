@@ -5,6 +5,7 @@ mod fhir_fixture;
 #[macro_use]
 mod helpers;
 
+mod analysis;
 mod audit_log;
 mod audit_trail;
 mod bad_input;

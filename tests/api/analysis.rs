@@ -1,0 +1,151 @@
+//! End to end: an ORU over MLLP for a phantom chest radiograph stored in the real Orthanc
+//! leads, with no other action, to a decoded image, a shipped-model result with its saliency
+//! map and faithfulness, a card naming the finding, a valid saliency PNG behind the card's
+//! signed link, and a FHIR Bundle that validates; every step is in the audit trail.
+
+use radsight::analysis::phantom_dicom::{PhantomInstance, phantom_part10};
+use radsight::store::entities::analysis_result;
+use radsight_vision::phantom::{PhantomConfig, generate};
+use sea_orm::EntityTrait;
+use serde_json::Value;
+
+use crate::dicomweb::app_with_pacs;
+use crate::helpers::{Backend, PATIENT, example, run_python};
+use crate::hl7::MllpClient;
+use crate::pacs::{fresh_uid, upload};
+
+/// A phantom with a nodule and no consolidation, from a seed the model never trained on.
+fn nodule_phantom(size: usize) -> Vec<f32> {
+    let config = PhantomConfig { size, ..Default::default() };
+    (0..200)
+        .map(|i| generate(&config, 424_242, i))
+        .find(|p| p.labels == [true, false])
+        .expect("a nodule-only phantom among the first 200")
+        .image
+        .into_data()
+}
+
+fn chest_oru(control: &str, study_uid: &str) -> String {
+    format!(
+        "MSH|^~\\&|RIS|HOSP|RADSIGHT|AI|20261129120000||ORU^R01|{control}|P|2.5\r\
+PID|1||{PATIENT}||Roe^Richard\r\
+OBR|1|PLC-{control}|FIL-{control}|36643-5^XR Chest 2V^LN||||||||||||||ACC-{control}||||||DX|F\r\
+OBX|1|ST|110180^Study Instance UID^DCM||{study_uid}||||||F\r"
+    )
+}
+
+/// PNG width and height from its IHDR chunk.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()))
+}
+
+async fn an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_fhir_bundle(backend: Backend) {
+    let app = app_with_pacs(backend, 64 * 1024 * 1024).await;
+    let study = fresh_uid();
+    let meta = PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-E2E" };
+    upload(phantom_part10(&meta, 256, 256, &nodule_phantom(256))).await;
+
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&chest_oru("E2E-1", &study)).await.code(), "AA");
+    let jobs = app.wait_for_jobs("the study to be analysed", |j| j.len() == 1 && matches!(j[0].state.as_str(), "succeeded" | "dead")).await;
+    assert_eq!((jobs[0].state.as_str(), jobs[0].stage.as_deref()), ("succeeded", Some("analysed")), "{:?}", jobs[0].last_error);
+
+    // The stored result names the exact model and input.
+    let results = analysis_result::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!((r.status.as_str(), r.model_id.as_deref()), ("done", Some("radsight-phantom-cxr")));
+    let card_hash = toml_weights_hash();
+    assert_eq!(r.weights_sha256.as_deref(), Some(card_hash.as_str()));
+    assert_eq!(r.input_sha256.as_ref().map(String::len), Some(64));
+    assert_eq!(r.saliency_method.as_deref(), Some("grad-cam"));
+    let (auc, random) = (r.deletion_auc.unwrap(), r.random_deletion_auc.unwrap());
+    assert!((0.0..=1.0).contains(&auc) && (0.0..=1.0).contains(&random), "{auc} {random}");
+    let findings: Value = serde_json::from_str(&r.findings).unwrap();
+    let nodule = findings.as_array().unwrap().iter().find(|f| f["code"] == "nodule").expect("a nodule finding");
+    assert!(nodule["probability"].as_f64().unwrap() >= nodule["threshold"].as_f64().unwrap(), "the nodule is found: {findings}");
+    let explanation: Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
+    let (px, py) = (explanation["peak"]["x"].as_f64().unwrap(), explanation["peak"]["y"].as_f64().unwrap());
+    assert!((0.0..256.0).contains(&px) && (0.0..256.0).contains(&py), "the peak is in source pixels: {explanation}");
+
+    // Every step is in the trail, in order.
+    let actions: Vec<String> = app.audit().await.into_iter().map(|e| e.action).collect();
+    let position = |a: &str| actions.iter().position(|x| x == a).unwrap_or_else(|| panic!("{a} missing from {actions:?}"));
+    assert!(position("hl7.message") < position("job.started"));
+    assert!(position("job.started") < position("dicomweb.fetch"));
+    assert!(position("dicomweb.fetch") < position("dicom.decode"));
+    assert!(position("dicom.decode") < position("model.inference"));
+    assert!(position("model.inference") < position("job.succeeded"));
+
+    // The order hook's card names the finding, and its signed link gives the picture.
+    let cards = app.hook("radsight-imaging-order-select", &example("order-select")).await.cards();
+    let card = cards
+        .iter()
+        .find(|c| c["summary"].as_str().unwrap().contains("Nodule"))
+        .unwrap_or_else(|| panic!("a card names the nodule: {cards:#?}"));
+    assert_eq!(card["indicator"], "warning");
+    let link = card["links"].as_array().unwrap().iter().find(|l| l["type"] == "absolute").unwrap()["url"].as_str().unwrap().to_owned();
+    let resp = reqwest::get(&link).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(png_size(&resp.bytes().await.unwrap()), (256, 256), "the overlay is on the source grid");
+
+    let path = format!("/results/{}/fhir", r.id);
+    let reply = app.send(reqwest::Method::GET, &path, Some(&app.token(&path)), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (ok, out) = run_python("validate_bundle.py", &reply.text);
+    assert!(ok, "the Bundle does not validate: {out}");
+    assert!(out.contains("DiagnosticReport 1") && out.contains("Observation 2"), "{out}");
+}
+
+/// A copy of the registry whose weights have one byte flipped.
+fn tampered_registry() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/radsight-phantom-cxr"));
+    let to = dir.path().join("radsight-phantom-cxr");
+    std::fs::create_dir(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let weights = to.join("weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    dir
+}
+
+async fn a_model_whose_weights_do_not_match_its_card_is_refused_and_the_refusal_audited(backend: Backend) {
+    let registry = tampered_registry();
+    let app = crate::dicomweb::app_with_pacs_configured(backend, 64 * 1024 * 1024, |s| s.analysis.models_dir = registry.path().to_owned()).await;
+    let study = fresh_uid();
+    let meta = PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-TAMPER" };
+    upload(phantom_part10(&meta, 128, 128, &nodule_phantom(128))).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&chest_oru("TAMPER-1", &study)).await.code(), "AA");
+    let jobs = app.wait_for_jobs("the job to die", |j| j.len() == 1 && j[0].state == "dead").await;
+    assert_eq!((jobs[0].attempts, jobs[0].last_error.as_deref()), (1, Some("model-refused")));
+    let refused = app.audit_of("model.refused").await;
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].entities.contains("radsight-phantom-cxr"), "{}", refused[0].entities);
+    let results = analysis_result::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!((results.len(), results[0].status.as_str(), results[0].error.as_deref()), (1, "failed", Some("model-refused")));
+    // The card says so instead of "pending".
+    let cards = app.hook("radsight-patient-view", &example("patient-view")).await.cards();
+    assert!(cards.iter().any(|c| c["summary"].as_str().unwrap().contains("could not be completed")), "{cards:#?}");
+}
+
+/// The SHA-256 the shipped model's card names.
+fn toml_weights_hash() -> String {
+    let card = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/radsight-phantom-cxr/model-card.toml")).unwrap();
+    let card = radsight_vision::ModelCard::parse(&card).unwrap();
+    card.weights.sha256
+}
+
+backend_tests!(
+    an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_fhir_bundle,
+    a_model_whose_weights_do_not_match_its_card_is_refused_and_the_refusal_audited,
+);
