@@ -2,7 +2,7 @@
 //!
 //! Order of work in [`decode_with`]:
 //! 1. read the file meta group and check the transfer syntax against [`SUPPORTED_TRANSFER_SYNTAXES`];
-//! 2. parse the data set (dicom-object);
+//! 2. pre-scan every declared length against the input (`scan`), then parse (dicom-object);
 //! 3. read the image attributes and check them against [`DecodeLimits`] (no pixel allocated yet);
 //! 4. get little-endian stored samples: native pixel data as stored (length checked), or the
 //!    output of our RLE decoder / jpeg-decoder (JPEG precision checked first; panics caught);
@@ -18,9 +18,9 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
 use sha2::{Digest, Sha256};
 
-use crate::codec;
 use crate::error::DecodeError;
 use crate::voi::{Percentiles, VoiFunction, Window, WindowSource};
+use crate::{codec, scan};
 
 /// Transfer syntaxes [`decode`] accepts, with their names. Everything else is refused with
 /// [`DecodeError::UnsupportedTransferSyntax`].
@@ -144,6 +144,24 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     {
         return Err(DecodeError::UnsupportedTransferSyntax { uid: ts });
     }
+    let encoding = match ts.as_str() {
+        IMPLICIT_VR_LE => scan::Encoding {
+            explicit: false,
+            big: false,
+        },
+        EXPLICIT_VR_BE => scan::Encoding {
+            explicit: true,
+            big: true,
+        },
+        _ => scan::Encoding {
+            explicit: true,
+            big: false,
+        },
+    };
+    // A deflated data set may inflate to its pixels plus 64 MiB of other attributes.
+    let inflate_limit = (ts == DEFLATED_EXPLICIT_VR_LE)
+        .then(|| options.limits.max_pixel_bytes.saturating_add(64 << 20));
+    scan::check(body, encoding, inflate_limit)?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(body)
@@ -550,16 +568,15 @@ fn decode_encapsulated(
             keyword: "PixelData",
         });
     }
-    if jpeg {
-        // The precision first: 12-bit JPEG must say so, not "BitsAllocated 16".
-        if let Some(h) = fragments.first().and_then(|f| codec::jpeg_header(f)) {
-            if h.precision != 8 {
-                return Err(DecodeError::UnsupportedJpegPrecision {
-                    uid: ts.into(),
-                    precision: h.precision,
-                });
-            }
-        }
+    // The precision first: 12-bit JPEG must say so, not "BitsAllocated 16".
+    if jpeg
+        && let Some(h) = fragments.first().and_then(|f| codec::jpeg_header(f))
+        && h.precision != 8
+    {
+        return Err(DecodeError::UnsupportedJpegPrecision {
+            uid: ts.into(),
+            precision: h.precision,
+        });
     }
     let frames = codec::frames(ts, fragments, offset_table, header.frames, jpeg)?;
     let samples = usize::from(header.samples_per_pixel);

@@ -40,14 +40,16 @@
 //!
 //! # Untrusted input
 //! Never panics: header arithmetic is checked or saturating, slices are checked, and the one
-//! third-party codec call (jpeg-decoder) is wrapped in `catch_unwind` as a last resort. Known gap: dicom-parser allocates an element's declared
-//! length (up to 4 GiB) before reading it, so a corrupt length in the data set costs that
-//! allocation before the read fails; callers must bound the input size.
+//! third-party codec call (jpeg-decoder) is wrapped in `catch_unwind` as a last resort.
+//! dicom-parser zero-fills an element's declared length (up to 4 GiB) before reading it, so a
+//! pre-scan first checks every declared element and item length against the input (and
+//! inflates deflated data sets with a bound); sequences nest at most 32 deep.
 
 mod codec;
 mod decode;
 mod error;
 mod image;
+mod scan;
 mod voi;
 
 pub use decode::{
