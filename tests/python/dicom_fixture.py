@@ -16,7 +16,9 @@ For every DICOM file listed in CASES below, found in the installed pydicom wheel
 - `resize.json`               Pillow's BILINEAR resize (mode "F") of a small deterministic image,
                                the reference for radsight-dicom's letterbox resize;
 - `manifest.json`             one entry per file: name, what the decoder must do ("ok" or the
-                               stable error code), shape, transfer syntax, and the two arrays above.
+                               stable error code), shape, transfer syntax, the two arrays above,
+                               and for grey files without a window numpy's 0.5/99.5 percentiles
+                               of the middle frame.
 
 Two files are made here, not shipped by pydicom: `gray_jpeg_baseline.dcm` (8-bit grey JPEG
 baseline, encoded by Pillow from CT_small) and `gray_jpeg_extended8.dcm` (the same 8-bit stream
@@ -202,6 +204,9 @@ def main():
                 colour=colour,
                 modality=name + ".modality.f32",
             )
+            if not colour and not ("WindowCenter" in ds and "WindowWidth" in ds):
+                # radsight's default window: numpy's 0.5 and 99.5 percentiles of the middle frame.
+                entry["percentiles"] = [float(x) for x in np.percentile(values[frames // 2], [0.5, 99.5])]
             if not colour and "WindowCenter" in ds and "WindowWidth" in ds:
                 voi = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0).astype(np.float64)
                 y_min, y_max = voi_range(ds)

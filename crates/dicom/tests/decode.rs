@@ -125,6 +125,19 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
                         img.transfer_syntax
                     ));
                 }
+                if let Some(p) = entry["percentiles"].as_array() {
+                    let (lo, hi) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+                    let w = img.window;
+                    let (got_lo, got_hi) = (w.center - w.width / 2.0, w.center + w.width / 2.0);
+                    let expected_width = if hi > lo { hi - lo } else { 1.0 };
+                    if (w.width - expected_width).abs() > 1e-3
+                        || (hi > lo && ((got_lo - lo).abs() > 1e-3 || (got_hi - hi).abs() > 1e-3))
+                    {
+                        failures.push(format!(
+                            "{name}: percentile window {got_lo}..{got_hi}, numpy {lo}..{hi}"
+                        ));
+                    }
+                }
                 if let Some(voi) = entry["voi"].as_str() {
                     let expected = read_f32(voi);
                     assert_eq!(img.window.source, WindowSource::File, "{name}");
