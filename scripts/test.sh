@@ -47,12 +47,13 @@ ensure_postgres() {
 }
 
 ensure_python() {
-  # The independent audit-proof verifier and the FHIR validator run in their own venv.
+  # The independent audit-proof verifier, the FHIR validator and the DICOM reference (pydicom)
+  # run in their own venv.
   local venv=.venv-test
   command -v python3 >/dev/null 2>&1 || apt_install python3
   python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/python" -c 'import cryptography, fhir.resources' 2>/dev/null ||
+  "$venv/bin/python" -c 'import cryptography, fhir.resources, pydicom, numpy, PIL' 2>/dev/null ||
     "$venv/bin/pip" install -q -r tests/python/requirements.txt
   export RADSIGHT_TEST_PYTHON="$PWD/$venv/bin/python"
 }

@@ -1,0 +1,737 @@
+//! Part 10 bytes to modality values: header checks, limits, native sample unpacking, codecs.
+//!
+//! Order of work in [`decode_with`]:
+//! 1. read the file meta group and check the transfer syntax against [`SUPPORTED_TRANSFER_SYNTAXES`];
+//! 2. pre-scan every declared length against the input (`scan`), then parse (dicom-object);
+//! 3. read the image attributes and check them against [`DecodeLimits`] (no pixel allocated yet);
+//! 4. get little-endian stored samples: native pixel data as stored (length checked), or the
+//!    output of our RLE decoder / jpeg-decoder (JPEG precision checked first; panics caught);
+//! 5. unpack each sample (mask to BitsStored, sign-extend), hash it, apply the modality LUT
+//!    (rescale) or, for colour, take the luma;
+//! 6. choose the window: from the file, or percentiles of the default frame.
+
+use dicom_core::Tag;
+use dicom_core::header::HasLength;
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use sha2::{Digest, Sha256};
+
+use crate::error::DecodeError;
+use crate::voi::{Percentiles, VoiFunction, Window, WindowSource};
+use crate::{codec, scan};
+
+/// Transfer syntaxes [`decode`] accepts, with their names. Everything else is refused with
+/// [`DecodeError::UnsupportedTransferSyntax`].
+pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
+    (IMPLICIT_VR_LE, "Implicit VR Little Endian"),
+    (EXPLICIT_VR_LE, "Explicit VR Little Endian"),
+    (EXPLICIT_VR_BE, "Explicit VR Big Endian (retired)"),
+    (
+        DEFLATED_EXPLICIT_VR_LE,
+        "Deflated Explicit VR Little Endian",
+    ),
+    (RLE_LOSSLESS, "RLE Lossless"),
+    (JPEG_BASELINE, "JPEG Baseline (Process 1), 8-bit"),
+    (JPEG_EXTENDED, "JPEG Extended (Process 2 & 4), 8-bit only"),
+];
+
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// Bounds checked from the header before any pixel is allocated or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Default 16384.
+    pub max_rows: u32,
+    /// Default 16384.
+    pub max_columns: u32,
+    /// Default 2000.
+    pub max_frames: u32,
+    /// Bound on both the decoded stored pixel bytes (Rows x Columns x Frames x Samples x
+    /// BitsAllocated/8) and the f32 modality values kept in [`DecodedImage`]
+    /// (Rows x Columns x Frames x 4). Default 1 GiB.
+    pub max_pixel_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_rows: 16384,
+            max_columns: 16384,
+            max_frames: 2000,
+            max_pixel_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Everything [`decode_with`] can be told. `DecodeOptions::default()` is what [`decode`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DecodeOptions {
+    pub limits: DecodeLimits,
+    /// The window used when the file has none (default 0.5 % to 99.5 % of the default frame).
+    pub percentiles: Percentiles,
+}
+
+/// A decoded image: the header facts radsight records, and every frame's modality values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedImage {
+    pub rows: u32,
+    pub columns: u32,
+    pub frames: u32,
+    /// Transfer syntax UID of the input.
+    pub transfer_syntax: String,
+    /// Photometric interpretation of the input, e.g. `MONOCHROME2`, `RGB`, `YBR_FULL_422`.
+    pub photometric: String,
+    pub samples_per_pixel: u16,
+    pub bits_allocated: u16,
+    pub bits_stored: u16,
+    /// PixelRepresentation 1.
+    pub signed: bool,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub series_instance_uid: Option<String>,
+    pub study_instance_uid: Option<String>,
+    /// frames x rows x columns, row-major: stored values after the modality LUT (rescale
+    /// slope/intercept); for colour input the Rec. 601 luma `0.299 R + 0.587 G + 0.114 B` of the
+    /// stored RGB values (no rescale applies to colour).
+    pub modality_values: Vec<f32>,
+    /// The VOI window [`DecodedImage::normalised_frame`] applies.
+    pub window: Window,
+    /// SHA-256 of the decoded stored samples, before masking and rescale: one little-endian word
+    /// of BitsAllocated bits (one byte for 1-bit images) per sample, pixel-interleaved, all frames
+    /// (YBR_FULL_422 native data is hashed as stored). Equal for the same pixels in any lossless
+    /// transfer syntax.
+    pub pixel_sha256: [u8; 32],
+}
+
+/// Decodes a DICOM Part 10 object (with or without the 128-byte preamble, as WADO-RS returns it)
+/// with default options. See [`decode_with`].
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
+    decode_with(
+        bytes,
+        &DecodeOptions {
+            limits: *limits,
+            ..DecodeOptions::default()
+        },
+    )
+}
+
+/// Decodes a DICOM Part 10 object into modality values and a window.
+///
+/// Never panics on any input: arithmetic on header values is checked, and the third-party codec
+/// call is wrapped in `catch_unwind` as a last resort ([`DecodeError::CodecPanicked`]).
+pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
+    let start = part10_start(bytes)?;
+    let body = &bytes[start..];
+    let meta = FileMetaTable::from_reader(body).map_err(|e| DecodeError::ReadFileMeta {
+        detail: e.to_string(),
+    })?;
+    let ts = meta
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    if !SUPPORTED_TRANSFER_SYNTAXES
+        .iter()
+        .any(|(uid, _)| *uid == ts)
+    {
+        return Err(DecodeError::UnsupportedTransferSyntax { uid: ts });
+    }
+    let encoding = match ts.as_str() {
+        IMPLICIT_VR_LE => scan::Encoding {
+            explicit: false,
+            big: false,
+        },
+        EXPLICIT_VR_BE => scan::Encoding {
+            explicit: true,
+            big: true,
+        },
+        _ => scan::Encoding {
+            explicit: true,
+            big: false,
+        },
+    };
+    // A deflated data set may inflate to its pixels plus 64 MiB of other attributes.
+    let inflate_limit = (ts == DEFLATED_EXPLICIT_VR_LE)
+        .then(|| options.limits.max_pixel_bytes.saturating_add(64 << 20));
+    scan::check(body, encoding, inflate_limit)?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(body)
+        .map_err(|e| DecodeError::ReadDataSet {
+            detail: e.to_string(),
+        })?;
+
+    let header = ImageHeader::read(&obj)?;
+    header.check_limits(&options.limits)?;
+
+    let pixel = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .ok_or_else(|| DecodeError::NotImage {
+            reason: "no PixelData".into(),
+        })?;
+    let native = matches!(pixel.value(), Value::Primitive(_));
+    let (stored, photometric_after) = match pixel.value() {
+        Value::Primitive(p) => (
+            native_le_bytes(p, &ts, header.bits_allocated),
+            header.photometric,
+        ),
+        Value::PixelSequence(seq) => {
+            decode_encapsulated(&ts, &header, seq.fragments(), seq.offset_table())?
+        }
+        Value::Sequence(_) => {
+            return Err(DecodeError::InvalidAttribute {
+                keyword: "PixelData",
+            });
+        }
+    };
+    let layout = Layout {
+        header: &header,
+        photometric: photometric_after,
+        planar: native && header.planar,
+    };
+    let expected = layout.stored_bytes();
+    if (stored.len() as u64) < expected {
+        return Err(if native {
+            DecodeError::TruncatedPixelData {
+                expected,
+                actual: stored.len() as u64,
+            }
+        } else {
+            DecodeError::DecodePixelData {
+                uid: ts.clone(),
+                detail: format!("codec produced {} bytes, expected {expected}", stored.len()),
+            }
+        });
+    }
+    let (modality_values, pixel_sha256) = layout.unpack(&stored[..expected as usize])?;
+
+    let default_frame = header.frames / 2;
+    let window = match header.window {
+        Some(w) => w,
+        None => {
+            let per_frame = (header.rows as usize) * (header.columns as usize);
+            let start = default_frame as usize * per_frame;
+            let frame = modality_values.get(start..start + per_frame).unwrap_or(&[]);
+            Window::from_percentiles(frame, options.percentiles)
+        }
+    };
+
+    Ok(DecodedImage {
+        rows: header.rows,
+        columns: header.columns,
+        frames: header.frames,
+        transfer_syntax: ts,
+        photometric: header.photometric_text.clone(),
+        samples_per_pixel: header.samples_per_pixel,
+        bits_allocated: header.bits_allocated,
+        bits_stored: header.bits_stored,
+        signed: header.signed,
+        modality: string(&obj, tags::MODALITY),
+        body_part: string(&obj, tags::BODY_PART_EXAMINED),
+        sop_instance_uid: string(&obj, tags::SOP_INSTANCE_UID),
+        series_instance_uid: string(&obj, tags::SERIES_INSTANCE_UID),
+        study_instance_uid: string(&obj, tags::STUDY_INSTANCE_UID),
+        modality_values,
+        window,
+        pixel_sha256,
+    })
+}
+
+/// Where the file meta group starts: after a 128-byte preamble, or at 0.
+fn part10_start(bytes: &[u8]) -> Result<usize, DecodeError> {
+    if bytes.get(128..132) == Some(b"DICM") {
+        Ok(128)
+    } else if bytes.get(0..4) == Some(b"DICM") {
+        Ok(0)
+    } else {
+        Err(DecodeError::ReadFileMeta {
+            detail: "no DICM magic at offset 0 or 128".into(),
+        })
+    }
+}
+
+type Obj = dicom_object::FileDicomObject<InMemDicomObject>;
+
+fn string(obj: &Obj, tag: Tag) -> Option<String> {
+    let s = obj.element_opt(tag).ok()??.to_str().ok()?;
+    let s = s.trim_matches(['\0', ' ']);
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn uint(obj: &Obj, tag: Tag, keyword: &'static str) -> Result<Option<u32>, DecodeError> {
+    match obj.element_opt(tag).ok().flatten() {
+        None => Ok(None),
+        Some(e) if e.is_empty() => Ok(None),
+        Some(e) => e
+            .to_int::<u32>()
+            .map(Some)
+            .map_err(|_| DecodeError::InvalidAttribute { keyword }),
+    }
+}
+
+fn required(obj: &Obj, tag: Tag, keyword: &'static str) -> Result<u32, DecodeError> {
+    uint(obj, tag, keyword)?.ok_or_else(|| DecodeError::NotImage {
+        reason: format!("no {keyword}"),
+    })
+}
+
+/// First value of a decimal-string attribute, looked up in `item`.
+fn first_f64(item: &InMemDicomObject, tag: Tag) -> Option<f64> {
+    let v = item.element_opt(tag).ok()??.to_multi_float64().ok()?;
+    v.first().copied().filter(|x| x.is_finite())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Photometric {
+    Monochrome1,
+    Monochrome2,
+    Rgb,
+    YbrFull,
+    YbrFull422,
+}
+
+struct ImageHeader {
+    rows: u32,
+    columns: u32,
+    frames: u32,
+    samples_per_pixel: u16,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    planar: bool,
+    photometric: Photometric,
+    photometric_text: String,
+    /// (slope, intercept)
+    rescale: (f64, f64),
+    window: Option<Window>,
+}
+
+impl ImageHeader {
+    fn read(obj: &Obj) -> Result<Self, DecodeError> {
+        if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+            let has = |tag| obj.element_opt(tag).ok().flatten().is_some();
+            if has(tags::FLOAT_PIXEL_DATA) || has(tags::DOUBLE_FLOAT_PIXEL_DATA) {
+                return Err(DecodeError::UnsupportedImage {
+                    reason: "float pixel data".into(),
+                });
+            }
+            // dicom-parser ends a data set quietly at end of input between elements, so a file
+            // cut before its PixelData parses. An object with image attributes but no pixels is
+            // taken as truncated, not as a non-image.
+            if has(tags::ROWS) && has(tags::COLUMNS) && has(tags::BITS_ALLOCATED) {
+                return Err(DecodeError::ReadDataSet {
+                    detail: "image attributes but no PixelData: truncated object?".into(),
+                });
+            }
+            return Err(DecodeError::NotImage {
+                reason: "no PixelData".into(),
+            });
+        }
+        let rows = required(obj, tags::ROWS, "Rows")?;
+        let columns = required(obj, tags::COLUMNS, "Columns")?;
+        if rows == 0 {
+            return Err(DecodeError::InvalidAttribute { keyword: "Rows" });
+        }
+        if columns == 0 {
+            return Err(DecodeError::InvalidAttribute { keyword: "Columns" });
+        }
+        let frames = uint(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")?.unwrap_or(1);
+        if frames == 0 {
+            return Err(DecodeError::InvalidAttribute {
+                keyword: "NumberOfFrames",
+            });
+        }
+        let samples = required(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?;
+        let bits_allocated = required(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
+        let bits_stored = uint(obj, tags::BITS_STORED, "BitsStored")?.unwrap_or(bits_allocated);
+        let high_bit =
+            uint(obj, tags::HIGH_BIT, "HighBit")?.unwrap_or(bits_stored.saturating_sub(1));
+        let signed =
+            uint(obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation")?.unwrap_or(0) == 1;
+        let planar =
+            uint(obj, tags::PLANAR_CONFIGURATION, "PlanarConfiguration")?.unwrap_or(0) == 1;
+        let photometric_text =
+            string(obj, tags::PHOTOMETRIC_INTERPRETATION).ok_or_else(|| DecodeError::NotImage {
+                reason: "no PhotometricInterpretation".into(),
+            })?;
+        let unsupported = |reason: String| Err(DecodeError::UnsupportedImage { reason });
+
+        if !matches!(bits_allocated, 1 | 8 | 16 | 32) {
+            return unsupported(format!("BitsAllocated {bits_allocated}"));
+        }
+        if bits_stored == 0 || bits_stored > bits_allocated {
+            return Err(DecodeError::InvalidAttribute {
+                keyword: "BitsStored",
+            });
+        }
+        if high_bit + 1 != bits_stored {
+            return unsupported(format!("HighBit {high_bit} with BitsStored {bits_stored}"));
+        }
+        let photometric = match (photometric_text.as_str(), samples) {
+            ("MONOCHROME1", 1) => Photometric::Monochrome1,
+            ("MONOCHROME2", 1) => Photometric::Monochrome2,
+            ("RGB", 3) => Photometric::Rgb,
+            ("YBR_FULL", 3) => Photometric::YbrFull,
+            ("YBR_FULL_422", 3) => Photometric::YbrFull422,
+            (pi, s) => {
+                return unsupported(format!(
+                    "PhotometricInterpretation {pi} with SamplesPerPixel {s}"
+                ));
+            }
+        };
+        if samples == 3 && (signed || bits_allocated == 1) {
+            return unsupported(format!(
+                "colour with BitsAllocated {bits_allocated}, signed {signed}"
+            ));
+        }
+        if photometric == Photometric::YbrFull422 && (columns % 2 != 0 || bits_allocated != 8) {
+            return unsupported("YBR_FULL_422 with odd Columns or not 8 bits".into());
+        }
+        if obj
+            .element_opt(tags::MODALITY_LUT_SEQUENCE)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return unsupported(
+                "Modality LUT Sequence (only rescale slope/intercept is applied)".into(),
+            );
+        }
+
+        let rescale = rescale(obj);
+        let window = if samples == 1 { file_window(obj) } else { None };
+        Ok(ImageHeader {
+            rows,
+            columns,
+            frames,
+            samples_per_pixel: samples as u16,
+            bits_allocated: bits_allocated as u16,
+            bits_stored: bits_stored as u16,
+            signed,
+            planar,
+            photometric,
+            photometric_text,
+            rescale,
+            window,
+        })
+    }
+
+    fn check_limits(&self, limits: &DecodeLimits) -> Result<(), DecodeError> {
+        let check = |what, value: u64, limit: u64| {
+            if value > limit {
+                Err(DecodeError::TooLarge { what, value, limit })
+            } else {
+                Ok(())
+            }
+        };
+        check("Rows", self.rows.into(), limits.max_rows.into())?;
+        check("Columns", self.columns.into(), limits.max_columns.into())?;
+        check(
+            "NumberOfFrames",
+            self.frames.into(),
+            limits.max_frames.into(),
+        )?;
+        // u32 x u32 x u32 can overflow u64; saturate, which still exceeds any limit.
+        let pixels = u64::from(self.rows)
+            .saturating_mul(self.columns.into())
+            .saturating_mul(self.frames.into());
+        let stored_bits = pixels
+            .saturating_mul(self.samples_per_pixel.into())
+            .saturating_mul(self.bits_allocated.into());
+        check(
+            "decoded pixel bytes",
+            stored_bits.div_ceil(8),
+            limits.max_pixel_bytes,
+        )?;
+        check(
+            "modality value bytes",
+            pixels.saturating_mul(4),
+            limits.max_pixel_bytes,
+        )
+    }
+}
+
+/// Rescale slope and intercept: top level, else the shared functional groups' Pixel Value
+/// Transformation (enhanced multi-frame), else identity.
+fn rescale(obj: &Obj) -> (f64, f64) {
+    let top: &InMemDicomObject = obj;
+    let from = |item: &InMemDicomObject| {
+        Some((
+            first_f64(item, tags::RESCALE_SLOPE)?,
+            first_f64(item, tags::RESCALE_INTERCEPT)?,
+        ))
+    };
+    from(top)
+        .or_else(|| functional_group(top, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).and_then(from))
+        .unwrap_or((1.0, 0.0))
+}
+
+/// The first item of `seq` inside the shared functional groups, else inside the first frame's.
+fn functional_group(obj: &InMemDicomObject, seq: Tag) -> Option<&InMemDicomObject> {
+    [
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+    ]
+    .into_iter()
+    .find_map(|group| {
+        let group = obj.element_opt(group).ok()??.items()?.first()?;
+        group.element_opt(seq).ok()??.items()?.first()
+    })
+}
+
+/// Window centre/width from the file (first value), at top level or in Frame VOI LUT functional
+/// groups. A width the function cannot use (< 1 for LINEAR, <= 0 otherwise) or an unknown
+/// VOI LUT Function counts as no window.
+fn file_window(obj: &Obj) -> Option<Window> {
+    let top: &InMemDicomObject = obj;
+    let from = |item: &InMemDicomObject| {
+        let center = first_f64(item, tags::WINDOW_CENTER)?;
+        let width = first_f64(item, tags::WINDOW_WIDTH)?;
+        let function = match item.element_opt(tags::VOILUT_FUNCTION).ok().flatten() {
+            None => VoiFunction::Linear,
+            Some(e) => match e.to_str().ok()?.trim_matches(['\0', ' ']) {
+                "" | "LINEAR" => VoiFunction::Linear,
+                "LINEAR_EXACT" => VoiFunction::LinearExact,
+                "SIGMOID" => VoiFunction::Sigmoid,
+                _ => return None,
+            },
+        };
+        let usable = match function {
+            VoiFunction::Linear => width >= 1.0,
+            _ => width > 0.0,
+        };
+        usable.then_some(Window {
+            center,
+            width,
+            function,
+            source: WindowSource::File,
+        })
+    };
+    from(top).or_else(|| functional_group(top, tags::FRAME_VOILUT_SEQUENCE).and_then(from))
+}
+
+/// Native pixel data as little-endian bytes, whatever VR dicom-parser gave it.
+///
+/// Little endian: values to little-endian bytes. Big endian: rebuild the stream as it was in the
+/// file (OW words big endian), then reverse each BitsAllocated word (16/32); 1- and 8-bit data
+/// in OW words is a byte stream in little-endian word order, as pydicom reads it.
+fn native_le_bytes(p: &PrimitiveValue, ts: &str, bits_allocated: u16) -> Vec<u8> {
+    let big = ts == EXPLICIT_VR_BE;
+    let mut out: Vec<u8> = match p {
+        PrimitiveValue::U8(v) => v.to_vec(),
+        PrimitiveValue::U16(v) if big && bits_allocated > 8 => {
+            v.iter().flat_map(|x| x.to_be_bytes()).collect()
+        }
+        PrimitiveValue::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        PrimitiveValue::I16(v) if big && bits_allocated > 8 => {
+            v.iter().flat_map(|x| x.to_be_bytes()).collect()
+        }
+        PrimitiveValue::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        PrimitiveValue::U32(v) if big => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
+        PrimitiveValue::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        PrimitiveValue::I32(v) if big => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
+        PrimitiveValue::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        // Any other VR for PixelData is malformed; hand over what dicom-core serialises so the
+        // length check reports it.
+        other => other.to_bytes().into_owned(),
+    };
+    if big && bits_allocated > 8 {
+        for word in out.chunks_exact_mut(usize::from(bits_allocated / 8)) {
+            word.reverse();
+        }
+    }
+    out
+}
+
+/// RLE or JPEG frames into little-endian stored samples, and the photometric interpretation of
+/// what came out (JPEG YBR_FULL_422 is upsampled by the codec, so it is YBR_FULL here).
+fn decode_encapsulated(
+    ts: &str,
+    header: &ImageHeader,
+    fragments: &[Vec<u8>],
+    offset_table: &[u32],
+) -> Result<(Vec<u8>, Photometric), DecodeError> {
+    let jpeg = ts == JPEG_BASELINE || ts == JPEG_EXTENDED;
+    if !jpeg && ts != RLE_LOSSLESS {
+        // Encapsulated data in a native transfer syntax.
+        return Err(DecodeError::InvalidAttribute {
+            keyword: "PixelData",
+        });
+    }
+    // The precision first: 12-bit JPEG must say so, not "BitsAllocated 16".
+    if jpeg
+        && let Some(h) = fragments.first().and_then(|f| codec::jpeg_header(f))
+        && h.precision != 8
+    {
+        return Err(DecodeError::UnsupportedJpegPrecision {
+            uid: ts.into(),
+            precision: h.precision,
+        });
+    }
+    let frames = codec::frames(ts, fragments, offset_table, header.frames, jpeg)?;
+    let samples = usize::from(header.samples_per_pixel);
+    let pixels = header.rows as usize * header.columns as usize;
+    let bytes = usize::from(header.bits_allocated.div_ceil(8));
+    let total = pixels * samples * bytes * frames.len(); // bounded by check_limits
+    let mut out = Vec::new();
+    out.try_reserve_exact(total)
+        .map_err(|_| DecodeError::Allocate {
+            bytes: total as u64,
+        })?;
+    let mut photometric = match header.photometric {
+        Photometric::YbrFull422 => Photometric::YbrFull,
+        other => other,
+    };
+    if jpeg && header.bits_allocated != 8 {
+        return Err(DecodeError::UnsupportedImage {
+            reason: format!("JPEG with BitsAllocated {}", header.bits_allocated),
+        });
+    }
+    if !jpeg && header.bits_allocated == 1 {
+        return Err(DecodeError::UnsupportedImage {
+            reason: "RLE with BitsAllocated 1".into(),
+        });
+    }
+    let mut joined = Vec::new();
+    for group in frames {
+        let frame: &[u8] = if group.len() == 1 {
+            group[0]
+        } else {
+            joined.clear();
+            group.iter().for_each(|f| joined.extend_from_slice(f));
+            &joined
+        };
+        if jpeg {
+            if codec::decode_jpeg_frame(ts, frame, header.rows, header.columns, samples, &mut out)?
+            {
+                photometric = Photometric::Rgb;
+            }
+        } else {
+            codec::decode_rle_frame(ts, frame, pixels, samples, bytes, &mut out)?;
+        }
+    }
+    Ok((out, photometric))
+}
+
+struct Layout<'a> {
+    header: &'a ImageHeader,
+    photometric: Photometric,
+    planar: bool,
+}
+
+impl Layout<'_> {
+    fn pixels_per_frame(&self) -> usize {
+        self.header.rows as usize * self.header.columns as usize
+    }
+
+    /// Stored bytes all frames need (saturating; `check_limits` bounded it already).
+    fn stored_bytes(&self) -> u64 {
+        let h = self.header;
+        let samples_per_pixel = if self.photometric == Photometric::YbrFull422 {
+            2
+        } else {
+            h.samples_per_pixel.into()
+        };
+        let bits = (self.pixels_per_frame() as u64)
+            .saturating_mul(h.frames.into())
+            .saturating_mul(samples_per_pixel)
+            .saturating_mul(h.bits_allocated.into());
+        bits.div_ceil(8)
+    }
+
+    /// Masks, sign-extends, hashes and rescales every sample; colour becomes luma.
+    fn unpack(&self, stored: &[u8]) -> Result<(Vec<f32>, [u8; 32]), DecodeError> {
+        let h = self.header;
+        let n = self.pixels_per_frame() * h.frames as usize;
+        let mut out: Vec<f32> = Vec::new();
+        out.try_reserve_exact(n)
+            .map_err(|_| DecodeError::Allocate {
+                bytes: n as u64 * 4,
+            })?;
+        let mut hasher = Sha256::new();
+        let bytes_per_sample = usize::from(h.bits_allocated / 8);
+        let mask: u32 = if h.bits_stored >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << h.bits_stored) - 1
+        };
+        let sign_bit: u32 = 1u32 << (h.bits_stored - 1);
+        let value = |raw: u32| -> f64 {
+            let v = raw & mask;
+            if h.signed && v & sign_bit != 0 {
+                f64::from(v) - 2f64.powi(h.bits_stored.into())
+            } else {
+                f64::from(v)
+            }
+        };
+        let word = |i: usize| -> u32 {
+            let b = &stored[i * bytes_per_sample..(i + 1) * bytes_per_sample];
+            match bytes_per_sample {
+                1 => b[0].into(),
+                2 => u16::from_le_bytes([b[0], b[1]]).into(),
+                _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            }
+        };
+        let (slope, intercept) = h.rescale;
+        let ppf = self.pixels_per_frame();
+        match (h.samples_per_pixel, self.photometric) {
+            (1, _) if h.bits_allocated == 1 => {
+                let bits: Vec<u8> = (0..n).map(|i| (stored[i / 8] >> (i % 8)) & 1).collect();
+                hasher.update(&bits);
+                out.extend(
+                    bits.iter()
+                        .map(|&b| (value(b.into()) * slope + intercept) as f32),
+                );
+            }
+            (1, _) => {
+                hasher.update(stored);
+                out.extend((0..n).map(|i| (value(word(i)) * slope + intercept) as f32));
+            }
+            (_, Photometric::YbrFull422) => {
+                // Y0 Y1 Cb Cr for every two pixels; luma is Y.
+                hasher.update(stored);
+                out.extend((0..n).map(|i| f32::from(stored[(i / 2) * 4 + (i % 2)])));
+            }
+            (_, pi) => {
+                let mut interleaved = Vec::new();
+                interleaved
+                    .try_reserve_exact(stored.len())
+                    .map_err(|_| DecodeError::Allocate {
+                        bytes: stored.len() as u64,
+                    })?;
+                for f in 0..h.frames as usize {
+                    for p in 0..ppf {
+                        let idx = |c: usize| {
+                            if self.planar {
+                                f * ppf * 3 + c * ppf + p
+                            } else {
+                                (f * ppf + p) * 3 + c
+                            }
+                        };
+                        let (a, b, c) = (word(idx(0)), word(idx(1)), word(idx(2)));
+                        for s in [a, b, c] {
+                            interleaved.extend_from_slice(&s.to_le_bytes()[..bytes_per_sample]);
+                        }
+                        let (a, b, c) = (value(a), value(b), value(c));
+                        out.push(match pi {
+                            Photometric::YbrFull => a as f32,
+                            _ => (0.299 * a + 0.587 * b + 0.114 * c) as f32,
+                        });
+                    }
+                }
+                hasher.update(&interleaved);
+            }
+        }
+        Ok((out, hasher.finalize().into()))
+    }
+}

@@ -1,0 +1,104 @@
+//! radsight-dicom: DICOM Part 10 bytes (as WADO-RS returns them) to a windowed, normalised,
+//! single-channel f32 image for a model, and the letterbox geometry to map model outputs back.
+//!
+//! # Pipeline
+//! [`decode`] parses the object, checks the header against [`DecodeLimits`] before any pixel is
+//! allocated, unpacks every frame's stored samples (mask to BitsStored, sign-extend when
+//! PixelRepresentation is 1), applies the modality LUT (RescaleSlope/RescaleIntercept, also from
+//! the shared functional groups of enhanced multi-frame objects) and picks a VOI [`Window`].
+//! [`DecodedImage::normalised_frame`] applies that window (first WindowCenter/WindowWidth value of
+//! the file with its VOILUTFunction, else a percentile window, 0.5 %–99.5 % of the default frame by
+//! default) and inverts MONOCHROME1, giving [0, 1]. [`letterbox`] resizes to an N×N model input.
+//!
+//! # Supported
+//! | Transfer syntax | How |
+//! |---|---|
+//! | Implicit VR LE, Explicit VR LE, Explicit VR BE | native, unpacked here |
+//! | Deflated Explicit VR LE | inflated by dicom-object, then native |
+//! | RLE Lossless | PS3.5 Annex G, decoded here (8, 16 and 32 bits) |
+//! | JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended (…4.51) | jpeg-decoder, **8-bit only** |
+//!
+//! Everything else (JPEG 2000, JPEG-LS, JPEG lossless, 12-bit JPEG extended, HTJ2K, video) is
+//! refused with a typed error carrying the UID: jpeg-decoder (the codec of dicom-pixeldata 0.10
+//! too) cannot decode 12-bit JPEG (`unsupported SamplePrecision(12)`), and the other codecs need
+//! C/C++ toolchains or add weight we do not carry yet. We never guess pixels.
+//!
+//! dicom-pixeldata itself is not used: its RLE decoder refuses 32-bit data and indexes unchecked
+//! on short segments, and its JPEG path colour-transforms DICOM `RGB` streams that have no Adobe
+//! marker (see `codec`). We decode the fragments ourselves with the same jpeg-decoder.
+//!
+//! Images: MONOCHROME1/2 with BitsAllocated 1, 8, 16 or 32 (HighBit = BitsStored − 1), and colour
+//! (RGB, YBR_FULL, YBR_FULL_422; native or from the codecs), which is **converted to luma**
+//! (Rec. 601: 0.299 R + 0.587 G + 0.114 B; for native YBR the Y sample itself) because the models
+//! are grey; colour photographs through a grey model are the caller's decision, made visible by
+//! [`DecodedImage::samples_per_pixel`]. PALETTE COLOR, a Modality LUT Sequence and float pixel
+//! data are refused. A VOI LUT Sequence is not applied (the window or percentiles are).
+//!
+//! Multi-frame: every frame is decoded into [`DecodedImage::modality_values`];
+//! [`DecodedImage::default_frame`] is the middle frame (`frames / 2`, frame 0 for one frame), the
+//! frame a single-image model sees and the one the percentile window is computed on.
+//!
+//! # Untrusted input
+//! Never panics: header arithmetic is checked or saturating, slices are checked, and the one
+//! third-party codec call (jpeg-decoder) is wrapped in `catch_unwind` as a last resort.
+//! dicom-parser zero-fills an element's declared length (up to 4 GiB) before reading it, so a
+//! pre-scan first checks every declared element and item length against the input (and
+//! inflates deflated data sets with a bound); sequences nest at most 32 deep.
+
+mod codec;
+mod decode;
+mod error;
+mod image;
+mod scan;
+mod voi;
+
+pub use decode::{
+    DecodeLimits, DecodeOptions, DecodedImage, SUPPORTED_TRANSFER_SYNTAXES, decode, decode_with,
+};
+pub use error::DecodeError;
+pub use image::{GrayImage, Letterbox, MapSizeMismatch, PixelBox, letterbox};
+pub use voi::{Percentiles, VoiFunction, Window, WindowSource};
+
+impl DecodedImage {
+    /// The frame a single-image consumer should use: the middle one (`frames / 2`).
+    pub fn default_frame(&self) -> u32 {
+        self.frames / 2
+    }
+
+    /// One frame's modality values (rows × columns), `None` when `frame >= frames`.
+    pub fn frame_values(&self, frame: u32) -> Option<&[f32]> {
+        let n = self.rows as usize * self.columns as usize;
+        let start = (frame as usize).checked_mul(n)?;
+        if frame >= self.frames {
+            return None;
+        }
+        self.modality_values.get(start..start.checked_add(n)?)
+    }
+
+    /// `frame` after [`DecodedImage::window`] and MONOCHROME1 inversion, in [0, 1].
+    pub fn normalised_frame(&self, frame: u32) -> Option<GrayImage> {
+        self.normalise_frame(frame, &self.window)
+    }
+
+    /// `frame` after `window` and MONOCHROME1 inversion, in [0, 1].
+    pub fn normalise_frame(&self, frame: u32, window: &Window) -> Option<GrayImage> {
+        let invert = self.photometric == "MONOCHROME1";
+        let data = self
+            .frame_values(frame)?
+            .iter()
+            .map(|&v| {
+                let y = window.apply(f64::from(v)) as f32;
+                if invert { 1.0 - y } else { y }
+            })
+            .collect();
+        GrayImage::new(self.columns, self.rows, data)
+    }
+
+    /// [`DecodedImage::pixel_sha256`] as lowercase hex.
+    pub fn pixel_sha256_hex(&self) -> String {
+        self.pixel_sha256
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}

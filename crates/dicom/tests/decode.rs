@@ -1,0 +1,769 @@
+//! radsight-dicom against pydicom, on pydicom's own test files, and on hand-built objects.
+//!
+//! The reference fixture is made at test time by `tests/python/dicom_fixture.py` run with
+//! `RADSIGHT_TEST_PYTHON` (scripts/test.sh sets it to the test venv). A missing Python, pydicom
+//! or test file FAILS these tests; nothing is skipped.
+//!
+//! Run: `RADSIGHT_TEST_PYTHON=$PWD/.venv-test/bin/python cargo test -p radsight-dicom`
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use radsight_dicom::{
+    DecodeError, DecodeLimits, DecodeOptions, GrayImage, Percentiles, PixelBox, VoiFunction,
+    WindowSource, decode, decode_with, letterbox,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+
+fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let python = std::env::var("RADSIGHT_TEST_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "RADSIGHT_TEST_PYTHON is not set: the DICOM tests need the Python test venv with pydicom \
+                 (scripts/test.sh sets it up; or `python3 -m venv .venv-test && .venv-test/bin/pip install -r \
+                 tests/python/requirements.txt` and export RADSIGHT_TEST_PYTHON=$PWD/.venv-test/bin/python)"
+            )
+        });
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/dicom_fixture.py");
+        // Kept for the life of the test process; the OS temp dir is cleaned by the system.
+        let dir = tempfile::Builder::new().prefix("radsight-dicom-fixture").tempdir().unwrap().keep();
+        let out = std::process::Command::new(&python).arg(&script).arg(&dir).output().unwrap_or_else(|e| {
+            panic!("could not run {python} {}: {e}", script.display())
+        });
+        assert!(
+            out.status.success(),
+            "the DICOM fixture script failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+fn fixture_file(name: &str) -> Vec<u8> {
+    let path = fixture_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {} missing: {e}", path.display()))
+}
+
+fn read_f32(name: &str) -> Vec<f32> {
+    fixture_file(name)
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn manifest() -> serde_json::Value {
+    serde_json::from_slice(&fixture_file("manifest.json")).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Tolerance against pydicom's modality values (luma for colour). Lossless data matches exactly
+/// (f32 rounding aside). 8-bit JPEG is within 1 grey level: jpeg-decoder and Pillow's
+/// libjpeg-turbo use different IDCTs and chroma upsampling (max difference measured: 1).
+fn modality_tolerance(transfer_syntax: &str) -> f32 {
+    match transfer_syntax {
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => 1.0,
+        _ => 1e-3,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pydicom's test files
+
+#[test]
+fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
+    let manifest = manifest();
+    let mut failures = Vec::new();
+    let mut report = Vec::new();
+    for entry in manifest["files"].as_array().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        let expect = entry["expect"].as_str().unwrap();
+        let result = decode(&fixture_file(name), &DecodeLimits::default());
+        match (expect, result) {
+            ("ok", Ok(img)) => {
+                let (rows, cols, frames) = (
+                    entry["rows"].as_u64().unwrap(),
+                    entry["columns"].as_u64().unwrap(),
+                    entry["frames"].as_u64().unwrap(),
+                );
+                if (
+                    u64::from(img.rows),
+                    u64::from(img.columns),
+                    u64::from(img.frames),
+                ) != (rows, cols, frames)
+                {
+                    failures.push(format!(
+                        "{name}: shape {}x{}x{} != {frames}x{rows}x{cols}",
+                        img.frames, img.rows, img.columns
+                    ));
+                    continue;
+                }
+                let expected = read_f32(entry["modality"].as_str().unwrap());
+                let ts = entry["transfer_syntax"].as_str().unwrap();
+                let diff = max_abs_diff(&img.modality_values, &expected);
+                let tolerance = modality_tolerance(ts);
+                report.push(format!("{name}: max |modality diff| {diff}"));
+                if img.modality_values.len() != expected.len() || diff > tolerance {
+                    failures.push(format!("{name}: modality values differ from pydicom by {diff} (tolerance {tolerance})"));
+                }
+                if img.transfer_syntax != ts {
+                    failures.push(format!(
+                        "{name}: transfer syntax {} != {ts}",
+                        img.transfer_syntax
+                    ));
+                }
+                if let Some(p) = entry["percentiles"].as_array() {
+                    let (lo, hi) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+                    let w = img.window;
+                    let (got_lo, got_hi) = (w.center - w.width / 2.0, w.center + w.width / 2.0);
+                    let expected_width = if hi > lo { hi - lo } else { 1.0 };
+                    if (w.width - expected_width).abs() > 1e-3
+                        || (hi > lo && ((got_lo - lo).abs() > 1e-3 || (got_hi - hi).abs() > 1e-3))
+                    {
+                        failures.push(format!(
+                            "{name}: percentile window {got_lo}..{got_hi}, numpy {lo}..{hi}"
+                        ));
+                    }
+                }
+                if let Some(voi) = entry["voi"].as_str() {
+                    let expected = read_f32(voi);
+                    assert_eq!(img.window.source, WindowSource::File, "{name}");
+                    let got: Vec<f32> = (0..img.frames)
+                        .flat_map(|f| img.normalised_frame(f).unwrap().into_data())
+                        .collect();
+                    let diff = max_abs_diff(&got, &expected);
+                    report.push(format!("{name}: max |VOI diff| {diff}"));
+                    if diff > 1e-4 {
+                        failures.push(format!(
+                            "{name}: windowed values differ from pydicom's apply_voi_lut by {diff}"
+                        ));
+                    }
+                }
+            }
+            ("ok", Err(e)) => failures.push(format!(
+                "{name}: expected to decode, got {} ({e})",
+                e.code()
+            )),
+            (code, Ok(_)) => failures.push(format!("{name}: expected {code}, but it decoded")),
+            (code, Err(e)) => {
+                report.push(format!("{name}: {} ({e})", e.code()));
+                if e.code() != code {
+                    failures.push(format!("{name}: expected {code}, got {} ({e})", e.code()));
+                }
+            }
+        }
+    }
+    println!("{}", report.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_same_pixels_hash_the_same_in_every_lossless_transfer_syntax() {
+    let hash = |name: &str| {
+        decode(&fixture_file(name), &DecodeLimits::default())
+            .unwrap()
+            .pixel_sha256_hex()
+    };
+    let reference = hash("MR_small.dcm");
+    for name in [
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_RLE.dcm",
+    ] {
+        assert_eq!(hash(name), reference, "{name}");
+    }
+    assert_eq!(hash("rtdose.dcm"), hash("rtdose_rle.dcm"));
+    assert_eq!(hash("rtdose.dcm"), hash("rtdose_expb.dcm"));
+    assert_ne!(hash("CT_small.dcm"), reference);
+}
+
+#[test]
+fn twelve_bit_jpeg_extended_is_refused_with_its_precision_and_uid() {
+    let err = decode(&fixture_file("JPEG-lossy.dcm"), &DecodeLimits::default()).unwrap_err();
+    match &err {
+        DecodeError::UnsupportedJpegPrecision { uid, precision } => {
+            assert_eq!((uid.as_str(), *precision), ("1.2.840.10008.1.2.4.51", 12));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.is_permanent());
+}
+
+#[test]
+fn jpeg_2000_is_refused_with_the_transfer_syntax_uid() {
+    let err = decode(&fixture_file("JPEG2000.dcm"), &DecodeLimits::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported transfer syntax 1.2.840.10008.1.2.4.91"
+    );
+    assert!(
+        matches!(err, DecodeError::UnsupportedTransferSyntax { ref uid } if uid == "1.2.840.10008.1.2.4.91")
+    );
+    assert_eq!(err.code(), "dicom-unsupported-transfer-syntax");
+}
+
+#[test]
+fn a_file_without_a_window_gets_the_percentile_window_and_values_in_unit_range() {
+    let img = decode(&fixture_file("CT_small.dcm"), &DecodeLimits::default()).unwrap();
+    assert_eq!(
+        img.window.source,
+        WindowSource::Percentile {
+            low: 0.5,
+            high: 99.5
+        }
+    );
+    let frame = img.normalised_frame(0).unwrap();
+    assert_eq!((frame.width(), frame.height()), (128, 128));
+    assert!(frame.data().iter().all(|v| (0.0..=1.0).contains(v)));
+    let below = frame.data().iter().filter(|&&v| v == 0.0).count() as f64 / 16384.0;
+    let above = frame.data().iter().filter(|&&v| v == 1.0).count() as f64 / 16384.0;
+    assert!(below <= 0.01 && above <= 0.01, "{below} {above}");
+    assert_eq!(img.modality.as_deref(), Some("CT"));
+    assert!(img.sop_instance_uid.is_some() && img.study_instance_uid.is_some());
+    let png = frame.to_png_gray8().unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn truncated_and_corrupted_copies_give_errors_never_panics() {
+    let originals = [
+        "CT_small.dcm",
+        "MR_small_RLE.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "image_dfl.dcm",
+        "rtdose_rle.dcm",
+    ];
+    for name in originals {
+        let bytes = fixture_file(name);
+        // Cut in the header, in the pixel data and one byte short.
+        // One byte short cuts only the sequence delimiter of encapsulated data: either an error,
+        // or exactly the pixels of the whole file.
+        let whole = decode(&bytes, &DecodeLimits::default()).unwrap();
+        if let Ok(img) = decode(&bytes[..bytes.len() - 1], &DecodeLimits::default()) {
+            assert_eq!(
+                img.modality_values, whole.modality_values,
+                "{name} one byte short"
+            );
+        }
+        for cut in [140, 400, bytes.len() / 2, bytes.len() - 200] {
+            let err = decode(&bytes[..cut], &DecodeLimits::default());
+            let err = err
+                .err()
+                .unwrap_or_else(|| panic!("{name} cut at {cut} decoded"));
+            // Cut before Rows/Columns, a data set is indistinguishable from a non-image.
+            let allowed: &[&str] = if cut == 400 {
+                &["dicom-corrupt", "dicom-not-image"]
+            } else {
+                &["dicom-corrupt"]
+            };
+            assert!(
+                allowed.contains(&err.code()),
+                "{name} cut at {cut}: {} {err}",
+                err.code()
+            );
+        }
+        // Overwrite spans of the last half (pixel data) with garbage: an error or an image, no panic.
+        let mut state = 0x2545F4914F6CDD1Du64;
+        for _ in 0..40 {
+            let mut copy = bytes.clone();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = bytes.len() / 2 + (state as usize % (bytes.len() / 2));
+            for (i, b) in copy[at..].iter_mut().take(16).enumerate() {
+                *b ^= (state >> (i % 8 * 8)) as u8 | 1;
+            }
+            let _ = decode(&copy, &DecodeLimits::default());
+        }
+    }
+    let err = decode(b"not dicom at all", &DecodeLimits::default()).unwrap_err();
+    assert_eq!(err.code(), "dicom-corrupt");
+}
+
+#[test]
+fn a_corrupt_element_length_is_refused_before_the_parser_allocates_it() {
+    // PixelData of CT_small (explicit VR LE, OW): 7FE0,0010 'OW' 00 00 then the 4-byte length.
+    let mut bytes = fixture_file("CT_small.dcm");
+    let at = bytes
+        .windows(6)
+        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W'])
+        .unwrap();
+    bytes[at + 8..at + 12].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let started = std::time::Instant::now();
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(err, DecodeError::ReadDataSet { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("(7FE0,0010) declares 4026531840 bytes"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 2,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sequences_nested_too_deep_are_refused() {
+    // Forty undefined-length sequences, each holding one undefined-length item.
+    let mut data = Vec::new();
+    for _ in 0..40 {
+        data.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        data.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    let bytes = Spec::grey16(1, 1, vec![1]).bytes();
+    // Insert the nest right after the file meta group (before the first data set element).
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0x08, 0x00, 0x16, 0x00])
+        .unwrap();
+    let mut nested = bytes[..at].to_vec();
+    nested.extend_from_slice(&data);
+    nested.extend_from_slice(&bytes[at..]);
+    let err = decode(&nested, &DecodeLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("nested deeper than 32"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-built objects
+
+struct Spec {
+    ts: &'static str,
+    rows: u16,
+    columns: u16,
+    frames: Option<&'static str>,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    photometric: &'static str,
+    pixels: PrimitiveValue,
+    extra: Vec<DataElement<InMemDicomObject>>,
+}
+
+impl Spec {
+    fn grey16(rows: u16, columns: u16, words: Vec<u16>) -> Spec {
+        Spec {
+            ts: "1.2.840.10008.1.2.1",
+            rows,
+            columns,
+            frames: None,
+            bits_allocated: 16,
+            bits_stored: 16,
+            signed: false,
+            photometric: "MONOCHROME2",
+            pixels: PrimitiveValue::U16(words.into()),
+            extra: Vec::new(),
+        }
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        let us = |tag: Tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        obj.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
+        ));
+        obj.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3.4"),
+        ));
+        obj.put(DataElement::new(
+            tags::MODALITY,
+            VR::CS,
+            PrimitiveValue::from("OT"),
+        ));
+        obj.put(us(tags::SAMPLES_PER_PIXEL, 1));
+        obj.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from(self.photometric),
+        ));
+        if let Some(frames) = self.frames {
+            obj.put(DataElement::new(
+                tags::NUMBER_OF_FRAMES,
+                VR::IS,
+                PrimitiveValue::from(frames),
+            ));
+        }
+        obj.put(us(tags::ROWS, self.rows));
+        obj.put(us(tags::COLUMNS, self.columns));
+        obj.put(us(tags::BITS_ALLOCATED, self.bits_allocated));
+        obj.put(us(tags::BITS_STORED, self.bits_stored));
+        obj.put(us(tags::HIGH_BIT, self.bits_stored - 1));
+        obj.put(us(tags::PIXEL_REPRESENTATION, self.signed.into()));
+        for e in self.extra {
+            obj.put(e);
+        }
+        let vr = if self.bits_allocated > 8 {
+            VR::OW
+        } else {
+            VR::OB
+        };
+        obj.put(DataElement::new(tags::PIXEL_DATA, vr, self.pixels));
+        let meta = FileMetaTableBuilder::new()
+            .transfer_syntax(self.ts)
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+            .media_storage_sop_instance_uid("1.2.3.4");
+        let file = obj.with_meta(meta).unwrap();
+        let mut out = Vec::new();
+        file.write_all(&mut out).unwrap();
+        out
+    }
+}
+
+fn ds(tag: Tag, value: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::DS, PrimitiveValue::from(value))
+}
+
+fn close(got: &[f32], expected: &[f32]) {
+    assert_eq!(got.len(), expected.len(), "{got:?} vs {expected:?}");
+    assert!(
+        max_abs_diff(got, expected) < 1e-6,
+        "{got:?} vs {expected:?}"
+    );
+}
+
+#[test]
+fn monochrome1_is_inverted_after_the_file_window() {
+    let mut spec = Spec::grey16(1, 4, vec![0, 100, 200, 300]);
+    spec.photometric = "MONOCHROME1";
+    // Multi-valued: the first value is used.
+    spec.extra = vec![
+        ds(tags::WINDOW_CENTER, "150\\40"),
+        ds(tags::WINDOW_WIDTH, "201\\400"),
+    ];
+    let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
+    assert_eq!(
+        (img.window.center, img.window.width, img.window.function),
+        (150.0, 201.0, VoiFunction::Linear)
+    );
+    assert_eq!(img.window.source, WindowSource::File);
+    // LINEAR: ((x - 149.5) / 200 + 0.5), clamped; then 1 - y.
+    close(
+        img.normalised_frame(0).unwrap().data(),
+        &[1.0, 0.7475, 0.2475, 0.0],
+    );
+}
+
+#[test]
+fn signed_pixels_with_bits_stored_below_bits_allocated_are_masked_sign_extended_and_rescaled() {
+    // 12 bits stored in 16; the top four bits carry garbage (e.g. overlay bits).
+    let mut spec = Spec::grey16(1, 5, vec![0x0FFF, 0x0800, 0x07FF, 0xF001, 0xA000]);
+    spec.bits_stored = 12;
+    spec.signed = true;
+    spec.extra = vec![
+        ds(tags::RESCALE_SLOPE, "2"),
+        ds(tags::RESCALE_INTERCEPT, "-10"),
+    ];
+    let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
+    // raw: -1, -2048, 2047, 1, 0  -> x2 - 10
+    close(&img.modality_values, &[-12.0, -4106.0, 4084.0, -8.0, -10.0]);
+    assert!(img.signed);
+}
+
+#[test]
+fn unsigned_bits_stored_below_bits_allocated_are_masked() {
+    let mut spec = Spec::grey16(1, 3, vec![0xF000, 0x1FFF, 0x0ABC]);
+    spec.bits_stored = 12;
+    let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
+    close(&img.modality_values, &[0.0, 4095.0, 2748.0]);
+}
+
+#[test]
+fn multi_frame_objects_expose_every_frame_and_default_to_the_middle_one() {
+    let mut spec = Spec::grey16(2, 2, (0..12).collect());
+    spec.frames = Some("3");
+    let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
+    assert_eq!((img.frames, img.default_frame()), (3, 1));
+    close(img.frame_values(0).unwrap(), &[0.0, 1.0, 2.0, 3.0]);
+    close(img.frame_values(2).unwrap(), &[8.0, 9.0, 10.0, 11.0]);
+    assert!(img.frame_values(3).is_none() && img.normalised_frame(3).is_none());
+    // No window in the file: percentiles of the middle frame (4..7), here 0 % to 100 %.
+    let options = DecodeOptions {
+        percentiles: Percentiles {
+            low: 0.0,
+            high: 100.0,
+        },
+        ..DecodeOptions::default()
+    };
+    let img = decode_with(
+        &{
+            let mut s = Spec::grey16(2, 2, (0..12).collect());
+            s.frames = Some("3");
+            s.bytes()
+        },
+        &options,
+    )
+    .unwrap();
+    assert_eq!((img.window.center, img.window.width), (5.5, 3.0));
+    close(
+        img.normalised_frame(1).unwrap().data(),
+        &[0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0],
+    );
+    close(
+        img.normalised_frame(0).unwrap().data(),
+        &[0.0, 0.0, 0.0, 0.0],
+    );
+}
+
+#[test]
+fn an_unknown_transfer_syntax_is_refused_with_its_uid() {
+    let bytes = Spec::grey16(1, 1, vec![1]).bytes();
+    // Same length as 1.2.840.10008.1.2.1, so the meta group length stays right.
+    let at = bytes
+        .windows(19)
+        .position(|w| w == b"1.2.840.10008.1.2.1")
+        .unwrap();
+    let mut patched = bytes.clone();
+    patched[at..at + 19].copy_from_slice(b"1.2.840.99999.1.2.1");
+    let err = decode(&patched, &DecodeLimits::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported transfer syntax 1.2.840.99999.1.2.1"
+    );
+}
+
+#[test]
+fn a_60000_by_60000_header_is_refused_before_any_pixel_is_read() {
+    // Eight bytes of pixel data: if the limit were checked late, this would be a truncation error.
+    let bytes = Spec::grey16(60000, 60000, vec![0; 4]).bytes();
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "Rows",
+                value: 60000,
+                limit: 16384
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "dicom-too-large");
+    let limits = DecodeLimits {
+        max_rows: 65535,
+        max_columns: 65535,
+        ..DecodeLimits::default()
+    };
+    let err = decode(&bytes, &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "decoded pixel bytes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut spec = Spec::grey16(1, 1, vec![0; 3]);
+    spec.frames = Some("3");
+    let err = decode(
+        &spec.bytes(),
+        &DecodeLimits {
+            max_frames: 2,
+            ..DecodeLimits::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "NumberOfFrames",
+                value: 3,
+                limit: 2
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn native_pixel_data_shorter_than_the_header_says_is_truncated() {
+    let err = decode(
+        &Spec::grey16(4, 4, vec![0; 10]).bytes(),
+        &DecodeLimits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TruncatedPixelData {
+                expected: 32,
+                actual: 20
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "dicom-corrupt");
+}
+
+#[test]
+fn garbage_in_a_jpeg_fragment_is_a_codec_error() {
+    let mut spec = Spec::grey16(8, 8, vec![]);
+    spec.ts = "1.2.840.10008.1.2.4.50";
+    spec.bits_allocated = 8;
+    spec.bits_stored = 8;
+    spec.pixels = PrimitiveValue::Empty;
+    let mut bytes = spec.bytes();
+    // Replace the empty native PixelData with an encapsulated one holding garbage.
+    let mut obj = dicom_object::OpenFileOptions::new()
+        .from_reader(&bytes[128..])
+        .unwrap();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new_fragments(vec![vec![
+            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2,
+        ]]),
+    ));
+    bytes.clear();
+    obj.write_all(&mut bytes).unwrap();
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert_eq!(err.code(), "dicom-corrupt", "{err}");
+}
+
+#[test]
+fn palette_colour_and_missing_pixels_are_refused_clearly() {
+    let mut spec = Spec::grey16(1, 1, vec![1]);
+    spec.photometric = "PALETTE COLOR";
+    let err = decode(&spec.bytes(), &DecodeLimits::default()).unwrap_err();
+    assert_eq!(err.code(), "dicom-unsupported-image");
+    assert!(err.to_string().contains("PALETTE COLOR"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resize and letterbox
+
+#[test]
+fn resize_matches_pillow_bilinear() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&fixture_file("resize.json")).unwrap();
+    let f32s = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect::<Vec<_>>()
+    };
+    let w = reference["width"].as_u64().unwrap() as u32;
+    let h = reference["height"].as_u64().unwrap() as u32;
+    let src = GrayImage::new(w, h, f32s(&reference["data"])).unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let (tw, th) = (
+            case["width"].as_u64().unwrap() as u32,
+            case["height"].as_u64().unwrap() as u32,
+        );
+        let got = src.resize(tw, th);
+        let diff = max_abs_diff(got.data(), &f32s(&case["data"]));
+        assert!(diff < 1e-5, "{tw}x{th}: differs from Pillow by {diff}");
+    }
+}
+
+#[test]
+fn letterbox_records_scale_and_padding_and_round_trips_points() {
+    let src = GrayImage::new(
+        200,
+        100,
+        (0..20000).map(|i| (i % 200) as f32 / 199.0).collect(),
+    )
+    .unwrap();
+    let (input, lb) = letterbox(&src, 128);
+    assert_eq!((input.width(), input.height()), (128, 128));
+    assert_eq!(
+        (lb.scaled_width, lb.scaled_height, lb.pad_x, lb.pad_y),
+        (128, 64, 0, 32)
+    );
+    assert_eq!(
+        (lb.source_width, lb.source_height, lb.size, lb.scale),
+        (200, 100, 128, 0.64)
+    );
+    // Padding rows are black, content rows are not.
+    assert_eq!(input.get(127, 0), Some(0.0));
+    assert_eq!(input.get(127, 127), Some(0.0));
+    assert!(input.get(127, 64).unwrap() > 0.9);
+    for (x, y) in [(0.0, 0.0), (37.25, 81.5), (200.0, 100.0), (199.5, 0.5)] {
+        let (mx, my) = lb.to_model_point(x, y);
+        let (sx, sy) = lb.to_source_point(mx, my);
+        assert!(
+            (sx - x).abs() < 1e-9 && (sy - y).abs() < 1e-9,
+            "({x},{y}) -> ({sx},{sy})"
+        );
+    }
+    assert_eq!(lb.to_source_point(0.0, 32.0), (0.0, 0.0));
+    assert_eq!(lb.to_source_point(128.0, 96.0), (200.0, 100.0));
+    let b = lb.to_source_box(PixelBox {
+        x0: 64.0,
+        y0: 0.0,
+        x1: 96.0,
+        y1: 64.0,
+    });
+    assert_eq!(
+        b,
+        PixelBox {
+            x0: 100.0,
+            y0: 0.0,
+            x1: 150.0,
+            y1: 50.0
+        }
+    );
+
+    // A tall image pads left and right.
+    let (_, tall) = letterbox(&GrayImage::new(30, 90, vec![0.5; 2700]).unwrap(), 96);
+    assert_eq!(
+        (
+            tall.scaled_width,
+            tall.scaled_height,
+            tall.pad_x,
+            tall.pad_y
+        ),
+        (32, 96, 32, 0)
+    );
+}
+
+#[test]
+fn a_model_map_maps_back_onto_the_source_grid() {
+    let src = GrayImage::new(200, 100, vec![0.0; 20000]).unwrap();
+    let (_, lb) = letterbox(&src, 128);
+    // A map that is the model x coordinate of each pixel centre: back on the source it must be
+    // the model x of each source pixel centre (bilinear reproduces linear functions).
+    let map = GrayImage::new(
+        128,
+        128,
+        (0..128 * 128).map(|i| (i % 128) as f32 + 0.5).collect(),
+    )
+    .unwrap();
+    let back = lb.map_to_source(&map).unwrap();
+    assert_eq!((back.width(), back.height()), (200, 100));
+    for x in [1u32, 57, 198] {
+        let expected = lb.to_model_point(f64::from(x) + 0.5, 0.0).0 as f32;
+        assert!((back.get(x, 50).unwrap() - expected).abs() < 1e-4, "x={x}");
+    }
+    let wrong = GrayImage::new(64, 64, vec![0.0; 4096]).unwrap();
+    assert!(lb.map_to_source(&wrong).is_err());
+}
