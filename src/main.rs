@@ -378,7 +378,10 @@ fn models_command(command: ModelsCommand, settings: &Settings) -> anyhow::Result
                     "{:<28}  {:<8}  {:<14}  {:<30}  {:<12}  {}",
                     c.id,
                     c.version,
-                    c.architecture.kind_name(),
+                    match c.architecture {
+                        radsight_vision::card::Architecture::CompactCnn(_) => "compact-cnn",
+                        radsight_vision::card::Architecture::Resnet(_) => "resnet",
+                    },
                     labels.join(", "),
                     &c.weights.sha256[..12.min(c.weights.sha256.len())],
                     c.status
@@ -404,7 +407,7 @@ fn models_command(command: ModelsCommand, settings: &Settings) -> anyhow::Result
             }
         }
         ModelsCommand::Train { out, seed, steps } => {
-            let mut config = radsight_vision::train::TrainConfig::shipped();
+            let mut config = radsight_vision::train::TrainConfig::default();
             config.seed = seed;
             if let Some(steps) = steps {
                 config.steps = steps;

@@ -198,7 +198,6 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
     .await
     .map_err(|_| StepError { code: "analysis-panicked", permanent: true })?;
 
-    let audit_err = |_| StepError { code: "audit-unavailable", permanent: false };
     let analysed = match outcome {
         Ok(a) => a,
         // Not an error: this kind of image is outside every model's intended use.
@@ -215,20 +214,20 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
                 .entity("AnalysisResult", rows.id.clone())
                 .detail("image", *decoded)
                 .detail("model", "none applies");
-            ctx.audit.record_with(&ctx.db, ev, Some(Box::new(rows))).await.map_err(audit_err)?;
+            ctx.audit.record_with(&ctx.db, ev, Some(Box::new(rows))).await.map_err(audit_unavailable)?;
             return Ok("not-applicable");
         }
         Err(e) => {
             let code = e.code();
             match &e {
                 AnalysisError::Decode(_) => {
-                    audit(ctx, job, Action::DicomDecode, Outcome::Error, |ev| ev.detail("reason", code)).await.map_err(audit_err)?
+                    audit(ctx, job, Action::DicomDecode, Outcome::Error, |ev| ev.detail("reason", code)).await.map_err(audit_unavailable)?
                 }
                 AnalysisError::ModelRefused { model, .. } => audit(ctx, job, Action::ModelRefused, Outcome::Error, |ev| {
                     ev.entity("Model", model.clone()).detail("reason", "weights-hash-mismatch-or-unreadable")
                 })
                 .await
-                .map_err(audit_err)?,
+                .map_err(audit_unavailable)?,
                 _ => {}
             }
             if e.is_permanent() {
@@ -255,7 +254,7 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         ev.detail("image", decoded)
     })
     .await
-    .map_err(audit_err)?;
+    .map_err(audit_unavailable)?;
     let id = uuid::Uuid::new_v4().to_string();
     let ev = event(job, Action::ModelInference, Outcome::Success)
         .entity("AnalysisResult", id.clone())
@@ -268,8 +267,12 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         .detail("random_deletion_auc", analysed.random_deletion_auc)
         .detail("runtime_ms", analysed.runtime_ms);
     let stored = crate::results::store::StoredResult(analysed.into_result(id, job.study_uid.clone(), Some(job.id.clone())));
-    ctx.audit.record_with(&ctx.db, ev, Some(Box::new(stored))).await.map_err(audit_err)?;
+    ctx.audit.record_with(&ctx.db, ev, Some(Box::new(stored))).await.map_err(audit_unavailable)?;
     Ok("analysed")
+}
+
+fn audit_unavailable<E>(_: E) -> StepError {
+    StepError { code: "audit-unavailable", permanent: false }
 }
 
 /// Audits one DICOMweb operation of a job, with its counts or its error code.

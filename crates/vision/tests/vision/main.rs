@@ -1,0 +1,10 @@
+//! radsight-vision integration tests, one binary. The model-dependent tests use the committed
+//! model in `models/radsight-phantom-cxr` and held-out phantoms generated with seeds that are
+//! not the training, calibration or test seeds in its card.
+
+mod helpers;
+mod oracle;
+mod phantoms;
+mod quality;
+mod registry;
+mod resnet;
