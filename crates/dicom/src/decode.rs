@@ -131,6 +131,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     let start = part10_start(bytes)?;
     let body = &bytes[start..];
+    let data_set_start = scan::check_meta(body)?;
     let meta = FileMetaTable::from_reader(body).map_err(|e| DecodeError::ReadFileMeta {
         detail: e.to_string(),
     })?;
@@ -161,7 +162,7 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     // A deflated data set may inflate to its pixels plus 64 MiB of other attributes.
     let inflate_limit = (ts == DEFLATED_EXPLICIT_VR_LE)
         .then(|| options.limits.max_pixel_bytes.saturating_add(64 << 20));
-    scan::check(body, encoding, inflate_limit)?;
+    scan::check_data_set(&body[data_set_start..], encoding, inflate_limit)?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(body)
