@@ -652,29 +652,85 @@ fn native_pixel_data_shorter_than_the_header_says_is_truncated() {
     assert_eq!(err.code(), "dicom-corrupt");
 }
 
-#[test]
-fn garbage_in_a_jpeg_fragment_is_a_codec_error() {
-    let mut spec = Spec::grey16(8, 8, vec![]);
-    spec.ts = "1.2.840.10008.1.2.4.50";
-    spec.bits_allocated = 8;
-    spec.bits_stored = 8;
+/// Part 10 bytes of `spec` with its PixelData replaced by encapsulated `fragments`.
+fn encapsulated(mut spec: Spec, ts: &'static str, bits: u16, fragments: Vec<Vec<u8>>) -> Vec<u8> {
+    spec.ts = ts;
+    spec.bits_allocated = bits;
+    spec.bits_stored = bits;
     spec.pixels = PrimitiveValue::Empty;
-    let mut bytes = spec.bytes();
-    // Replace the empty native PixelData with an encapsulated one holding garbage.
+    let bytes = spec.bytes();
     let mut obj = dicom_object::OpenFileOptions::new()
         .from_reader(&bytes[128..])
         .unwrap();
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
-        PixelFragmentSequence::new_fragments(vec![vec![
-            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2,
-        ]]),
+        PixelFragmentSequence::new_fragments(fragments),
     ));
-    bytes.clear();
-    obj.write_all(&mut bytes).unwrap();
+    let mut out = Vec::new();
+    obj.write_all(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn garbage_in_a_jpeg_fragment_is_a_codec_error() {
+    // SOI, an 8-bit SOF0 header cut short, SOS, no data.
+    let fragment = vec![
+        0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2,
+    ];
+    let bytes = encapsulated(
+        Spec::grey16(8, 8, vec![]),
+        "1.2.840.10008.1.2.4.50",
+        8,
+        vec![fragment],
+    );
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
     assert_eq!(err.code(), "dicom-corrupt", "{err}");
+}
+
+#[test]
+fn an_rle_fragment_too_short_for_the_header_is_refused_before_allocating_the_frame() {
+    // One segment header, 16384 x 16384 pixels claimed from 70 bytes.
+    let mut fragment = vec![0u8; 64];
+    fragment[0] = 1;
+    fragment[4] = 64;
+    fragment.extend_from_slice(&[0x81, 0x00, 0x81, 0x00, 0x81, 0x00]);
+    let bytes = encapsulated(
+        Spec::grey16(16384, 16384, vec![]),
+        "1.2.840.10008.1.2.5",
+        8,
+        vec![fragment],
+    );
+    let started = std::time::Instant::now();
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("fragment too short"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 2,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_small_rle_object_decodes_exactly() {
+    // 2 x 3, 16-bit: segment 0 holds the high bytes, segment 1 the low bytes (PS3.5 G.2).
+    let mut fragment = vec![0u8; 64];
+    fragment[0] = 2;
+    fragment[4] = 64;
+    fragment[8] = 64 + 7;
+    fragment.extend_from_slice(&[0x05, 0, 0, 0, 1, 1, 0xFF]); // literal run of 6 high bytes
+    fragment.extend_from_slice(&[0xFB, 0x02, 0x00]); // repeat 0x02 six times
+    let bytes = encapsulated(
+        Spec::grey16(2, 3, vec![]),
+        "1.2.840.10008.1.2.5",
+        16,
+        vec![fragment],
+    );
+    let img = decode(&bytes, &DecodeLimits::default()).unwrap();
+    close(
+        &img.modality_values,
+        &[2.0, 2.0, 2.0, 258.0, 258.0, 65282.0],
+    );
 }
 
 #[test]
