@@ -197,6 +197,15 @@ fn the_same_pixels_hash_the_same_in_every_lossless_transfer_syntax() {
 }
 
 #[test]
+fn a_stream_without_the_128_byte_preamble_decodes_the_same() {
+    let bytes = fixture_file("MR_small.dcm");
+    let with = decode(&bytes, &DecodeLimits::default()).unwrap();
+    let without = decode(&bytes[128..], &DecodeLimits::default()).unwrap();
+    assert_eq!(with, without);
+    assert_eq!(with.pixel_sha256_hex().len(), 64);
+}
+
+#[test]
 fn twelve_bit_jpeg_extended_is_refused_with_its_precision_and_uid() {
     let err = decode(&fixture_file("JPEG-lossy.dcm"), &DecodeLimits::default()).unwrap_err();
     match &err {
