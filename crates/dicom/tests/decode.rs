@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
+use dicom_core::value::{DataSetSequence, PixelFragmentSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
@@ -565,6 +565,50 @@ fn multi_frame_objects_expose_every_frame_and_default_to_the_middle_one() {
     close(
         img.normalised_frame(0).unwrap().data(),
         &[0.0, 0.0, 0.0, 0.0],
+    );
+}
+
+#[test]
+fn enhanced_multi_frame_rescale_is_taken_per_frame_from_the_functional_groups() {
+    let item = |slope: &str, intercept: &str| {
+        let mut pvt = InMemDicomObject::new_empty();
+        pvt.put(ds(tags::RESCALE_SLOPE, slope));
+        pvt.put(ds(tags::RESCALE_INTERCEPT, intercept));
+        let mut group = InMemDicomObject::new_empty();
+        group.put(DataElement::new(
+            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![pvt]),
+        ));
+        group
+    };
+    let mut spec = Spec::grey16(1, 2, vec![1, 2, 1, 2]);
+    spec.frames = Some("2");
+    spec.extra = vec![DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item("1", "0"), item("10", "-1000")]),
+    )];
+    let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
+    close(&img.modality_values, &[1.0, 2.0, -990.0, -980.0]);
+
+    // One frame without a rescale among frames with one: refused, not guessed.
+    let mut spec = Spec::grey16(1, 2, vec![1, 2, 1, 2]);
+    spec.frames = Some("2");
+    spec.extra = vec![DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item("1", "0"), InMemDicomObject::new_empty()]),
+    )];
+    let err = decode(&spec.bytes(), &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::InvalidAttribute {
+                keyword: "PerFrameFunctionalGroupsSequence"
+            }
+        ),
+        "{err:?}"
     );
 }
 
