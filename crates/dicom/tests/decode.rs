@@ -32,8 +32,12 @@ fn fixture_dir() -> &'static Path {
             )
         });
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/dicom_fixture.py");
-        // Kept for the life of the test process; the OS temp dir is cleaned by the system.
-        let dir = tempfile::Builder::new().prefix("radsight-dicom-fixture").tempdir().unwrap().keep();
+        // A fresh directory per test process under the target dir (removed by `cargo clean`).
+        let dir = tempfile::Builder::new()
+            .prefix("dicom-fixture-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .keep();
         let out = std::process::Command::new(&python).arg(&script).arg(&dir).output().unwrap_or_else(|e| {
             panic!("could not run {python} {}: {e}", script.display())
         });
