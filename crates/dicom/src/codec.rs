@@ -105,6 +105,13 @@ pub(crate) fn decode_rle_frame(
     }
     let base = out.len();
     let frame_len = pixels * samples * bytes_per_sample;
+    // PackBits expands at most 64 times (2 bytes to 128): a header that asks for more than that
+    // is corrupt, and is refused before the frame buffer is zero-filled.
+    if frame_len > frame.len().saturating_mul(64) {
+        return Err(corrupt(
+            "fragment too short for Rows x Columns x SamplesPerPixel",
+        ));
+    }
     out.resize(base + frame_len, 0);
     let mut decoded = Vec::with_capacity(pixels);
     for s in 0..segments {
@@ -236,6 +243,10 @@ pub(crate) fn decode_jpeg_frame(
         decoder.set_max_decoding_buffer_size(expected.max(1));
         decoder.read_info()?;
         let info = decoder.info();
+        // Size check before the decoder allocates its output.
+        if info.is_some_and(|i| (u32::from(i.width), u32::from(i.height)) != (columns, rows)) {
+            return Ok((Vec::new(), info));
+        }
         decoder.decode().map(|d| (d, info))
     }));
     let (data, info) = match result {

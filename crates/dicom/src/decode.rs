@@ -131,6 +131,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     let start = part10_start(bytes)?;
     let body = &bytes[start..];
+    let data_set_start = scan::check_meta(body)?;
     let meta = FileMetaTable::from_reader(body).map_err(|e| DecodeError::ReadFileMeta {
         detail: e.to_string(),
     })?;
@@ -161,7 +162,7 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     // A deflated data set may inflate to its pixels plus 64 MiB of other attributes.
     let inflate_limit = (ts == DEFLATED_EXPLICIT_VR_LE)
         .then(|| options.limits.max_pixel_bytes.saturating_add(64 << 20));
-    scan::check(body, encoding, inflate_limit)?;
+    scan::check_data_set(&body[data_set_start..], encoding, inflate_limit)?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(body)
@@ -312,7 +313,8 @@ struct ImageHeader {
     photometric: Photometric,
     photometric_text: String,
     /// (slope, intercept)
-    rescale: (f64, f64),
+    /// (slope, intercept): one pair for all frames, or one per frame.
+    rescale: Vec<(f64, f64)>,
     window: Option<Window>,
 }
 
@@ -408,7 +410,7 @@ impl ImageHeader {
             );
         }
 
-        let rescale = rescale(obj);
+        let rescale = rescale(obj, frames)?;
         let window = if samples == 1 { file_window(obj) } else { None };
         Ok(ImageHeader {
             rows,
@@ -461,9 +463,11 @@ impl ImageHeader {
     }
 }
 
-/// Rescale slope and intercept: top level, else the shared functional groups' Pixel Value
-/// Transformation (enhanced multi-frame), else identity.
-fn rescale(obj: &Obj) -> (f64, f64) {
+/// Rescale slope and intercept, one pair for all frames or one per frame: top level, else the
+/// shared functional groups' Pixel Value Transformation, else each frame's own (enhanced
+/// multi-frame), else identity. Per-frame groups that give some frames a rescale and not others,
+/// or whose count is not NumberOfFrames, are refused rather than guessed.
+fn rescale(obj: &Obj, frames: u32) -> Result<Vec<(f64, f64)>, DecodeError> {
     let top: &InMemDicomObject = obj;
     let from = |item: &InMemDicomObject| {
         Some((
@@ -471,9 +475,41 @@ fn rescale(obj: &Obj) -> (f64, f64) {
             first_f64(item, tags::RESCALE_INTERCEPT)?,
         ))
     };
-    from(top)
-        .or_else(|| functional_group(top, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).and_then(from))
-        .unwrap_or((1.0, 0.0))
+    let in_group = |group: &InMemDicomObject| {
+        let item = group
+            .element_opt(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE)
+            .ok()??
+            .items()?
+            .first()?;
+        from(item)
+    };
+    if let Some(r) = from(top) {
+        return Ok(vec![r]);
+    }
+    let shared = top
+        .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items()?.first().and_then(in_group));
+    if let Some(r) = shared {
+        return Ok(vec![r]);
+    }
+    let per_frame: Vec<Option<(f64, f64)>> = top
+        .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+        .map(|items| items.iter().map(in_group).collect())
+        .unwrap_or_default();
+    if per_frame.iter().all(Option::is_none) {
+        return Ok(vec![(1.0, 0.0)]);
+    }
+    if per_frame.len() != frames as usize || per_frame.iter().any(Option::is_none) {
+        return Err(DecodeError::InvalidAttribute {
+            keyword: "PerFrameFunctionalGroupsSequence",
+        });
+    }
+    Ok(per_frame.into_iter().flatten().collect())
 }
 
 /// The first item of `seq` inside the shared functional groups, else inside the first frame's.
@@ -682,20 +718,38 @@ impl Layout<'_> {
                 _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             }
         };
-        let (slope, intercept) = h.rescale;
         let ppf = self.pixels_per_frame();
+        // Modality LUT of frame f.
+        let rescale_of = |f: usize| {
+            h.rescale
+                .get(f)
+                .or(h.rescale.first())
+                .copied()
+                .unwrap_or((1.0, 0.0))
+        };
+        let frames = h.frames as usize;
         match (h.samples_per_pixel, self.photometric) {
             (1, _) if h.bits_allocated == 1 => {
                 let bits: Vec<u8> = (0..n).map(|i| (stored[i / 8] >> (i % 8)) & 1).collect();
                 hasher.update(&bits);
-                out.extend(
-                    bits.iter()
-                        .map(|&b| (value(b.into()) * slope + intercept) as f32),
-                );
+                for (f, frame) in bits.chunks(ppf).enumerate() {
+                    let (slope, intercept) = rescale_of(f);
+                    out.extend(
+                        frame
+                            .iter()
+                            .map(|&b| (value(b.into()) * slope + intercept) as f32),
+                    );
+                }
             }
             (1, _) => {
                 hasher.update(stored);
-                out.extend((0..n).map(|i| (value(word(i)) * slope + intercept) as f32));
+                for f in 0..frames {
+                    let (slope, intercept) = rescale_of(f);
+                    out.extend(
+                        (f * ppf..(f + 1) * ppf)
+                            .map(|i| (value(word(i)) * slope + intercept) as f32),
+                    );
+                }
             }
             (_, Photometric::YbrFull422) => {
                 // Y0 Y1 Cb Cr for every two pixels; luma is Y.

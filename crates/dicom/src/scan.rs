@@ -33,15 +33,13 @@ const IMPLICIT_LE: Encoding = Encoding {
     big: false,
 };
 
-/// Checks the meta group and the data set of the Part 10 stream `body` (starting at `DICM`).
-/// `deflated_limit` is `Some(max inflated bytes)` for the deflated transfer syntax.
-pub(crate) fn check(
-    body: &[u8],
-    encoding: Encoding,
-    deflated_limit: Option<u64>,
-) -> Result<(), DecodeError> {
-    let corrupt = |detail: String| DecodeError::ReadDataSet { detail };
-    // File meta group: always explicit VR little endian, group 0002.
+/// Checks the file meta group of the Part 10 stream `body` (starting at `DICM`); returns where
+/// the data set starts.
+pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
+    let corrupt = |detail: &str| DecodeError::ReadFileMeta {
+        detail: detail.into(),
+    };
+    // Always explicit VR little endian, group 0002.
     let meta = Encoding {
         explicit: true,
         big: false,
@@ -51,14 +49,24 @@ pub(crate) fn check(
         if g != 0x0002 {
             break;
         }
-        let (len, header) = element_header(body, pos, meta)
-            .ok_or_else(|| corrupt("truncated file meta group".into()))?;
+        let (len, header) =
+            element_header(body, pos, meta).ok_or_else(|| corrupt("truncated file meta group"))?;
         if len == UNDEFINED || len as usize > body.len() - pos - header {
-            return Err(corrupt("file meta element length exceeds the input".into()));
+            return Err(corrupt("file meta element length exceeds the input"));
         }
         pos += header + len as usize;
     }
-    let data = &body[pos..];
+    Ok(pos)
+}
+
+/// Checks the data set `data` (after the meta group). `deflated_limit` is `Some(max inflated
+/// bytes)` for the deflated transfer syntax.
+pub(crate) fn check_data_set(
+    data: &[u8],
+    encoding: Encoding,
+    deflated_limit: Option<u64>,
+) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| DecodeError::ReadDataSet { detail };
     match deflated_limit {
         None => walk(data, 0, data.len(), encoding, 0)
             .map(|_| ())
@@ -106,26 +114,12 @@ fn u32_at(d: &[u8], pos: usize, big: bool) -> Option<u32> {
 fn element_header(d: &[u8], pos: usize, enc: Encoding) -> Option<(u32, usize)> {
     let group = u16_at(d, pos, enc.big)?;
     if enc.explicit && group != 0xFFFE {
-        let vr = d.get(pos + 4..pos + 6)?;
-        if matches!(
-            vr,
-            b"OB"
-                | b"OD"
-                | b"OF"
-                | b"OL"
-                | b"OV"
-                | b"OW"
-                | b"SQ"
-                | b"SV"
-                | b"UC"
-                | b"UN"
-                | b"UR"
-                | b"UT"
-                | b"UV"
-        ) {
-            Some((u32_at(d, pos + 8, enc.big)?, 12))
-        } else {
+        // As dicom-encoding reads it: these VRs have a 16-bit length; every other VR, known or
+        // not (an unknown VR is read as UN), has 2 reserved bytes and a 32-bit length.
+        if is_short_vr(d.get(pos + 4..pos + 6)?) {
             Some((u16_at(d, pos + 6, enc.big)?.into(), 8))
+        } else {
+            Some((u32_at(d, pos + 8, enc.big)?, 12))
         }
     } else {
         Some((u32_at(d, pos + 4, enc.big)?, 8))
@@ -153,6 +147,11 @@ fn walk(
         let Some((len, header)) = element_header(d, pos, enc) else {
             return Ok(end);
         };
+        if header > end - pos {
+            return Err(format!(
+                "element header crosses the end of its container at {pos}"
+            ));
+        }
         if group == 0xFFFE && (element == 0xE00D || element == 0xE0DD) {
             return Ok(pos + 8);
         }
@@ -168,7 +167,7 @@ fn walk(
             None => !enc.explicit && is_dictionary_sequence(tag),
         };
         // Items of UN with undefined length are implicit VR little endian.
-        let item_enc = if vr == Some(b"UN".as_slice()) {
+        let item_enc = if vr.is_some_and(is_un) {
             IMPLICIT_LE
         } else {
             enc
@@ -207,6 +206,11 @@ fn items(
         return Err(format!("sequences nested deeper than {MAX_DEPTH}"));
     }
     while pos < end {
+        if end - pos < 8 {
+            return Err(format!(
+                "item header crosses the end of its container at {pos}"
+            ));
+        }
         let (Some(group), Some(element), Some(len)) = (
             u16_at(d, pos, enc.big),
             u16_at(d, pos + 2, enc.big),
@@ -237,6 +241,53 @@ fn items(
         }
     }
     Ok(pos)
+}
+
+fn is_short_vr(vr: &[u8]) -> bool {
+    matches!(
+        vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
+}
+
+/// Explicit VR bytes the parser reads as UN (UN itself, or not a VR at all).
+fn is_un(vr: &[u8]) -> bool {
+    !is_short_vr(vr)
+        && !matches!(
+            vr,
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"SV"
+                | b"UC"
+                | b"UR"
+                | b"UT"
+                | b"UV"
+        )
 }
 
 fn is_dictionary_sequence(tag: Tag) -> bool {

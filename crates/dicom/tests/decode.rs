@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
+use dicom_core::value::{DataSetSequence, PixelFragmentSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
@@ -32,8 +32,12 @@ fn fixture_dir() -> &'static Path {
             )
         });
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/dicom_fixture.py");
-        // Kept for the life of the test process; the OS temp dir is cleaned by the system.
-        let dir = tempfile::Builder::new().prefix("radsight-dicom-fixture").tempdir().unwrap().keep();
+        // A fresh directory per test process under the target dir (removed by `cargo clean`).
+        let dir = tempfile::Builder::new()
+            .prefix("dicom-fixture-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .keep();
         let out = std::process::Command::new(&python).arg(&script).arg(&dir).output().unwrap_or_else(|e| {
             panic!("could not run {python} {}: {e}", script.display())
         });
@@ -197,6 +201,15 @@ fn the_same_pixels_hash_the_same_in_every_lossless_transfer_syntax() {
 }
 
 #[test]
+fn a_stream_without_the_128_byte_preamble_decodes_the_same() {
+    let bytes = fixture_file("MR_small.dcm");
+    let with = decode(&bytes, &DecodeLimits::default()).unwrap();
+    let without = decode(&bytes[128..], &DecodeLimits::default()).unwrap();
+    assert_eq!(with, without);
+    assert_eq!(with.pixel_sha256_hex().len(), 64);
+}
+
+#[test]
 fn twelve_bit_jpeg_extended_is_refused_with_its_precision_and_uid() {
     let err = decode(&fixture_file("JPEG-lossy.dcm"), &DecodeLimits::default()).unwrap_err();
     match &err {
@@ -244,7 +257,7 @@ fn a_file_without_a_window_gets_the_percentile_window_and_values_in_unit_range()
 }
 
 #[test]
-fn truncated_and_corrupted_copies_give_errors_never_panics() {
+fn truncated_copies_give_corrupt_errors() {
     let originals = [
         "CT_small.dcm",
         "MR_small_RLE.dcm",
@@ -281,22 +294,51 @@ fn truncated_and_corrupted_copies_give_errors_never_panics() {
                 err.code()
             );
         }
-        // Overwrite spans of the last half (pixel data) with garbage: an error or an image, no panic.
-        let mut state = 0x2545F4914F6CDD1Du64;
-        for _ in 0..40 {
-            let mut copy = bytes.clone();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let at = bytes.len() / 2 + (state as usize % (bytes.len() / 2));
-            for (i, b) in copy[at..].iter_mut().take(16).enumerate() {
-                *b ^= (state >> (i % 8 * 8)) as u8 | 1;
-            }
-            let _ = decode(&copy, &DecodeLimits::default());
-        }
     }
     let err = decode(b"not dicom at all", &DecodeLimits::default()).unwrap_err();
     assert_eq!(err.code(), "dicom-corrupt");
+}
+
+#[test]
+fn random_garbage_anywhere_in_any_fixture_file_gives_an_error_or_an_image_never_a_panic() {
+    // Deterministic xorshift mutations: 16-byte spans of garbage after the preamble, in every
+    // small fixture file (headers, sequences, lengths, fragments and pixels alike).
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut errors, mut images) = (0, 0);
+    for entry in manifest()["files"].as_array().unwrap() {
+        let bytes = fixture_file(entry["name"].as_str().unwrap());
+        if bytes.len() > 200_000 {
+            continue; // keeps the debug-mode test fast; the mutations below are per file
+        }
+        for _ in 0..60 {
+            let mut copy = bytes.clone();
+            let at = 132 + (next() as usize % (bytes.len() - 132));
+            let garbage = next();
+            for (i, b) in copy[at..].iter_mut().take(16).enumerate() {
+                *b ^= (garbage >> (i % 8 * 8)) as u8 | 1;
+            }
+            let t = std::time::Instant::now();
+            let r = decode(&copy, &DecodeLimits::default());
+            // A corrupt length once made dicom-parser zero-fill gigabytes (10-50 s here).
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "{} mutation took {:?}",
+                entry["name"],
+                t.elapsed()
+            );
+            match r {
+                Ok(_) => images += 1,
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    println!("{errors} errors, {images} images");
 }
 
 #[test]
@@ -531,6 +573,50 @@ fn multi_frame_objects_expose_every_frame_and_default_to_the_middle_one() {
 }
 
 #[test]
+fn enhanced_multi_frame_rescale_is_taken_per_frame_from_the_functional_groups() {
+    let item = |slope: &str, intercept: &str| {
+        let mut pvt = InMemDicomObject::new_empty();
+        pvt.put(ds(tags::RESCALE_SLOPE, slope));
+        pvt.put(ds(tags::RESCALE_INTERCEPT, intercept));
+        let mut group = InMemDicomObject::new_empty();
+        group.put(DataElement::new(
+            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![pvt]),
+        ));
+        group
+    };
+    let mut spec = Spec::grey16(1, 2, vec![1, 2, 1, 2]);
+    spec.frames = Some("2");
+    spec.extra = vec![DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item("1", "0"), item("10", "-1000")]),
+    )];
+    let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
+    close(&img.modality_values, &[1.0, 2.0, -990.0, -980.0]);
+
+    // One frame without a rescale among frames with one: refused, not guessed.
+    let mut spec = Spec::grey16(1, 2, vec![1, 2, 1, 2]);
+    spec.frames = Some("2");
+    spec.extra = vec![DataElement::new(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item("1", "0"), InMemDicomObject::new_empty()]),
+    )];
+    let err = decode(&spec.bytes(), &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::InvalidAttribute {
+                keyword: "PerFrameFunctionalGroupsSequence"
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn an_unknown_transfer_syntax_is_refused_with_its_uid() {
     let bytes = Spec::grey16(1, 1, vec![1]).bytes();
     // Same length as 1.2.840.10008.1.2.1, so the meta group length stays right.
@@ -623,29 +709,85 @@ fn native_pixel_data_shorter_than_the_header_says_is_truncated() {
     assert_eq!(err.code(), "dicom-corrupt");
 }
 
-#[test]
-fn garbage_in_a_jpeg_fragment_is_a_codec_error() {
-    let mut spec = Spec::grey16(8, 8, vec![]);
-    spec.ts = "1.2.840.10008.1.2.4.50";
-    spec.bits_allocated = 8;
-    spec.bits_stored = 8;
+/// Part 10 bytes of `spec` with its PixelData replaced by encapsulated `fragments`.
+fn encapsulated(mut spec: Spec, ts: &'static str, bits: u16, fragments: Vec<Vec<u8>>) -> Vec<u8> {
+    spec.ts = ts;
+    spec.bits_allocated = bits;
+    spec.bits_stored = bits;
     spec.pixels = PrimitiveValue::Empty;
-    let mut bytes = spec.bytes();
-    // Replace the empty native PixelData with an encapsulated one holding garbage.
+    let bytes = spec.bytes();
     let mut obj = dicom_object::OpenFileOptions::new()
         .from_reader(&bytes[128..])
         .unwrap();
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
-        PixelFragmentSequence::new_fragments(vec![vec![
-            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2,
-        ]]),
+        PixelFragmentSequence::new_fragments(fragments),
     ));
-    bytes.clear();
-    obj.write_all(&mut bytes).unwrap();
+    let mut out = Vec::new();
+    obj.write_all(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn garbage_in_a_jpeg_fragment_is_a_codec_error() {
+    // SOI, an 8-bit SOF0 header cut short, SOS, no data.
+    let fragment = vec![
+        0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2,
+    ];
+    let bytes = encapsulated(
+        Spec::grey16(8, 8, vec![]),
+        "1.2.840.10008.1.2.4.50",
+        8,
+        vec![fragment],
+    );
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
     assert_eq!(err.code(), "dicom-corrupt", "{err}");
+}
+
+#[test]
+fn an_rle_fragment_too_short_for_the_header_is_refused_before_allocating_the_frame() {
+    // One segment header, 16384 x 16384 pixels claimed from 70 bytes.
+    let mut fragment = vec![0u8; 64];
+    fragment[0] = 1;
+    fragment[4] = 64;
+    fragment.extend_from_slice(&[0x81, 0x00, 0x81, 0x00, 0x81, 0x00]);
+    let bytes = encapsulated(
+        Spec::grey16(16384, 16384, vec![]),
+        "1.2.840.10008.1.2.5",
+        8,
+        vec![fragment],
+    );
+    let started = std::time::Instant::now();
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("fragment too short"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 2,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_small_rle_object_decodes_exactly() {
+    // 2 x 3, 16-bit: segment 0 holds the high bytes, segment 1 the low bytes (PS3.5 G.2).
+    let mut fragment = vec![0u8; 64];
+    fragment[0] = 2;
+    fragment[4] = 64;
+    fragment[8] = 64 + 7;
+    fragment.extend_from_slice(&[0x05, 0, 0, 0, 1, 1, 0xFF]); // literal run of 6 high bytes
+    fragment.extend_from_slice(&[0xFB, 0x02, 0x00]); // repeat 0x02 six times
+    let bytes = encapsulated(
+        Spec::grey16(2, 3, vec![]),
+        "1.2.840.10008.1.2.5",
+        16,
+        vec![fragment],
+    );
+    let img = decode(&bytes, &DecodeLimits::default()).unwrap();
+    close(
+        &img.modality_values,
+        &[2.0, 2.0, 2.0, 258.0, 258.0, 65282.0],
+    );
 }
 
 #[test]
