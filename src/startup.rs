@@ -132,19 +132,22 @@ impl Application {
             };
             tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx));
         }
-        let analyzer = Arc::new(crate::analysis::Analyzer::open(&state.settings.analysis)?);
-        spawn_workers(WorkerContext {
-            db: state.db.clone(),
-            audit,
-            jobs: state.settings.jobs.clone(),
-            dicomweb: state.settings.dicomweb.clone(),
-            http: http_client::build(),
-            credentials: crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials)
-                .context("loading PACS credentials")?,
-            wake,
-            instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
-            analyzer,
-        });
+        // Only workers run models; an instance with none does not need the registry.
+        if state.settings.jobs.workers > 0 {
+            let analyzer = Arc::new(crate::analysis::Analyzer::open(&state.settings.analysis)?);
+            spawn_workers(WorkerContext {
+                db: state.db.clone(),
+                audit,
+                jobs: state.settings.jobs.clone(),
+                dicomweb: state.settings.dicomweb.clone(),
+                http: http_client::build(),
+                credentials: crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials)
+                    .context("loading PACS credentials")?,
+                wake,
+                instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+                analyzer,
+            });
+        }
         let workers = state.settings.server.workers;
         let state = web::Data::new(state);
         spawn_jti_purge(state.db.clone());

@@ -79,7 +79,7 @@ async fn a_result_for_a_study_in_the_pacs_leads_to_its_retrieval(backend: Backen
     assert!(fetches.iter().all(|e| e.patient_ref.as_deref() == Some("Patient/p-pacs") && e.outcome == "success"));
     // The trail shows each step in order, after the service's start.
     let steps: Vec<String> = app.audit().await.into_iter().map(|e| e.action).collect();
-    assert_eq!(steps, ["system.start", "hl7.message", "job.queued", "job.started", "dicomweb.fetch", "dicomweb.fetch", "job.succeeded"]);
+    assert_eq!(steps, ["system.start", "hl7.message", "job.queued", "job.started", "dicomweb.fetch", "dicomweb.fetch", "dicom.decode", "job.succeeded"]);
 }
 
 async fn a_study_the_pacs_does_not_have_is_retried_then_dead(backend: Backend) {

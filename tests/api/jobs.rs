@@ -157,6 +157,7 @@ fn serve_process(db_url: &str) -> (ServeProcess, u16) {
         .env("RADSIGHT_SERVER__PORT", "0")
         .env("RADSIGHT_HL7__BIND", "127.0.0.1:0")
         .env("RADSIGHT_JOBS__WORKERS", "0")
+        .env("RADSIGHT_ANALYSIS__MODELS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/models"))
         .env("RADSIGHT_LOG_FORMAT", "json")
         .env_remove("RADSIGHT_CONFIG")
         .current_dir(cwd.path())
