@@ -47,10 +47,10 @@ impl Default for PhantomConfig {
             size: 96,
             p_nodule: 0.5,
             p_consolidation: 0.5,
-            nodule_radius: (0.03, 0.075),
-            nodule_contrast: (0.10, 0.30),
+            nodule_radius: (0.035, 0.08),
+            nodule_contrast: (0.14, 0.34),
             consolidation_radius: (0.06, 0.12),
-            consolidation_contrast: (0.08, 0.22),
+            consolidation_contrast: (0.10, 0.25),
             noise_sigma: (0.015, 0.035),
         }
     }

@@ -31,21 +31,17 @@ use candle_core::{IndexOp, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 /// The saliency method and its parameters, recorded with every result.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "name", rename_all = "kebab-case")]
 pub enum SaliencyMethod {
     /// Grad-CAM on the network's target layer.
+    #[default]
     GradCam,
     /// Integrated gradients with `steps` trapezoid intervals from a constant baseline.
     IntegratedGradients { steps: usize, baseline: f32 },
     /// Occlusion with a square `patch`, moved by `stride`, filled with a box blur of the image.
+    /// In a request `fill_blur_radius` is ignored (the radius is side/12); results record it.
     Occlusion { patch: usize, stride: usize, fill_blur_radius: usize },
-}
-
-impl Default for SaliencyMethod {
-    fn default() -> Self {
-        SaliencyMethod::GradCam
-    }
 }
 
 /// A pixel position (column `x`, row `y`) in input coordinates.

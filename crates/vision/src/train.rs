@@ -50,9 +50,9 @@ impl Default for TrainConfig {
             seed: 20_261_201,
             phantom: PhantomConfig::default(),
             architecture: CompactCnnConfig::default(),
-            steps: 800,
+            steps: 1000,
             batch_size: 32,
-            learning_rate: 2e-3,
+            learning_rate: 4e-3,
             weight_decay: 1e-4,
             warmup_steps: 50,
             calibration_images: 1000,
@@ -243,7 +243,7 @@ fn phantom_card(
     net: &CompactCnn,
 ) -> ModelCard {
     let descriptions = [
-        "Nodule: a small round opacity (synthetic sphere projection, radius 3-7% of the image side).",
+        "Nodule: a small round opacity (synthetic sphere projection, radius 3.5-8% of the image side).",
         "Consolidation: an irregular patchy opacity made of overlapping soft blobs in a lung field.",
     ];
     ModelCard {
