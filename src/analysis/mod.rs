@@ -75,6 +75,7 @@ pub struct Analysed {
     pub artefacts: Vec<Artefact>,
     /// Header facts for the `dicom.decode` audit entry (no PHI).
     pub decoded: Value,
+    pub body_part: Option<String>,
 }
 
 impl Analysed {
@@ -96,6 +97,7 @@ impl Analysed {
             random_deletion_auc: Some(self.random_deletion_auc),
             runtime_ms: self.runtime_ms,
             artefacts: self.artefacts,
+            body_part: self.body_part,
         }
     }
 }
@@ -284,6 +286,7 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
         runtime_ms: started.elapsed().as_millis() as i64,
         artefacts,
         decoded: header_facts(decoded),
+        body_part: decoded.body_part.clone(),
     })
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AttachedRows;
-use crate::store::entities::{analysis_result, result_artefact};
+use crate::store::entities::{analysis_result, result_artefact, study};
 
 /// One finding of a model, as stored in `analysis_results.findings`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -94,6 +94,9 @@ pub struct NewResult {
     pub random_deletion_auc: Option<f64>,
     pub runtime_ms: i64,
     pub artefacts: Vec<Artefact>,
+    /// The image's BodyPartExamined: fills the study's body site when the announcement (HL7,
+    /// FHIR) did not give one, so hooks can tell which orders the study is relevant to.
+    pub body_part: Option<String>,
 }
 
 /// A result attached to its `model.inference` audit entry.
@@ -145,6 +148,14 @@ impl AttachedRows for FailedResult {
 
 async fn insert<C: ConnectionTrait>(conn: &C, r: NewResult) -> Result<(), DbErr> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Some(part) = r.body_part.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        study::Entity::update_many()
+            .col_expr(study::Column::BodySite, sea_orm::sea_query::Expr::value(part.to_lowercase()))
+            .filter(study::Column::StudyUid.eq(r.study_uid.as_str()))
+            .filter(study::Column::BodySite.is_null())
+            .exec(conn)
+            .await?;
+    }
     analysis_result::Entity::insert(analysis_result::ActiveModel {
         id: Set(r.id.clone()),
         study_uid: Set(r.study_uid),

@@ -43,6 +43,7 @@ async fn store_result(app: &TestApp) -> String {
             Artefact { kind: ArtefactKind::SaliencyPng, width: 64, height: 64, bytes: picture("overlay") },
             Artefact { kind: ArtefactKind::ImagePng, width: 64, height: 64, bytes: picture("image") },
         ],
+        body_part: None,
     };
     let event = AuditEvent::new(Action::ModelInference, Outcome::Success).entity("AnalysisResult", id.clone());
     AuditLog::default().record_with(&app.db, event, Some(Box::new(StoredResult(result)))).await.unwrap();
