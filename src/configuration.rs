@@ -27,6 +27,9 @@ pub struct Settings {
     pub hl7: Hl7Settings,
     pub jobs: JobSettings,
     pub dicomweb: DicomwebSettings,
+    /// The SMART on FHIR app: registered EHRs, token validation, the demo EHR.
+    #[serde(default)]
+    pub smart: crate::smart::SmartSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     /// Auditor clients: they sign JWTs like CDS clients and need the `audit.read` scope. Their
@@ -303,6 +306,7 @@ impl Default for Settings {
                 poll_interval_ms: 2_000,
             },
             dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
+            smart: Default::default(),
             clients: Vec::new(),
             auditors: Vec::new(),
             procedures: Vec::new(),
@@ -311,7 +315,7 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 9] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb"];
+const SECTIONS: [&str; 10] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "smart"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -399,6 +403,7 @@ impl Settings {
                 return invalid(format!("dicomweb.credentials for {}: basic needs username and secret_file, bearer needs secret_file", c.url));
             }
         }
+        self.smart.validate().map_err(ConfigError::Invalid)?;
         let mut seen = BTreeSet::new();
         for c in self.clients.iter().chain(&self.auditors) {
             if !seen.insert(c.iss.as_str()) {

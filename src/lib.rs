@@ -14,6 +14,7 @@ pub mod imaging;
 pub mod jobs;
 pub mod keys;
 pub mod notifications;
+pub mod smart;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -39,6 +39,8 @@ pub struct AppState {
     pub catalog: ProcedureCatalog,
     /// Wakes idle job workers of this instance when a job is queued.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The SMART app: registered EHRs, token validation, the demo EHR.
+    pub smart: crate::smart::SmartState,
 }
 
 pub struct Application {
@@ -97,7 +99,12 @@ impl Application {
         audit.record(&db, start).await.context("recording the start in the audit log")?;
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
+        let smart = crate::smart::SmartState::build(&settings, http.clone()).context("setting up the SMART app")?;
+        if smart.demo.is_some() {
+            crate::smart::demo::seed_demo(&db).await.context("storing the demo EHR's synthetic study")?;
+        }
         let state = AppState {
+            smart,
             verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone(), gate.clone()),
             auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store, gate),
             checkpoint_signer: Arc::new(signer),
@@ -163,6 +170,7 @@ impl Application {
                 .configure(notifications::routes)
                 .configure(health::routes)
                 .configure(audit::api::routes)
+                .configure(|cfg| crate::smart::routes(cfg, state.smart.demo.as_ref()))
                 .default_service(web::to(not_found))
         })
         .client_request_timeout(Duration::from_secs(10))

@@ -19,3 +19,7 @@ mod order_hooks;
 mod pacs;
 mod patient_view;
 mod prefetch;
+mod smart_api;
+mod smart_browser;
+mod smart_ehr;
+mod smart_launch;
