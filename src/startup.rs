@@ -159,11 +159,11 @@ impl Application {
                 .max_age(3600);
             App::new()
                 .wrap(cors)
-                // Logs method, path (no query string), status and latency: never headers, query
-                // strings or bodies, where tokens and patient data travel.
+                // Logs method, path (no query string; patient ids redacted), status and latency:
+                // never headers, query strings or bodies, where tokens and patient data travel.
                 .wrap(
                     middleware::Logger::new("%{route}xi %s %b %Dms")
-                        .custom_request_replace("route", |req| format!("{} {}", req.method(), req.path())),
+                        .custom_request_replace("route", |req| format!("{} {}", req.method(), crate::smart::loggable_path(req.path()))),
                 )
                 .app_data(state.clone())
                 .configure(cds_hooks::routes)

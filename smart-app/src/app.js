@@ -65,7 +65,7 @@ class Api {
   }
   async fetch(path, init = {}) {
     const res = await fetch(path, { ...init, headers: { ...this.headers(), ...(init.headers || {}) }, cache: "no-store" });
-    if (res.status === 401) errorPage("token-failed");
+    if (res.status === 401) errorPage("session-ended");
     if (!res.ok) {
       let text = `radsight answered ${res.status}`;
       try { text = (await res.json()).issue[0].diagnostics || text; } catch {}
@@ -152,6 +152,8 @@ class App {
   }
 
   async start() {
+    // SMART: need_patient_banner false means the EHR already shows who the patient is.
+    if (this.api.client.state.tokenResponse.need_patient_banner === false) $("patient-banner").hidden = true;
     try {
       const patient = await this.api.client.patient.read();
       const name = (patient.name && patient.name[0] && (patient.name[0].text || [patient.name[0].given, patient.name[0].family].flat().join(" "))) || patient.id;

@@ -71,6 +71,11 @@ fn problem(code: &str) -> Problem {
             text: "The EHR refused to issue an access token for this launch.",
             next: "Open radsight again from the patient's chart.",
         },
+        "session-ended" => Problem {
+            title: "Your session has ended",
+            text: "The EHR no longer accepts this session's access (it expired or was revoked), so radsight stopped showing patient data.",
+            next: "Open radsight again from the patient's chart.",
+        },
         "not-built" => Problem {
             title: "The radsight app is not installed",
             text: "This radsight server has no built SMART app to serve.",

@@ -21,5 +21,6 @@ mod patient_view;
 mod prefetch;
 mod smart_api;
 mod smart_browser;
+mod smart_demo;
 mod smart_ehr;
 mod smart_launch;
