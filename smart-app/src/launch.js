@@ -43,5 +43,7 @@ try {
     });
   }
 } catch (e) {
-  errorPage("unreachable-iss");
+  if (!String(e.message).startsWith("launch stopped")) {
+    try { errorPage("unreachable-iss"); } catch {}
+  }
 }

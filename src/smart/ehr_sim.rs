@@ -266,7 +266,7 @@ async fn launcher(sim: web::Data<EhrSim>) -> HttpResponse {
         .collect();
     HttpResponse::Ok().content_type("text/html; charset=utf-8").insert_header(("cache-control", "no-store")).body(format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>radsight demo EHR</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem}}
+<title>radsight demo EHR</title><link rel="icon" href="data:,"><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem}}
 fieldset{{margin:1rem 0}}button{{font:inherit;padding:.4rem 1rem;margin:.25rem 0}}code{{background:#eee;padding:0 .2rem}}</style></head>
 <body><h1>radsight demo EHR</h1>
 <p>A stand-in for an electronic health record, so you can try radsight's SMART app without one. It

@@ -100,10 +100,10 @@ pub fn error_page(status: actix_web::http::StatusCode, code: &str) -> HttpRespon
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
         .insert_header(("referrer-policy", "no-referrer"))
-        .insert_header(("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'"))
+        .insert_header(("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:"))
         .body(format!(
             r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>radsight: {title}</title><style>body{{font:1rem/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a}}
+<title>radsight: {title}</title><link rel="icon" href="data:,"><style>body{{font:1rem/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a}}
 h1{{font-size:1.5rem}}.box{{border-left:.4rem solid #b3261e;padding:.5rem 1rem;background:#fdf3f2}}code{{background:#eee}}</style></head>
 <body><main><p>radsight</p><div class="box" role="alert"><h1 id="error-title">{title}</h1><p>{text}</p></div>
 <h2>What to do</h2><p>{next}</p><p><small>Reference: <code id="error-code">{code}</code></small></p></main></body></html>"#,

@@ -11,7 +11,7 @@ use radsight::store::entities::{audit_entry, result_feedback};
 use sea_orm::EntityTrait;
 
 use crate::helpers::{Backend, PATIENT, example};
-use crate::smart_ehr::{UNREACHABLE_EHR, spawn_smart_app};
+use crate::smart_ehr::{spawn_smart_app, unreachable_ehr};
 
 async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_links(backend: Backend) {
     let (app, ehr) = spawn_smart_app(backend).await;
@@ -35,7 +35,7 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     println!("SMART app screenshots: {}", shots.display());
     let script = format!("{}/tests/browser/smart_app.mjs", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("node")
-        .args([&script, &app.address, &ehr.address, &done, "1.2.826.0.7.2", &second, UNREACHABLE_EHR, shots.to_str().unwrap()])
+        .args([&script, &app.address, &ehr.address, &done, "1.2.826.0.7.2", &second, &unreachable_ehr(), shots.to_str().unwrap()])
         .output()
         .expect("node runs (scripts/test.sh installs the browser test dependencies)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -16,8 +16,16 @@ pub const CLIENT_ID: &str = "radsight-app";
 pub const RESOURCE_CLIENT: &str = "radsight-resource-server";
 pub const OTHER_PATIENT: &str = "other-patient";
 pub const JWT_EHR: &str = "https://jwt-ehr.example.org/fhir";
-/// A registered EHR nobody listens at (port 9, discard): its launch cannot reach it.
-pub const UNREACHABLE_EHR: &str = "http://127.0.0.1:9/fhir";
+/// A registered EHR nobody listens at (a port that was free a moment ago): its launch cannot
+/// reach it. Not a well-known closed port such as 9, which Chromium refuses as unsafe.
+pub fn unreachable_ehr() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("http://127.0.0.1:{port}/fhir")
+    })
+    .clone()
+}
 pub const SCOPES: &str = DEFAULT_SCOPES;
 
 pub struct SmartEhr {
@@ -97,11 +105,11 @@ pub async fn spawn_smart_app(backend: Backend) -> (TestApp, SmartEhr) {
                 token_audience: None,
             },
             EhrSettings {
-                iss: UNREACHABLE_EHR.into(),
+                iss: unreachable_ehr(),
                 client_id: CLIENT_ID.into(),
                 scopes: SCOPES.into(),
                 validation: TokenValidation::Introspection,
-                introspection_endpoint: Some(format!("{UNREACHABLE_EHR}/introspect")),
+                introspection_endpoint: Some(format!("{}/introspect", unreachable_ehr())),
                 introspection_client_id: None,
                 client_secret_file: Some(secret.clone()),
                 jwks_url: None,
