@@ -461,17 +461,21 @@ async fn introspect(req: HttpRequest, sim: web::Data<EhrSim>, form: web::Form<In
     let grant = form.token.as_deref().and_then(|t| sim.0.tokens.lock().unwrap().get(t).cloned()).filter(|g| g.expires_at > now());
     let body = match grant {
         None => json!({"active": false}),
-        Some(g) => json!({
-            "active": true,
-            "scope": g.scope,
-            "client_id": g.client_id,
-            "token_type": "Bearer",
-            "patient": g.patient,
-            "fhirUser": format!("{}/{}", sim.iss(), sim.0.user),
-            "sub": "demo-radiologist",
-            "iss": sim.iss(),
-            "exp": g.expires_at,
-        }),
+        Some(g) => {
+            // SMART 2.2: scope, client_id and exp always; iss and sub with openid, fhirUser with
+            // fhirUser, and the launch context (patient) that was granted.
+            let granted: Vec<&str> = g.scope.split_whitespace().collect();
+            let mut body = json!({"active": true, "scope": g.scope, "client_id": g.client_id, "token_type": "Bearer",
+                "exp": g.expires_at, "patient": g.patient});
+            if granted.contains(&"openid") {
+                body["iss"] = json!(sim.iss());
+                body["sub"] = json!("demo-radiologist");
+            }
+            if granted.contains(&"fhirUser") {
+                body["fhirUser"] = json!(format!("{}/{}", sim.iss(), sim.0.user));
+            }
+            body
+        }
     };
     HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(body)
 }
