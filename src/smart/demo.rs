@@ -71,8 +71,8 @@ fn blended(gray: &[u8], heat: &[u8]) -> Vec<u8> {
     for (i, &g) in gray.iter().enumerate() {
         let h = &heat[i * 4..i * 4 + 4];
         let a = h[3] as f32 / 255.0 * 0.6;
-        for c in 0..3 {
-            out.push((g as f32 * (1.0 - a) + h[c] as f32 * a) as u8);
+        for &c in &h[..3] {
+            out.push((g as f32 * (1.0 - a) + c as f32 * a) as u8);
         }
         out.push(255);
     }

@@ -273,7 +273,7 @@ fieldset{{margin:1rem 0}}button{{font:inherit;padding:.4rem 1rem;margin:.25rem 0
 launches the app the way an EHR does (SMART App Launch with PKCE) and approves the request at once.
 Synthetic data only.</p>
 <form method="post" action="launch"><fieldset><legend>Launch radsight from a chart</legend>
-<label>Patient <select name="patient">{patients}</select></label>
+<label>Patient <select name="patient">{patients}<option value="">(no patient selected)</option></select></label>
 <p><label><input type="checkbox" name="deny" value="1"> Deny consent (shows the app's refusal page)</label></p>
 <p><label>appContext from a card (optional, deep link) <input name="app_context" size="60" placeholder='{{"studyInstanceUid":"…","resultId":"…"}}'></label></p>
 <button type="submit">Launch radsight</button></fieldset></form>
@@ -283,7 +283,8 @@ Synthetic data only.</p>
 }
 
 async fn start_launch(sim: web::Data<EhrSim>, form: web::Form<LaunchForm>) -> HttpResponse {
-    if !sim.0.patients.iter().any(|p| p["id"] == form.patient.as_str()) {
+    // An empty patient launches without patient context (the app must say so clearly).
+    if !form.patient.is_empty() && !sim.0.patients.iter().any(|p| p["id"] == form.patient.as_str()) {
         return refusal_page("unknown patient");
     }
     let app_context = form.app_context.as_deref().map(str::trim).filter(|s| !s.is_empty());
@@ -423,9 +424,11 @@ async fn token(sim: web::Data<EhrSim>, form: web::Form<TokenForm>) -> HttpRespon
         "token_type": "Bearer",
         "expires_in": sim.0.token_lifetime_secs,
         "scope": grant.scope,
-        "patient": grant.launch.patient,
         "need_patient_banner": true,
     });
+    if !grant.launch.patient.is_empty() {
+        body["patient"] = json!(grant.launch.patient);
+    }
     let scopes: Vec<&str> = grant.scope.split_whitespace().collect();
     if scopes.contains(&"openid") && scopes.contains(&"fhirUser") {
         body["id_token"] = json!(sim.id_token(&grant.client_id));
@@ -465,8 +468,10 @@ async fn introspect(req: HttpRequest, sim: web::Data<EhrSim>, form: web::Form<In
             // SMART 2.2: scope, client_id and exp always; iss and sub with openid, fhirUser with
             // fhirUser, and the launch context (patient) that was granted.
             let granted: Vec<&str> = g.scope.split_whitespace().collect();
-            let mut body = json!({"active": true, "scope": g.scope, "client_id": g.client_id, "token_type": "Bearer",
-                "exp": g.expires_at, "patient": g.patient});
+            let mut body = json!({"active": true, "scope": g.scope, "client_id": g.client_id, "token_type": "Bearer", "exp": g.expires_at});
+            if !g.patient.is_empty() {
+                body["patient"] = json!(g.patient);
+            }
             if granted.contains(&"openid") {
                 body["iss"] = json!(sim.iss());
                 body["sub"] = json!("demo-radiologist");

@@ -2,7 +2,8 @@
 //! the fixture EHR's launcher page with PKCE, it lists the patient's studies, draws a result
 //! with its overlay (the canvas changes when the overlay is toggled), records feedback, opens
 //! the study a card's appContext names, and shows clear pages for an unknown or unreachable
-//! EHR, a denied consent and a forged state. Screenshots go to a folder the test prints.
+//! EHR, a denied consent, a forged state and a launch without a patient. Screenshots go to a
+//! folder the test prints.
 
 use std::process::Command;
 
@@ -49,6 +50,7 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     assert!(text.contains("denied: Access was not granted"), "{text}");
     assert!(text.contains("forged state: This launch has expired or is not valid"), "{text}");
     assert!(text.contains("unreachable: The EHR could not be reached"), "{text}");
+    assert!(text.contains("no patient: No patient is selected"), "{text}");
     assert!(text.contains("200% zoom: no horizontal scrolling"), "{text}");
     for shot in ["study-view.png", "study-view-200pct.png", "study-list.png"] {
         assert!(shots.join(shot).is_file(), "{shot} written");

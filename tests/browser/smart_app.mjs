@@ -21,8 +21,9 @@ async function newPage(viewport = { width: 1280, height: 900 }) {
 }
 
 /** Launches from the EHR's launcher page, as a clinician clicking "Launch radsight" would. */
-async function launch(page, { appContext, deny } = {}) {
+async function launch(page, { appContext, deny, patient } = {}) {
   await page.goto(`${ehr}/`);
+  if (patient !== undefined) await page.selectOption("select[name=patient]", patient);
   if (appContext) await page.fill("input[name=app_context]", appContext);
   if (deny) await page.check("input[name=deny]");
   await page.click("button[type=submit]");
@@ -101,6 +102,9 @@ try {
   await err.goto(`${base}/smart/?code=forged&state=forged-state`);
   await err.waitForURL(/reason=invalid-state/, T);
   console.log(`forged state: ${await errorTitle(err)}`);
+  await launch(err, { patient: "" });
+  await err.waitForURL(/reason=missing-patient/, T);
+  console.log(`no patient: ${await errorTitle(err)}`);
   await err.goto(`${base}/smart/launch?iss=${encodeURIComponent(unreachableIss)}&launch=x`);
   await err.waitForURL(/reason=unreachable-iss/, T);
   console.log(`unreachable: ${await errorTitle(err)}`);
