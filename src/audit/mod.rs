@@ -72,6 +72,27 @@ pub enum Action {
     JobRetried,
     #[serde(rename = "dicomweb.fetch")]
     DicomwebFetch,
+    /// Pixel decoding of a retrieved instance (or its failure, with the reason code).
+    #[serde(rename = "dicom.decode")]
+    DicomDecode,
+    /// A model ran on an image and its result was stored.
+    #[serde(rename = "model.inference")]
+    ModelInference,
+    /// A model was refused at load (weights that do not match their card).
+    #[serde(rename = "model.refused")]
+    ModelRefused,
+    /// `radsight analyze` on local files.
+    #[serde(rename = "analyze.run")]
+    AnalyzeRun,
+    /// A read of patient data: a result, its pictures or its trail (SMART app, result links).
+    #[serde(rename = "patient.read")]
+    PatientRead,
+    /// A clinician's verdict on a result, from the SMART app.
+    #[serde(rename = "result.feedback")]
+    ResultFeedback,
+    /// A SMART launch: started, completed or refused.
+    #[serde(rename = "smart.launch")]
+    SmartLaunch,
 }
 
 impl Action {
@@ -93,6 +114,13 @@ impl Action {
             Action::JobFailed => "job.failed",
             Action::JobRetried => "job.retried",
             Action::DicomwebFetch => "dicomweb.fetch",
+            Action::DicomDecode => "dicom.decode",
+            Action::ModelInference => "model.inference",
+            Action::ModelRefused => "model.refused",
+            Action::AnalyzeRun => "analyze.run",
+            Action::PatientRead => "patient.read",
+            Action::ResultFeedback => "result.feedback",
+            Action::SmartLaunch => "smart.launch",
         }
     }
 }
