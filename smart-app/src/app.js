@@ -101,16 +101,19 @@ const ACTIONS = {
   "job.failed": "Analysis job step failed",
   "job.retried": "Analysis retried",
   "dicomweb.fetch": "Images fetched from the PACS",
+  "dicom.decode": "Images decoded",
   "model.inference": "Analysed by the model",
+  "analyze.run": "Analysed from local files",
   "cds.hook": "Shown on a CDS Hooks card",
-  "cds.feedback": "Feedback given",
-  "fhir.read": "Read",
+  "cds.feedback": "Feedback on a card",
+  "result.feedback": "Feedback given in radsight",
+  "patient.read": "Viewed",
 };
 
 function describe(e) {
   const d = e.detail || {};
   const parts = [ACTIONS[e.action] || e.action];
-  if (e.action === "cds.feedback" && d.verdict) parts.push(`: ${d.verdict}${d.reason_code ? ` (${d.reason_code})` : ""}`);
+  if (e.action === "result.feedback" && d.verdict) parts.push(`: ${d.verdict}${d.reason_code ? ` (${d.reason_code})` : ""}`);
   if (e.action === "cds.feedback" && d.outcome) parts.push(`: ${d.outcome}`);
   if (d.stage) parts.push(` (${d.stage})`);
   if (d.model) parts.push(` — model ${d.model}${d.model_version ? ` ${d.model_version}` : ""}`);

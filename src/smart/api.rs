@@ -5,7 +5,7 @@
 //! ([`super::token`]) → check the ImagingStudy read scope → load what is asked for → check the
 //! token's `patient` is the patient it belongs to → append the audit entry (a patient-data read:
 //! user, patient, resource) → answer. Refusals are audited too: 401 (`auth.reject`), 403 and
-//! 404 (`fhir.read`, rejected). Responses are `Cache-Control: no-store`. Nothing about the
+//! 404 (`patient.read`, rejected). Feedback is `result.feedback`. Responses are `Cache-Control: no-store`. Nothing about the
 //! patient or the token is logged; the feedback comment is stored, never audited.
 
 use actix_web::http::StatusCode;
@@ -130,7 +130,7 @@ struct ReadOf<'a> {
 }
 
 fn read_event(grant: &Grant, what: &ReadOf, outcome: Outcome) -> AuditEvent {
-    let mut e = AuditEvent::new(Action::FhirRead, outcome)
+    let mut e = AuditEvent::new(Action::PatientRead, outcome)
         .actor(Some(&grant.iss), grant.fhir_user.as_deref())
         .patient(Some(what.patient_ref.to_owned()))
         .detail("api", "smart")
@@ -343,7 +343,7 @@ async fn read_audit_trail(req: HttpRequest, path: web::Path<String>, q: web::Que
     let events: Vec<Value> = entries
         .iter()
         .filter(|e| needles.iter().any(|n| e.entities.contains(n.as_str())))
-        .filter(|e| q.include_reads || e.action != Action::FhirRead.as_str() || !e.detail.contains("\"api\":\"smart\""))
+        .filter(|e| q.include_reads || e.action != Action::PatientRead.as_str())
         .map(|e| {
             json!({"seq": e.seq, "recordedAt": e.recorded_at, "action": e.action, "outcome": e.outcome,
                 "actorIss": e.actor_iss, "actorUser": e.actor_user, "patient": e.patient_ref,
@@ -403,7 +403,7 @@ async fn receive_feedback(req: HttpRequest, path: web::Path<String>, body: web::
         Some(u) => Some(cards.iter().find(|c| &c.uuid == u).map(|c| c.uuid.clone()).ok_or(ApiError::Invalid { field: "cardUuid", why: "no card of this result has this uuid" })?),
         None => cards.iter().rev().find(|c| grant.fhir_user.is_some() && c.user_ref == grant.fhir_user).map(|c| c.uuid.clone()),
     };
-    let mut event = AuditEvent::new(Action::Feedback, Outcome::Success)
+    let mut event = AuditEvent::new(Action::ResultFeedback, Outcome::Success)
         .actor(Some(&grant.iss), grant.fhir_user.as_deref())
         .patient(Some(s.patient_ref.clone()))
         .entity("AnalysisResult", r.id.clone())

@@ -8,7 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -120,13 +120,13 @@ struct LaunchQuery {
     launch: Option<String>,
 }
 
-async fn launch(req: HttpRequest, q: web::Query<LaunchQuery>, state: web::Data<AppState>) -> HttpResponse {
+async fn launch(q: web::Query<LaunchQuery>, state: web::Data<AppState>) -> HttpResponse {
     let Some(iss) = q.iss.as_deref().filter(|i| !i.is_empty()) else {
         return error_page(actix_web::http::StatusCode::BAD_REQUEST, "missing-iss");
     };
     let Some(ehr) = state.smart.tokens.ehr(iss) else {
         // Audited without the claimed URL: it is not a registered reference.
-        let event = AuditEvent::new(Action::AuthReject, Outcome::Denied).detail("reason", "unknown-iss").detail("path", req.path()).detail("api", "smart");
+        let event = AuditEvent::new(Action::SmartLaunch, Outcome::Denied).detail("reason", "unknown-iss");
         if let Err(e) = state.audit.record(&state.db, event).await {
             tracing::error!(error = ?e, "could not audit a refused SMART launch");
             return error_page(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal");
@@ -136,6 +136,13 @@ async fn launch(req: HttpRequest, q: web::Query<LaunchQuery>, state: web::Data<A
     let Ok(template) = std::fs::read_to_string(state.settings.smart.app_dir.join("launch.html")) else {
         return error_page(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not-built");
     };
+    // The launch starts here; it completes in the browser (code and token go between the app and
+    // the EHR), and the app's first API call, audited as a patient-data read, shows it did.
+    let event = AuditEvent::new(Action::SmartLaunch, Outcome::Success).actor(Some(&ehr.iss), None).detail("stage", "started");
+    if let Err(e) = state.audit.record(&state.db, event).await {
+        tracing::error!(error = ?e, "could not audit a SMART launch");
+        return error_page(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    }
     let config = json!({
         "iss": ehr.iss,
         "launch": q.launch,

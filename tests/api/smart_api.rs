@@ -41,7 +41,7 @@ async fn get(app: &TestApp, ehr: &str, token: Option<&str>, path: &str) -> Reply
 }
 
 async fn smart_reads_of(app: &TestApp, outcome: &str) -> Vec<audit_entry::Model> {
-    app.audit_of("fhir.read").await.into_iter().filter(|e| e.outcome == outcome && e.detail.contains("\"api\":\"smart\"")).collect()
+    app.audit_of("patient.read").await.into_iter().filter(|e| e.outcome == outcome).collect()
 }
 
 async fn the_patient_in_context_sees_their_studies_results_and_images(backend: Backend) {
@@ -156,11 +156,16 @@ async fn a_token_from_an_unregistered_ehr_is_refused_without_asking_anyone(backe
     assert_eq!(launch.status(), StatusCode::FORBIDDEN);
     let page = launch.text().await.unwrap();
     assert!(page.contains("This EHR is not registered with radsight"), "{page}");
-    assert_eq!(app.audit_of("auth.reject").await.len(), 2);
+    assert_eq!(app.audit_of("auth.reject").await.len(), 1);
+    let launches = app.audit_of("smart.launch").await;
+    assert_eq!(launches.len(), 1);
+    assert!(launches[0].outcome == "denied" && launches[0].detail.contains("unknown-iss"), "{launches:?}");
     // A registered EHR gets the launch page with its client id.
     let launch = app.http.get(app.url(&format!("/smart/launch?iss={}&launch=abc", ehr.sim.iss()))).send().await.unwrap();
     assert_eq!(launch.status(), StatusCode::OK);
     assert!(launch.text().await.unwrap().contains(CLIENT_ID));
+    let launches = app.audit_of("smart.launch").await;
+    assert!(launches.len() == 2 && launches[1].outcome == "success" && launches[1].actor_iss.as_deref() == Some(ehr.sim.iss().as_str()));
 }
 
 async fn jwt_access_tokens_are_verified_with_the_ehrs_keys(backend: Backend) {
@@ -228,14 +233,14 @@ async fn feedback_is_stored_with_its_audit_entry_and_joined_to_the_card_shown(ba
     assert!(row.user_ref.as_deref().is_some_and(|u| u.ends_with("Practitioner/demo-radiologist")));
     assert_eq!(answer["auditSeq"], row.audit_seq);
     let entry = audit_entry::Entity::find_by_id(row.audit_seq).one(&app.db).await.unwrap().unwrap();
-    assert_eq!((entry.action.as_str(), entry.outcome.as_str()), ("cds.feedback", "success"));
+    assert_eq!((entry.action.as_str(), entry.outcome.as_str()), ("result.feedback", "success"));
     assert!(entry.entities.contains(&done) && entry.entities.contains(&card_uuid), "{}", entry.entities);
     assert!(entry.detail.contains("false-positive") && !entry.detail.contains("Nipple"), "the comment is never audited: {}", entry.detail);
 
     // The result's audit trail tells the story: the card that showed it, then the feedback.
     let trail = get(&app, &ehr.sim.iss(), Some(&token), &format!("/api/results/{done}/audit")).await.json();
     let actions: Vec<&str> = trail["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["cds.hook", "cds.feedback"], "{trail}");
+    assert_eq!(actions, ["cds.hook", "result.feedback"], "{trail}");
     let verify = app.cli(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}", verify.stderr);
 }

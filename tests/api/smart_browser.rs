@@ -62,10 +62,10 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     assert_eq!((rows[0].result_id.as_str(), rows[0].verdict.as_str(), rows[0].reason_code.as_deref()), (done.as_str(), "disagree", Some("false-positive")));
     assert_eq!(rows[0].comment.as_deref(), Some("Overlay on the scapula."));
     let entry = audit_entry::Entity::find_by_id(rows[0].audit_seq).one(&app.db).await.unwrap().unwrap();
-    assert_eq!(entry.action, "cds.feedback");
+    assert_eq!(entry.action, "result.feedback");
     assert!(entry.entities.contains(&done));
     // The launches read the patient's data, and each read was audited as the EHR's user.
-    let reads = app.audit_of("fhir.read").await;
+    let reads = app.audit_of("patient.read").await;
     assert!(reads.iter().any(|e| e.outcome == "success" && e.entities.contains(&second)), "the deep-linked result was read");
     assert!(reads.iter().all(|e| e.actor_user.as_deref().is_some_and(|u| u.ends_with("Practitioner/demo-radiologist"))));
 }

@@ -74,7 +74,7 @@ try {
   await page.waitForFunction(() => /recorded|could not/.test(document.getElementById("feedback-status").textContent), null, T);
   const fb = await page.textContent("#feedback-status");
   console.log(`feedback: ${/recorded in the audit log/.test(fb) ? "recorded" : fb}`);
-  await page.waitForSelector("#trail li[data-action='cds.feedback']", T);
+  await page.waitForSelector("#trail li[data-action='result.feedback']", T);
   console.log(`trail: ${(await page.$$eval("#trail li", (l) => l.map((x) => x.dataset.action))).join(",")}`);
   await page.screenshot({ path: `${shots}/study-view.png`, fullPage: true });
 
