@@ -5,8 +5,9 @@
 //! ([`super::token`]) → check the ImagingStudy read scope → load what is asked for → check the
 //! token's `patient` is the patient it belongs to → append the audit entry (a patient-data read:
 //! user, patient, resource) → answer. Refusals are audited too: 401 (`auth.reject`), 403 and
-//! 404 (`patient.read`, rejected). Feedback is `result.feedback`. Responses are `Cache-Control: no-store`. Nothing about the
-//! patient or the token is logged; the feedback comment is stored, never audited.
+//! 404 (`patient.read`, rejected). Feedback is `result.feedback`. Responses are
+//! `Cache-Control: no-store`. Nothing about the patient or the token is logged; the feedback
+//! comment is stored, never audited.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
