@@ -67,6 +67,15 @@ ensure_browser() {
   fi
 }
 
+ensure_smart_app() {
+  # The SMART app: fhirclient from npm, then dist/ rebuilt (radsight serves it at /smart/).
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  if [ ! -d smart-app/node_modules/fhirclient ]; then
+    (cd smart-app && npm ci --silent --no-audit --no-fund)
+  fi
+  (cd smart-app && npm run --silent build >/dev/null)
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # A real PACS for the DICOMweb tests: Orthanc with its DICOMweb plugin and HTTP basic auth, on
@@ -116,6 +125,7 @@ command -v python3 >/dev/null 2>&1 || apt_install python3
 ensure_postgres
 ensure_python
 ensure_browser
+ensure_smart_app
 ensure_orthanc
 
 cargo test --workspace --locked "$@"

@@ -28,6 +28,9 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub dicomweb: DicomwebSettings,
     pub analysis: AnalysisSettings,
+    /// The SMART on FHIR app: registered EHRs, token validation, the demo EHR.
+    #[serde(default)]
+    pub smart: crate::smart::SmartSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     /// Auditor clients: they sign JWTs like CDS clients and need the `audit.read` scope. Their
@@ -349,6 +352,7 @@ impl Default for Settings {
                 max_frames: 2_000,
                 max_pixel_bytes: 1 << 30,
             },
+            smart: Default::default(),
             clients: Vec::new(),
             auditors: Vec::new(),
             procedures: Vec::new(),
@@ -357,7 +361,7 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 9] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb"];
+const SECTIONS: [&str; 10] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "smart"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -445,6 +449,7 @@ impl Settings {
                 return invalid(format!("dicomweb.credentials for {}: basic needs username and secret_file, bearer needs secret_file", c.url));
             }
         }
+        self.smart.validate().map_err(ConfigError::Invalid)?;
         let mut seen = BTreeSet::new();
         for c in self.clients.iter().chain(&self.auditors) {
             if !seen.insert(c.iss.as_str()) {

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod keys;
 pub mod notifications;
 pub mod results;
+pub mod smart;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

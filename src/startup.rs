@@ -41,6 +41,8 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Signs and checks the result links that cards carry.
     pub links: crate::results::LinkSigner,
+    /// The SMART app: registered EHRs, token validation, the demo EHR.
+    pub smart: crate::smart::SmartState,
 }
 
 pub struct Application {
@@ -100,8 +102,13 @@ impl Application {
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let links = crate::results::LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
+        let smart = crate::smart::SmartState::build(&settings, http.clone()).context("setting up the SMART app")?;
+        if smart.demo.is_some() {
+            crate::smart::demo::seed_demo(&db).await.context("storing the demo EHR's synthetic study")?;
+        }
         let state = AppState {
             links,
+            smart,
             verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone(), gate.clone()),
             auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store, gate),
             checkpoint_signer: Arc::new(signer),
@@ -161,11 +168,11 @@ impl Application {
                 .max_age(3600);
             App::new()
                 .wrap(cors)
-                // Logs method, path (no query string), status and latency: never headers, query
-                // strings or bodies, where tokens and patient data travel.
+                // Logs method, path (no query string; patient ids redacted), status and latency:
+                // never headers, query strings or bodies, where tokens and patient data travel.
                 .wrap(
                     middleware::Logger::new("%{route}xi %s %b %Dms")
-                        .custom_request_replace("route", |req| format!("{} {}", req.method(), req.path())),
+                        .custom_request_replace("route", |req| format!("{} {}", req.method(), crate::smart::loggable_path(req.path()))),
                 )
                 .app_data(state.clone())
                 .configure(cds_hooks::routes)
@@ -173,6 +180,7 @@ impl Application {
                 .configure(health::routes)
                 .configure(audit::api::routes)
                 .configure(crate::results::api::routes)
+                .configure(|cfg| crate::smart::routes(cfg, state.smart.demo.as_ref()))
                 .default_service(web::to(not_found))
         })
         .client_request_timeout(Duration::from_secs(10))

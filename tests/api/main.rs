@@ -21,3 +21,8 @@ mod pacs;
 mod patient_view;
 mod prefetch;
 mod results;
+mod smart_api;
+mod smart_browser;
+mod smart_demo;
+mod smart_ehr;
+mod smart_launch;

@@ -1,0 +1,140 @@
+//! The fixture EHR for the SMART tests: radsight's `smart::ehr_sim` (the same SMART
+//! authorisation server and FHIR API as the demo EHR) on its own port, with CORS as a real EHR
+//! serving a browser app would have, and `spawn_smart_app` to start radsight registered with it
+//! (introspection) and with a second EHR whose access tokens are JWTs (`JWT_EHR`, keys at the
+//! FHIR fixture's `/jwks.json`, signed with `TestApp::jku_key`).
+
+use std::path::PathBuf;
+
+use actix_web::{App, HttpServer};
+use radsight::smart::ehr_sim::{EhrSim, SimClient, demo_patient, random_string};
+use radsight::smart::{DEFAULT_SCOPES, EhrSettings, TokenValidation};
+
+use crate::helpers::{Backend, JKU_ISS, PATIENT, TestApp, spawn_app_with};
+
+pub const CLIENT_ID: &str = "radsight-app";
+pub const RESOURCE_CLIENT: &str = "radsight-resource-server";
+pub const OTHER_PATIENT: &str = "other-patient";
+pub const JWT_EHR: &str = "https://jwt-ehr.example.org/fhir";
+/// A registered EHR nobody listens at (a port that was free a moment ago): its launch cannot
+/// reach it. Not a well-known closed port such as 9, which Chromium refuses as unsafe.
+pub fn unreachable_ehr() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("http://127.0.0.1:{port}/fhir")
+    })
+    .clone()
+}
+pub const SCOPES: &str = DEFAULT_SCOPES;
+
+pub struct SmartEhr {
+    pub sim: EhrSim,
+    pub address: String,
+    secret_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmartEhr {
+    pub async fn start() -> SmartEhr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let sim = EhrSim::new(&address, vec![demo_patient(PATIENT), demo_patient(OTHER_PATIENT)]);
+        let s = sim.clone();
+        let server = HttpServer::new(move || {
+            let s = s.clone();
+            App::new().wrap(actix_cors::Cors::permissive()).configure(move |c| s.routes(c))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        let dir = tempfile::tempdir().unwrap();
+        let secret = random_string(24);
+        let secret_file = dir.path().join("introspection-secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        sim.register_introspection_client(RESOURCE_CLIENT, &secret);
+        SmartEhr { sim, address, secret_file, _dir: dir }
+    }
+
+    /// Introspects `token` as the registered resource server (RFC 7662).
+    pub async fn introspect(&self, token: &str) -> serde_json::Value {
+        let secret = std::fs::read_to_string(&self.secret_file).unwrap();
+        let resp = reqwest::Client::new()
+            .post(self.sim.introspection_endpoint())
+            .basic_auth(RESOURCE_CLIENT, Some(secret.trim()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("token", token)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
+    }
+
+    /// A token as if a launch for `patient` had completed, valid for `lifetime_secs`.
+    pub fn token_for(&self, patient: &str, lifetime_secs: i64) -> String {
+        self.sim.issue_token(CLIENT_ID, patient, SCOPES, lifetime_secs)
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body (or query string).
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+/// radsight registered with a fresh fixture EHR (introspection) and the JWT EHR.
+pub async fn spawn_smart_app(backend: Backend) -> (TestApp, SmartEhr) {
+    let ehr = SmartEhr::start().await;
+    let (iss, introspect, secret) = (ehr.sim.iss(), ehr.sim.introspection_endpoint(), ehr.secret_file.clone());
+    let app = spawn_app_with(backend, move |s| {
+        let jwks_url = s.clients.iter().find(|c| c.iss == JKU_ISS).unwrap().jku[0].clone();
+        s.smart.app_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smart-app/dist");
+        s.smart.ehrs = vec![
+            EhrSettings {
+                iss,
+                client_id: CLIENT_ID.into(),
+                scopes: SCOPES.into(),
+                validation: TokenValidation::Introspection,
+                introspection_endpoint: Some(introspect),
+                introspection_client_id: Some(RESOURCE_CLIENT.into()),
+                client_secret_file: Some(secret.clone()),
+                jwks_url: None,
+                token_issuer: None,
+                token_audience: None,
+            },
+            EhrSettings {
+                iss: unreachable_ehr(),
+                client_id: CLIENT_ID.into(),
+                scopes: SCOPES.into(),
+                validation: TokenValidation::Introspection,
+                introspection_endpoint: Some(format!("{}/introspect", unreachable_ehr())),
+                introspection_client_id: None,
+                client_secret_file: Some(secret.clone()),
+                jwks_url: None,
+                token_issuer: None,
+                token_audience: None,
+            },
+            EhrSettings {
+                iss: JWT_EHR.into(),
+                client_id: CLIENT_ID.into(),
+                scopes: SCOPES.into(),
+                validation: TokenValidation::Jwks,
+                introspection_endpoint: None,
+                introspection_client_id: None,
+                client_secret_file: None,
+                jwks_url: Some(jwks_url),
+                token_issuer: None,
+                token_audience: None,
+            },
+        ];
+    })
+    .await;
+    ehr.sim.register_client(SimClient {
+        client_id: CLIENT_ID.into(),
+        redirect_uris: vec![app.url("/smart/")],
+        launch_url: app.url("/smart/launch"),
+    });
+    (app, ehr)
+}
