@@ -104,7 +104,7 @@ impl Application {
         let links = crate::results::LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
         let smart = crate::smart::SmartState::build(&settings, http.clone()).context("setting up the SMART app")?;
         if smart.demo.is_some() {
-            crate::smart::demo::seed_demo(&db).await.context("storing the demo EHR's synthetic study")?;
+            crate::smart::demo::seed_demo(&db, &audit, &settings.analysis).await.context("analysing the demo EHR's phantom study")?;
         }
         let state = AppState {
             links,

@@ -200,7 +200,17 @@ fn method_name(m: &SaliencyMethod) -> &'static str {
 /// The card summary kept with every result, so the result shows the card of the exact version.
 pub fn card_summary(model: &Model) -> Value {
     let c = model.card();
+    // Flat "label measure" → value pairs, for people reading the card in the app.
+    let mut metrics = serde_json::Map::new();
+    metrics.insert("validation set".into(), json!(format!("{} (n={})", c.validation.dataset, c.validation.n)));
+    for m in &c.validation.labels {
+        metrics.insert(format!("{} AUROC", m.label), json!(round3(m.auroc)));
+        metrics.insert(format!("{} sensitivity at {:.2}", m.label, m.threshold), json!(round3(m.sensitivity)));
+        metrics.insert(format!("{} specificity at {:.2}", m.label, m.threshold), json!(round3(m.specificity)));
+        metrics.insert(format!("{} calibration error (ECE)", m.label), json!(round3(m.ece)));
+    }
     json!({
+        "metrics": metrics,
         "id": c.id,
         "version": c.version,
         "name": c.name,
@@ -299,6 +309,10 @@ fn header_facts(decoded: &DecodedImage) -> Value {
         "body_part": decoded.body_part,
         "window_source": format!("{:?}", decoded.window.source), "pixel_sha256": decoded.pixel_sha256_hex(),
     })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// `pleural-effusion` → `Pleural effusion`.
