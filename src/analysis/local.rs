@@ -18,7 +18,18 @@ pub struct LocalRun {
     pub report: Value,
 }
 
-/// Every regular file under `input` (or `input` itself), sorted, so runs are repeatable.
+/// Whether a file is DICOM Part 10 (the `DICM` marker after the preamble) or named `.dcm`.
+fn looks_like_dicom(path: &Path) -> bool {
+    use std::io::Read;
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm")) {
+        return true;
+    }
+    let mut head = [0u8; 132];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM"
+}
+
+/// The DICOM files under `input`, sorted so runs are repeatable; a file named directly is
+/// always taken. Other files in a folder (reports, DICOMDIR indexes) are left out.
 pub fn collect_inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
     if meta.is_file() {
@@ -32,7 +43,7 @@ pub fn collect_inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 pending.push(entry.path());
-            } else if kind.is_file() {
+            } else if kind.is_file() && looks_like_dicom(&entry.path()) && entry.file_name() != "DICOMDIR" {
                 files.push(entry.path());
             }
         }

@@ -103,7 +103,7 @@ async fn an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_
 }
 
 /// A copy of the registry whose weights have one byte flipped.
-fn tampered_registry() -> tempfile::TempDir {
+pub(crate) fn tampered_registry() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let from = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/radsight-phantom-cxr"));
     let to = dir.path().join("radsight-phantom-cxr");

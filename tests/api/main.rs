@@ -15,6 +15,7 @@ mod dicomweb;
 mod feedback;
 mod hl7;
 mod jobs;
+mod models_cli;
 mod notifications;
 mod order_hooks;
 mod pacs;
