@@ -361,7 +361,7 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 10] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "smart"];
+const SECTIONS: [&str; 11] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "analysis", "smart"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

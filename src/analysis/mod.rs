@@ -112,7 +112,7 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn open(settings: &AnalysisSettings) -> anyhow::Result<Analyzer> {
         let registry = Registry::open(&settings.models_dir)
-            .map_err(|e| anyhow::anyhow!("opening the model registry {}: {e}", settings.models_dir.display()))?;
+            .map_err(|e| anyhow::anyhow!("opening the model registry {} (set [analysis] models_dir): {e}", settings.models_dir.display()))?;
         saliency_method(&settings.saliency)?;
         Ok(Analyzer { registry, settings: settings.clone(), loaded: Mutex::new(HashMap::new()) })
     }

@@ -330,6 +330,7 @@ fn serve_process(app: &TestApp, port: u16) -> std::process::Child {
         .env("DATABASE_URL", &app.db_url)
         .env("RADSIGHT_AUDIT__CHECKPOINT_KEY_FILE", &app.settings.audit.checkpoint_key_file)
         .env("RADSIGHT_AUDIT__CHECKPOINT_DIR", &app.settings.audit.checkpoint_dir)
+        .env("RADSIGHT_ANALYSIS__MODELS_DIR", &app.settings.analysis.models_dir)
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
