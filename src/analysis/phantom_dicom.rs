@@ -15,7 +15,8 @@ pub struct PhantomInstance<'a> {
 const DX_FOR_PRESENTATION: &str = "1.2.840.10008.5.1.4.1.1.1.1";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
-fn element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &str, value: &[u8]) {
+/// Appends one explicit-VR little-endian element, padded to even length as PS3.5 asks.
+pub fn element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &str, value: &[u8]) {
     let mut value = value.to_vec();
     if value.len() % 2 == 1 {
         value.push(if vr == "UI" || vr == "OB" { 0 } else { b' ' });

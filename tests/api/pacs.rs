@@ -1,6 +1,8 @@
 //! The test PACS: the real Orthanc (with its DICOMweb plugin) that `scripts/test.sh` starts,
 //! and small but valid DICOM Part 10 instances to load into it with `POST /instances`.
 
+use radsight::analysis::phantom_dicom::element;
+
 /// Orthanc's base URL; its DICOMweb root is `{url}/dicom-web`.
 pub fn orthanc_url() -> String {
     std::env::var("RADSIGHT_TEST_ORTHANC_URL")
@@ -33,23 +35,6 @@ pub async fn upload(instance: Vec<u8>) {
         .await
         .expect("Orthanc is up");
     assert!(resp.status().is_success(), "Orthanc refused the instance: {}", resp.text().await.unwrap_or_default());
-}
-
-fn element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &str, value: &[u8]) {
-    let mut value = value.to_vec();
-    if value.len() % 2 == 1 {
-        value.push(if vr == "UI" || vr == "OB" { 0 } else { b' ' });
-    }
-    out.extend_from_slice(&group.to_le_bytes());
-    out.extend_from_slice(&elem.to_le_bytes());
-    out.extend_from_slice(vr.as_bytes());
-    if matches!(vr, "OB" | "OW" | "UN" | "SQ" | "UT") {
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    } else {
-        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    }
-    out.extend_from_slice(&value);
 }
 
 /// What distinguishes a series, for selection rules.
