@@ -147,6 +147,14 @@ impl Network for CompactCnn {
         self.config.in_channels
     }
 
+    /// Every convolution has an odd kernel, "same" padding `k/2` and stride `s`, so output `i`
+    /// is centred on input pixel `s·i`; composed, feature cell `i` is centred on input pixel
+    /// `S·i` (centre `S·i + 0.5`), not on `S·i + (S − 1)/2` as half-pixel resizing assumes — a
+    /// shift of 1.5 px at stride 4 and 3.5 px at stride 8.
+    fn feature_origin(&self) -> Option<f32> {
+        Some(0.5)
+    }
+
     fn macs(&self, size: usize) -> u64 {
         let k = self.config.kernel;
         let mut side = size;
