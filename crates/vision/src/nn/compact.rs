@@ -41,7 +41,7 @@ impl Default for CompactCnnConfig {
         Self {
             in_channels: 1,
             widths: vec![16, 32, 48, 64],
-            strides: vec![2, 2, 2, 1],
+            strides: vec![2, 2, 1, 1],
             kernel: 3,
             num_labels: 2,
             input_mean: 0.4,
