@@ -74,7 +74,7 @@ fn integrated_gradients_attributions_sum_to_the_logit_difference_within_5_percen
         let p = generate(&cfg, TEST_SEED + 1, i);
         let Some(class) = p.labels.iter().position(|&l| l) else { continue };
         let x = model.input_tensor(&[&p.image]).unwrap();
-        let (_, c) = integrated_gradients_raw(model.network(), &x, class, 128, 0.0).unwrap();
+        let (_, c) = integrated_gradients_raw(model.network(), &x, class, 512, 0.0).unwrap();
         let rel = ((c.attribution_sum - c.logit_difference) / c.logit_difference).abs();
         println!("image {i} class {class}: sum {:.4} vs f(x)-f(b) {:.4} (rel. error {:.4})", c.attribution_sum, c.logit_difference, rel);
         assert!(rel <= 0.05, "completeness off by {:.1}% on image {i}", rel * 100.0);
