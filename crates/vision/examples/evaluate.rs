@@ -67,6 +67,7 @@ fn main() {
     // Localisation.
     let (mut images, mut hits, mut total, mut i) = (0, [0usize; 2], [0usize; 2], 0u64);
     let mut nodule_miss_dist = Vec::new();
+    let mut cons_miss = Vec::new();
     while images < 200 {
         let p = generate(&cfg, 777_003, i);
         i += 1;
@@ -83,6 +84,11 @@ fn main() {
             total[l] += 1;
             let hit = mask[s.peak.y * n + s.peak.x];
             hits[l] += hit as usize;
+            if !hit && l == 1 {
+                let on_nodule = p.labels[0] && dilate(&p.masks[0], n, n, 3)[s.peak.y * n + s.peak.x];
+                let d = (0..n * n).filter(|&j| p.masks[1][j]).map(|j| (((j % n) as f64 - s.peak.x as f64).powi(2) + ((j / n) as f64 - s.peak.y as f64).powi(2)).sqrt()).fold(f64::INFINITY, f64::min);
+                cons_miss.push(format!("{}{:.0}", if on_nodule { "N" } else { "" }, d));
+            }
             if !hit && l == 0 {
                 let (mut sx, mut sy, mut c) = (0.0, 0.0, 0.0);
                 for (j, &m) in p.masks[0].iter().enumerate() {
@@ -103,6 +109,7 @@ fn main() {
         hits[0] + hits[1], total[0] + total[1], rate, hits[0], total[0], hits[1], total[1], t0.elapsed().as_secs_f64()
     );
     println!("  nodule misses: distance peak-centroid (px) {nodule_miss_dist:?}");
+    println!("  consolidation misses: distance peak-mask (px), N = on the nodule {cons_miss:?}");
 
     // Faithfulness.
     let (mut better, mut tot, mut sr, mut sn, mut i) = ([0usize; 2], [0usize; 2], 0f64, 0f64, 0u64);

@@ -321,7 +321,7 @@ fn phantom_card(
             default_method: "grad-cam".into(),
             target_layer: net.target_layer(),
             notes: format!(
-                "Grad-CAM on the last convolution's ReLU output ({g}x{g} cells of {cell} px); with this GAP + linear head it equals CAM up to a 1/(h*w) factor. Upsampled bilinearly with cell i centred on input pixel {cell}*i (its receptive-field centre). Faithfulness: deletion to black against a random map on the same grid.",
+                "Grad-CAM on the last convolution's ReLU output ({g}x{g} cells of {cell} px); with this GAP + linear head it equals CAM up to a 1/(h*w) factor. Upsampled bilinearly with cell i centred on input pixel {cell}*i (its receptive-field centre). Faithfulness: deletion to a background estimate (grey opening + blur) against a random map on the same grid.",
                 g = size / cell
             ),
         },
