@@ -1,6 +1,6 @@
 //! Trains the shipped demonstration model `radsight-phantom-cxr` and writes it to a model folder.
 //!
-//! Run (release; about 5–10 minutes on 2 cores):
+//! Run (release; about 12 minutes on 2 shared cores for the 1.1.0 settings):
 //! `cargo run -p radsight-vision --release --example train -- [OUT_DIR] [--steps N] [--batch N] [--seed N]`
 //! (experiments: `--test N --calibration N --lr X --widths 16,32,48,64 --strides 2,2,1,1`)
 //! OUT_DIR defaults to `models/radsight-phantom-cxr`.

@@ -50,7 +50,7 @@ impl Default for TrainConfig {
             seed: 20_261_201,
             phantom: PhantomConfig::default(),
             architecture: CompactCnnConfig::default(),
-            steps: 1000,
+            steps: 1600,
             batch_size: 32,
             learning_rate: 4e-3,
             weight_decay: 1e-4,
