@@ -1,11 +1,16 @@
 //! Trains the shipped demonstration model `radsight-phantom-cxr` and writes it to a model folder.
 //!
-//! Run (release; about 5–10 minutes on 2 cores):
+//! Run (release; about 12 minutes on 2 shared cores for the 1.1.0 settings):
 //! `cargo run -p radsight-vision --release --example train -- [OUT_DIR] [--steps N] [--batch N] [--seed N]`
+//! (experiments: `--test N --calibration N --lr X --widths 16,32,48,64 --strides 2,2,1,1`)
 //! OUT_DIR defaults to `models/radsight-phantom-cxr`.
 
 use radsight_vision::train::{TrainConfig, train};
 use std::path::PathBuf;
+
+fn list(v: Option<String>, name: &str) -> Vec<usize> {
+    v.unwrap_or_default().split(',').map(|x| x.trim().parse().unwrap_or_else(|_| panic!("{name} needs a comma-separated list"))).collect()
+}
 
 fn main() {
     let mut config = TrainConfig::default();
@@ -21,6 +26,9 @@ fn main() {
             "--seed" => config.seed = num("--seed"),
             "--test" => config.test_images = num("--test") as usize,
             "--calibration" => config.calibration_images = num("--calibration") as usize,
+            "--lr" => config.learning_rate = args.next().and_then(|v| v.parse().ok()).expect("--lr needs a number"),
+            "--widths" => config.architecture.widths = list(args.next(), "--widths"),
+            "--strides" => config.architecture.strides = list(args.next(), "--strides"),
             other => out = PathBuf::from(other),
         }
     }

@@ -72,3 +72,29 @@ pub fn box_blur(data: &[f32], width: usize, height: usize, radius: usize) -> Vec
     }
     out
 }
+
+/// Separable square min (`max == false`) or max filter of radius `radius`, clamped at the edges.
+fn rank_filter(data: &[f32], width: usize, height: usize, radius: usize, max: bool) -> Vec<f32> {
+    let pick = |a: f32, b: f32| if max { a.max(b) } else { a.min(b) };
+    let mut tmp = vec![0f32; data.len()];
+    for y in 0..height {
+        for x in 0..width {
+            let row = &data[y * width..(y + 1) * width];
+            tmp[y * width + x] = row[x.saturating_sub(radius)..(x + radius + 1).min(width)].iter().copied().reduce(pick).unwrap_or(0.0);
+        }
+    }
+    let mut out = vec![0f32; data.len()];
+    for y in 0..height {
+        for x in 0..width {
+            out[y * width + x] = (y.saturating_sub(radius)..(y + radius + 1).min(height)).map(|yy| tmp[yy * width + x]).reduce(pick).unwrap_or(0.0);
+        }
+    }
+    out
+}
+
+/// Grey-scale opening (erosion then dilation) with a `(2·radius + 1)²` square: removes bright
+/// structures narrower than the square and keeps the darker background under them (the
+/// "rolling ball" background estimate of radiography).
+pub fn grey_opening(data: &[f32], width: usize, height: usize, radius: usize) -> Vec<f32> {
+    rank_filter(&rank_filter(data, width, height, radius, false), width, height, radius, true)
+}

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// The phantom's finding labels, in model output order.
 pub const PHANTOM_LABELS: [&str; 2] = ["nodule", "consolidation"];
 
-/// Generator settings. Defaults are those used to train `radsight-phantom-cxr` 1.0.0.
+/// Generator settings. Defaults are those used to train `radsight-phantom-cxr` 1.0.0 and 1.1.0.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PhantomConfig {
     /// Image side in pixels (square).

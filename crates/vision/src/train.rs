@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Instant;
 
-/// Training settings; defaults are those of `radsight-phantom-cxr` 1.0.0.
+/// Training settings; defaults are those of `radsight-phantom-cxr` 1.1.0.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub id: String,
@@ -46,11 +46,11 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             id: "radsight-phantom-cxr".into(),
-            version: "1.0.0".into(),
+            version: "1.1.0".into(),
             seed: 20_261_201,
             phantom: PhantomConfig::default(),
             architecture: CompactCnnConfig::default(),
-            steps: 1000,
+            steps: 1600,
             batch_size: 32,
             learning_rate: 4e-3,
             weight_decay: 1e-4,
@@ -242,6 +242,7 @@ fn phantom_card(
     size: usize,
     net: &CompactCnn,
 ) -> ModelCard {
+    let cell: usize = arch.strides.iter().product();
     let descriptions = [
         "Nodule: a small round opacity (synthetic sphere projection, radius 3.5-8% of the image side).",
         "Consolidation: an irregular patchy opacity made of overlapping soft blobs in a lung field.",
@@ -284,7 +285,10 @@ fn phantom_card(
                 "Only two synthetic finding types; every other abnormality is out of scope and will be missed or mislabelled.".into(),
                 format!("Input must be a single-channel frontal chest image letterboxed to {size}x{size}, values in [0, 1]."),
                 "Calibration was fitted on synthetic data with 50% prevalence per finding; probabilities do not transfer to real prevalences.".into(),
-                "Grad-CAM maps are coarse (one cell per 8 input pixels) and show what drives the score, not a segmentation.".into(),
+                format!(
+                    "Grad-CAM maps are coarse (one cell per {cell} input pixels, a {g}x{g} grid) and show what drives the score, not a segmentation.",
+                    g = size / cell
+                ),
             ],
         },
         training: TrainingInfo {
@@ -316,7 +320,10 @@ fn phantom_card(
         saliency: SaliencySpec {
             default_method: "grad-cam".into(),
             target_layer: net.target_layer(),
-            notes: "Grad-CAM on the last convolution's ReLU output; with this GAP + linear head it equals CAM up to a 1/(h*w) factor.".into(),
+            notes: format!(
+                "Grad-CAM on the last convolution's ReLU output ({g}x{g} cells of {cell} px); with this GAP + linear head it equals CAM up to a 1/(h*w) factor. Upsampled bilinearly with cell i centred on input pixel {cell}*i (its receptive-field centre). Faithfulness: deletion to a background estimate (grey opening + blur) against a random map on the same grid.",
+                g = size / cell
+            ),
         },
         weights: WeightsSpec { file: "weights.safetensors".into(), format: "safetensors".into(), dtype: "f32".into(), sha256 },
     }

@@ -41,7 +41,7 @@ impl Default for CompactCnnConfig {
         Self {
             in_channels: 1,
             widths: vec![16, 32, 48, 64],
-            strides: vec![2, 2, 2, 1],
+            strides: vec![2, 2, 1, 1],
             kernel: 3,
             num_labels: 2,
             input_mean: 0.4,
@@ -145,6 +145,14 @@ impl Network for CompactCnn {
 
     fn in_channels(&self) -> usize {
         self.config.in_channels
+    }
+
+    /// Every convolution has an odd kernel, "same" padding `k/2` and stride `s`, so output `i`
+    /// is centred on input pixel `s·i`; composed, feature cell `i` is centred on input pixel
+    /// `S·i` (centre `S·i + 0.5`), not on `S·i + (S − 1)/2` as half-pixel resizing assumes — a
+    /// shift of 1.5 px at stride 4 and 3.5 px at stride 8.
+    fn feature_origin(&self) -> Option<f32> {
+        Some(0.5)
     }
 
     fn macs(&self, size: usize) -> u64 {

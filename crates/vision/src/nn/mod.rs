@@ -30,6 +30,13 @@ pub trait Network: Send + Sync {
     fn input_differentiable(&self) -> bool {
         true
     }
+    /// Where feature cell `(0, 0)`'s centre sits in the input, in continuous pixel coordinates
+    /// (pixel `j` spans `[j, j + 1)`), for Grad-CAM's upsampling; cell `i` is at
+    /// `origin + i · input/feature`. `None`: half-pixel centres (`stride / 2`, OpenCV / PyTorch
+    /// `align_corners=False`).
+    fn feature_origin(&self) -> Option<f32> {
+        None
+    }
     /// Multiply-accumulate count of one forward pass at `size`×`size` (for benchmarks).
     fn macs(&self, size: usize) -> u64;
 }
