@@ -6,7 +6,6 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use super::store::{self, ArtefactKind};
@@ -111,22 +110,18 @@ async fn read(
     what: &'static str,
 ) -> Result<(Reader, analysis_result::Model, study::Model), ResultError> {
     let reader = authorise(req, state).await?;
-    let row = store::find(&state.db, id).await.map_err(internal)?;
-    let study = match &row {
-        Some(r) => study::Entity::find_by_id(r.study_uid.clone()).one(&state.db).await.map_err(internal)?,
-        None => None,
-    };
-    let outcome = if study.is_some() { Outcome::Success } else { Outcome::Rejected };
+    let found = store::find_with_study(&state.db, id).await.map_err(internal)?;
+    let outcome = if found.is_some() { Outcome::Success } else { Outcome::Rejected };
     let event = AuditEvent::new(Action::PatientRead, outcome)
         .actor(reader.iss(), None)
-        .patient(study.as_ref().map(|s| s.patient_ref.clone()))
+        .patient(found.as_ref().map(|(_, s)| s.patient_ref.clone()))
         .entity("AnalysisResult", id)
         .detail("resource", what)
         .detail("via", if reader.iss().is_some() { "client-jwt" } else { "signed-link" });
     state.audit.record(&state.db, event).await.map_err(internal)?;
-    match (row, study) {
-        (Some(r), Some(s)) => Ok((reader, r, s)),
-        _ => Err(ResultError::NotFound(id.to_owned())),
+    match found {
+        Some((r, s)) => Ok((reader, r, s)),
+        None => Err(ResultError::NotFound(id.to_owned())),
     }
 }
 

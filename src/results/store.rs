@@ -200,6 +200,16 @@ pub async fn find<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<analy
     analysis_result::Entity::find_by_id(id.to_owned()).one(conn).await
 }
 
+/// A result with the study it was made on; `None` when either is missing or `id` is not a
+/// result id at all (ids are UUIDs, so anything else is not looked up).
+pub async fn find_with_study<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<(analysis_result::Model, study::Model)>, DbErr> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(None);
+    }
+    let Some(result) = find(conn, id).await? else { return Ok(None) };
+    Ok(study::Entity::find_by_id(result.study_uid.clone()).one(conn).await?.map(|s| (result, s)))
+}
+
 pub async fn artefact<C: ConnectionTrait>(
     conn: &C,
     id: &str,

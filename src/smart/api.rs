@@ -177,14 +177,7 @@ async fn readable_result(
     resource: &'static str,
 ) -> Result<(Grant, analysis_result::Model, study::Model), ApiError> {
     let grant = authenticate(req, state).await?;
-    let found = match uuid::Uuid::parse_str(id) {
-        Ok(_) => analysis_result::Entity::find_by_id(id).one(&state.db).await.map_err(internal)?,
-        Err(_) => None,
-    };
-    let found = match found {
-        Some(r) => study::Entity::find_by_id(&r.study_uid).one(&state.db).await.map_err(internal)?.map(|s| (r, s)),
-        None => None,
-    };
+    let found = crate::results::store::find_with_study(&state.db, id).await.map_err(internal)?;
     let Some((result, study)) = found else {
         let token_patient = grant.patient.as_ref().map(|p| format!("Patient/{p}")).unwrap_or_default();
         let event = read_event(&grant, &ReadOf { resource, patient_ref: &token_patient, result: None, study: None }, Outcome::Rejected)
