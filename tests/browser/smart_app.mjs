@@ -10,7 +10,7 @@ const browser = await chromium.launch({
          "--disable-component-update", "--disable-sync"],
 });
 const fail = async (msg) => { console.error(msg); await browser.close(); process.exit(1); };
-const T = { timeout: 15000 };
+const T = { timeout: 30000 }; // generous: CI shares 2 cores with builds
 
 async function newPage(viewport = { width: 1280, height: 900 }) {
   const context = await browser.newContext({ viewport });
@@ -45,6 +45,9 @@ try {
   // 2. Opening a result draws the image with its overlay; toggling the overlay changes pixels.
   await page.click(`button[data-result="${resultId}"]`);
   await page.waitForSelector("#view[data-drawn^=overlay]", T);
+  // The view is complete when the app moves focus to its heading (after the trail has loaded);
+  // interacting before that would have focus taken away mid-test on a slow machine.
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id === "study-title", null, T);
   const focused = await page.evaluate(() => document.activeElement.id);
   console.log(`focus after opening: ${focused}`);
   const box = await page.evaluate(() => window.radsight.result.explanation.bbox);
