@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use radsight_dicom::{DecodeLimits, DecodedImage, PixelBox};
+use radsight_vision::card::AppliesTo;
 use radsight_vision::{AnalyzeOptions, Model, Registry, SaliencyMethod};
 use serde_json::{Value, json};
 
 use crate::configuration::AnalysisSettings;
-use crate::results::store::{Artefact, ArtefactKind};
+use crate::results::store::Artefact;
 use crate::results::{Finding, ModelIdentity};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,8 @@ impl Analysed {
 pub struct Analyzer {
     registry: Registry,
     settings: AnalysisSettings,
+    /// `[[analysis.routes]]` in the cards' own matching terms, first match wins.
+    routes: Vec<(AppliesTo, String)>,
     loaded: Mutex<HashMap<String, Arc<Model>>>,
 }
 
@@ -114,7 +117,15 @@ impl Analyzer {
         let registry = Registry::open(&settings.models_dir)
             .map_err(|e| anyhow::anyhow!("opening the model registry {} (set [analysis] models_dir): {e}", settings.models_dir.display()))?;
         saliency_method(&settings.saliency)?;
-        Ok(Analyzer { registry, settings: settings.clone(), loaded: Mutex::new(HashMap::new()) })
+        let routes = settings
+            .routes
+            .iter()
+            .map(|r| {
+                let when = AppliesTo { modalities: r.modalities.clone(), body_parts: r.body_parts.clone(), procedure_codes: r.procedure_codes.clone() };
+                (when, r.model.clone())
+            })
+            .collect();
+        Ok(Analyzer { registry, settings: settings.clone(), routes, loaded: Mutex::new(HashMap::new()) })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -133,14 +144,8 @@ impl Analyzer {
     /// The model for a study: the first configured route that matches, else the first model
     /// whose card applies.
     pub fn choose(&self, modality: Option<&str>, body_part: Option<&str>, procedure_code: Option<&str>) -> Option<String> {
-        let eq = |list: &[String], v: Option<&str>| list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)));
-        if !self.settings.routes.is_empty() {
-            return self
-                .settings
-                .routes
-                .iter()
-                .find(|r| eq(&r.modalities, modality) && eq(&r.body_parts, body_part) && eq(&r.procedure_codes, procedure_code))
-                .map(|r| r.model.clone());
+        if !self.routes.is_empty() {
+            return self.routes.iter().find(|(when, _)| when.matches(modality, body_part, procedure_code)).map(|(_, model)| model.clone());
         }
         self.registry.route(modality, body_part, procedure_code).first().map(|e| e.card.id.clone())
     }
@@ -325,6 +330,27 @@ fn display_name(label: &str) -> String {
     }
 }
 
-/// The artefact kinds an analysis stores, for readers.
-pub const ARTEFACT_KINDS: [ArtefactKind; 4] =
-    [ArtefactKind::ImagePng, ArtefactKind::SaliencyPng, ArtefactKind::HeatmapPng, ArtefactKind::SaliencyMap];
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::{ModelRoute, Settings};
+
+    fn analyzer(routes: Vec<ModelRoute>) -> Analyzer {
+        let mut settings = Settings::default().analysis;
+        settings.models_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models").into();
+        settings.routes = routes;
+        Analyzer::open(&settings).unwrap()
+    }
+
+    #[test]
+    fn configured_routes_win_over_the_cards_and_match_like_them() {
+        let cards = analyzer(Vec::new());
+        assert_eq!(cards.choose(Some("DX"), Some("CHEST"), None).as_deref(), Some("radsight-phantom-cxr"));
+        assert_eq!(cards.choose(Some("CT"), Some("HEAD"), None), None);
+
+        let route = ModelRoute { modalities: vec!["CT".into()], body_parts: vec![], procedure_codes: vec![], model: "radsight-phantom-cxr".into() };
+        let routed = analyzer(vec![route]);
+        assert_eq!(routed.choose(Some("ct"), Some("HEAD"), None).as_deref(), Some("radsight-phantom-cxr"), "case-insensitive, empty lists match");
+        assert_eq!(routed.choose(Some("DX"), Some("CHEST"), None), None, "with routes, the cards' own applies_to is not consulted");
+    }
+}

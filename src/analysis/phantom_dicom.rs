@@ -3,6 +3,17 @@
 //! real study takes (PACS → WADO-RS → decode → model). The writer is deliberately small:
 //! explicit VR little endian, 16-bit MONOCHROME2 with 12 bits stored, a rescale and a window.
 
+/// A clear nodule case for demos and tests: among 100 phantoms from a seed the shipped model
+/// never trained on, the nodule-only one with the largest nodule.
+pub fn clear_nodule_phantom(size: usize) -> radsight_vision::phantom::Phantom {
+    let config = radsight_vision::phantom::PhantomConfig { size, ..Default::default() };
+    (0..100)
+        .map(|i| radsight_vision::phantom::generate(&config, 424_242, i))
+        .filter(|p| p.labels == [true, false])
+        .max_by_key(|p| p.masks[0].iter().filter(|m| **m).count())
+        .expect("seed 424242 has nodule-only phantoms among its first 100")
+}
+
 /// What goes into one phantom file besides its pixels.
 pub struct PhantomInstance<'a> {
     pub patient_id: &'a str,

@@ -192,13 +192,7 @@ pub async fn seed_demo(db: &sea_orm::DatabaseConnection, audit: &crate::audit::A
     }
     let patient_ref = format!("Patient/{DEMO_PATIENT}");
     let analyzer = crate::analysis::Analyzer::open(settings)?;
-    // A clear nodule case from a seed the model never trained on.
-    let config = radsight_vision::phantom::PhantomConfig { size: 256, ..Default::default() };
-    let phantom = (0..100)
-        .map(|i| radsight_vision::phantom::generate(&config, 424_242, i))
-        .filter(|p| p.labels == [true, false])
-        .max_by_key(|p| p.masks[0].iter().filter(|m| **m).count())
-        .ok_or_else(|| anyhow::anyhow!("no demo phantom"))?;
+    let phantom = crate::analysis::phantom_dicom::clear_nodule_phantom(256);
     let meta = PhantomInstance {
         patient_id: DEMO_PATIENT,
         study_uid: DEMO_STUDY_UID,
