@@ -132,6 +132,9 @@ workers = 2
 [database]
 url = "sqlite://$DB_DIR/radsight.db?mode=rwc"
 
+[analysis]
+models_dir = "$REPO/models"
+
 [[clients]]
 iss = "$ISS"
 jwks_file = "$WORK/keys/client.jwks.json"

@@ -24,7 +24,7 @@ build_app() {
 case "${1:-serve}" in
   serve)
     build_app
-    cargo build --release --locked
+    cargo build --release --locked --features demo   # the demo EHR at /demo-ehr/
     exec env RADSIGHT_SMART__DEMO_EHR__ENABLED=true target/release/radsight serve
     ;;
   analyze)

@@ -4,7 +4,7 @@
 # on SQLite and PostgreSQL.
 #
 #   scripts/test.sh            # everything
-#   scripts/test.sh -- NAME    # cargo test filter
+#   scripts/test.sh -- NAME    # cargo test filter (the production-build check then is skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -128,4 +128,24 @@ ensure_browser
 ensure_smart_app
 ensure_orthanc
 
-cargo test --workspace --locked "$@"
+# Style is mechanical: formatting and lints fail the run (the module layering is a unit test).
+# RADSIGHT_TEST_SKIP_STYLE=1 skips them while iterating locally; CI never sets it.
+if [ "${RADSIGHT_TEST_SKIP_STYLE:-0}" != 1 ]; then
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets --locked --features radsight/demo -- -D warnings
+fi
+
+# Every suite, with the demo EHR compiled in (its tests need it), then the production build
+# (without `demo`), which must not serve it. The last line sums every suite's counts.
+log=$(mktemp)
+status=0
+cargo test --workspace --locked --features radsight/demo "$@" 2>&1 | tee "$log" || status=$?
+if [ "$#" -eq 0 ]; then
+  cargo test -p radsight --locked --test production_build 2>&1 | tee -a "$log" || status=$?
+fi
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -oE '^test result: .* ([0-9]+) failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+rm -f "$log"
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a build failure runs no test
+echo "all suites: $passed passed, $failed failed"
+exit "$status"

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use sea_orm::ConnectionTrait;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))

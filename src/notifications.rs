@@ -11,18 +11,17 @@
 //! after the commit.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use serde_json::json;
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::audit::{Action, AuditEvent, Outcome};
-use crate::auth::client_jwt::{AuthFailure, VerifiedClient};
-use crate::cds_hooks::error::HookError;
-use crate::cds_hooks::{authenticate, request};
+use crate::auth::client_jwt::VerifiedClient;
 use crate::domain::{PatientId, StudyInstanceUid};
+use crate::http::body::{self, BodyError};
+use crate::http::client_auth::{AuditedFailure, CdsClient, audit_failures};
+use crate::http::{HttpError, error::operation_outcome};
 use crate::jobs::JobSource;
 use crate::jobs::announce::{AnnouncedStudy, announce_study};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/notifications", web::post().to(receive_notification));
@@ -30,12 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
-    #[error("unauthorized: {0}")]
-    Unauthorized(AuthFailure),
-    #[error("the request body exceeds {limit} bytes")]
-    PayloadTooLarge { limit: usize },
-    #[error("the body is not valid JSON")]
-    MalformedJson,
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("{0}")]
     Invalid(String),
     #[error("ImagingStudy.endpoint names a DICOMweb server that is not registered with radsight")]
@@ -44,88 +39,48 @@ pub enum NotificationError {
     Internal(#[source] anyhow::Error),
 }
 
-impl NotificationError {
+impl AuditedFailure for NotificationError {
     fn audit_code(&self) -> &'static str {
         match self {
-            NotificationError::Unauthorized(f) => f.code(),
-            NotificationError::PayloadTooLarge { .. } => "payload-too-large",
-            NotificationError::MalformedJson => "malformed-json",
+            NotificationError::Body(b) => b.audit_code(),
             NotificationError::Invalid(_) => "invalid-notification",
             NotificationError::EndpointNotAllowed => "endpoint-not-allowed",
             NotificationError::Internal(_) => "internal-error",
         }
     }
+
+    fn audit_outcome(&self) -> Outcome {
+        if matches!(self, NotificationError::Internal(_)) { Outcome::Error } else { Outcome::Rejected }
+    }
+
+    fn audit_unavailable(e: anyhow::Error) -> Self {
+        NotificationError::Internal(e)
+    }
 }
 
-impl From<HookError> for NotificationError {
-    fn from(e: HookError) -> Self {
+impl From<NotificationError> for HttpError {
+    fn from(e: NotificationError) -> HttpError {
         match e {
-            HookError::Unauthorized(f) => NotificationError::Unauthorized(f),
-            HookError::PayloadTooLarge { limit } => NotificationError::PayloadTooLarge { limit },
-            HookError::MalformedJson(_) => NotificationError::MalformedJson,
-            HookError::Internal(e) => NotificationError::Internal(e),
-            other => NotificationError::Invalid(other.to_string()),
+            NotificationError::Body(b) => b.into(),
+            NotificationError::Internal(e) => HttpError::Internal(e),
+            NotificationError::EndpointNotAllowed => HttpError::outcome(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            NotificationError::Invalid(_) => HttpError::outcome(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
         }
-    }
-}
-
-impl ResponseError for NotificationError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            NotificationError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            NotificationError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            NotificationError::MalformedJson | NotificationError::Invalid(_) => StatusCode::BAD_REQUEST,
-            NotificationError::EndpointNotAllowed => StatusCode::FORBIDDEN,
-            NotificationError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if let NotificationError::Unauthorized(_) = self {
-            return HttpResponse::Unauthorized().insert_header((WWW_AUTHENTICATE, "Bearer")).finish();
-        }
-        if let NotificationError::Internal(e) = self {
-            tracing::error!(error = ?e, "notification failed");
-        }
-        let (code, diagnostics) = match self {
-            NotificationError::Internal(_) => ("exception", "radsight could not process the notification; it has been logged".to_owned()),
-            NotificationError::PayloadTooLarge { .. } => ("too-costly", self.to_string()),
-            NotificationError::EndpointNotAllowed => ("forbidden", self.to_string()),
-            _ => ("invalid", self.to_string()),
-        };
-        HttpResponse::build(self.status_code()).insert_header((CONTENT_TYPE, "application/fhir+json")).body(
-            json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]})
-                .to_string(),
-        )
     }
 }
 
 async fn receive_notification(
     req: HttpRequest,
+    CdsClient(client): CdsClient,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, NotificationError> {
-    let client = authenticate(&req, &state).await?;
-    match handle(&req, payload, &state, &client).await {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            let outcome = if matches!(e, NotificationError::Internal(_)) { Outcome::Error } else { Outcome::Rejected };
-            let event = AuditEvent::new(Action::FhirNotification, outcome).actor(Some(&client.iss), None).detail("reason", e.audit_code());
-            match state.audit.record(&state.db, event).await {
-                Ok(_) => Err(e),
-                Err(a) => Err(NotificationError::Internal(a.into())),
-            }
-        }
-    }
-}
-
-fn declared_length(req: &HttpRequest) -> Option<usize> {
-    req.headers().get("content-length")?.to_str().ok()?.parse().ok()
+) -> Result<HttpResponse, HttpError> {
+    Ok(audit_failures(&state, Action::FhirNotification, &client, None, handle(&req, payload, &state, &client)).await?)
 }
 
 async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, client: &VerifiedClient) -> Result<HttpResponse, NotificationError> {
-    let body = request::read_body(payload, declared_length(req), state.settings.server.max_body_bytes).await?;
-    let value = request::parse_json(&body)?;
+    let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let value = body::parse_json(&body)?;
     let notified = radsight_fhir::parse_notification(&value).map_err(|e| NotificationError::Invalid(e.to_string()))?;
 
     let mut studies = Vec::new();
@@ -202,9 +157,6 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, clie
     if !job_ids.is_empty() {
         state.wake.notify_one();
     }
-    Ok(HttpResponse::Accepted().content_type("application/fhir+json").body(
-        json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
-            "diagnostics": format!("{} imaging stud{} queued for analysis", job_ids.len(), if job_ids.len() == 1 { "y" } else { "ies" })}]})
-        .to_string(),
-    ))
+    let diagnostics = format!("{} imaging stud{} queued for analysis", job_ids.len(), if job_ids.len() == 1 { "y" } else { "ies" });
+    Ok(HttpResponse::Accepted().content_type("application/fhir+json").body(operation_outcome("information", "informational", &diagnostics, None)))
 }

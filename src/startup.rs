@@ -1,5 +1,7 @@
-//! Building and running the HTTP service: `Application::build(settings)` binds (port 0 picks a
-//! free port, for tests), connects and migrates the database, and wires the routes.
+//! Building and running the service: `Application::build(settings)` binds (port 0 picks a free
+//! port, for tests), connects and migrates the database, builds the core state and each
+//! feature's own, wires the routes, and starts the MLLP listener and the job workers. This is
+//! the top of the layers: it may import anything; nothing imports it.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -15,35 +17,16 @@ use crate::audit::AuditLog;
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::auth::client_jwt::{ClientVerifier, purge_expired_jtis};
 use crate::auth::jwks::KeyStore;
-use crate::cds_hooks::definitions::ServiceDefinitions;
-use crate::cds_hooks::prefetch::FhirFetcher;
+use crate::auth::links::LinkSigner;
+use crate::cds_hooks::HookState;
 use crate::configuration::Settings;
-use crate::imaging::procedure::ProcedureCatalog;
 use crate::hl7::ingest::IngestContext;
 use crate::hl7::listener::{self, ListenerOptions};
 use crate::hl7::message::ParseOptions;
 use crate::jobs::worker::{WorkerContext, spawn_workers};
-use crate::{audit, cds_hooks, health, http_client, notifications, store};
-
-/// Everything a handler needs, shared by all workers.
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub db: DatabaseConnection,
-    pub audit: AuditLog,
-    pub verifier: ClientVerifier,
-    /// Verifies auditor clients (a separate registry from CDS clients).
-    pub auditors: ClientVerifier,
-    pub checkpoint_signer: Arc<CheckpointSigner>,
-    pub definitions: ServiceDefinitions,
-    pub fhir: FhirFetcher,
-    pub catalog: ProcedureCatalog,
-    /// Wakes idle job workers of this instance when a job is queued.
-    pub wake: Arc<tokio::sync::Notify>,
-    /// Signs and checks the result links that cards carry.
-    pub links: crate::results::LinkSigner,
-    /// The SMART app: registered EHRs, token validation, the demo EHR.
-    pub smart: crate::smart::SmartState,
-}
+use crate::smart::SmartState;
+use crate::state::AppState;
+use crate::{audit, audit_api, cds_hooks, health, http, http_client, notifications, results, smart, store};
 
 pub struct Application {
     port: u16,
@@ -101,24 +84,16 @@ impl Application {
         audit.record(&db, start).await.context("recording the start in the audit log")?;
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
-        let links = crate::results::LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
-        let smart = crate::smart::SmartState::build(&settings, http.clone()).context("setting up the SMART app")?;
-        if smart.demo.is_some() {
-            crate::smart::demo::seed_demo(&db, &audit, &settings.analysis).await.context("analysing the demo EHR's phantom study")?;
-        }
+        let links = LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
+        let demo = demo_ehr(&settings, &db, &audit).await?;
+        let smart = SmartState::build(&settings, demo.iter().map(|d| d.1.clone()).collect(), http.clone()).context("setting up the SMART app")?;
+        let demo = demo.map(|d| d.0);
+        let hooks = HookState::build(&settings, http)?;
         let state = AppState {
             links,
-            smart,
             verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone(), gate.clone()),
             auditors: ClientVerifier::new(auditor_keys, settings.auth.clone(), replay_store, gate),
             checkpoint_signer: Arc::new(signer),
-            definitions: ServiceDefinitions::load(&settings.hooks.definitions_file).context("loading service definitions")?,
-            fhir: FhirFetcher::new(
-                http,
-                Duration::from_millis(settings.hooks.fhir_timeout_ms),
-                settings.hooks.fhir_max_response_bytes,
-            ),
-            catalog: ProcedureCatalog::load(&settings.procedures).context("loading the procedure catalog")?,
             audit: audit.clone(),
             wake: wake.clone(),
             db,
@@ -157,6 +132,7 @@ impl Application {
         }
         let workers = state.settings.server.workers;
         let state = web::Data::new(state);
+        let (hooks, smart) = (web::Data::new(hooks), web::Data::new(smart));
         spawn_jti_purge(state.db.clone());
         spawn_checkpoints(state.clone().into_inner());
         let mut server = HttpServer::new(move || {
@@ -172,16 +148,19 @@ impl Application {
                 // never headers, query strings or bodies, where tokens and patient data travel.
                 .wrap(
                     middleware::Logger::new("%{route}xi %s %b %Dms")
-                        .custom_request_replace("route", |req| format!("{} {}", req.method(), crate::smart::loggable_path(req.path()))),
+                        .custom_request_replace("route", |req| format!("{} {}", req.method(), http::access_log::loggable_path(req.path()))),
                 )
                 .app_data(state.clone())
+                .app_data(hooks.clone())
+                .app_data(smart.clone())
                 .configure(cds_hooks::routes)
                 .configure(notifications::routes)
                 .configure(health::routes)
-                .configure(audit::api::routes)
-                .configure(crate::results::api::routes)
-                .configure(|cfg| crate::smart::routes(cfg, state.smart.demo.as_ref()))
-                .default_service(web::to(not_found))
+                .configure(audit_api::routes)
+                .configure(results::api::routes)
+                .configure(smart::routes)
+                .configure(|cfg| mount_demo(cfg, demo.as_ref()))
+                .default_service(web::to(http::error::not_found))
         })
         .client_request_timeout(Duration::from_secs(10))
         .listen(listener)?;
@@ -205,13 +184,41 @@ impl Application {
     }
 }
 
-async fn not_found() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::NotFound().content_type("application/fhir+json").body(
-        serde_json::json!({"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": "not-found", "diagnostics": "no such endpoint or method"}]})
-        .to_string(),
-    )
+/// The demo EHR and its patient's analysed study, in builds with the `demo` feature when
+/// `[smart.demo_ehr] enabled`. A build without the feature refuses that setting rather than
+/// silently serving no demo.
+#[cfg(feature = "demo")]
+async fn demo_ehr(
+    settings: &Settings,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+) -> anyhow::Result<Option<(crate::demo::EhrSim, (crate::configuration::EhrSettings, Option<secrecy::SecretString>))>> {
+    if !settings.smart.demo_ehr.enabled {
+        return Ok(None);
+    }
+    crate::demo::seed_demo(db, audit, &settings.analysis).await.context("analysing the demo EHR's phantom study")?;
+    Ok(Some(crate::demo::demo_ehr(settings)))
 }
+
+#[cfg(not(feature = "demo"))]
+async fn demo_ehr(settings: &Settings, _: &DatabaseConnection, _: &AuditLog) -> anyhow::Result<Option<(NoDemo, (crate::configuration::EhrSettings, Option<secrecy::SecretString>))>> {
+    anyhow::ensure!(!settings.smart.demo_ehr.enabled, "smart.demo_ehr is enabled, but this build has no demo EHR (build with `--features demo`)");
+    Ok(None)
+}
+
+/// Stands in for the demo EHR in builds without it.
+#[cfg(not(feature = "demo"))]
+enum NoDemo {}
+
+#[cfg(feature = "demo")]
+fn mount_demo(cfg: &mut web::ServiceConfig, demo: Option<&crate::demo::EhrSim>) {
+    if let Some(sim) = demo {
+        crate::demo::routes(cfg, sim);
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+fn mount_demo(_: &mut web::ServiceConfig, _: Option<&NoDemo>) {}
 
 /// Signs and publishes a checkpoint every `audit.checkpoint_interval_secs` when the log grew.
 fn spawn_checkpoints(state: Arc<AppState>) {

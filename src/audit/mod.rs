@@ -11,7 +11,6 @@
 //!
 //! No free text, token or key ever goes into an entry; patients appear only as references.
 
-pub mod api;
 pub mod checkpoint;
 pub mod export;
 pub mod merkle;
@@ -463,7 +462,8 @@ impl AuditTxn<'_> {
         append_to(&self.txn, &mut self.head, &mut self.frontier, event).await
     }
 
-    async fn append_with(&mut self, event: AuditEvent, rows: Option<Box<dyn AttachedRows>>) -> Result<i64, AuditError> {
+    /// Appends an entry and writes its attached rows in this transaction.
+    pub async fn append_with(&mut self, event: AuditEvent, rows: Option<Box<dyn AttachedRows>>) -> Result<i64, AuditError> {
         let seq = self.append(event).await?;
         if let Some(rows) = rows {
             rows.write(&self.txn, seq).await.map_err(AuditError::Append)?;

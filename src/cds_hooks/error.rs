@@ -1,23 +1,20 @@
-//! How hook, discovery and feedback calls fail, in the protocol's own terms: a bare 401 for any
-//! authentication failure, and otherwise an HTTP status with a FHIR `OperationOutcome`.
+//! How hook, discovery and feedback calls fail: each failure has a stable audit code and is
+//! answered as an [`HttpError`] (a bare 401 for authentication, which the edge handles before
+//! a hook runs; otherwise an HTTP status with a FHIR `OperationOutcome`).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
-use crate::auth::client_jwt::AuthFailure;
+use crate::audit::Outcome;
+use crate::http::HttpError;
+use crate::http::body::BodyError;
+use crate::http::client_auth::AuditedFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("unauthorized: {0}")]
-    Unauthorized(AuthFailure),
     #[error("no CDS Service with id {0}")]
     UnknownService(String),
-    #[error("the request body exceeds {limit} bytes")]
-    PayloadTooLarge { limit: usize },
-    #[error("the request body is not valid JSON: {0}")]
-    MalformedJson(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("{field}: {problem}")]
     InvalidRequest { field: String, problem: String },
     #[error("this service implements hook {expected}, but the request is for {got}")]
@@ -36,14 +33,13 @@ impl HookError {
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> HookError {
         HookError::InvalidRequest { field: field.into(), problem: problem.into() }
     }
+}
 
-    /// A stable code for the audit trail.
-    pub fn audit_code(&self) -> &'static str {
+impl AuditedFailure for HookError {
+    fn audit_code(&self) -> &'static str {
         match self {
-            HookError::Unauthorized(f) => f.code(),
             HookError::UnknownService(_) => "unknown-service",
-            HookError::PayloadTooLarge { .. } => "payload-too-large",
-            HookError::MalformedJson(_) => "malformed-json",
+            HookError::Body(b) => b.audit_code(),
             HookError::InvalidRequest { .. } => "invalid-request",
             HookError::HookMismatch { .. } => "hook-mismatch",
             HookError::UnknownCard(_) => "unknown-card",
@@ -53,53 +49,32 @@ impl HookError {
         }
     }
 
-    fn issue_code(&self) -> &'static str {
+    fn audit_outcome(&self) -> Outcome {
         match self {
-            HookError::Unauthorized(_) => "login",
-            HookError::UnknownService(_) | HookError::UnknownCard(_) => "not-found",
-            HookError::PayloadTooLarge { .. } => "too-costly",
-            HookError::MalformedJson(_) => "structure",
-            HookError::InvalidRequest { .. } | HookError::HookMismatch { .. } => "invalid",
-            HookError::FhirServerNotRegistered => "forbidden",
-            HookError::PrefetchUnavailable { .. } => "incomplete",
-            HookError::Internal(_) => "exception",
+            HookError::Internal(_) | HookError::PrefetchUnavailable { .. } => Outcome::Error,
+            _ => Outcome::Rejected,
         }
+    }
+
+    fn audit_unavailable(e: anyhow::Error) -> Self {
+        HookError::Internal(e)
     }
 }
 
-impl ResponseError for HookError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            HookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            HookError::UnknownService(_) | HookError::UnknownCard(_) => StatusCode::NOT_FOUND,
-            HookError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            HookError::MalformedJson(_) | HookError::InvalidRequest { .. } | HookError::HookMismatch { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            HookError::FhirServerNotRegistered => StatusCode::FORBIDDEN,
-            HookError::PrefetchUnavailable { .. } => StatusCode::PRECONDITION_FAILED,
-            HookError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if let HookError::Unauthorized(_) = self {
-            // No detail: the reason is in the audit trail only.
-            return HttpResponse::Unauthorized().insert_header((WWW_AUTHENTICATE, "Bearer")).finish();
-        }
-        if let HookError::Internal(e) = self {
-            tracing::error!(error = ?e, "request failed");
-        }
-        let diagnostics = match self {
-            HookError::Internal(_) => "radsight could not process the request; it has been logged".to_owned(),
-            other => other.to_string(),
+impl From<HookError> for HttpError {
+    fn from(e: HookError) -> HttpError {
+        let (status, code) = match &e {
+            HookError::Body(_) | HookError::Internal(_) | HookError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            HookError::UnknownService(_) | HookError::UnknownCard(_) => (StatusCode::NOT_FOUND, "not-found"),
+            HookError::HookMismatch { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            HookError::FhirServerNotRegistered => (StatusCode::FORBIDDEN, "forbidden"),
+            HookError::PrefetchUnavailable { .. } => (StatusCode::PRECONDITION_FAILED, "incomplete"),
         };
-        let mut issue = json!({"severity": "error", "code": self.issue_code(), "diagnostics": diagnostics});
-        if let HookError::InvalidRequest { field, .. } = self {
-            issue["expression"] = json!([field]);
+        match e {
+            HookError::Body(b) => b.into(),
+            HookError::Internal(e) => HttpError::Internal(e),
+            HookError::InvalidRequest { field, problem } => HttpError::invalid(field, problem),
+            other => HttpError::outcome(status, code, other.to_string()),
         }
-        HttpResponse::build(self.status_code())
-            .insert_header((CONTENT_TYPE, "application/fhir+json"))
-            .body(json!({"resourceType": "OperationOutcome", "issue": [issue]}).to_string())
     }
 }

@@ -10,12 +10,13 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
+use super::HookState;
 use super::error::HookError;
-use super::hooks::declared_length;
-use super::{audit_failure, authenticate, request};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::client_jwt::VerifiedClient;
-use crate::startup::AppState;
+use crate::http::client_auth::{CdsClient, audit_failures};
+use crate::http::{HttpError, body};
+use crate::state::AppState;
 use crate::store::entities::{card, feedback};
 
 #[derive(Debug)]
@@ -30,16 +31,15 @@ struct FeedbackItem {
 
 pub async fn receive_feedback(
     req: HttpRequest,
+    CdsClient(client): CdsClient,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, HookError> {
-    let client = authenticate(&req, &state).await?;
+    hooks: web::Data<HookState>,
+) -> Result<HttpResponse, HttpError> {
     let service_id = path.into_inner();
-    match handle(&req, &service_id, payload, &state, &client).await {
-        Ok(r) => Ok(r),
-        Err(e) => Err(audit_failure(&state, Action::Feedback, &client, &service_id, e).await),
-    }
+    let work = handle(&req, &service_id, payload, &state, &hooks, &client);
+    Ok(audit_failures(&state, Action::Feedback, &client, Some(("CdsService", &service_id)), work).await?)
 }
 
 fn parse_items(body: &Value) -> Result<Vec<FeedbackItem>, HookError> {
@@ -101,13 +101,14 @@ async fn handle(
     service_id: &str,
     payload: web::Payload,
     state: &AppState,
+    hooks: &HookState,
     client: &VerifiedClient,
 ) -> Result<HttpResponse, HookError> {
-    if state.definitions.get(service_id).is_none() {
+    if hooks.definitions.get(service_id).is_none() {
         return Err(HookError::UnknownService(service_id.to_owned()));
     }
-    let body = request::read_body(payload, declared_length(req), state.settings.server.max_body_bytes).await?;
-    let items = parse_items(&request::parse_json(&body)?)?;
+    let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let items = parse_items(&body::parse_json(&body)?)?;
     let internal = |e: anyhow::Error| HookError::Internal(e);
 
     let uuids: Vec<String> = items.iter().map(|i| i.card.clone()).collect();

@@ -7,32 +7,29 @@ use serde_json::json;
 
 use super::cards::IssuedCard;
 use super::error::HookError;
-use super::prefetch::{self, FetchRecord};
+use super::prefetch::{self, FetchRecord, UnusableSlot};
 use super::request::{self, HookRequest};
 use super::results::{self, ResultCardSettings};
-use super::{audit_failure, authenticate, rules};
+use super::{HookState, rules};
 use crate::audit::{Action, AttachedRows, AuditEvent, Outcome};
 use crate::auth::client_jwt::VerifiedClient;
 use crate::domain::Hook;
-use crate::startup::AppState;
+use crate::http::client_auth::{CdsClient, audit_failures};
+use crate::http::{HttpError, body};
+use crate::state::AppState;
 use crate::store::entities::card;
 
 pub async fn call_service(
     req: HttpRequest,
+    CdsClient(client): CdsClient,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, HookError> {
-    let client = authenticate(&req, &state).await?;
+    hooks: web::Data<HookState>,
+) -> Result<HttpResponse, HttpError> {
     let service_id = path.into_inner();
-    match handle(&req, &service_id, payload, &state, &client).await {
-        Ok(response) => Ok(response),
-        Err(e) => Err(audit_failure(&state, Action::HookCall, &client, &service_id, e).await),
-    }
-}
-
-pub(super) fn declared_length(req: &HttpRequest) -> Option<usize> {
-    req.headers().get("content-length")?.to_str().ok()?.parse().ok()
+    let work = handle(&req, &service_id, payload, &state, &hooks, &client);
+    Ok(audit_failures(&state, Action::HookCall, &client, Some(("CdsService", &service_id)), work).await?)
 }
 
 async fn handle(
@@ -40,25 +37,26 @@ async fn handle(
     service_id: &str,
     payload: web::Payload,
     state: &AppState,
+    hooks: &HookState,
     client: &VerifiedClient,
 ) -> Result<HttpResponse, HookError> {
-    let service = state.definitions.get(service_id).ok_or_else(|| HookError::UnknownService(service_id.to_owned()))?;
+    let service = hooks.definitions.get(service_id).ok_or_else(|| HookError::UnknownService(service_id.to_owned()))?;
     let hook = Hook::parse(&service.hook).ok_or_else(|| HookError::Internal(anyhow::anyhow!("definitions were validated at load")))?;
-    let body = request::read_body(payload, declared_length(req), state.settings.server.max_body_bytes).await?;
-    let hook_req = request::parse_hook_request(&request::parse_json(&body)?, hook)?;
+    let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let hook_req = request::parse_hook_request(&body::parse_json(&body)?, hook)?;
     let registered = state
         .verifier
         .keys()
         .client(&client.iss)
         .ok_or_else(|| HookError::Internal(anyhow::anyhow!("a verified client is registered")))?;
 
-    let (data, fetches) = prefetch::resolve(service, &hook_req, registered, &state.fhir).await;
+    let (data, fetches) = prefetch::resolve(service, &hook_req, registered, &hooks.fhir).await;
     audit_fetches(state, client, &hook_req, &fetches).await?;
     let data = data?;
 
     let now = time::OffsetDateTime::now_utc();
     let orders: Vec<_> =
-        hook_req.orders.iter().filter_map(|o| state.catalog.classify(o).map(|p| (o.clone(), p))).collect();
+        hook_req.orders.iter().filter_map(|o| hooks.catalog.classify(o).map(|p| (o.clone(), p))).collect();
     let mut issued = rules::evaluate(&orders, &data, &state.settings.rules, now);
     let procedures: Vec<_> = orders.iter().map(|(_, p)| p.clone()).collect();
     let settings = ResultCardSettings {
@@ -76,7 +74,7 @@ async fn handle(
         issued.extend(ai);
     }
 
-    store_and_audit(state, client, service_id, &hook_req, orders.len(), &mut issued).await?;
+    store_and_audit(state, client, service_id, &hook_req, orders.len(), &data.unusable, &mut issued).await?;
     let cards: Vec<_> = issued.iter().map(|c| &c.card).collect();
     Ok(HttpResponse::Ok().content_type("application/json").body(json!({ "cards": cards }).to_string()))
 }
@@ -114,6 +112,7 @@ async fn store_and_audit(
     service_id: &str,
     hook_req: &HookRequest,
     order_count: usize,
+    unusable: &[UnusableSlot],
     issued: &mut [IssuedCard],
 ) -> Result<(), HookError> {
     let internal = |e: anyhow::Error| HookError::Internal(e);
@@ -125,6 +124,11 @@ async fn store_and_audit(
         .detail("hook_instance", hook_req.hook_instance.to_string())
         .detail("imaging_orders", order_count)
         .detail("cards", issued.len());
+    if !unusable.is_empty() {
+        // Which slots could not be used and why (a wrong patient's data included): codes only.
+        let slots: Vec<_> = unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
+        event = event.detail("prefetch_unusable", slots);
+    }
     for (i, c) in issued.iter().enumerate() {
         event = event.entity("Card", c.card.uuid.clone()).detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
     }

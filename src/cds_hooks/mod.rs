@@ -16,12 +16,37 @@ pub mod request;
 pub mod results;
 pub mod rules;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use anyhow::Context;
 
 use crate::audit::{Action, AuditEvent, Outcome};
-use crate::auth::client_jwt::{ClientVerifier, VerifiedClient};
-use crate::startup::AppState;
-use error::HookError;
+use crate::configuration::Settings;
+use crate::http::HttpError;
+use crate::http::client_auth::CdsClient;
+use crate::imaging::procedure::ProcedureCatalog;
+use crate::state::AppState;
+use definitions::ServiceDefinitions;
+use prefetch::FhirFetcher;
+
+/// What the hooks need beside the core: the discovery document, the FHIR fetcher for missing
+/// prefetch, and the procedure catalog the rules classify orders with.
+pub struct HookState {
+    pub definitions: ServiceDefinitions,
+    pub fhir: FhirFetcher,
+    pub catalog: ProcedureCatalog,
+}
+
+impl HookState {
+    pub fn build(settings: &Settings, http: reqwest::Client) -> anyhow::Result<HookState> {
+        Ok(HookState {
+            definitions: ServiceDefinitions::load(&settings.hooks.definitions_file).context("loading service definitions")?,
+            fhir: FhirFetcher::new(http, Duration::from_millis(settings.hooks.fhir_timeout_ms), settings.hooks.fhir_max_response_bytes),
+            catalog: ProcedureCatalog::load(&settings.procedures).context("loading the procedure catalog")?,
+        })
+    }
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/cds-services", web::get().to(discovery))
@@ -29,65 +54,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cds-services/{id}/feedback", web::post().to(feedback::receive_feedback));
 }
 
-/// Verifies the caller's JWT against the exact URL called; a failure is audited, then 401.
-pub(crate) async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HookError> {
-    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-    let called_url = format!("{}{}", state.settings.server.public_url, req.path());
-    match state.verifier.verify(authorization, &called_url).await {
-        Ok(client) => Ok(client),
-        Err(failure) => {
-            let reason = failure.code();
-            Err(refuse(req, state, authorization, failure, reason).await)
-        }
-    }
-}
-
-/// Audits a refused authentication (reason code, path, the `iss` the token claims; never the
-/// token), then gives the bare 401 to answer with.
-pub(crate) async fn refuse(
-    req: &HttpRequest,
-    state: &AppState,
-    authorization: Option<&str>,
-    failure: crate::auth::client_jwt::AuthFailure,
-    reason: &str,
-) -> HookError {
-    let claimed = ClientVerifier::claimed_issuer(authorization);
-    let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
-        .detail("reason", reason)
-        .detail("path", req.path())
-        .detail("claimed_iss", claimed.map(serde_json::Value::from).unwrap_or_default());
-    match state.audit.record(&state.db, event).await {
-        Ok(_) => HookError::Unauthorized(failure),
-        Err(e) => HookError::Internal(e.into()),
-    }
-}
-
-/// Audits a request that failed after authentication, then hands the error back.
-pub(crate) async fn audit_failure(
-    state: &AppState,
-    action: Action,
-    client: &VerifiedClient,
-    service_id: &str,
-    err: HookError,
-) -> HookError {
-    let outcome = match err {
-        HookError::Internal(_) => Outcome::Error,
-        HookError::PrefetchUnavailable { .. } => Outcome::Error,
-        _ => Outcome::Rejected,
-    };
-    let event = AuditEvent::new(action, outcome)
-        .actor(Some(&client.iss), None)
-        .entity("CdsService", service_id)
-        .detail("reason", err.audit_code());
-    match state.audit.record(&state.db, event).await {
-        Ok(_) => err,
-        Err(e) => HookError::Internal(e.into()),
-    }
-}
-
-async fn discovery(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
-    let client = authenticate(&req, &state).await?;
+async fn discovery(CdsClient(client): CdsClient, state: web::Data<AppState>, hooks: web::Data<HookState>) -> Result<HttpResponse, HttpError> {
     let event = AuditEvent::new(Action::Discovery, Outcome::Success).actor(Some(&client.iss), None);
-    state.audit.record(&state.db, event).await.map_err(|e| HookError::Internal(e.into()))?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(state.definitions.discovery_json().to_owned()))
+    state.audit.record(&state.db, event).await.map_err(HttpError::internal)?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(hooks.definitions.discovery_json().to_owned()))
 }

@@ -1,34 +1,12 @@
-//! Reading a hook call: the body under a size limit, then the CDS Hooks 2.0 request checked
-//! field by field so that every problem is answered with the field's name.
+//! Reading a hook call: the CDS Hooks 2.0 request checked field by field so that every problem
+//! is answered with the field's name (the body itself is read under its limit by the edge).
 
-use actix_web::web;
-use futures_util::StreamExt;
 use radsight_fhir::{Resource, ServiceRequest};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use super::error::HookError;
 use crate::domain::{Hook, HookInstance, PatientId};
-
-/// Reads the whole body, answering 413 as soon as it grows past `limit`.
-pub async fn read_body(mut payload: web::Payload, declared: Option<usize>, limit: usize) -> Result<Vec<u8>, HookError> {
-    if declared.is_some_and(|n| n > limit) {
-        return Err(HookError::PayloadTooLarge { limit });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| HookError::MalformedJson(format!("the body could not be read: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(HookError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-pub fn parse_json(body: &[u8]) -> Result<Value, HookError> {
-    serde_json::from_slice(body).map_err(|e| HookError::MalformedJson(e.to_string()))
-}
 
 /// The `fhirAuthorization` object. The token is secret: it is never logged or stored.
 #[derive(Debug, Clone)]

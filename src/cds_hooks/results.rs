@@ -6,12 +6,14 @@
 //! Relevant means: within `hooks.lookback_days`, and for order hooks the same modality family
 //! or an overlapping body region as one of the orders; for patient-view, every recent study.
 
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{DatabaseConnection, DbErr};
 use time::OffsetDateTime;
 
 use super::cards::{Card, Coding, Indicator, IssuedCard, Link, LinkType, MODEL_TOPIC_SYSTEM, Origin, Source};
 use crate::domain::PatientId;
 use crate::imaging::procedure::{ImagingProcedure, modality_family, region_words, regions_overlap};
+use crate::results::store::studies_with_latest_result;
+use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, study};
 
 pub use crate::results::Finding;
@@ -54,32 +56,15 @@ pub async fn result_cards(
     now: OffsetDateTime,
 ) -> Result<Vec<IssuedCard>, DbErr> {
     let since = (now - time::Duration::days(settings.lookback_days)).unix_timestamp();
-    let studies: Vec<study::Model> = study::Entity::find()
-        .filter(study::Column::PatientRef.eq(patient.reference()))
-        .order_by_desc(study::Column::StartedAt)
-        .all(db)
-        .await?
-        .into_iter()
-        .filter(|s| s.started_at.unwrap_or(s.created_at) >= since)
-        .filter(|s| orders.is_none_or(|o| is_relevant(s, o)))
-        .collect();
-    if studies.is_empty() {
-        return Ok(Vec::new());
-    }
-    let results: Vec<analysis_result::Model> = analysis_result::Entity::find()
-        .filter(analysis_result::Column::StudyUid.is_in(studies.iter().map(|s| s.study_uid.clone())))
-        .order_by_desc(analysis_result::Column::UpdatedAt)
-        .all(db)
-        .await?;
+    let studies = studies_with_latest_result(db, &patient.reference()).await?;
     Ok(studies
         .iter()
-        .filter_map(|s| {
-            let latest = results.iter().find(|r| r.study_uid == s.study_uid);
+        .filter(|(s, _)| s.started_at.unwrap_or(s.created_at) >= since)
+        .filter(|(s, _)| orders.is_none_or(|o| is_relevant(s, o)))
+        .filter_map(|(s, latest)| match latest.as_ref().map(|r| r.result_status()) {
             // A study no model is meant for gets no card: nothing to say, nothing pending.
-            match latest {
-                Some(r) if r.status == "not-applicable" => None,
-                _ => Some(card_for(s, latest, settings)),
-            }
+            Some(ResultStatus::NotApplicable) => None,
+            _ => Some(card_for(s, latest.as_ref(), settings)),
         })
         .collect())
 }
@@ -87,9 +72,9 @@ pub async fn result_cards(
 fn card_for(s: &study::Model, result: Option<&analysis_result::Model>, settings: &ResultCardSettings) -> IssuedCard {
     let label = study_label(s);
     let status_source = || Source { label: "radsight imaging AI".into(), url: None, topic: None };
-    match result {
-        Some(r) if r.status == "done" => model_card(s, r, &label, settings),
-        Some(r) if r.status == "failed" => IssuedCard {
+    match result.map(|r| (r, r.result_status())) {
+        Some((r, ResultStatus::Done)) => model_card(s, r, &label, settings),
+        Some((_, ResultStatus::Failed)) => IssuedCard {
             card: Card::new(&format!("AI analysis of the {label} study could not be completed"), Indicator::Info, status_source())
                 .detail("No AI result is available for this study. The images are unaffected; review them as usual.".into()),
             origin: Origin { kind: "status", id: "analysis-failed".into(), version: "1".into() },

@@ -16,6 +16,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+pub use crate::configuration::SelectionRules;
 use crate::configuration::{PacsAuthKind, PacsCredentials};
 
 /// How requests to one PACS are authenticated.
@@ -73,42 +74,18 @@ pub struct InstanceRef {
     pub series_description: Option<String>,
 }
 
-/// Which instances of a study are retrieved (`[dicomweb.select]`). An empty list does not
-/// restrict; several lists must all match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SelectionRules {
-    /// Modalities (0008,0060), e.g. `["CR", "DX"]`.
-    #[serde(default)]
-    pub modalities: Vec<String>,
-    /// SOP Class UIDs (0008,0016).
-    #[serde(default)]
-    pub sop_classes: Vec<String>,
-    /// Body Part Examined (0018,0015) values, case-insensitive.
-    #[serde(default)]
-    pub body_parts: Vec<String>,
-    /// Substrings of the Series Description (0008,103E), case-insensitive.
-    #[serde(default)]
-    pub series_description_contains: Vec<String>,
-}
-
-impl SelectionRules {
-    pub fn selects_everything(&self) -> bool {
-        self.modalities.is_empty() && self.sop_classes.is_empty() && self.body_parts.is_empty() && self.series_description_contains.is_empty()
-    }
-
-    pub fn selects(&self, i: &InstanceRef) -> bool {
-        let one_of = |list: &[String], v: &Option<String>| list.is_empty() || v.as_deref().is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)));
-        let described = self.series_description_contains.is_empty()
-            || i.series_description.as_deref().is_some_and(|d| {
-                let d = d.to_lowercase();
-                self.series_description_contains.iter().any(|x| d.contains(&x.to_lowercase()))
-            });
-        one_of(&self.modalities, &i.modality)
-            && (self.sop_classes.is_empty() || i.sop_class_uid.as_deref().is_some_and(|c| self.sop_classes.iter().any(|x| x == c)))
-            && one_of(&self.body_parts, &i.body_part)
-            && described
-    }
+/// Whether `rules` select instance `i` (the rules are `[dicomweb.select]` in the configuration).
+pub fn selects(rules: &SelectionRules, i: &InstanceRef) -> bool {
+    let one_of = |list: &[String], v: &Option<String>| list.is_empty() || v.as_deref().is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)));
+    let described = rules.series_description_contains.is_empty()
+        || i.series_description.as_deref().is_some_and(|d| {
+            let d = d.to_lowercase();
+            rules.series_description_contains.iter().any(|x| d.contains(&x.to_lowercase()))
+        });
+    one_of(&rules.modalities, &i.modality)
+        && (rules.sop_classes.is_empty() || i.sop_class_uid.as_deref().is_some_and(|c| rules.sop_classes.iter().any(|x| x == c)))
+        && one_of(&rules.body_parts, &i.body_part)
+        && described
 }
 
 /// A retrieved study: the DICOM Part 10 instances (decoding is a later step).
@@ -229,7 +206,7 @@ impl DicomwebClient {
         if rules.selects_everything() {
             return self.retrieve(join(root, &["studies", study_uid])?, self.max_study_bytes).await;
         }
-        let selected: Vec<&InstanceRef> = found.iter().filter(|i| rules.selects(i)).collect();
+        let selected: Vec<&InstanceRef> = found.iter().filter(|i| selects(rules, i)).collect();
         if selected.is_empty() {
             return Err(DicomwebError::NothingSelected);
         }
@@ -322,9 +299,9 @@ mod tests {
             (rules(&[], &[], &[], &["scout"]), false),
         ];
         for (r, expected) in cases {
-            assert_eq!(r.selects(&ct), expected, "{r:?}");
+            assert_eq!(selects(&r, &ct), expected, "{r:?}");
         }
-        assert!(!rules(&["CT"], &[], &[], &[]).selects(&InstanceRef::default()), "a missing attribute does not match a rule");
+        assert!(!selects(&rules(&["CT"], &[], &[], &[]), &InstanceRef::default()), "a missing attribute does not match a rule");
     }
 
     #[test]

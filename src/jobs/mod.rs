@@ -22,16 +22,10 @@ use sea_orm::{
 
 use crate::domain::{PatientId, StudyInstanceUid};
 use crate::store::entities::job;
+use crate::store::{JobStage, JobState};
 
 pub const KIND_ANALYSE_STUDY: &str = "analyse-study";
 
-/// Job states, as stored.
-pub mod state {
-    pub const QUEUED: &str = "queued";
-    pub const RUNNING: &str = "running";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const DEAD: &str = "dead";
-}
 
 /// Where the study was announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +75,7 @@ pub fn backoff_ms(attempts: i32, base: u64, max: u64) -> u64 {
 pub async fn enqueue<C: ConnectionTrait>(conn: &C, new: &NewJob, max_attempts: i32) -> Result<Enqueued, DbErr> {
     let existing = job::Entity::find()
         .filter(job::Column::StudyUid.eq(new.study_uid.as_str()))
-        .filter(job::Column::State.is_in([state::QUEUED, state::RUNNING]))
+        .filter(job::Column::State.is_in([JobState::Queued, JobState::Running]))
         .one(conn)
         .await?;
     if let Some(j) = existing {
@@ -96,8 +90,8 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, new: &NewJob, max_attempts: i
         patient_ref: Set(new.patient.as_ref().map(PatientId::reference)),
         endpoint: Set(new.endpoint.clone()),
         source: Set(new.source.as_str().into()),
-        state: Set(state::QUEUED.into()),
-        stage: Set(Some("received".into())),
+        state: Set(JobState::Queued.as_str().into()),
+        stage: Set(Some(JobStage::Received.as_str().into())),
         attempts: Set(0),
         max_attempts: Set(max_attempts),
         run_after: Set(now),
@@ -158,16 +152,16 @@ pub async fn claim(db: &DatabaseConnection, owner: &str, lease_ms: u64) -> Resul
 }
 
 /// Marks a job this owner holds as done at `stage`. False when the lease was lost.
-pub async fn succeed<C: ConnectionTrait>(conn: &C, id: &str, owner: &str, stage: &str) -> Result<bool, DbErr> {
+pub async fn succeed<C: ConnectionTrait>(conn: &C, id: &str, owner: &str, stage: JobStage) -> Result<bool, DbErr> {
     let r = job::Entity::update_many()
-        .col_expr(job::Column::State, state::SUCCEEDED.into())
-        .col_expr(job::Column::Stage, Some(stage.to_owned()).into())
+        .col_expr(job::Column::State, JobState::Succeeded.as_str().into())
+        .col_expr(job::Column::Stage, Some(stage.as_str()).into())
         .col_expr(job::Column::LeaseOwner, Option::<String>::None.into())
         .col_expr(job::Column::LeaseUntil, Option::<i64>::None.into())
         .col_expr(job::Column::LastError, Option::<String>::None.into())
         .col_expr(job::Column::UpdatedAt, now_ms().into())
         .filter(job::Column::Id.eq(id))
-        .filter(job::Column::State.eq(state::RUNNING))
+        .filter(job::Column::State.eq(JobState::Running))
         .filter(job::Column::LeaseOwner.eq(owner))
         .exec(conn)
         .await?;
@@ -198,20 +192,20 @@ pub async fn fail<C: ConnectionTrait>(
 ) -> Result<Failed, DbErr> {
     let now = now_ms();
     let (next_state, run_after, outcome) = if give_up || job.attempts >= job.max_attempts {
-        (state::DEAD, job.run_after, Failed::Dead)
+        (JobState::Dead, job.run_after, Failed::Dead)
     } else {
         let at = now + backoff_ms(job.attempts, backoff_base_ms, backoff_max_ms) as i64;
-        (state::QUEUED, at, Failed::RetryAt(at))
+        (JobState::Queued, at, Failed::RetryAt(at))
     };
     let r = job::Entity::update_many()
-        .col_expr(job::Column::State, next_state.into())
+        .col_expr(job::Column::State, next_state.as_str().into())
         .col_expr(job::Column::RunAfter, run_after.into())
         .col_expr(job::Column::LeaseOwner, Option::<String>::None.into())
         .col_expr(job::Column::LeaseUntil, Option::<i64>::None.into())
         .col_expr(job::Column::LastError, Some(error_code.to_owned()).into())
         .col_expr(job::Column::UpdatedAt, now.into())
         .filter(job::Column::Id.eq(job.id.as_str()))
-        .filter(job::Column::State.eq(state::RUNNING))
+        .filter(job::Column::State.eq(JobState::Running))
         .filter(job::Column::LeaseOwner.eq(owner))
         .exec(conn)
         .await?;
@@ -232,12 +226,12 @@ pub async fn list(db: &DatabaseConnection, state: Option<&str>) -> Result<Vec<jo
 pub async fn retry<C: ConnectionTrait>(conn: &C, id: &str) -> Result<bool, DbErr> {
     let now = now_ms();
     let r = job::Entity::update_many()
-        .col_expr(job::Column::State, state::QUEUED.into())
+        .col_expr(job::Column::State, JobState::Queued.as_str().into())
         .col_expr(job::Column::Attempts, 0.into())
         .col_expr(job::Column::RunAfter, now.into())
         .col_expr(job::Column::UpdatedAt, now.into())
         .filter(job::Column::Id.eq(id))
-        .filter(job::Column::State.eq(state::DEAD))
+        .filter(job::Column::State.eq(JobState::Dead))
         .exec(conn)
         .await?;
     Ok(r.rows_affected == 1)

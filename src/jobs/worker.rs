@@ -28,10 +28,12 @@ use tokio::sync::Notify;
 
 use super::{Failed, claim, fail, succeed};
 use crate::analysis::{AnalysisError, Analyzer};
-use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::audit::{Action, AttachedRows, AuditEvent, AuditLog, Outcome};
 use crate::configuration::{DicomwebSettings, JobSettings};
 use crate::dicomweb::{DicomwebClient, DicomwebError, PacsCredentialStore};
+use crate::results::store::{FailedResult, StoredResult};
 use crate::store::entities::job;
+use crate::store::{JobStage, ResultStatus};
 
 /// What a worker needs; cheap to clone.
 #[derive(Clone)]
@@ -57,6 +59,19 @@ pub struct WorkerContext {
 pub struct StepError {
     pub code: &'static str,
     pub permanent: bool,
+}
+
+/// How a job's steps ended: the stage reached and, when a result was made, the result with its
+/// audit entry, to commit in the same transaction as the job's success.
+struct Finished {
+    stage: JobStage,
+    result: Option<(AuditEvent, Box<dyn AttachedRows>)>,
+}
+
+impl Finished {
+    fn at(stage: JobStage) -> Finished {
+        Finished { stage, result: None }
+    }
 }
 
 impl From<DicomwebError> for StepError {
@@ -102,11 +117,18 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
         run_steps(ctx, &job).await
     };
     match result {
-        Ok(stage) => {
+        Ok(Finished { stage, result }) => {
+            // The result, its entry and the job's success commit together: a stored result
+            // always belongs to a finished job, and a job whose lease was lost stores nothing.
             let mut txn = ctx.audit.begin(&ctx.db).await?;
             if succeed(txn.conn(), &job.id, owner, stage).await? {
-                txn.append(event(&job, Action::JobSucceeded, Outcome::Success).detail("stage", stage).detail("attempt", job.attempts))
-                    .await?;
+                if let Some((entry, rows)) = result {
+                    txn.append_with(entry, Some(rows)).await?;
+                }
+                txn.append(
+                    event(&job, Action::JobSucceeded, Outcome::Success).detail("stage", stage.as_str()).detail("attempt", job.attempts),
+                )
+                .await?;
                 txn.commit().await?;
             } else {
                 tracing::warn!(job = %job.id, "lease lost before the job finished; its new owner decides");
@@ -151,11 +173,11 @@ async fn audit(
     Ok(())
 }
 
-async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<&'static str, StepError> {
+async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<Finished, StepError> {
     let root = job.endpoint.clone().or_else(|| Some(ctx.dicomweb.default_endpoint.clone()).filter(|e| !e.is_empty()));
     let Some(root) = root else {
         // No PACS known for this study: it stays recorded, waiting for a fetch.
-        return Ok("fetch-pending");
+        return Ok(Finished::at(JobStage::FetchPending));
     };
     let client = DicomwebClient::new(
         ctx.http.clone(),
@@ -175,8 +197,21 @@ async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<&'static str
     analyse(ctx, job, retrieved.instances).await
 }
 
-/// Decodes and analyses the first instance that can be; stores the result with its entry.
-async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>) -> Result<&'static str, StepError> {
+/// A result row that ends a study without findings, for this job.
+fn unanalysed(job: &job::Model, status: ResultStatus, error_code: &str) -> FailedResult {
+    FailedResult {
+        id: uuid::Uuid::new_v4().to_string(),
+        study_uid: job.study_uid.clone(),
+        job_id: Some(job.id.clone()),
+        model: None,
+        error_code: error_code.to_owned(),
+        status,
+    }
+}
+
+/// Decodes and analyses the first instance that can be; the result and its entry are handed
+/// back to commit with the job's success.
+async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>) -> Result<Finished, StepError> {
     let analyzer = ctx.analyzer.clone();
     let procedure = crate::store::entities::study::Entity::find_by_id(job.study_uid.clone())
         .one(&ctx.db)
@@ -202,20 +237,12 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         Ok(a) => a,
         // Not an error: this kind of image is outside every model's intended use.
         Err(AnalysisError::NoModel { decoded, .. }) => {
-            let rows = crate::results::store::FailedResult {
-                id: uuid::Uuid::new_v4().to_string(),
-                study_uid: job.study_uid.clone(),
-                job_id: Some(job.id.clone()),
-                model: None,
-                error_code: "no-model-applies".into(),
-                status: "not-applicable",
-            };
+            let rows = unanalysed(job, ResultStatus::NotApplicable, "no-model-applies");
             let ev = event(job, Action::DicomDecode, Outcome::Success)
                 .entity("AnalysisResult", rows.id.clone())
                 .detail("image", *decoded)
                 .detail("model", "none applies");
-            ctx.audit.record_with(&ctx.db, ev, Some(Box::new(rows))).await.map_err(audit_unavailable)?;
-            return Ok("not-applicable");
+            return Ok(Finished { stage: JobStage::NotApplicable, result: Some((ev, Box::new(rows))) });
         }
         Err(e) => {
             let code = e.code();
@@ -231,16 +258,9 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
                 _ => {}
             }
             if e.is_permanent() {
-                let failed = crate::results::store::FailedResult {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    study_uid: job.study_uid.clone(),
-                    job_id: Some(job.id.clone()),
-                    model: None,
-                    error_code: code.to_owned(),
-                    status: "failed",
-                };
+                let failed = unanalysed(job, ResultStatus::Failed, code);
                 let ev = event(job, Action::ModelInference, Outcome::Error).entity("AnalysisResult", failed.id.clone()).detail("reason", code);
-                ctx.audit.record_with(&ctx.db, ev, Some(Box::new(failed))).await.map_err(|_| StepError { code: "audit-unavailable", permanent: false })?;
+                ctx.audit.record_with(&ctx.db, ev, Some(Box::new(failed))).await.map_err(audit_unavailable)?;
             }
             return Err(StepError { code, permanent: e.is_permanent() });
         }
@@ -266,9 +286,8 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         .detail("deletion_auc", analysed.deletion_auc)
         .detail("random_deletion_auc", analysed.random_deletion_auc)
         .detail("runtime_ms", analysed.runtime_ms);
-    let stored = crate::results::store::StoredResult(analysed.into_result(id, job.study_uid.clone(), Some(job.id.clone())));
-    ctx.audit.record_with(&ctx.db, ev, Some(Box::new(stored))).await.map_err(audit_unavailable)?;
-    Ok("analysed")
+    let stored = StoredResult(analysed.into_result(id, job.study_uid.clone(), Some(job.id.clone())));
+    Ok(Finished { stage: JobStage::Analysed, result: Some((ev, Box::new(stored))) })
 }
 
 fn audit_unavailable<E>(_: E) -> StepError {

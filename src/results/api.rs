@@ -5,18 +5,28 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
 use super::store::{self, ArtefactKind};
 use crate::audit::{Action, AuditEvent, Outcome};
-use crate::startup::AppState;
+use crate::auth::links::LinkSigner;
+use crate::http::HttpError;
+use crate::http::client_auth;
+use crate::state::AppState;
+use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, study};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/results/{id}", web::get().to(result_json))
-        .route("/results/{id}/saliency.png", web::get().to(saliency_png))
-        .route("/results/{id}/fhir", web::get().to(result_fhir));
+    // Answers, errors included, are never cached: they carry patient data or its absence.
+    cfg.service(
+        web::scope("/results")
+            .wrap(DefaultHeaders::new().add((CACHE_CONTROL, "no-store")))
+            .route("/{id}", web::get().to(result_json))
+            .route("/{id}/saliency.png", web::get().to(saliency_png))
+            .route("/{id}/fhir", web::get().to(result_fhir)),
+    );
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,32 +41,14 @@ pub enum ResultError {
     Internal(#[source] anyhow::Error),
 }
 
-impl ResponseError for ResultError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ResultError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ResultError::NotFound(_) => StatusCode::NOT_FOUND,
-            ResultError::NotReady(..) => StatusCode::CONFLICT,
-            ResultError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+impl From<ResultError> for HttpError {
+    fn from(e: ResultError) -> HttpError {
+        match e {
+            ResultError::Unauthorized => HttpError::outcome(StatusCode::UNAUTHORIZED, "login", e.to_string()).with_challenge("Bearer"),
+            ResultError::NotFound(_) => HttpError::outcome(StatusCode::NOT_FOUND, "not-found", e.to_string()),
+            ResultError::NotReady(..) => HttpError::outcome(StatusCode::CONFLICT, "incomplete", e.to_string()),
+            ResultError::Internal(e) => HttpError::Internal(e),
         }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let code = match self {
-            ResultError::Unauthorized => "login",
-            ResultError::NotFound(_) => "not-found",
-            ResultError::NotReady(..) => "incomplete",
-            ResultError::Internal(_) => "exception",
-        };
-        let mut res = HttpResponse::build(self.status_code());
-        res.insert_header((CACHE_CONTROL, "no-store"));
-        if matches!(self, ResultError::Unauthorized) {
-            res.insert_header(("WWW-Authenticate", "Bearer"));
-        }
-        res.content_type("application/fhir+json").json(json!({
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": code, "diagnostics": self.to_string()}],
-        }))
     }
 }
 
@@ -79,12 +71,11 @@ impl Reader {
     }
 }
 
+/// A client JWT when one is sent, else the signed link; a refusal is audited like any other.
 async fn authorise(req: &HttpRequest, state: &AppState) -> Result<Reader, ResultError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-    let refusal = if authorization.is_some() {
-        let called_url = format!("{}{}", state.settings.server.public_url, req.path());
-        match state.verifier.verify(authorization, &called_url).await {
+    let refusal = if client_auth::authorization(req).is_some() {
+        match client_auth::verify(req, state, &state.verifier).await {
             Ok(client) => return Ok(Reader::Client(client.iss)),
             Err(f) => f.code(),
         }
@@ -94,11 +85,7 @@ async fn authorise(req: &HttpRequest, state: &AppState) -> Result<Reader, Result
             Err(r) => r.code(),
         }
     };
-    let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
-        .detail("reason", refusal)
-        .detail("path", req.path())
-        .detail("claimed_iss", crate::auth::client_jwt::ClientVerifier::claimed_issuer(authorization).map(Value::from).unwrap_or_default());
-    state.audit.record(&state.db, event).await.map_err(internal)?;
+    client_auth::record_refusal(req, state, refusal).await.map_err(internal)?;
     Err(ResultError::Unauthorized)
 }
 
@@ -127,14 +114,14 @@ async fn read(
 
 
 fn done(r: &analysis_result::Model) -> Result<(), ResultError> {
-    match r.status.as_str() {
-        "done" => Ok(()),
-        other => Err(ResultError::NotReady(r.id.clone(), other.to_owned())),
+    match r.result_status() {
+        ResultStatus::Done => Ok(()),
+        other => Err(ResultError::NotReady(r.id.clone(), other.to_string())),
     }
 }
 
 /// The result as JSON: findings, model, explanation and faithfulness, and signed links.
-pub fn result_view(r: &analysis_result::Model, s: &study::Model, links: &super::links::LinkSigner, base: &str, now: i64) -> Value {
+pub fn result_view(r: &analysis_result::Model, s: &study::Model, links: &LinkSigner, base: &str, now: i64) -> Value {
     let parse = |text: &Option<String>| text.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()).unwrap_or(Value::Null);
     json!({
         "id": r.id,
@@ -154,32 +141,30 @@ pub fn result_view(r: &analysis_result::Model, s: &study::Model, links: &super::
     })
 }
 
-async fn result_json(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ResultError> {
+async fn result_json(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (_, r, s) = read(&req, &state, &path, "result").await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let body = result_view(&r, &s, &state.links, &state.settings.server.public_url, now);
-    Ok(HttpResponse::Ok().insert_header((CACHE_CONTROL, "no-store")).json(body))
+    Ok(HttpResponse::Ok().json(body))
 }
 
-async fn saliency_png(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ResultError> {
+async fn saliency_png(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (_, r, _) = read(&req, &state, &path, "saliency.png").await?;
     done(&r)?;
     let picture = store::artefact(&state.db, &r.id, ArtefactKind::SaliencyPng).await.map_err(internal)?;
     let picture = picture.ok_or_else(|| ResultError::NotFound(format!("{}/saliency.png", r.id)))?;
     Ok(HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "no-store"))
         .insert_header((CONTENT_TYPE, picture.media_type.as_str()))
         .body(picture.bytes))
 }
 
-async fn result_fhir(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ResultError> {
+async fn result_fhir(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (_, r, s) = read(&req, &state, &path, "fhir").await?;
     done(&r)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let saliency = state.links.sign(&state.settings.server.public_url, &format!("/results/{}/saliency.png", r.id), now);
     let bundle = super::fhir::result_bundle(&r, &s, &saliency);
     Ok(HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "no-store"))
         .content_type("application/fhir+json")
         .body(bundle.to_string()))
 }

@@ -3,8 +3,7 @@
 
 pub mod api;
 pub mod fhir;
-pub mod links;
 pub mod store;
 
-pub use links::LinkSigner;
+pub use crate::auth::links::LinkSigner;
 pub use store::{Finding, ModelIdentity};

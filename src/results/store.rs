@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AttachedRows;
+use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, result_artefact, study};
 
 /// One finding of a model, as stored in `analysis_results.findings`.
@@ -117,8 +118,8 @@ pub struct FailedResult {
     pub job_id: Option<String>,
     pub model: Option<ModelIdentity>,
     pub error_code: String,
-    /// `failed` or `not-applicable`.
-    pub status: &'static str,
+    /// `Failed` or `NotApplicable`.
+    pub status: ResultStatus,
 }
 
 impl AttachedRows for FailedResult {
@@ -128,7 +129,7 @@ impl AttachedRows for FailedResult {
             analysis_result::Entity::insert(analysis_result::ActiveModel {
                 id: Set(self.id),
                 study_uid: Set(self.study_uid),
-                status: Set(self.status.into()),
+                status: Set(self.status.as_str().into()),
                 model_id: Set(self.model.as_ref().map(|m| m.id.clone())),
                 model_version: Set(self.model.as_ref().map(|m| m.version.clone())),
                 weights_sha256: Set(self.model.map(|m| m.weights_sha256)),
@@ -159,7 +160,7 @@ async fn insert<C: ConnectionTrait>(conn: &C, r: NewResult) -> Result<(), DbErr>
     analysis_result::Entity::insert(analysis_result::ActiveModel {
         id: Set(r.id.clone()),
         study_uid: Set(r.study_uid),
-        status: Set("done".into()),
+        status: Set(ResultStatus::Done.as_str().into()),
         model_id: Set(Some(r.model.id)),
         model_version: Set(Some(r.model.version)),
         weights_sha256: Set(Some(r.model.weights_sha256)),
@@ -230,4 +231,32 @@ pub async fn latest_for_study<C: ConnectionTrait>(conn: &C, study_uid: &str) -> 
 /// The findings of a stored result; a row that does not parse has none.
 pub fn findings(row: &analysis_result::Model) -> Vec<Finding> {
     serde_json::from_str(&row.findings).unwrap_or_default()
+}
+
+/// A patient's studies, newest first, each with its latest result (if any): the one read model
+/// that the hooks' result cards and the SMART app's study list share.
+pub async fn studies_with_latest_result<C: ConnectionTrait>(
+    conn: &C,
+    patient_ref: &str,
+) -> Result<Vec<(study::Model, Option<analysis_result::Model>)>, DbErr> {
+    let studies = study::Entity::find()
+        .filter(study::Column::PatientRef.eq(patient_ref))
+        .order_by_desc(study::Column::StartedAt)
+        .all(conn)
+        .await?;
+    if studies.is_empty() {
+        return Ok(Vec::new());
+    }
+    let results = analysis_result::Entity::find()
+        .filter(analysis_result::Column::StudyUid.is_in(studies.iter().map(|s| s.study_uid.clone())))
+        .order_by_desc(analysis_result::Column::UpdatedAt)
+        .all(conn)
+        .await?;
+    Ok(studies
+        .into_iter()
+        .map(|s| {
+            let latest = results.iter().find(|r| r.study_uid == s.study_uid).cloned();
+            (s, latest)
+        })
+        .collect())
 }

@@ -10,15 +10,20 @@
 //! comment is stored, never audited.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::SmartState;
 use super::token::{Grant, TokenFailure};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::domain::PatientId;
-use crate::startup::AppState;
+use crate::http::client_auth::{authorization, refusal_event};
+use crate::http::HttpError;
+use crate::results::store::studies_with_latest_result;
+use crate::state::AppState;
+use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, audit_entry, card, job, result_artefact, result_feedback, study};
 
 /// The header naming the EHR that issued the token.
@@ -65,37 +70,19 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized(TokenFailure::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let (code, text) = match self {
-            ApiError::Unauthorized(TokenFailure::Unavailable) => ("transient", "the EHR could not confirm the access token; try again".to_owned()),
-            ApiError::Unauthorized(f) => ("login", format!("{f}; launch the app again from the EHR")),
-            ApiError::Forbidden(why) => ("forbidden", (*why).to_owned()),
-            ApiError::NotFound => ("not-found", "no such result or study".to_owned()),
-            ApiError::Invalid { field, why } => ("invalid", format!("{field}: {why}")),
-            ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "SMART API call failed");
-                ("exception", "internal error".to_owned())
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
+        match e {
+            ApiError::Unauthorized(TokenFailure::Unavailable) => {
+                HttpError::outcome(StatusCode::SERVICE_UNAVAILABLE, "transient", "the EHR could not confirm the access token; try again")
             }
-        };
-        let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized(f) if *f != TokenFailure::Unavailable) {
-            resp.insert_header(("www-authenticate", "Bearer error=\"invalid_token\""));
+            ApiError::Unauthorized(f) => HttpError::outcome(StatusCode::UNAUTHORIZED, "login", format!("{f}; launch the app again from the EHR"))
+                .with_challenge("Bearer error=\"invalid_token\""),
+            ApiError::Forbidden(why) => HttpError::outcome(StatusCode::FORBIDDEN, "forbidden", why),
+            ApiError::NotFound => HttpError::outcome(StatusCode::NOT_FOUND, "not-found", "no such result or study"),
+            ApiError::Invalid { field, why } => HttpError::invalid(field, why),
+            ApiError::Internal(e) => HttpError::Internal(e),
         }
-        resp.content_type("application/fhir+json").body(
-            json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}).to_string(),
-        )
     }
 }
 
@@ -105,17 +92,14 @@ fn internal(e: impl Into<anyhow::Error>) -> ApiError {
 
 /// Validates the token; a refusal is audited (reason, path, claimed EHR; never the token).
 async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Grant, ApiError> {
+    let smart = req.app_data::<web::Data<SmartState>>().ok_or_else(|| internal(anyhow::anyhow!("the SMART state is not registered")))?;
     let iss = req.headers().get(ISS_HEADER).and_then(|v| v.to_str().ok());
-    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-    match state.smart.tokens.validate(iss, authorization).await {
+    match smart.tokens.validate(iss, authorization(req)).await {
         Ok(grant) => Ok(grant),
         Err(failure) => {
-            let registered = iss.filter(|i| state.smart.tokens.ehr(i).is_some());
-            let event = AuditEvent::new(Action::AuthReject, Outcome::Denied)
-                .detail("reason", failure.code())
-                .detail("path", req.path())
-                .detail("api", "smart")
-                .detail("claimed_iss", registered.map(Value::from).unwrap_or_default());
+            // Only a registered EHR is named: anything else is the caller's unchecked text.
+            let registered = iss.filter(|i| smart.tokens.ehr(i).is_some()).map(str::to_owned);
+            let event = refusal_event(req, failure.code(), registered).detail("api", "smart");
             state.audit.record(&state.db, event).await.map_err(internal)?;
             Err(ApiError::Unauthorized(failure))
         }
@@ -190,12 +174,11 @@ async fn readable_result(
     Ok((grant, result, study))
 }
 
-/// pending (queued or running, or no result yet), done, failed.
+/// What the app shows: pending (queued or running, or no result yet), done or failed.
 fn analysis_state(r: Option<&analysis_result::Model>) -> &'static str {
-    match r.map(|r| r.status.as_str()) {
-        Some("done") => "done",
-        Some("failed") => "failed",
-        _ => "pending",
+    match r.map(|r| r.result_status()) {
+        Some(s @ (ResultStatus::Done | ResultStatus::Failed)) => s.as_str(),
+        _ => ResultStatus::Pending.as_str(),
     }
 }
 
@@ -208,28 +191,17 @@ fn parse_json_column(v: &Option<String>) -> Value {
     v.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
 }
 
-async fn list_studies(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_studies(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let grant = authenticate(&req, &state).await?;
     let patient = PatientId::parse(&path).map_err(|_| ApiError::Invalid { field: "patient id", why: "not a FHIR id" })?;
     let patient_ref = patient.reference();
     let what = ReadOf { resource: "ImagingStudy", patient_ref: &patient_ref, result: None, study: None };
     authorise(&state, &grant, &what).await?;
-    let studies = study::Entity::find()
-        .filter(study::Column::PatientRef.eq(&patient_ref))
-        .order_by_desc(study::Column::StartedAt)
-        .all(&state.db)
-        .await
-        .map_err(internal)?;
-    let results = analysis_result::Entity::find()
-        .filter(analysis_result::Column::StudyUid.is_in(studies.iter().map(|s| s.study_uid.clone())))
-        .order_by_desc(analysis_result::Column::UpdatedAt)
-        .all(&state.db)
-        .await
-        .map_err(internal)?;
+    let studies = studies_with_latest_result(&state.db, &patient_ref).await.map_err(internal)?;
     let items: Vec<Value> = studies
         .iter()
-        .map(|s| {
-            let latest = results.iter().find(|r| r.study_uid == s.study_uid);
+        .map(|(s, latest)| {
+            let latest = latest.as_ref();
             let findings: Value = latest.and_then(|r| serde_json::from_str(&r.findings).ok()).unwrap_or(json!([]));
             let mut v = study_json(s);
             v["analysis"] = json!({"state": analysis_state(latest), "resultId": latest.map(|r| &r.id),
@@ -242,7 +214,7 @@ async fn list_studies(req: HttpRequest, path: web::Path<String>, state: web::Dat
     Ok(HttpResponse::Ok().json(json!({"patient": patient_ref, "studies": items})))
 }
 
-async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, "AnalysisResult").await?;
     let artefacts = result_artefact::Entity::find()
         .filter(result_artefact::Column::ResultId.eq(&r.id))
@@ -280,24 +252,24 @@ async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data
 }
 
 /// The windowed original (grayscale, source size).
-async fn read_image(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn read_image(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     read_artefact(req, path, state, "image-png").await
 }
 
 /// The colour-mapped saliency with alpha from the map, for the app's canvas overlay.
-async fn read_heatmap(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn read_heatmap(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     read_artefact(req, path, state, "heatmap-png").await
 }
 
 /// The blended overlay picture, for people.
-async fn read_saliency(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn read_saliency(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     read_artefact(req, path, state, "saliency-png").await
 }
 
-async fn read_artefact(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, kind: &'static str) -> Result<HttpResponse, ApiError> {
+async fn read_artefact(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, kind: &'static str) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, kind).await?;
     let artefact = result_artefact::Entity::find_by_id((r.id.clone(), kind.to_owned())).one(&state.db).await.map_err(internal)?;
-    let Some(a) = artefact else { return Err(ApiError::NotFound) };
+    let Some(a) = artefact else { return Err(ApiError::NotFound.into()) };
     audit_read(&state, &grant, &ReadOf { resource: kind, patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) }).await?;
     Ok(HttpResponse::Ok().content_type(a.media_type).body(a.bytes))
 }
@@ -320,7 +292,7 @@ async fn cards_showing(state: &AppState, result_id: &str, patient_ref: &str) -> 
         .map_err(internal)
 }
 
-async fn read_audit_trail(req: HttpRequest, path: web::Path<String>, q: web::Query<TrailQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn read_audit_trail(req: HttpRequest, path: web::Path<String>, q: web::Query<TrailQuery>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, "AuditTrail").await?;
     let mut ids = vec![r.id.clone(), s.study_uid.clone()];
     ids.extend(r.job_id.clone());
@@ -387,7 +359,7 @@ fn parse_feedback(body: &[u8], max_comment_chars: usize) -> Result<Feedback, Api
     Ok(Feedback { verdict, reason_code, comment, card_uuid })
 }
 
-async fn receive_feedback(req: HttpRequest, path: web::Path<String>, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn receive_feedback(req: HttpRequest, path: web::Path<String>, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, "ResultFeedback").await?;
     let fb = parse_feedback(&body, state.settings.smart.max_comment_chars)?;
     // The card the clinician saw: the one named by the launch's appContext, which must have

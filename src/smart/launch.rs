@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::{Action, AuditEvent, Outcome};
-use crate::startup::AppState;
+use super::SmartState;
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/smart", web::get().to(|| async { HttpResponse::PermanentRedirect().insert_header(("location", "/smart/")).finish() }))
@@ -120,11 +121,11 @@ struct LaunchQuery {
     launch: Option<String>,
 }
 
-async fn launch(q: web::Query<LaunchQuery>, state: web::Data<AppState>) -> HttpResponse {
+async fn launch(q: web::Query<LaunchQuery>, state: web::Data<AppState>, smart: web::Data<SmartState>) -> HttpResponse {
     let Some(iss) = q.iss.as_deref().filter(|i| !i.is_empty()) else {
         return error_page(actix_web::http::StatusCode::BAD_REQUEST, "missing-iss");
     };
-    let Some(ehr) = state.smart.tokens.ehr(iss) else {
+    let Some(ehr) = smart.tokens.ehr(iss) else {
         // Audited without the claimed URL: it is not a registered reference.
         let event = AuditEvent::new(Action::SmartLaunch, Outcome::Denied).detail("reason", "unknown-iss");
         if let Err(e) = state.audit.record(&state.db, event).await {

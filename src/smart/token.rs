@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::settings::{EhrSettings, SmartSettings, TokenValidation};
+use crate::configuration::smart::{EhrSettings, SmartSettings, TokenValidation};
 use crate::auth::jwks::{KeySource, KeyStore};
 use crate::configuration::{AuthSettings, ClientSettings};
 

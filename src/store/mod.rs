@@ -3,6 +3,9 @@
 //! `cds_hooks::`), never through raw tables.
 
 pub mod entities;
+pub mod status;
+
+pub use status::{JobStage, JobState, ResultStatus};
 
 use std::time::Duration;
 

@@ -19,11 +19,15 @@ mod models_cli;
 mod notifications;
 mod order_hooks;
 mod pacs;
+mod png;
 mod patient_view;
 mod prefetch;
+mod prefetch_safety;
 mod results;
 mod smart_api;
 mod smart_browser;
+#[cfg(feature = "demo")]
 mod smart_demo;
 mod smart_ehr;
 mod smart_launch;
+mod synthetic;

@@ -1,12 +1,12 @@
 //! The SMART app's API: the EHR's access token decides who may read which patient's results.
 
-use radsight::smart::demo::{SyntheticStudy, insert_synthetic};
 use radsight::store::entities::{audit_entry, result_feedback};
 use reqwest::StatusCode;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, PATIENT, Reply, TestApp, example};
+use crate::synthetic::{SyntheticStudy, insert_synthetic};
 use crate::smart_ehr::{CLIENT_ID, JWT_EHR, OTHER_PATIENT, SCOPES, spawn_smart_app};
 
 /// Seeds the example patient's studies (done, pending, failed) and one of another patient's;

@@ -7,11 +7,11 @@
 
 use std::process::Command;
 
-use radsight::smart::demo::{SyntheticStudy, insert_synthetic};
 use radsight::store::entities::{audit_entry, result_feedback};
 use sea_orm::EntityTrait;
 
 use crate::helpers::{Backend, PATIENT, example};
+use crate::synthetic::{SyntheticStudy, insert_synthetic};
 use crate::smart_ehr::{spawn_smart_app, unreachable_ehr};
 
 async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_links(backend: Backend) {

@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use radsight::smart::demo::DEMO_PATIENT;
-use radsight::smart::ehr_sim::s256;
-use radsight::smart::{DEFAULT_SCOPES, DEMO_CLIENT_ID};
+use radsight::smart::DEFAULT_SCOPES;
+use radsight_demo_ehr::{DEMO_CLIENT_ID, DEMO_PATIENT, s256};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! The fixture EHR for the SMART tests: radsight's `smart::ehr_sim` (the same SMART
+//! The fixture EHR for the SMART tests: the `radsight-demo-ehr` crate (the same SMART
 //! authorisation server and FHIR API as the demo EHR) on its own port, with CORS as a real EHR
 //! serving a browser app would have, and `spawn_smart_app` to start radsight registered with it
 //! (introspection) and with a second EHR whose access tokens are JWTs (`JWT_EHR`, keys at the
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use actix_web::{App, HttpServer};
-use radsight::smart::ehr_sim::{EhrSim, SimClient, demo_patient, random_string};
+use radsight_demo_ehr::{EhrSim, SimClient, demo_patient, random_string};
 use radsight::smart::{DEFAULT_SCOPES, EhrSettings, TokenValidation};
 
 use crate::helpers::{Backend, JKU_ISS, PATIENT, TestApp, spawn_app_with};

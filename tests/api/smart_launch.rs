@@ -1,7 +1,7 @@
 //! The fixture EHR behaves as SMART App Launch, RFC 6749 and RFC 7636 say: PKCE S256 is
 //! required and checked, codes are single use, and the redirect URI must match.
 
-use radsight::smart::ehr_sim::{SimClient, s256};
+use radsight_demo_ehr::{SimClient, s256};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -8,7 +8,19 @@ use super::{Rule, RuleInput, non_contrast_update};
 use crate::cds_hooks::cards::{Card, Indicator, standard_override_reasons};
 use crate::imaging::procedure::{Contrast, matches_token};
 
-pub const RULE: Rule = Rule { id: "contrast-allergy", version: "1.0.0", title: "Contrast allergy", check };
+pub const RULE: Rule = Rule {
+    id: "contrast-allergy",
+    version: "1.0.0",
+    title: "Contrast allergy",
+    needs: &[("allergies", "allergy list")],
+    applies,
+    check,
+};
+
+/// Only orders that give contrast.
+fn applies(input: &RuleInput) -> bool {
+    input.procedure.contrast.is_given()
+}
 
 const IODINATED: &[&str] = &[
     "iodin", "iohexol", "iopamidol", "iodixanol", "ioversol", "iopromide", "iomeprol", "ioxaglate", "ioxilan", "diatrizoate",
@@ -39,7 +51,7 @@ fn is_current(a: &AllergyIntolerance) -> bool {
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
     let ordered = input.procedure.contrast;
-    if !ordered.is_given() {
+    if !applies(input) {
         return None;
     }
     let allergy = input.data.allergies.iter().filter(|a| is_current(a)).find(|a| {

@@ -4,7 +4,14 @@
 use super::{Rule, RuleInput, date};
 use crate::cds_hooks::cards::{Action, ActionType, Card, Indicator, standard_override_reasons};
 
-pub const RULE: Rule = Rule { id: "duplicate-order", version: "1.0.0", title: "Duplicate imaging order", check };
+pub const RULE: Rule = Rule {
+    id: "duplicate-order",
+    version: "1.0.0",
+    title: "Duplicate imaging order",
+    needs: &[("activeImagingOrders", "active imaging orders"), ("imagingStudies", "imaging studies")],
+    applies: |_| true,
+    check,
+};
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
     let code = input.order.code.as_ref()?;

@@ -4,7 +4,8 @@
 use super::{Rule, RuleInput};
 use crate::cds_hooks::cards::{Card, Coding, Indicator, OVERRIDE_REASON_SYSTEM};
 
-pub const RULE: Rule = Rule { id: "missing-reason", version: "1.0.0", title: "Missing clinical indication", check };
+/// Reads only the order itself.
+pub const RULE: Rule = Rule { id: "missing-reason", version: "1.0.0", title: "Missing clinical indication", needs: &[], applies: |_| true, check };
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
     if input.order.reason_code_count + input.order.reason_reference_count > 0 {

@@ -3,6 +3,11 @@
 //!
 //! Each rule has an id and a version that travel with its card (`source.topic`), is switched
 //! off by listing its id in `rules.disabled`, and reads its thresholds from [`RuleSettings`].
+//!
+//! Each rule also states which prefetch slots it needs (`needs`) and which orders it applies to
+//! (`applies`). When a needed slot's data could not be used or fetched (see `prefetch`), the
+//! rule does not run on partial data: for every order it applies to, a warning card says that
+//! the check could not run and why. A safety check never disappears without a card.
 
 mod contrast_allergy;
 mod duplicate_order;
@@ -14,7 +19,7 @@ use radsight_fhir::ServiceRequest;
 use time::OffsetDateTime;
 
 use super::cards::{Action, ActionType, Card, Coding, Indicator, IssuedCard, Origin, RULE_TOPIC_SYSTEM, Source};
-use super::prefetch::ClinicalData;
+use super::prefetch::{ClinicalData, Unusable, UnusableSlot};
 use crate::configuration::RuleSettings;
 use crate::imaging::procedure::ImagingProcedure;
 
@@ -48,6 +53,11 @@ pub struct Rule {
     pub id: &'static str,
     pub version: &'static str,
     pub title: &'static str,
+    /// The prefetch slots the rule reads, each with what it is in words, for the card that
+    /// says the check could not run.
+    pub needs: &'static [(&'static str, &'static str)],
+    /// Whether the rule concerns this order at all (e.g. only contrast examinations).
+    pub applies: fn(&RuleInput) -> bool,
     pub check: fn(&RuleInput, &Rule) -> Option<Card>,
 }
 
@@ -78,13 +88,35 @@ pub fn evaluate(
     for (order, procedure) in orders {
         let input = RuleInput { order, procedure, data, settings, now };
         for rule in RULES.iter().filter(|r| !settings.disabled.contains(r.id)) {
-            if let Some(card) = (rule.check)(&input, rule) {
+            let blocked = rule.needs.iter().find_map(|(key, what)| data.unusable(key).map(|u| (u, *what)));
+            let card = match blocked {
+                Some((slot, what)) if (rule.applies)(&input) => Some(not_checked(&input, rule, slot, what)),
+                Some(_) => None,
+                None => (rule.check)(&input, rule),
+            };
+            if let Some(card) = card {
                 let origin = Origin { kind: "rule", id: rule.id.to_owned(), version: rule.version.to_owned() };
                 cards.push(IssuedCard { card, origin });
             }
         }
     }
     cards
+}
+
+/// The card for a rule that could not run because the data it needs was unusable.
+fn not_checked(input: &RuleInput, rule: &Rule, slot: &UnusableSlot, what: &str) -> Card {
+    let why = match &slot.why {
+        Unusable::QueryFailed => format!("the EHR reported that its query for the {what} failed"),
+        Unusable::WrongType { expected, found } => format!("the EHR sent a {found} resource in place of the {what} ({expected})"),
+        Unusable::WrongPatient => format!("the EHR sent the {what} of another patient"),
+    };
+    let fetched = if slot.fetch_failed { " radsight could not read it from the EHR's FHIR server either." } else { "" };
+    let summary = format!("{} could not be checked for {}", rule.title, input.order_label());
+    let summary: String = summary.chars().take(139).collect();
+    rule.card(&summary, Indicator::Warning).detail(format!(
+        "radsight could not run the **{}** check: {why}.{fetched}\n\nCheck the {what} yourself before this order goes ahead.",
+        rule.title
+    ))
 }
 
 /// An `update` suggestion that swaps the order's code for its non-contrast alternative.

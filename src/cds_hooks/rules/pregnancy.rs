@@ -7,7 +7,19 @@ use radsight_fhir::{Observation, ObservationValue};
 use super::{Rule, RuleInput, date};
 use crate::cds_hooks::cards::{Card, Indicator, standard_override_reasons};
 
-pub const RULE: Rule = Rule { id: "pregnancy-radiation", version: "1.0.0", title: "Ionising radiation in pregnancy", check };
+pub const RULE: Rule = Rule {
+    id: "pregnancy-radiation",
+    version: "1.0.0",
+    title: "Ionising radiation in pregnancy",
+    needs: &[("pregnancyStatus", "pregnancy status")],
+    applies,
+    check,
+};
+
+/// Only examinations with ionising radiation.
+fn applies(input: &RuleInput) -> bool {
+    input.procedure.is_ionising()
+}
 
 const LOINC: &str = "http://loinc.org";
 const SNOMED: &str = "http://snomed.info/sct";
@@ -44,7 +56,7 @@ fn read_text(s: &str) -> Option<bool> {
 }
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
-    if !input.procedure.is_ionising() {
+    if !applies(input) {
         return None;
     }
     let latest = input

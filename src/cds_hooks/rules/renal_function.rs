@@ -7,7 +7,19 @@ use radsight_fhir::{Observation, ObservationValue};
 use super::{Rule, RuleInput, date, non_contrast_update};
 use crate::cds_hooks::cards::{Card, Indicator, standard_override_reasons};
 
-pub const RULE: Rule = Rule { id: "renal-function", version: "1.0.0", title: "Low eGFR with contrast", check };
+pub const RULE: Rule = Rule {
+    id: "renal-function",
+    version: "1.0.0",
+    title: "Low eGFR with contrast",
+    needs: &[("renalFunction", "eGFR result")],
+    applies,
+    check,
+};
+
+/// Only orders that give contrast.
+fn applies(input: &RuleInput) -> bool {
+    input.procedure.contrast.is_given()
+}
 const LOINC: &str = "http://loinc.org";
 
 fn is_egfr(o: &Observation, codes: &[String]) -> bool {
@@ -16,7 +28,7 @@ fn is_egfr(o: &Observation, codes: &[String]) -> bool {
 }
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
-    if !input.procedure.contrast.is_given() {
+    if !applies(input) {
         return None;
     }
     let latest = input

@@ -1,5 +1,7 @@
 //! A small SMART on FHIR EHR: the built-in demo EHR (`[smart.demo_ehr]`, mounted at
-//! `/demo-ehr`) and the tests' fixture EHR (the same code on its own port).
+//! `/demo-ehr` when radsight is built with its `demo` feature) and the tests' fixture EHR (the
+//! same code on its own port). It is not part of the product: a production build of radsight
+//! (without `demo`) does not contain it.
 //!
 //! It behaves as SMART App Launch 2.2, RFC 6749, RFC 7636 and RFC 7662 say for what the app
 //! uses:
@@ -30,9 +32,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::keys::ClientKey;
+use radsight_keys::ClientKey;
 
 const CODE_LIFETIME_SECS: i64 = 60;
+
+/// The demo EHR's patient.
+pub const DEMO_PATIENT: &str = "radsight-demo-patient";
+/// radsight's client id at the demo EHR.
+pub const DEMO_CLIENT_ID: &str = "radsight-demo";
 
 /// A public client (the SMART app) registered at the EHR.
 #[derive(Debug, Clone)]

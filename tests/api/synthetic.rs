@@ -1,19 +1,16 @@
-//! Demo and test studies. The demo EHR's patient gets a phantom radiograph analysed by the
-//! real shipped model ([`seed_demo`]), so a newcomer sees the app work on a real result.
-//!
-//! [`insert_synthetic`] is test seeding for the SMART tests: its result is marked as synthetic
-//! everywhere a person looks (model id `radsight-demo-synthetic`, its model card says it is not
-//! a model). Only the tests call it with a status.
+//! Test seeding for the SMART tests: [`insert_synthetic`] writes a study and a result row
+//! directly, marked as synthetic everywhere a person looks (model id `radsight-demo-synthetic`,
+//! its model card says it is not a model). It lives in test code only: the service cannot
+//! write a result without a model and its audit entry.
 
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::png::{ColorType, encode};
-use crate::store::entities::{analysis_result, result_artefact, study};
+use radsight::store::entities::{analysis_result, result_artefact, study};
 
-pub const DEMO_PATIENT: &str = "radsight-demo-patient";
-pub const DEMO_STUDY_UID: &str = "2.25.314159265358979323846264338327950288";
+use crate::png::{ColorType, encode};
+
 pub const SYNTHETIC_MODEL: &str = "radsight-demo-synthetic";
 
 /// Size of the synthetic image.
@@ -181,39 +178,3 @@ pub async fn insert_synthetic<C: ConnectionTrait>(db: &C, s: &SyntheticStudy<'_>
     Ok(Some(id))
 }
 
-/// Seeds the demo patient's studies once (a restart finds them and adds nothing): a phantom
-/// chest radiograph analysed by the real shipped model, through the same pipeline and audit
-/// entries as a study from the PACS, and a second study still pending.
-pub async fn seed_demo(db: &sea_orm::DatabaseConnection, audit: &crate::audit::AuditLog, settings: &crate::configuration::AnalysisSettings) -> anyhow::Result<()> {
-    use crate::analysis::phantom_dicom::{PhantomInstance, phantom_part10};
-    use crate::audit::{Action, AuditEvent, Outcome};
-    if study::Entity::find_by_id(DEMO_STUDY_UID).one(db).await?.is_some() {
-        return Ok(());
-    }
-    let patient_ref = format!("Patient/{DEMO_PATIENT}");
-    let analyzer = crate::analysis::Analyzer::open(settings)?;
-    let phantom = crate::analysis::phantom_dicom::clear_nodule_phantom(256);
-    let meta = PhantomInstance {
-        patient_id: DEMO_PATIENT,
-        study_uid: DEMO_STUDY_UID,
-        series_uid: &format!("{DEMO_STUDY_UID}.1"),
-        sop_uid: &format!("{DEMO_STUDY_UID}.1.1"),
-        accession: "DEMO0001",
-    };
-    let dicom = phantom_part10(&meta, 256, 256, phantom.image.data());
-    let analysed = tokio::task::spawn_blocking(move || analyzer.analyse(&dicom, None, None)).await??;
-    insert_synthetic(db, &SyntheticStudy { study_uid: DEMO_STUDY_UID, patient_ref: &patient_ref, status: None, description: "Chest X-ray (synthetic phantom, demo)" }).await?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let event = AuditEvent::new(Action::ModelInference, Outcome::Success)
-        .patient(Some(patient_ref.clone()))
-        .entity("ImagingStudy", DEMO_STUDY_UID)
-        .entity("AnalysisResult", id.clone())
-        .entity("Model", format!("{}@{}", analysed.model.id, analysed.model.version))
-        .detail("weights_sha256", analysed.model.weights_sha256.clone())
-        .detail("input_sha256", analysed.input_sha256.clone())
-        .detail("via", "demo-ehr");
-    let stored = crate::results::store::StoredResult(analysed.into_result(id, DEMO_STUDY_UID.into(), None));
-    audit.record_with(db, event, Some(Box::new(stored))).await?;
-    insert_synthetic(db, &SyntheticStudy { study_uid: "2.25.271828182845904523536028747135266249", patient_ref: &patient_ref, status: Some("pending"), description: "Chest X-ray follow-up (not analysed yet)" }).await?;
-    Ok(())
-}

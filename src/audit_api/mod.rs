@@ -11,12 +11,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::export::{self, Filter, Format};
-use super::tree::{self, to_hex};
-use super::{Action, AuditEvent, Outcome};
+use crate::audit::export::{self, Filter, Format};
+use crate::audit::tree::{self, to_hex};
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::client_jwt::{AuthFailure, VerifiedClient};
-use crate::cds_hooks::error::HookError;
-use crate::startup::AppState;
+use crate::http::{HttpError, client_auth};
+use crate::state::AppState;
 use crate::store::entities::{audit_checkpoint, auditor_session};
 
 pub const SCOPE: &str = "audit.read";
@@ -34,22 +34,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// An auditor is a signed JWT with `audit.read` (tools), or a console session opened with one.
-async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HookError> {
-    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-    let result = match (authorization, req.cookie(SESSION_COOKIE)) {
-        (None, Some(cookie)) => session_client(state, cookie.value()).await.map_err(|f| (f.clone(), f.code())),
-        _ => {
-            let called_url = format!("{}{}", state.settings.server.public_url, req.path());
-            match state.auditors.verify(authorization, &called_url).await {
-                Ok(c) if c.has_scope(SCOPE) => Ok(c),
-                Ok(_) => Err((AuthFailure::MissingClaim, "missing-audit-scope")),
-                Err(f) => Err((f.clone(), f.code())),
-            }
-        }
+async fn authenticate_auditor(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, HttpError> {
+    let result = match (client_auth::authorization(req), req.cookie(SESSION_COOKIE)) {
+        (None, Some(cookie)) => session_client(state, cookie.value()).await.map_err(|f| f.code()),
+        _ => match client_auth::verify(req, state, &state.auditors).await {
+            Ok(c) if c.has_scope(SCOPE) => Ok(c),
+            Ok(_) => Err("missing-audit-scope"),
+            Err(f) => Err(f.code()),
+        },
     };
     match result {
         Ok(c) => Ok(c),
-        Err((failure, reason)) => Err(crate::cds_hooks::refuse(req, state, authorization, failure, reason).await),
+        Err(reason) => Err(client_auth::refuse(req, state, reason).await),
     }
 }
 
@@ -72,21 +68,21 @@ async fn session_client(state: &AppState, value: &str) -> Result<VerifiedClient,
 }
 
 /// `POST /audit/session`: exchanges an auditor JWT for a 15-minute console session cookie.
-async fn open_session(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+async fn open_session(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     use sea_orm::{ActiveValue::Set, EntityTrait};
     if req.headers().get("authorization").is_none() {
-        return Err(HookError::Unauthorized(AuthFailure::MissingToken));
+        return Err(HttpError::Unauthorized);
     }
     let who = authenticate_auditor(&req, &state).await?;
     let mut raw = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut raw).map_err(|_| HookError::Internal(anyhow::anyhow!("no randomness")))?;
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| HttpError::internal(anyhow::anyhow!("no randomness")))?;
     let value = hex::encode(raw);
     let row = auditor_session::ActiveModel {
         token_hash: Set(session_hash(&value)),
         iss: Set(who.iss.clone()),
         expires_at: Set(OffsetDateTime::now_utc().unix_timestamp() + SESSION_SECS),
     };
-    auditor_session::Entity::insert(row).exec_without_returning(&state.db).await.map_err(|e| HookError::Internal(e.into()))?;
+    auditor_session::Entity::insert(row).exec_without_returning(&state.db).await.map_err(HttpError::internal)?;
     record_read(&state, &who, Action::AuditRead, "console-session", json!({"expires_in": SESSION_SECS})).await?;
     let cookie = actix_web::cookie::Cookie::build(SESSION_COOKIE, value)
         .path("/audit")
@@ -107,10 +103,10 @@ async fn console() -> HttpResponse {
         .body(include_str!("console.html"))
 }
 
-async fn record_read(state: &AppState, who: &VerifiedClient, action: Action, what: &str, detail: serde_json::Value) -> Result<(), HookError> {
+async fn record_read(state: &AppState, who: &VerifiedClient, action: Action, what: &str, detail: serde_json::Value) -> Result<(), HttpError> {
     let mut event = AuditEvent::new(action, Outcome::Success).actor(Some(&who.iss), None).entity("AuditLog", what);
     event.detail = detail;
-    state.audit.record(&state.db, event).await.map(|_| ()).map_err(|e| HookError::Internal(e.into()))
+    state.audit.record(&state.db, event).await.map(|_| ()).map_err(HttpError::internal)
 }
 
 fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -118,15 +114,15 @@ fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBui
     b
 }
 
-async fn latest_checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+async fn latest_checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
     use sea_orm::{EntityTrait, QueryOrder};
     let latest = audit_checkpoint::Entity::find()
         .order_by_desc(audit_checkpoint::Column::TreeSize)
         .one(&state.db)
         .await
-        .map_err(|e| HookError::Internal(e.into()))?
-        .ok_or_else(|| HookError::invalid("checkpoint", "no checkpoint has been signed yet"))?;
+        .map_err(HttpError::internal)?
+        .ok_or_else(|| HttpError::invalid("checkpoint", "no checkpoint has been signed yet"))?;
     record_read(&state, &who, Action::AuditRead, "checkpoint", json!({"tree_size": latest.tree_size})).await?;
     Ok(no_store(HttpResponse::Ok()).content_type("text/plain; charset=utf-8").body(latest.note))
 }
@@ -137,11 +133,11 @@ struct InclusionQuery {
     tree_size: u64,
 }
 
-async fn inclusion(req: HttpRequest, query: Result<web::Query<InclusionQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+async fn inclusion(req: HttpRequest, query: Result<web::Query<InclusionQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
-    let q = query.map_err(|_| HookError::invalid("index", "index and tree_size must be non-negative integers"))?;
+    let q = query.map_err(|_| HttpError::invalid("index", "index and tree_size must be non-negative integers"))?;
     if q.index >= q.tree_size {
-        return Err(HookError::invalid("index", "index must be smaller than tree_size"));
+        return Err(HttpError::invalid("index", "index must be smaller than tree_size"));
     }
     let (leaf, proof) = tree::inclusion_proof(&state.db, q.index, q.tree_size).await.map_err(proof_error)?;
     let root = tree::root(&state.db, q.tree_size).await.map_err(proof_error)?;
@@ -161,11 +157,11 @@ struct ConsistencyQuery {
     to: u64,
 }
 
-async fn consistency(req: HttpRequest, query: Result<web::Query<ConsistencyQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+async fn consistency(req: HttpRequest, query: Result<web::Query<ConsistencyQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
-    let q = query.map_err(|_| HookError::invalid("from", "from and to must be non-negative integers"))?;
+    let q = query.map_err(|_| HttpError::invalid("from", "from and to must be non-negative integers"))?;
     if q.from == 0 || q.from > q.to {
-        return Err(HookError::invalid("from", "from must be at least 1 and at most to"));
+        return Err(HttpError::invalid("from", "from must be at least 1 and at most to"));
     }
     let proof = tree::consistency_proof(&state.db, q.from, q.to).await.map_err(proof_error)?;
     let (r1, r2) = (tree::root(&state.db, q.from).await.map_err(proof_error)?, tree::root(&state.db, q.to).await.map_err(proof_error)?);
@@ -179,10 +175,10 @@ async fn consistency(req: HttpRequest, query: Result<web::Query<ConsistencyQuery
     })))
 }
 
-fn proof_error(e: tree::TreeError) -> HookError {
+fn proof_error(e: tree::TreeError) -> HttpError {
     match e {
-        tree::TreeError::BeyondLog { .. } => HookError::invalid("tree_size", e.to_string()),
-        other => HookError::Internal(other.into()),
+        tree::TreeError::BeyondLog { .. } => HttpError::invalid("tree_size", e.to_string()),
+        other => HttpError::internal(other),
     }
 }
 
@@ -198,16 +194,16 @@ struct EventsQuery {
     format: Option<String>,
 }
 
-pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, HookError> {
+pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, HttpError> {
     value
-        .map(|v| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| HookError::invalid(field, "must be an RFC 3339 instant")))
+        .map(|v| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| HttpError::invalid(field, "must be an RFC 3339 instant")))
         .transpose()
 }
 
-async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
+async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
-    let q = query.map_err(|_| HookError::invalid("(query)", "unreadable query string"))?;
-    let format = Format::parse(q.format.as_deref().unwrap_or("fhir")).ok_or_else(|| HookError::invalid("format", "must be fhir, jsonl or csv"))?;
+    let q = query.map_err(|_| HttpError::invalid("(query)", "unreadable query string"))?;
+    let format = Format::parse(q.format.as_deref().unwrap_or("fhir")).ok_or_else(|| HttpError::invalid("format", "must be fhir, jsonl or csv"))?;
     let filter = Filter {
         from: parse_time("from", q.from.as_deref())?,
         to: parse_time("to", q.to.as_deref())?,
@@ -217,7 +213,7 @@ async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_w
         model: q.model.clone(),
         entity: q.entity.clone(),
     };
-    let entries = export::select(&state.db, &filter, MAX_EXPORT).await.map_err(|e| HookError::Internal(e.into()))?;
+    let entries = export::select(&state.db, &filter, MAX_EXPORT).await.map_err(HttpError::internal)?;
     let body = export::render(&entries, format, &state.settings.audit.origin);
     let detail = json!({"format": q.format.as_deref().unwrap_or("fhir"), "count": entries.len(),
         "filter": {"from": q.from, "to": q.to, "patient": q.patient.is_some(), "actor": q.actor, "action": q.action, "model": q.model}});
@@ -226,6 +222,6 @@ async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_w
     if let Some(p) = &q.patient {
         event = event.patient(Some(if p.starts_with("Patient/") { p.clone() } else { format!("Patient/{p}") }));
     }
-    state.audit.record(&state.db, event).await.map_err(|e| HookError::Internal(e.into()))?;
+    state.audit.record(&state.db, event).await.map_err(HttpError::internal)?;
     Ok(no_store(HttpResponse::Ok()).content_type(format.content_type()).body(body))
 }

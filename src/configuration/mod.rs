@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::imaging::procedure::CatalogEntry;
 
+pub mod smart;
+
+pub use smart::{DEFAULT_SCOPES, DemoEhrSettings, EhrSettings, SmartSettings, TokenValidation};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -30,7 +34,7 @@ pub struct Settings {
     pub analysis: AnalysisSettings,
     /// The SMART on FHIR app: registered EHRs, token validation, the demo EHR.
     #[serde(default)]
-    pub smart: crate::smart::SmartSettings,
+    pub smart: SmartSettings,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     /// Auditor clients: they sign JWTs like CDS clients and need the `audit.read` scope. Their
@@ -215,13 +219,38 @@ pub struct DicomwebSettings {
     pub timeout_ms: u64,
     /// Which instances of a study are retrieved; empty lists select everything.
     #[serde(default)]
-    pub select: crate::dicomweb::SelectionRules,
+    pub select: SelectionRules,
     /// How radsight authenticates to each PACS that needs it (others get no credentials).
     #[serde(default)]
     pub credentials: Vec<PacsCredentials>,
     /// A study larger than this is not retrieved (the job is dead with `study-too-large`).
     /// Retrieval is held in memory, so keep it well below the machine's memory. Default 512 MiB.
     pub max_study_bytes: usize,
+}
+
+/// Which instances of a study are retrieved (`[dicomweb.select]`). An empty list does not
+/// restrict; several lists must all match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionRules {
+    /// Modalities (0008,0060), e.g. `["CR", "DX"]`.
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// SOP Class UIDs (0008,0016).
+    #[serde(default)]
+    pub sop_classes: Vec<String>,
+    /// Body Part Examined (0018,0015) values, case-insensitive.
+    #[serde(default)]
+    pub body_parts: Vec<String>,
+    /// Substrings of the Series Description (0008,103E), case-insensitive.
+    #[serde(default)]
+    pub series_description_contains: Vec<String>,
+}
+
+impl SelectionRules {
+    pub fn selects_everything(&self) -> bool {
+        self.modalities.is_empty() && self.sop_classes.is_empty() && self.body_parts.is_empty() && self.series_description_contains.is_empty()
+    }
 }
 
 /// Credentials for one DICOMweb root. Secrets are read from files, never written in the

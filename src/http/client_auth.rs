@@ -1,0 +1,111 @@
+//! Client JWTs at the edge: CDS clients (hooks, feedback, notifications, results) and auditors
+//! sign every request; the token is verified against the exact URL called
+//! (`server.public_url` + path), and every refusal is audited (`auth.reject`: reason code, path,
+//! the issuer the token claims; never the token) before the bare 401 goes out.
+//!
+//! What fails after authentication is audited too: [`audit_failures`] wraps a handler's work
+//! and records its failure (reason code, outcome, the client) before the error is answered.
+
+use std::future::Future;
+
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
+
+use super::HttpError;
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::auth::client_jwt::{AuthFailure, ClientVerifier, VerifiedClient};
+use crate::state::AppState;
+
+/// The `Authorization` header, if it is text.
+pub fn authorization(req: &HttpRequest) -> Option<&str> {
+    req.headers().get("authorization").and_then(|v| v.to_str().ok())
+}
+
+/// The URL the client called, which its JWT's `aud` must name exactly.
+pub fn called_url(req: &HttpRequest, state: &AppState) -> String {
+    format!("{}{}", state.settings.server.public_url, req.path())
+}
+
+/// The `auth.reject` entry for a refused request. `claimed_iss` is what the caller says it is;
+/// it is recorded as a claim, never trusted.
+pub fn refusal_event(req: &HttpRequest, reason: &str, claimed_iss: Option<String>) -> AuditEvent {
+    AuditEvent::new(Action::AuthReject, Outcome::Denied)
+        .detail("reason", reason)
+        .detail("path", req.path())
+        .detail("claimed_iss", claimed_iss.map(Value::from).unwrap_or_default())
+}
+
+/// Audits a refused client JWT (or signed link) with its reason code.
+pub async fn record_refusal(req: &HttpRequest, state: &AppState, reason: &str) -> Result<(), crate::audit::AuditError> {
+    let event = refusal_event(req, reason, ClientVerifier::claimed_issuer(authorization(req)));
+    state.audit.record(&state.db, event).await.map(|_| ())
+}
+
+/// Audits a refused client JWT, then gives the bare 401 to answer with.
+pub async fn refuse(req: &HttpRequest, state: &AppState, reason: &str) -> HttpError {
+    match record_refusal(req, state, reason).await {
+        Ok(()) => HttpError::Unauthorized,
+        Err(e) => HttpError::internal(e),
+    }
+}
+
+/// Verifies the caller's JWT against `verifier` (the CDS clients or the auditors), unaudited.
+pub async fn verify(req: &HttpRequest, state: &AppState, verifier: &ClientVerifier) -> Result<VerifiedClient, AuthFailure> {
+    verifier.verify(authorization(req), &called_url(req, state)).await
+}
+
+/// A registered CDS client whose JWT verified for this request. As an extractor it answers a
+/// bare, audited 401 before the handler runs.
+pub struct CdsClient(pub VerifiedClient);
+
+impl FromRequest for CdsClient {
+    type Error = HttpError;
+    type Future = LocalBoxFuture<'static, Result<CdsClient, HttpError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| HttpError::internal(anyhow::anyhow!("the application state is not registered")))?;
+            match verify(&req, state, &state.verifier).await {
+                Ok(client) => Ok(CdsClient(client)),
+                Err(failure) => Err(refuse(&req, state, failure.code()).await),
+            }
+        })
+    }
+}
+
+/// A failure that is audited with a stable code once its caller is known.
+pub trait AuditedFailure: Sized {
+    /// The stable reason code recorded in the audit trail.
+    fn audit_code(&self) -> &'static str;
+    /// `error` for radsight's own faults, `rejected` for the caller's.
+    fn audit_outcome(&self) -> Outcome;
+    /// The failure to answer with when the audit entry itself cannot be written.
+    fn audit_unavailable(e: anyhow::Error) -> Self;
+}
+
+/// Runs `work` for an authenticated `client`; a failure is audited under `action` (with
+/// `entity`, when given) before it is handed back.
+pub async fn audit_failures<T, E: AuditedFailure>(
+    state: &AppState,
+    action: Action,
+    client: &VerifiedClient,
+    entity: Option<(&'static str, &str)>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let err = match work.await {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    let mut event = AuditEvent::new(action, err.audit_outcome()).actor(Some(&client.iss), None);
+    if let Some((kind, id)) = entity {
+        event = event.entity(kind, id);
+    }
+    match state.audit.record(&state.db, event.detail("reason", err.audit_code())).await {
+        Ok(_) => Err(err),
+        Err(e) => Err(E::audit_unavailable(e.into())),
+    }
+}
