@@ -137,12 +137,16 @@ impl Application {
         spawn_checkpoints(state.clone().into_inner());
         let mut server = HttpServer::new(move || {
             // Browser-based CDS clients call cross-origin with a bearer token, never with cookies.
+            // The SMART app is served by radsight itself, so its API (`/api`) answers no other
+            // origin.
             let cors = Cors::default()
-                .allow_any_origin()
+                .allowed_origin_fn(|_, head| !head.uri.path().starts_with("/api/"))
                 .allowed_methods(["GET", "POST", "OPTIONS"])
                 .allowed_headers(["authorization", "content-type"])
                 .max_age(3600);
             App::new()
+                // No browser may guess a content type: JSON, PNGs and pages are what they say.
+                .wrap(middleware::DefaultHeaders::new().add(("x-content-type-options", "nosniff")))
                 .wrap(cors)
                 // Logs method, path (no query string; patient ids redacted), status and latency:
                 // never headers, query strings or bodies, where tokens and patient data travel.

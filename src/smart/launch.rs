@@ -8,6 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -23,8 +24,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/smart/{file:.*}", web::get().to(app_file));
 }
 
-/// A reason the launch stopped, with what to tell the user.
+/// A reason the launch stopped, with what to tell the user and the status the page answers with.
 struct Problem {
+    status: StatusCode,
     title: &'static str,
     text: &'static str,
     next: &'static str,
@@ -33,56 +35,67 @@ struct Problem {
 fn problem(code: &str) -> Problem {
     match code {
         "unknown-iss" => Problem {
+            status: StatusCode::FORBIDDEN,
             title: "This EHR is not registered with radsight",
             text: "radsight was opened by a system it does not know, so it did not start. Only EHRs that your organisation has registered with radsight can open it.",
             next: "Open radsight again from your EHR. If this keeps happening, ask your EHR or radsight administrator to register this EHR.",
         },
         "missing-iss" => Problem {
+            status: StatusCode::BAD_REQUEST,
             title: "radsight must be opened from the EHR",
             text: "The launch did not say which EHR opened radsight (no iss parameter).",
             next: "Open radsight from the patient's chart or from a card in your EHR.",
         },
         "missing-launch" => Problem {
+            status: StatusCode::BAD_REQUEST,
             title: "radsight must be opened from the EHR",
             text: "The launch did not carry the EHR's launch context (no launch parameter).",
             next: "Open radsight from the patient's chart or from a card in your EHR.",
         },
         "access-denied" => Problem {
+            status: StatusCode::FORBIDDEN,
             title: "Access was not granted",
             text: "The EHR did not give radsight access to this patient's record (consent was denied or the request was refused). No patient data was read.",
             next: "If you meant to allow access, open radsight again from the chart and approve the request.",
         },
         "invalid-state" => Problem {
+            status: StatusCode::BAD_REQUEST,
             title: "This launch has expired or is not valid",
             text: "radsight could not match this sign-in to a launch it started: the launch is too old, was already completed, or came from another browser window.",
             next: "Open radsight again from the patient's chart.",
         },
         "unreachable-iss" => Problem {
+            status: StatusCode::BAD_GATEWAY,
             title: "The EHR could not be reached",
             text: "radsight could not contact the EHR's authorisation server to sign you in.",
             next: "Check the network and try again in a moment. If it keeps failing, contact your EHR support.",
         },
         "missing-patient" => Problem {
+            status: StatusCode::BAD_REQUEST,
             title: "No patient is selected",
             text: "The EHR opened radsight without a patient in context, so there is nothing to show.",
             next: "Open a patient's chart first, then open radsight from it.",
         },
         "token-failed" => Problem {
+            status: StatusCode::UNAUTHORIZED,
             title: "Sign-in could not be completed",
             text: "The EHR refused to issue an access token for this launch.",
             next: "Open radsight again from the patient's chart.",
         },
         "session-ended" => Problem {
+            status: StatusCode::UNAUTHORIZED,
             title: "Your session has ended",
             text: "The EHR no longer accepts this session's access (it expired or was revoked), so radsight stopped showing patient data.",
             next: "Open radsight again from the patient's chart.",
         },
         "not-built" => Problem {
+            status: StatusCode::SERVICE_UNAVAILABLE,
             title: "The radsight app is not installed",
             text: "This radsight server has no built SMART app to serve.",
             next: "An administrator must build it: npm --prefix smart-app ci && npm --prefix smart-app run build.",
         },
         _ => Problem {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
             title: "radsight could not start",
             text: "Something went wrong while opening radsight.",
             next: "Open radsight again from the patient's chart. If this keeps happening, contact support.",
@@ -153,17 +166,19 @@ async fn launch(q: web::Query<LaunchQuery>, state: web::Data<AppState>, smart: w
     });
     // `<` escaped so the JSON cannot close the script element.
     let html = template.replace("__RADSIGHT_LAUNCH_CONFIG__", &config.to_string().replace('<', "\\u003c"));
-    page(html)
+    page(html, &smart.frame_ancestors)
 }
 
-fn page(html: String) -> HttpResponse {
+fn page(html: String, frame_ancestors: &str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
         .insert_header(("referrer-policy", "no-referrer"))
         .insert_header((
             "content-security-policy",
-            "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' http: https:; script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'",
+            format!(
+                "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' http: https:; script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors {frame_ancestors}"
+            ),
         ))
         .body(html)
 }
@@ -173,8 +188,11 @@ struct ErrorQuery {
     reason: Option<String>,
 }
 
+/// The page the app sends the browser to when a launch cannot go on: an error status, so that
+/// nothing (a proxy, a monitor, the EHR's frame) takes it for a working app.
 async fn error(q: web::Query<ErrorQuery>) -> HttpResponse {
-    error_page(actix_web::http::StatusCode::OK, q.reason.as_deref().unwrap_or("internal"))
+    let code = q.reason.as_deref().unwrap_or("internal");
+    error_page(problem(code).status, code)
 }
 
 /// A file of the built app; `..` and absolute components are refused.
@@ -197,14 +215,14 @@ fn media_type(path: &Path) -> &'static str {
     }
 }
 
-async fn app_file(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+async fn app_file(path: web::Path<String>, state: web::Data<AppState>, smart: web::Data<SmartState>) -> HttpResponse {
     let dir = &state.settings.smart.app_dir;
     if !dir.join("index.html").is_file() {
         return error_page(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not-built");
     }
     let Some(file) = app_path(dir, &path) else { return HttpResponse::NotFound().finish() };
     match std::fs::read(&file) {
-        Ok(bytes) if media_type(&file).starts_with("text/html") => page(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(bytes) if media_type(&file).starts_with("text/html") => page(String::from_utf8_lossy(&bytes).into_owned(), &smart.frame_ancestors),
         Ok(bytes) => HttpResponse::Ok().content_type(media_type(&file)).insert_header(("cache-control", "no-cache")).body(bytes),
         Err(_) => HttpResponse::NotFound().content_type("text/plain").body("not found"),
     }

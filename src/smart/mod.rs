@@ -28,6 +28,9 @@ use crate::configuration::Settings;
 /// The SMART app's own state beside the core: the validator of registered EHRs' tokens.
 pub struct SmartState {
     pub tokens: token::TokenValidator,
+    /// The CSP `frame-ancestors` of the app's pages: radsight itself and the registered EHRs,
+    /// so no other site can frame the app (and its feedback buttons).
+    pub frame_ancestors: String,
 }
 
 impl SmartState {
@@ -35,7 +38,8 @@ impl SmartState {
     /// introspection secrets in memory (the demo EHR).
     pub fn build(settings: &Settings, extra: Vec<(EhrSettings, Option<SecretString>)>, http: reqwest::Client) -> anyhow::Result<SmartState> {
         let tokens = token::TokenValidator::new(&settings.smart, extra, &settings.auth, http).context("registering SMART EHRs")?;
-        Ok(SmartState { tokens })
+        let frame_ancestors = std::iter::once("'self'".to_owned()).chain(tokens.origins()).collect::<Vec<_>>().join(" ");
+        Ok(SmartState { tokens, frame_ancestors })
     }
 }
 

@@ -185,6 +185,21 @@ impl TokenValidator {
     }
 
     /// The registered EHR for a launch or API `iss`.
+    /// The web origins of the registered EHRs (`https://ehr.example.org`), which may frame the
+    /// app (EHRs embed SMART apps in their own pages).
+    pub fn origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .ehrs
+            .iter()
+            .filter_map(|e| url::Url::parse(&e.settings.iss).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .filter(|o| o != "null")
+            .collect();
+        origins.sort();
+        origins.dedup();
+        origins
+    }
+
     pub fn ehr(&self, iss: &str) -> Option<&EhrSettings> {
         self.ehrs.iter().map(|e| &e.settings).find(|e| e.is(iss))
     }
