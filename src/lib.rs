@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod cds_hooks;
+pub mod cli;
 pub mod configuration;
 pub mod dicomweb;
 pub mod domain;

@@ -140,19 +140,14 @@ struct InclusionQuery {
 async fn inclusion(req: HttpRequest, query: Result<web::Query<InclusionQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HookError> {
     let who = authenticate_auditor(&req, &state).await?;
     let q = query.map_err(|_| HookError::invalid("index", "index and tree_size must be non-negative integers"))?;
-    if q.index >= q.tree_size {
-        return Err(HookError::invalid("index", "index must be smaller than tree_size"));
-    }
-    let (leaf, proof) = tree::inclusion_proof(&state.db, q.index, q.tree_size).await.map_err(proof_error)?;
-    let root = tree::root(&state.db, q.tree_size).await.map_err(proof_error)?;
+    use super::proof::{Attach, ProofError, inclusion_document};
+    let document = inclusion_document(&state.db, q.index, q.tree_size, Attach::Nothing).await.map_err(|e| match e {
+        ProofError::OutOfRange { .. } => HookError::invalid("index", "index must be smaller than tree_size"),
+        ProofError::Tree(e) => proof_error(e),
+        other => HookError::Internal(other.into()),
+    })?;
     record_read(&state, &who, Action::AuditRead, "inclusion-proof", json!({"index": q.index, "tree_size": q.tree_size})).await?;
-    Ok(no_store(HttpResponse::Ok()).json(json!({
-        "index": q.index,
-        "tree_size": q.tree_size,
-        "leaf_hash": to_hex(&leaf),
-        "root_hash": to_hex(&root),
-        "proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
-    })))
+    Ok(no_store(HttpResponse::Ok()).json(document))
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ pub mod api;
 pub mod checkpoint;
 pub mod export;
 pub mod merkle;
+pub mod proof;
 pub mod tree;
 pub mod verify;
 
