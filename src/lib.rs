@@ -7,7 +7,7 @@
 //! 2. edge: `http`;
 //! 3. features: `dicomweb`, `results`, `analysis`, `jobs`, `hl7`, `notifications`,
 //!    `cds_hooks`, `smart`, `audit_api`, `health`;
-//! 4. application: `demo` (with the `demo` feature), `startup`.
+//! 4. application: `demo` (with the `demo` feature), `startup`, `cli`.
 
 // Core.
 pub mod audit;
@@ -39,6 +39,7 @@ pub mod smart;
 // Application.
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod cli;
 pub mod startup;
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod export;
 pub mod merkle;
+pub mod proof;
 pub mod tree;
 pub mod verify;
 

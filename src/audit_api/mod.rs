@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::audit::export::{self, Filter, Format};
+use crate::audit::proof::{Attach, ProofError, inclusion_document};
 use crate::audit::tree::{self, to_hex};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::client_jwt::{AuthFailure, VerifiedClient};
@@ -136,19 +137,13 @@ struct InclusionQuery {
 async fn inclusion(req: HttpRequest, query: Result<web::Query<InclusionQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
     let q = query.map_err(|_| HttpError::invalid("index", "index and tree_size must be non-negative integers"))?;
-    if q.index >= q.tree_size {
-        return Err(HttpError::invalid("index", "index must be smaller than tree_size"));
-    }
-    let (leaf, proof) = tree::inclusion_proof(&state.db, q.index, q.tree_size).await.map_err(proof_error)?;
-    let root = tree::root(&state.db, q.tree_size).await.map_err(proof_error)?;
+    let document = inclusion_document(&state.db, q.index, q.tree_size, Attach::Nothing).await.map_err(|e| match e {
+        ProofError::OutOfRange { .. } => HttpError::invalid("index", "index must be smaller than tree_size"),
+        ProofError::Tree(e) => proof_error(e),
+        other => HttpError::internal(other),
+    })?;
     record_read(&state, &who, Action::AuditRead, "inclusion-proof", json!({"index": q.index, "tree_size": q.tree_size})).await?;
-    Ok(no_store(HttpResponse::Ok()).json(json!({
-        "index": q.index,
-        "tree_size": q.tree_size,
-        "leaf_hash": to_hex(&leaf),
-        "root_hash": to_hex(&root),
-        "proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
-    })))
+    Ok(no_store(HttpResponse::Ok()).json(document))
 }
 
 #[derive(Deserialize)]
