@@ -13,6 +13,7 @@ mod client_auth;
 mod discovery;
 mod dicomweb;
 mod feedback;
+mod headers;
 mod hl7;
 mod jobs;
 mod models_cli;
