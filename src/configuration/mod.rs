@@ -149,9 +149,26 @@ pub struct Hl7Settings {
     pub max_message_bytes: usize,
     /// Connections beyond this are closed at once. Default 32.
     pub max_connections: usize,
+    /// A message must arrive whole within this long of its start block (or of the first byte
+    /// after the previous message), however slowly bytes trickle in; else the connection is
+    /// closed. Default 30 s.
+    #[serde(default = "default_message_deadline_ms")]
+    pub message_deadline_ms: u64,
+    /// Connections from one source address beyond this are closed at once, so one host cannot
+    /// hold every slot. Default 8.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
     /// Where a site puts the Study Instance UID, as an hl7-parser query (`OBR.20`,
     /// `OBX[2].5`); tried before `IPC-3`, `ZDS-1` and an OBX coded DCM 110180. Empty: none.
     pub study_uid_field: String,
+}
+
+fn default_message_deadline_ms() -> u64 {
+    30_000
+}
+
+fn default_max_connections_per_source() -> usize {
+    8
 }
 
 /// The analysis job queue and its workers.
@@ -360,6 +377,8 @@ impl Default for Settings {
                 read_timeout_ms: 60_000,
                 max_message_bytes: 1024 * 1024,
                 max_connections: 32,
+                message_deadline_ms: default_message_deadline_ms(),
+                max_connections_per_source: default_max_connections_per_source(),
                 study_uid_field: String::new(),
             },
             jobs: JobSettings {

@@ -2,36 +2,80 @@
 //! message in the order received.
 //!
 //! Limits ([`ListenerOptions`], from `[hl7]`): a connection idle for `read_timeout` is closed;
-//! a message longer than `max_message_bytes` is answered AR and skipped (the connection stays
-//! up); beyond `max_connections` a new connection is closed at once. Errors in one message
-//! never close the connection; only I/O errors and the idle timeout do.
+//! a message must arrive whole within `message_deadline` of its first byte, whatever trickles
+//! in meanwhile (a sender dripping one byte at a time cannot hold a slot forever); a message
+//! longer than `max_message_bytes` is answered AR and skipped (the connection stays up); beyond
+//! `max_connections`, or `max_connections_per_source` from one address, a new connection is
+//! closed at once. Errors in one message never close the connection; only I/O errors, the idle
+//! timeout and the message deadline do.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::ingest::{IngestContext, handle_message, handle_too_large};
 use super::mllp::{Deframer, Frame, frame};
 use crate::configuration::Hl7Settings;
 
-/// Listener limits. Defaults (see `radsight.example.toml`): 60 s read timeout, 1 MiB messages,
-/// 32 connections.
+/// Listener limits. Defaults (see `radsight.example.toml`): 60 s read timeout, 30 s per
+/// message, 1 MiB messages, 32 connections, 8 from one address.
 #[derive(Debug, Clone)]
 pub struct ListenerOptions {
     pub read_timeout: Duration,
+    pub message_deadline: Duration,
     pub max_message_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 impl From<&Hl7Settings> for ListenerOptions {
     fn from(s: &Hl7Settings) -> Self {
         ListenerOptions {
             read_timeout: Duration::from_millis(s.read_timeout_ms),
+            message_deadline: Duration::from_millis(s.message_deadline_ms),
             max_message_bytes: s.max_message_bytes,
             max_connections: s.max_connections,
+            max_connections_per_source: s.max_connections_per_source,
+        }
+    }
+}
+
+/// Open connections per source address; an entry leaves when its last connection closes.
+#[derive(Default)]
+struct PerSource(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its source; uncounted when dropped.
+struct SourceSlot {
+    sources: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl PerSource {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<SourceSlot> {
+        let mut open = self.0.lock().expect("per-source lock");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot { sources: self.clone(), ip })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.0.lock().expect("per-source lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -39,8 +83,9 @@ impl From<&Hl7Settings> for ListenerOptions {
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, options: ListenerOptions, ctx: IngestContext) {
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let sources = Arc::new(PerSource::default());
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "HL7 listener could not accept a connection");
@@ -53,12 +98,17 @@ pub async fn serve(listener: TcpListener, options: ListenerOptions, ctx: IngestC
             drop(stream);
             continue;
         };
+        let Some(source) = sources.acquire(peer.ip(), options.max_connections_per_source) else {
+            tracing::warn!(limit = options.max_connections_per_source, "HL7 connection refused: per-source connection limit reached");
+            drop(stream);
+            continue;
+        };
         let (ctx, options) = (ctx.clone(), options.clone());
         tokio::spawn(async move {
             if let Err(e) = serve_connection(stream, &options, &ctx).await {
                 tracing::debug!(error = %e, "HL7 connection ended");
             }
-            drop(permit);
+            drop((permit, source));
         });
     }
 }
@@ -67,15 +117,33 @@ async fn serve_connection(mut stream: TcpStream, options: &ListenerOptions, ctx:
     let _ = stream.set_nodelay(true);
     let mut deframer = Deframer::new(options.max_message_bytes);
     let mut buf = vec![0u8; 16 * 1024];
+    // When the message now arriving must be whole; `None` between messages.
+    let mut deadline: Option<Instant> = None;
     loop {
-        let n = match tokio::time::timeout(options.read_timeout, stream.read(&mut buf)).await {
+        let wait = match deadline {
+            Some(d) => options.read_timeout.min(d.saturating_duration_since(Instant::now())),
+            None => options.read_timeout,
+        };
+        let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
             Ok(r) => r?,
-            Err(_) => return Ok(()), // idle: close
+            Err(_) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    tracing::warn!("HL7 connection closed: a message did not arrive whole within the message deadline");
+                }
+                return Ok(()); // idle, or a message too slow: close
+            }
         };
         if n == 0 {
             return Ok(());
         }
-        for f in deframer.push(&buf[..n]) {
+        let frames = deframer.push(&buf[..n]);
+        // The clock starts at the first byte of a message and stops when no message is open.
+        deadline = match (deframer.in_frame(), deadline) {
+            (false, _) => None,
+            (true, Some(d)) if frames.is_empty() => Some(d),
+            (true, _) => Some(Instant::now() + options.message_deadline),
+        };
+        for f in frames {
             let ack = match f {
                 Frame::Message(bytes) => handle_message(ctx, &bytes).await,
                 Frame::TooLarge { head } => handle_too_large(ctx, &head).await,

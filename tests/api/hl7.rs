@@ -288,7 +288,90 @@ async fn idle_connections_are_closed_and_the_connection_limit_holds(backend: Bac
     }
 }
 
+async fn a_message_that_trickles_in_is_cut_off_at_its_deadline_and_frees_the_slot(backend: Backend) {
+    // The idle timeout alone restarts on every byte: a sender dripping bytes held a slot
+    // forever. The message deadline counts from the message's first byte.
+    let app = spawn_app_with(backend, |s| {
+        s.hl7.message_deadline_ms = 400;
+        s.hl7.max_connections = 1;
+    })
+    .await;
+    let mut slow = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
+    let message = omi("SLOW1", "MRN1", "1.2.826.0.6.9");
+    let mut framed = vec![0x0b];
+    framed.extend_from_slice(message.as_bytes());
+    let mut cut_off = false;
+    for b in framed.iter().take(60) {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(std::time::Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_off = true;
+                break;
+            }
+            Ok(Ok(n)) => panic!("no ACK is owed for half a message: {:?}", &buf[..n]),
+            Err(_) => {} // still open: drip the next byte
+        }
+    }
+    assert!(cut_off, "60 bytes over 6 s kept the connection open past a 0.4 s message deadline");
+    // The slot is free again for a sender that sends whole messages.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut client = MllpClient::connect(&app).await;
+        let mut full = vec![0x0b];
+        full.extend_from_slice(omi("SLOW2", "MRN1", "1.2.826.0.6.10").as_bytes());
+        full.extend_from_slice(&[0x1c, 0x0d]);
+        let _ = client.stream.write_all(&full).await;
+        let mut reply = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), client.stream.read(&mut reply)).await
+            && n > 0
+        {
+            assert!(String::from_utf8_lossy(&reply[..n]).contains("MSA|AA|SLOW2"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(hl7_message::Entity::find().all(&app.db).await.unwrap().iter().all(|m| m.control_id != "SLOW1"), "half a message is never stored");
+}
+
+async fn one_source_cannot_take_every_connection(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.hl7.max_connections_per_source = 2).await;
+    let mut first = MllpClient::connect(&app).await;
+    let mut second = MllpClient::connect(&app).await;
+    assert_eq!(first.send(&omi("PS1", "MRN1", "1.2.826.0.6.11")).await.code(), "AA");
+    assert_eq!(second.send(&omi("PS2", "MRN1", "1.2.826.0.6.12")).await.code(), "AA");
+    let mut third = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "a third connection from the same address must be closed: {n:?}");
+    // Closing one frees a place for that source.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut again = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
+        let mut full = vec![0x0b];
+        full.extend_from_slice(omi("PS3", "MRN1", "1.2.826.0.6.13").as_bytes());
+        full.extend_from_slice(&[0x1c, 0x0d]);
+        let _ = again.write_all(&full).await;
+        let mut reply = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), again.read(&mut reply)).await
+            && n > 0
+        {
+            assert!(String::from_utf8_lossy(&reply[..n]).contains("MSA|AA|PS3"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the freed place was never reused");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 backend_tests!(
+    a_message_that_trickles_in_is_cut_off_at_its_deadline_and_frees_the_slot,
+    one_source_cannot_take_every_connection,
     idle_connections_are_closed_and_the_connection_limit_holds,
     an_order_is_acknowledged_after_its_order_study_and_job_are_stored,
     a_final_result_for_a_new_study_shows_as_pending_in_the_patient_view_hook,
