@@ -125,6 +125,25 @@ impl Action {
     }
 }
 
+/// The most bytes of a text that a stranger chose (a claimed issuer, an HL7 sender) that an
+/// entry keeps; a longer text is cut and its SHA-256 kept, so strangers cannot grow the
+/// permanent log at will and an auditor can still match the full text.
+pub const MAX_STRANGER_TEXT: usize = 256;
+
+/// `text` as an entry may hold it: whole when short, else its first [`MAX_STRANGER_TEXT`]
+/// bytes (on a character boundary), `…`, and `sha256:` with the hash of the whole text.
+pub fn bounded(text: &str) -> String {
+    if text.len() <= MAX_STRANGER_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_STRANGER_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    use sha2::Digest;
+    format!("{}…sha256:{}", &text[..end], hex::encode(sha2::Sha256::digest(text.as_bytes())))
+}
+
 /// How it ended; maps onto FHIR AuditEvent.outcome (0, 4, 8, 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -573,4 +592,21 @@ async fn append_to<C: ConnectionTrait>(
     tree::insert_nodes(conn, &nodes).await.map_err(AuditError::Append)?;
     *head = (seq, entry_hash);
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strangers_long_text_is_cut_with_the_hash_of_the_whole() {
+        assert_eq!(bounded("https://ehr.example.org"), "https://ehr.example.org");
+        let long = "é".repeat(40_000);
+        let cut = bounded(&long);
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(long.as_bytes()));
+        assert!(cut.ends_with(&format!("…sha256:{hash}")), "{cut}");
+        assert!(cut.len() <= MAX_STRANGER_TEXT + "…sha256:".len() + 64);
+        assert!(cut.starts_with("éé"), "cut on a character boundary");
+    }
 }

@@ -15,9 +15,10 @@ fn escape(s: &str) -> String {
 }
 
 /// Echoes an incoming MSH field. Fields are copied as sent (a HD type keeps its `^`
-/// components); only the field separator, which would break the segment, is escaped.
+/// components), without segment breaks, with the field separator escaped, and at most 227
+/// characters (the v2.5 length of an HD): an ACK never echoes a stranger's megabyte.
 fn echo(s: &str) -> String {
-    s.replace(['\r', '\n'], "").replace('|', "\\F\\")
+    s.chars().filter(|c| !matches!(c, '\r' | '\n')).take(227).collect::<String>().replace('|', "\\F\\")
 }
 
 fn timestamp() -> String {

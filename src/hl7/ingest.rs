@@ -76,7 +76,7 @@ pub async fn handle_too_large(ctx: &IngestContext, head: &[u8]) -> String {
 
 async fn reject(ctx: &IngestContext, r: Rejection) -> String {
     let mut event = AuditEvent::new(Action::Hl7Message, Outcome::Rejected)
-        .actor(Some(&r.header.sender()), None)
+        .actor(Some(&crate::audit::bounded(&r.header.sender())), None)
         .detail("ack", r.ack.as_str())
         .detail("reason", r.reason)
         .detail("error_code", r.error_code)
@@ -93,7 +93,7 @@ async fn reject(ctx: &IngestContext, r: Rejection) -> String {
 /// Stores the message's effects and its audit entries atomically. Returns whether a new job
 /// was queued.
 async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<bool> {
-    let sender = msg.header.sender();
+    let sender = crate::audit::bounded(&msg.header.sender());
     let base = AuditEvent::new(Action::Hl7Message, Outcome::Success)
         .actor(Some(&sender), None)
         .patient(Some(msg.patient.reference()))

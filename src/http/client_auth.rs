@@ -33,7 +33,7 @@ pub fn refusal_event(req: &HttpRequest, reason: &str, claimed_iss: Option<String
     AuditEvent::new(Action::AuthReject, Outcome::Denied)
         .detail("reason", reason)
         .detail("path", req.path())
-        .detail("claimed_iss", claimed_iss.map(Value::from).unwrap_or_default())
+        .detail("claimed_iss", claimed_iss.as_deref().map(crate::audit::bounded).map(Value::from).unwrap_or_default())
 }
 
 /// Audits a refused client JWT (or signed link) with its reason code.

@@ -9,6 +9,7 @@ mod analysis;
 mod audit_log;
 mod audit_trail;
 mod bad_input;
+mod bounded_audit;
 mod client_auth;
 mod discovery;
 mod dicomweb;
