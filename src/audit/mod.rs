@@ -93,6 +93,9 @@ pub enum Action {
     /// A SMART launch: started, completed or refused.
     #[serde(rename = "smart.launch")]
     SmartLaunch,
+    /// A message named a study that already belongs to another patient: refused, nothing queued.
+    #[serde(rename = "identity.conflict")]
+    IdentityConflict,
 }
 
 impl Action {
@@ -121,6 +124,7 @@ impl Action {
             Action::PatientRead => "patient.read",
             Action::ResultFeedback => "result.feedback",
             Action::SmartLaunch => "smart.launch",
+            Action::IdentityConflict => "identity.conflict",
         }
     }
 }

@@ -18,7 +18,7 @@ use super::message::{AckCode, ImagingMessage, MessageKind, ParseOptions, Rejecti
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::jobs::JobSource;
 use crate::jobs::announce::{AnnouncedStudy, announce_study};
-use crate::store::entities::{hl7_message, imaging_order};
+use crate::store::entities::{hl7_message, imaging_order, study};
 
 /// What message handling needs; shared by every connection.
 #[derive(Clone)]
@@ -47,11 +47,22 @@ pub async fn handle_message(ctx: &IngestContext, bytes: &[u8]) -> String {
         Err(r) => return reject(ctx, r).await,
     };
     match store(ctx, &msg).await {
-        Ok(queued) => {
+        Ok(Stored::Accepted { queued }) => {
             if queued {
                 ctx.wake.notify_one();
             }
             build_ack(&msg.header, AckCode::AA, None)
+        }
+        Ok(Stored::IdentityConflict) => {
+            let r = Rejection {
+                ack: AckCode::AE,
+                error_code: error_code::DUPLICATE_KEY,
+                location: None,
+                reason: "identity-conflict",
+                text: "the Study Instance UID already belongs to another patient; nothing was stored",
+                header: Box::new(msg.header.clone()),
+            };
+            build_ack(&r.header, r.ack, Some(&r))
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store an HL7 message; answered AE so that it is resent");
@@ -90,9 +101,17 @@ async fn reject(ctx: &IngestContext, r: Rejection) -> String {
     build_ack(&r.header, r.ack, Some(&r))
 }
 
-/// Stores the message's effects and its audit entries atomically. Returns whether a new job
-/// was queued.
-async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<bool> {
+/// What storing a message did.
+enum Stored {
+    /// Stored (or a resend recognised); whether a new job was queued.
+    Accepted { queued: bool },
+    /// The study it names belongs to another patient: only the `identity.conflict` entry was
+    /// written, so a corrected message with the same control id is still taken.
+    IdentityConflict,
+}
+
+/// Stores the message's effects and its audit entries atomically.
+async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<Stored> {
     let sender = crate::audit::bounded(&msg.header.sender());
     let base = AuditEvent::new(Action::Hl7Message, Outcome::Success)
         .actor(Some(&sender), None)
@@ -109,7 +128,23 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<bool
         }
         txn.append(event).await?;
         txn.commit().await?;
-        return Ok(false);
+        return Ok(Stored::Accepted { queued: false });
+    }
+    if let Some(uid) = &msg.study_uid
+        && let Some(existing) = study::Entity::find_by_id(uid.as_str().to_owned()).one(txn.conn()).await?
+        && existing.patient_ref != msg.patient.reference()
+    {
+        // Patient identity is never merged by a study UID: refuse, and tell the auditors.
+        let event = AuditEvent::new(Action::IdentityConflict, Outcome::Rejected)
+            .actor(Some(&sender), None)
+            .patient(Some(msg.patient.reference()))
+            .entity("Hl7Message", msg.control_id.as_str())
+            .entity("ImagingStudy", uid.as_str())
+            .detail("study_patient", existing.patient_ref)
+            .detail("reason", "study-belongs-to-another-patient");
+        txn.append(event).await?;
+        txn.commit().await?;
+        return Ok(Stored::IdentityConflict);
     }
 
     if msg.kind == MessageKind::Order || msg.study_uid.is_some() {
@@ -164,7 +199,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<bool
     .exec_without_returning(txn.conn())
     .await?;
     txn.commit().await?;
-    Ok(job.is_some_and(|j| j.created))
+    Ok(Stored::Accepted { queued: job.is_some_and(|j| j.created) })
 }
 
 /// Stores the order, or updates the one with the same placer or filler order number.

@@ -145,6 +145,7 @@ pub mod error_code {
     pub const UNSUPPORTED_EVENT: u16 = 201;
     pub const UNSUPPORTED_VERSION: u16 = 203;
     pub const MESSAGE_TOO_LARGE: u16 = 100;
+    pub const DUPLICATE_KEY: u16 = 205;
     pub const INTERNAL: u16 = 207;
 }
 
@@ -198,6 +199,13 @@ pub fn reject_unreadable(head: &str, reason: &'static str, text: &'static str) -
 /// Reads an imaging order or result.
 pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<ImagingMessage, Rejection> {
     let text = text.trim_end_matches(['\r', '\n']);
+    // A NUL can never be stored (PostgreSQL text refuses it): AR, since sending the same bytes
+    // again cannot help, where AE would have the sender retry for ever. The ACK is built from
+    // the header without its NULs.
+    if text.contains('\0') {
+        let header = read_header(&text.replace('\0', "")).unwrap_or_default();
+        return Err(reject(&header, AckCode::AR, error_code::DATA_TYPE, None, "nul-byte", "the message contains a NUL byte, which no field may hold"));
+    }
     let Some(header) = read_header(text) else {
         let empty = Header::default();
         return Err(reject(&empty, AckCode::AR, error_code::SEGMENT_SEQUENCE, Some("MSH"), "no-msh", "the message does not start with an MSH segment"));
@@ -422,6 +430,7 @@ OBX|1|ST|110180^Study Instance UID^DCM||1.2.3.99||||||F\r";
         check(&with(OMI, "MRN123^^^HOSP^MR", "MRN 123^^^HOSP^MR"), Expected::Rejected(AE, 102, "bad-patient-id"));
         check(&with(OMI, "ORC|NW|PLC100|FIL200||SC\r", ""), Expected::Rejected(AE, 100, "missing-orc"));
         check(&with(OMI, "1.2.840.113619.2.55.3.1234", "1.2.abc"), Expected::Rejected(AE, 102, "bad-study-uid"));
+        check(&with(OMI, "Doe^Jane", "Do\0e^Jane"), Expected::Rejected(AR, 102, "nul-byte"));
     }
 
     #[test]

@@ -369,7 +369,39 @@ async fn one_source_cannot_take_every_connection(backend: Backend) {
     }
 }
 
+async fn a_result_naming_another_patients_study_is_refused_and_audited(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru("ID1", "MRN-A", "1.2.826.0.8.1", "F")).await.code(), "AA");
+    let jobs = app.jobs().await.len();
+    let ack = client.send(&oru("ID2", "MRN-B", "1.2.826.0.8.1", "F")).await;
+    assert_eq!(ack.code(), "AE", "{}", ack.0);
+    assert!(ack.has("ERR"));
+    assert_eq!(app.jobs().await.len(), jobs, "no job for a study claimed by another patient");
+    let studies = study::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(studies.len(), 1);
+    assert_eq!(studies[0].patient_ref, "Patient/MRN-A", "the study keeps its patient");
+    let entry = app.audit().await.into_iter().rev().find(|e| e.action == "identity.conflict").expect("an identity.conflict entry");
+    assert_eq!(entry.outcome, "rejected");
+    assert_eq!(audit_detail(&entry)["study_patient"], "Patient/MRN-A");
+    // A corrected resend under the same control id (the right patient) is taken.
+    assert_eq!(client.send(&oru("ID2", "MRN-A", "1.2.826.0.8.1", "F")).await.code(), "AA");
+}
+
+async fn a_nul_byte_is_rejected_for_good_not_asked_again(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = MllpClient::connect(&app).await;
+    let ack = client.send(&omi("NUL1", "MRN1", "1.2.826.0.8.2").replace("Doe^Jane", "Do\0e^Jane")).await;
+    assert_eq!(ack.code(), "AR", "{}", ack.0);
+    assert!(!ack.0.contains('\0'));
+    assert!(app.jobs().await.is_empty());
+    // The connection is still usable.
+    assert_eq!(client.send(&omi("NUL2", "MRN1", "1.2.826.0.8.2")).await.code(), "AA");
+}
+
 backend_tests!(
+    a_result_naming_another_patients_study_is_refused_and_audited,
+    a_nul_byte_is_rejected_for_good_not_asked_again,
     a_message_that_trickles_in_is_cut_off_at_its_deadline_and_frees_the_slot,
     one_source_cannot_take_every_connection,
     idle_connections_are_closed_and_the_connection_limit_holds,
