@@ -52,6 +52,9 @@ pub struct KeyStore {
     clients: HashMap<String, RegisteredClient>,
     http: reqwest::Client,
     cache: RwLock<HashMap<String, (Instant, Arc<JwkSet>)>>,
+    /// One fetch at a time per URL (single flight): concurrent callers wait for it and then
+    /// read the cache, so a burst of unknown `kid`s makes one request, not one each.
+    in_flight: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cache_ttl: Duration,
     fetch_timeout: Duration,
 }
@@ -84,6 +87,7 @@ impl KeyStore {
             clients: map,
             http,
             cache: RwLock::new(HashMap::new()),
+            in_flight: std::sync::Mutex::new(HashMap::new()),
             cache_ttl: Duration::from_secs(auth.jwks_cache_secs),
             fetch_timeout: Duration::from_millis(auth.jwks_fetch_timeout_ms),
         })
@@ -111,12 +115,23 @@ impl KeyStore {
         set.find(kid).cloned().ok_or(AuthFailure::UnknownKey)
     }
 
+    /// The cached set when it is fresh enough for this use.
+    fn cached(&self, url: &str, refresh: bool) -> Option<Arc<JwkSet>> {
+        let cache = self.cache.read().expect("jwks cache lock");
+        let (at, set) = cache.get(url)?;
+        let age = at.elapsed();
+        (age < self.cache_ttl && (!refresh || age < MIN_REFRESH)).then(|| set.clone())
+    }
+
     async fn fetched(&self, url: &str, refresh: bool) -> Result<Arc<JwkSet>, AuthFailure> {
-        if let Some((at, set)) = self.cache.read().expect("jwks cache lock").get(url) {
-            let age = at.elapsed();
-            if age < self.cache_ttl && (!refresh || age < MIN_REFRESH) {
-                return Ok(set.clone());
-            }
+        if let Some(set) = self.cached(url, refresh) {
+            return Ok(set);
+        }
+        let gate = self.in_flight.lock().expect("jwks in-flight lock").entry(url.to_owned()).or_default().clone();
+        let _turn = gate.lock().await;
+        // Whoever held the gate before may have fetched it just now.
+        if let Some(set) = self.cached(url, refresh) {
+            return Ok(set);
         }
         let set = Arc::new(self.fetch(url).await?);
         self.cache.write().expect("jwks cache lock").insert(url.to_owned(), (Instant::now(), set.clone()));

@@ -141,7 +141,21 @@ async fn a_request_without_authorization_is_refused(backend: Backend) {
     assert_eq!(fb.status, 401);
 }
 
+async fn a_burst_of_unknown_kids_makes_one_jwks_fetch(backend: Backend) {
+    // 20 concurrent requests signed by a key the client never published: the first fetches
+    // the client's JWKS, the others wait for that fetch (single flight) and the refetch for
+    // the unknown kid is limited to one per 30 s, so the EHR's server sees one request.
+    let app = spawn_app(backend).await;
+    let stranger = ClientKey::generate(Algorithm::ES384).unwrap();
+    let tokens: Vec<String> = (0..20).map(|_| stranger.sign(&claims(&app, JKU_ISS, 300), Some(&app.fhir.jwks_url())).unwrap()).collect();
+    let replies = futures_util::future::join_all(tokens.iter().map(|t| app.discovery(Some(t)))).await;
+    assert!(replies.iter().all(|r| r.status == 401), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    let fetches = app.fhir.requests().iter().filter(|r| r.contains("jwks")).count();
+    assert_eq!(fetches, 1, "{:?}", app.fhir.requests());
+}
+
 backend_tests!(
+    a_burst_of_unknown_kids_makes_one_jwks_fetch,
     valid_es384_and_rs384_tokens_are_accepted,
     a_client_registered_by_jku_is_verified_with_the_fetched_keys,
     a_jku_that_the_client_did_not_register_is_refused_without_fetching_it,
