@@ -183,7 +183,7 @@ pub fn collect_inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// A one-line progress bar on stderr, redrawn in place when stderr is a terminal.
 fn progress(done: usize, total: usize, name: &str) {
     let width = 30;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     let line = format!("[{}{}] {done}/{total} {name}", "#".repeat(filled), "-".repeat(width - filled));
     let mut err = std::io::stderr();
     if std::io::IsTerminal::is_terminal(&err) {

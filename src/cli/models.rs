@@ -50,11 +50,8 @@ pub(super) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
         ModelsCommand::List => list(&open(dir)?, dir),
         ModelsCommand::Verify => Ok(verify(&open(dir)?)),
         ModelsCommand::Train { out, seed, steps } => {
-            let mut config = radsight_vision::train::TrainConfig::default();
-            config.seed = seed;
-            if let Some(steps) = steps {
-                config.steps = steps;
-            }
+            let defaults = radsight_vision::train::TrainConfig::default();
+            let config = radsight_vision::train::TrainConfig { seed, steps: steps.unwrap_or(defaults.steps), ..defaults };
             let report = radsight_vision::train::train(&config, &out, |line| eprintln!("{line}"))
                 .map_err(|e| anyhow::anyhow!("training failed: {e}"))?;
             println!("wrote {} {} to {} in {:.0} s (sha256 {})", report.card.id, report.card.version, out.display(), report.seconds, report.card.weights.sha256);

@@ -137,7 +137,7 @@ async fn a_key_named_twice_is_400_and_a_body_that_is_not_json_is_415(backend: Ba
     let app = spawn_app(backend).await;
     let path = format!("/cds-services/{SELECT}");
     let body = example("order-select").to_string();
-    let twice = body.replacen("\"patientId\"", &format!("\"patientId\": \"someone-else\", \"patientId\""), 1);
+    let twice = body.replacen("\"patientId\"", "\"patientId\": \"someone-else\", \"patientId\"", 1);
     assert_ne!(twice, body);
     let token = app.token(&path);
     let issue = app.send(reqwest::Method::POST, &path, Some(&token), Some(twice.into_bytes())).await.outcome(400);
