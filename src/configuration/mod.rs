@@ -163,6 +163,13 @@ pub struct Hl7Settings {
     pub study_uid_field: String,
 }
 
+fn default_transfer_syntax() -> String {
+    EXPLICIT_VR_LITTLE_ENDIAN.into()
+}
+
+/// The transfer syntax radsight asks a PACS for by default.
+pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
+
 fn default_message_deadline_ms() -> u64 {
     30_000
 }
@@ -243,6 +250,11 @@ pub struct DicomwebSettings {
     /// A study larger than this is not retrieved (the job is dead with `study-too-large`).
     /// Retrieval is held in memory, so keep it well below the machine's memory. Default 512 MiB.
     pub max_study_bytes: usize,
+    /// The transfer syntax WADO-RS asks the PACS for first: a UID (default Explicit VR Little
+    /// Endian, which every PACS that transcodes can give and radsight decodes fastest), or `*`
+    /// for the stored syntax. A PACS that cannot transcode (400, 406 or 415) is asked again with `*`.
+    #[serde(default = "default_transfer_syntax")]
+    pub transfer_syntax: String,
 }
 
 /// Which instances of a study are retrieved (`[dicomweb.select]`). An empty list does not
@@ -389,7 +401,7 @@ impl Default for Settings {
                 lease_ms: 600_000,
                 poll_interval_ms: 2_000,
             },
-            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024 },
+            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024, transfer_syntax: default_transfer_syntax() },
             analysis: AnalysisSettings {
                 models_dir: "models".into(),
                 saliency: "grad-cam".into(),

@@ -93,6 +93,8 @@ pub fn selects(rules: &SelectionRules, i: &InstanceRef) -> bool {
 pub struct RetrievedStudy {
     pub instances: Vec<Vec<u8>>,
     pub bytes: usize,
+    /// The transfer syntax the answer was asked in (`*`: as stored), for the audit trail.
+    pub asked: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,12 +148,21 @@ pub struct DicomwebClient {
     timeout: Duration,
     max_study_bytes: usize,
     auth: Option<PacsAuth>,
+    /// Asked for first; `*` (as stored) when the PACS cannot transcode.
+    transfer_syntax: String,
 }
 
 impl DicomwebClient {
     /// A client for one PACS; `auth` is that PACS's credentials, if it needs any.
     pub fn new(http: reqwest::Client, timeout: Duration, max_study_bytes: usize, auth: Option<PacsAuth>) -> DicomwebClient {
-        DicomwebClient { http, timeout, max_study_bytes, auth }
+        DicomwebClient { http, timeout, max_study_bytes, auth, transfer_syntax: "*".into() }
+    }
+
+    /// Asks for `uid` first (`*`: the stored syntax), falling back to `*` when the PACS
+    /// answers 400, 406 or 415 (it cannot transcode).
+    pub fn with_transfer_syntax(mut self, uid: &str) -> DicomwebClient {
+        self.transfer_syntax = uid.to_owned();
+        self
     }
 
     fn request(&self, url: url::Url, accept: &str) -> reqwest::RequestBuilder {
@@ -210,7 +221,7 @@ impl DicomwebClient {
         if selected.is_empty() {
             return Err(DicomwebError::NothingSelected);
         }
-        let mut all = RetrievedStudy { instances: Vec::new(), bytes: 0 };
+        let mut all = RetrievedStudy { instances: Vec::new(), bytes: 0, asked: String::new() };
         for i in selected {
             let url = join(root, &["studies", study_uid, "series", &i.series_uid, "instances", &i.sop_instance_uid])?;
             let left = self.max_study_bytes.checked_sub(all.bytes).ok_or(DicomwebError::StudyTooLarge { limit: self.max_study_bytes })?;
@@ -220,6 +231,7 @@ impl DicomwebClient {
             })?;
             all.bytes += one.bytes;
             all.instances.extend(one.instances);
+            all.asked = one.asked;
         }
         Ok(all)
     }
@@ -230,7 +242,17 @@ impl DicomwebClient {
     }
 
     async fn retrieve(&self, url: url::Url, limit: usize) -> Result<RetrievedStudy, DicomwebError> {
-        let resp = self.get(url, "multipart/related; type=\"application/dicom\"; transfer-syntax=*").await?;
+        let accept = |ts: &str| format!("multipart/related; type=\"application/dicom\"; transfer-syntax={ts}");
+        let mut asked = self.transfer_syntax.clone();
+        let resp = match self.get(url.clone(), &accept(&asked)).await {
+            // The PACS cannot give that syntax: take the instances as stored. PS3.18 says 406;
+            // Orthanc answers 400 ("Unsupported transfer syntax in WADO-RS").
+            Err(DicomwebError::Status { status: 400 | 406 | 415 }) if asked != "*" => {
+                asked = "*".into();
+                self.get(url, &accept(&asked)).await?
+            }
+            other => other?,
+        };
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let boundary = multipart::boundary(&content_type)?;
         let body = crate::http_client::read_limited(resp, limit).await.map_err(|e| match e {
@@ -249,7 +271,7 @@ impl DicomwebClient {
         if instances.is_empty() {
             return Err(DicomwebError::StudyNotFound);
         }
-        Ok(RetrievedStudy { instances, bytes: body.len() })
+        Ok(RetrievedStudy { instances, bytes: body.len(), asked })
     }
 }
 

@@ -184,14 +184,15 @@ async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<Finished, St
         Duration::from_millis(ctx.dicomweb.timeout_ms),
         ctx.dicomweb.max_study_bytes,
         ctx.credentials.for_root(&root).cloned(),
-    );
+    )
+    .with_transfer_syntax(&ctx.dicomweb.transfer_syntax);
 
     let found = client.find_instances(&root, &job.study_uid).await;
     audit_fetch(ctx, job, "qido-rs", found.as_ref().map(|i| serde_json::json!({"instances": i.len()}))).await?;
     let found = found.map_err(StepError::from)?;
 
     let retrieved = client.retrieve_selected(&root, &job.study_uid, &found, &ctx.dicomweb.select).await;
-    audit_fetch(ctx, job, "wado-rs", retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes})))
+    audit_fetch(ctx, job, "wado-rs", retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes, "transfer_syntax": r.asked})))
         .await?;
     let retrieved = retrieved.map_err(StepError::from)?;
     analyse(ctx, job, retrieved.instances).await

@@ -135,7 +135,32 @@ async fn selection_rules_pick_which_instances_are_retrieved(backend: Backend) {
     assert_eq!(wado[0]["result"]["instances"], 1, "only the DX PA instance of the four is retrieved");
 }
 
+/// Retrieves one study with `transfer_syntax` asked first; returns what the WADO-RS entry says
+/// was asked.
+async fn retrieval_asked(backend: Backend, transfer_syntax: &str, tag: &str) -> Value {
+    let ts = transfer_syntax.to_owned();
+    let app = app_with_pacs_configured(backend, 10 * 1024 * 1024, move |s| s.dicomweb.transfer_syntax = ts).await;
+    let uid = store_study(&format!("p-ts-{tag}"), 1, 16).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&oru(&format!("TS-{tag}"), &format!("p-ts-{tag}"), &uid, "F")).await.code(), "AA");
+    app.wait_for_jobs("the study to be fetched", |j| j.len() == 1 && j[0].state == "succeeded").await;
+    let details = fetch_details(&app.audit_of("dicomweb.fetch").await);
+    let wado = details.iter().find(|d| d["operation"] == "wado-rs").expect("a WADO-RS entry");
+    assert_eq!(wado["result"]["instances"], 1, "{wado}");
+    wado["result"]["transfer_syntax"].clone()
+}
+
+async fn wado_asks_for_explicit_little_endian_or_as_stored_and_falls_back_when_the_pacs_cannot(backend: Backend) {
+    // Orthanc transcodes, so the default request (Explicit VR Little Endian) is answered as asked.
+    assert_eq!(retrieval_asked(backend, "1.2.840.10008.1.2.1", "le").await, "1.2.840.10008.1.2.1");
+    // A site that wants the stored syntax asks for `*`.
+    assert_eq!(retrieval_asked(backend, "*", "stored").await, "*");
+    // A syntax the PACS cannot produce (Orthanc answers 400) falls back to the stored one.
+    assert_eq!(retrieval_asked(backend, "1.2.840.10008.1.2.4.999", "none").await, "*");
+}
+
 backend_tests!(
+    wado_asks_for_explicit_little_endian_or_as_stored_and_falls_back_when_the_pacs_cannot,
     selection_rules_pick_which_instances_are_retrieved,
     credentials_the_pacs_refuses_end_the_job_without_retrying,
     a_result_for_a_study_in_the_pacs_leads_to_its_retrieval,
