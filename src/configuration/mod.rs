@@ -252,7 +252,8 @@ pub struct DicomwebSettings {
     pub max_study_bytes: usize,
     /// The transfer syntax WADO-RS asks the PACS for first: a UID (default Explicit VR Little
     /// Endian, which every PACS that transcodes can give and radsight decodes fastest), or `*`
-    /// for the stored syntax. A PACS that cannot transcode (400, 406 or 415) is asked again with `*`.
+    /// for the stored syntax. A PACS that answers with an error status (it cannot transcode) is asked
+    /// again with `*`.
     #[serde(default = "default_transfer_syntax")]
     pub transfer_syntax: String,
 }

@@ -159,7 +159,7 @@ impl DicomwebClient {
     }
 
     /// Asks for `uid` first (`*`: the stored syntax), falling back to `*` when the PACS
-    /// answers 400, 406 or 415 (it cannot transcode).
+    /// answers the request with an error status (it cannot transcode).
     pub fn with_transfer_syntax(mut self, uid: &str) -> DicomwebClient {
         self.transfer_syntax = uid.to_owned();
         self
@@ -246,8 +246,9 @@ impl DicomwebClient {
         let mut asked = self.transfer_syntax.clone();
         let resp = match self.get(url.clone(), &accept(&asked)).await {
             // The PACS cannot give that syntax: take the instances as stored. PS3.18 says 406;
-            // Orthanc answers 400 ("Unsupported transfer syntax in WADO-RS").
-            Err(DicomwebError::Status { status: 400 | 406 | 415 }) if asked != "*" => {
+            // Orthanc answers 400 for a syntax it does not know and 500 for one it cannot
+            // transcode into (JPEG 2000 without its plugin), so any error status asks again.
+            Err(DicomwebError::Status { .. }) if asked != "*" => {
                 asked = "*".into();
                 self.get(url, &accept(&asked)).await?
             }
