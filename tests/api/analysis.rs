@@ -18,7 +18,7 @@ fn nodule_phantom(size: usize) -> Vec<f32> {
     clear_nodule_phantom(size).image.into_data()
 }
 
-fn chest_oru(control: &str, study_uid: &str) -> String {
+pub(crate) fn chest_oru(control: &str, study_uid: &str) -> String {
     format!(
         "MSH|^~\\&|RIS|HOSP|RADSIGHT|AI|20261129120000||ORU^R01|{control}|P|2.5\r\
 PID|1||{PATIENT}||Roe^Richard\r\

@@ -252,6 +252,28 @@ async fn a_resent_control_id_is_acknowledged_again_without_a_second_job(backend:
     assert_eq!(app.jobs().await.len(), 2);
 }
 
+/// Sends `message` on fresh connections until one is served (a closed connection frees its slot
+/// just after the socket closes), and checks it gets AA; fails after 5 s.
+async fn accepted_once_a_slot_frees(app: &TestApp, message: &str, control: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
+        let mut framed = vec![0x0b];
+        framed.extend_from_slice(message.as_bytes());
+        framed.extend_from_slice(&[0x1c, 0x0d]);
+        let _ = stream.write_all(&framed).await;
+        let mut reply = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut reply)).await
+            && n > 0
+        {
+            assert!(String::from_utf8_lossy(&reply[..n]).contains(&format!("MSA|AA|{control}")));
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot was freed for {control}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn idle_connections_are_closed_and_the_connection_limit_holds(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.hl7.read_timeout_ms = 300;
@@ -269,23 +291,7 @@ async fn idle_connections_are_closed_and_the_connection_limit_holds(backend: Bac
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), first.stream.read(&mut buf)).await.expect("closed in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the idle connection must be closed: {n:?}");
     // ...which frees its slot (released just after the socket closes, so allow a moment).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mut third = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
-        let mut framed = vec![0x0b];
-        framed.extend_from_slice(omi("L2", "MRN1", "1.2.826.0.6.2").as_bytes());
-        framed.extend_from_slice(&[0x1c, 0x0d]);
-        let _ = third.write_all(&framed).await;
-        let mut reply = [0u8; 512];
-        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut reply)).await
-            && n > 0
-        {
-            assert!(String::from_utf8_lossy(&reply[..n]).contains("MSA|AA|L2"));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    accepted_once_a_slot_frees(&app, &omi("L2", "MRN1", "1.2.826.0.6.2"), "L2").await;
 }
 
 async fn a_message_that_trickles_in_is_cut_off_at_its_deadline_and_frees_the_slot(backend: Backend) {
@@ -318,23 +324,7 @@ async fn a_message_that_trickles_in_is_cut_off_at_its_deadline_and_frees_the_slo
     }
     assert!(cut_off, "60 bytes over 6 s kept the connection open past a 0.4 s message deadline");
     // The slot is free again for a sender that sends whole messages.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mut client = MllpClient::connect(&app).await;
-        let mut full = vec![0x0b];
-        full.extend_from_slice(omi("SLOW2", "MRN1", "1.2.826.0.6.10").as_bytes());
-        full.extend_from_slice(&[0x1c, 0x0d]);
-        let _ = client.stream.write_all(&full).await;
-        let mut reply = [0u8; 512];
-        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), client.stream.read(&mut reply)).await
-            && n > 0
-        {
-            assert!(String::from_utf8_lossy(&reply[..n]).contains("MSA|AA|SLOW2"));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    accepted_once_a_slot_frees(&app, &omi("SLOW2", "MRN1", "1.2.826.0.6.10"), "SLOW2").await;
     assert!(hl7_message::Entity::find().all(&app.db).await.unwrap().iter().all(|m| m.control_id != "SLOW1"), "half a message is never stored");
 }
 
@@ -350,23 +340,7 @@ async fn one_source_cannot_take_every_connection(backend: Backend) {
     assert!(matches!(n, Ok(0) | Err(_)), "a third connection from the same address must be closed: {n:?}");
     // Closing one frees a place for that source.
     drop(first);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mut again = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.unwrap();
-        let mut full = vec![0x0b];
-        full.extend_from_slice(omi("PS3", "MRN1", "1.2.826.0.6.13").as_bytes());
-        full.extend_from_slice(&[0x1c, 0x0d]);
-        let _ = again.write_all(&full).await;
-        let mut reply = [0u8; 512];
-        if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), again.read(&mut reply)).await
-            && n > 0
-        {
-            assert!(String::from_utf8_lossy(&reply[..n]).contains("MSA|AA|PS3"));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the freed place was never reused");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    accepted_once_a_slot_frees(&app, &omi("PS3", "MRN1", "1.2.826.0.6.13"), "PS3").await;
 }
 
 async fn a_result_naming_another_patients_study_is_refused_and_audited(backend: Backend) {

@@ -18,7 +18,7 @@ fn without_prefetch(server: &str, token: &str) -> Value {
 }
 
 /// Loads the example's prefetched resources into the FHIR fixture, as the EHR's own data.
-fn load_ehr(app: &TestApp) {
+pub(crate) fn load_ehr(app: &TestApp) {
     let body = example("order-select");
     for (_, value) in body["prefetch"].as_object().unwrap() {
         match value["resourceType"].as_str() {

@@ -9,7 +9,8 @@
 use serde_json::{Value, json};
 
 use crate::fhir_fixture::ACCESS_TOKEN;
-use crate::helpers::{Backend, PATIENT, TestApp, example, spawn_app, topics};
+use crate::helpers::{Backend, PATIENT, example, spawn_app, topics};
+use crate::prefetch::load_ehr;
 
 const SELECT: &str = "radsight-imaging-order-select";
 
@@ -79,18 +80,6 @@ async fn every_rule_says_when_its_data_is_unusable_and_cannot_be_fetched(backend
                 Spoil::WrongPatient => "wrong-patient",
             };
             assert_eq!(detail["prefetch_unusable"], json!([{"key": key, "reason": reason, "fetch_failed": false}]), "{rule} with {how:?}");
-        }
-    }
-}
-
-/// Loads the example's prefetched resources into the FHIR fixture, as the EHR's own data.
-fn load_ehr(app: &TestApp) {
-    let body = example("order-select");
-    for (_, value) in body["prefetch"].as_object().unwrap() {
-        match value["resourceType"].as_str() {
-            Some("Bundle") => value["entry"].as_array().unwrap().iter().for_each(|e| app.fhir.add(e["resource"].clone())),
-            Some(_) => app.fhir.add(value.clone()),
-            None => {}
         }
     }
 }
