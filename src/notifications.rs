@@ -35,6 +35,8 @@ pub enum NotificationError {
     Invalid(String),
     #[error("ImagingStudy.endpoint names a DICOMweb server that is not registered with radsight")]
     EndpointNotAllowed,
+    #[error("the notification announces {count} imaging studies; at most {limit} are taken in one notification")]
+    TooManyStudies { count: usize, limit: usize },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -45,6 +47,7 @@ impl AuditedFailure for NotificationError {
             NotificationError::Body(b) => b.audit_code(),
             NotificationError::Invalid(_) => "invalid-notification",
             NotificationError::EndpointNotAllowed => "endpoint-not-allowed",
+            NotificationError::TooManyStudies { .. } => "too-many-studies",
             NotificationError::Internal(_) => "internal-error",
         }
     }
@@ -64,6 +67,7 @@ impl From<NotificationError> for HttpError {
             NotificationError::Body(b) => b.into(),
             NotificationError::Internal(e) => HttpError::Internal(e),
             NotificationError::EndpointNotAllowed => HttpError::outcome(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            NotificationError::TooManyStudies { .. } => HttpError::outcome(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", e.to_string()),
             NotificationError::Invalid(_) => HttpError::outcome(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
         }
     }
@@ -82,6 +86,10 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, clie
     let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let value = body::parse_json(&body)?;
     let notified = radsight_fhir::parse_notification(&value).map_err(|e| NotificationError::Invalid(e.to_string()))?;
+    let limit = state.settings.jobs.max_studies_per_notification;
+    if notified.len() > limit {
+        return Err(NotificationError::TooManyStudies { count: notified.len(), limit });
+    }
 
     let mut studies = Vec::new();
     for (i, n) in notified.iter().enumerate() {

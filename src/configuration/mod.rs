@@ -170,6 +170,10 @@ fn default_transfer_syntax() -> String {
 /// The transfer syntax radsight asks a PACS for by default.
 pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 
+fn default_max_studies_per_notification() -> usize {
+    50
+}
+
 fn default_message_deadline_ms() -> u64 {
     30_000
 }
@@ -194,6 +198,10 @@ pub struct JobSettings {
     pub lease_ms: u64,
     /// How often an idle worker looks for work (enqueues in this instance wake it at once).
     pub poll_interval_ms: u64,
+    /// A FHIR notification announcing more studies than this is refused whole (413), so one
+    /// request cannot queue thousands of jobs. Default 50.
+    #[serde(default = "default_max_studies_per_notification")]
+    pub max_studies_per_notification: usize,
 }
 
 /// Decoding, models and results.
@@ -401,6 +409,7 @@ impl Default for Settings {
                 backoff_max_ms: 3_600_000,
                 lease_ms: 600_000,
                 poll_interval_ms: 2_000,
+                max_studies_per_notification: default_max_studies_per_notification(),
             },
             dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024, transfer_syntax: default_transfer_syntax() },
             analysis: AnalysisSettings {

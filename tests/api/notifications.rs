@@ -117,7 +117,32 @@ async fn a_bad_jwt_is_refused_with_a_bare_401(backend: Backend) {
     assert_eq!(rejects.len(), 2);
 }
 
+async fn a_notification_announcing_too_many_studies_is_refused_whole(backend: Backend) {
+    let app = app(backend).await;
+    let limit = app.settings.jobs.max_studies_per_notification;
+    let mut bundle = notification("1.2.826.0.7.100", PACS);
+    let entries = bundle["entry"].as_array_mut().unwrap();
+    for i in 0..limit {
+        let mut study = entries[1].clone();
+        study["fullUrl"] = json!(format!("https://ehr.example.org/fhir/ImagingStudy/extra-{i}"));
+        study["resource"] = study_resource(&format!("1.2.826.0.7.{}", 200 + i), "Endpoint/pacs");
+        entries.push(study);
+    }
+    let issue = app.post(PATH, &bundle).await.outcome(413);
+    assert_eq!(issue["code"], "too-costly");
+    assert!(issue["diagnostics"].as_str().unwrap().contains(&format!("at most {limit}")), "{issue}");
+    assert!(app.jobs().await.is_empty(), "nothing of it is queued");
+    let last = app.audit().await.pop().unwrap();
+    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("fhir.notification", "rejected"));
+    assert!(last.detail.contains("too-many-studies"));
+    // At the limit it is taken.
+    bundle["entry"].as_array_mut().unwrap().pop();
+    assert_eq!(app.post(PATH, &bundle).await.status.as_u16(), 202);
+    assert_eq!(app.jobs().await.len(), limit);
+}
+
 backend_tests!(
+    a_notification_announcing_too_many_studies_is_refused_whole,
     a_subscription_notification_bundle_queues_a_job_for_its_study,
     a_plain_imaging_study_with_a_contained_endpoint_is_accepted,
     an_endpoint_that_is_not_registered_is_refused,
