@@ -54,6 +54,6 @@ pub use candle_nn;
 pub use card::ModelCard;
 pub use error::Error;
 pub use image::GrayImage;
-pub use model::{AnalyzeOptions, Analysis, LabelProbability, Model};
+pub use model::{Analysis, AnalyzeOptions, LabelProbability, Model};
 pub use registry::Registry;
 pub use saliency::{BBox, Faithfulness, Point, Saliency, SaliencyMethod};

@@ -24,7 +24,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("id", &self.card.id).field("version", &self.card.version).finish()
+        f.debug_struct("Model")
+            .field("id", &self.card.id)
+            .field("version", &self.card.version)
+            .finish()
     }
 }
 
@@ -51,7 +54,12 @@ pub struct AnalyzeOptions {
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self { method: SaliencyMethod::GradCam, target: None, deletion_steps: 10, random_seed: 0 }
+        Self {
+            method: SaliencyMethod::GradCam,
+            target: None,
+            deletion_steps: 10,
+            random_seed: 0,
+        }
     }
 }
 
@@ -69,10 +77,18 @@ pub struct Analysis {
 impl Model {
     /// Builds the card's architecture from safetensors bytes (already hash-checked by the
     /// registry; this function does not check the hash).
-    pub fn from_safetensors(card: ModelCard, weights: Vec<u8>, device: &Device) -> Result<Self, Error> {
+    pub fn from_safetensors(
+        card: ModelCard,
+        weights: Vec<u8>,
+        device: &Device,
+    ) -> Result<Self, Error> {
         let model = card.id.clone();
-        let wrap = |source| Error::LoadWeights { model: model.clone(), source };
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
+        let wrap = |source| Error::LoadWeights {
+            model: model.clone(),
+            source,
+        };
+        let vb =
+            VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
         let net: Box<dyn Network> = match &card.architecture {
             Architecture::CompactCnn(cfg) => Box::new(CompactCnn::new(cfg, vb).map_err(wrap)?),
             Architecture::Resnet(cfg) => Box::new(ResNet::new(cfg, vb).map_err(wrap)?),
@@ -81,11 +97,21 @@ impl Model {
     }
 
     /// Wraps an already-built network (tests, sanity checks with randomised weights).
-    pub fn from_network(card: ModelCard, net: Box<dyn Network>, device: &Device) -> Result<Self, Error> {
+    pub fn from_network(
+        card: ModelCard,
+        net: Box<dyn Network>,
+        device: &Device,
+    ) -> Result<Self, Error> {
         if card.platt_count() != card.labels.len() && card.calibration.method == "platt" {
-            return Err(Error::Unsupported { reason: "calibration parameters do not match the labels".into() });
+            return Err(Error::Unsupported {
+                reason: "calibration parameters do not match the labels".into(),
+            });
         }
-        Ok(Self { card, net, device: device.clone() })
+        Ok(Self {
+            card,
+            net,
+            device: device.clone(),
+        })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -105,11 +131,17 @@ impl Model {
     pub fn input_tensor(&self, images: &[&GrayImage]) -> Result<Tensor, Error> {
         let s = self.input_size();
         if images.is_empty() {
-            return Err(Error::InvalidImage { reason: "no images".into() });
+            return Err(Error::InvalidImage {
+                reason: "no images".into(),
+            });
         }
         for img in images {
             if img.width() != s || img.height() != s {
-                return Err(Error::InputSize { expected: s, width: img.width(), height: img.height() });
+                return Err(Error::InputSize {
+                    expected: s,
+                    width: img.width(),
+                    height: img.height(),
+                });
             }
         }
         Ok(batch_tensor(images, self.net.in_channels(), &self.device)?)
@@ -128,34 +160,60 @@ impl Model {
             .enumerate()
             .map(|(i, l)| {
                 let p = self.card.platt(i).apply(logits[i] as f64) as f32;
-                LabelProbability { label: l.name.clone(), probability: p, threshold: l.threshold as f32, positive: p as f64 >= l.threshold }
+                LabelProbability {
+                    label: l.name.clone(),
+                    probability: p,
+                    threshold: l.threshold as f32,
+                    positive: p as f64 >= l.threshold,
+                }
             })
             .collect()
     }
 
     /// Calibrated probabilities for a batch of images.
     pub fn predict(&self, images: &[&GrayImage]) -> Result<Vec<Vec<LabelProbability>>, Error> {
-        Ok(self.logits(images)?.iter().map(|z| self.probabilities_from_logits(z)).collect())
+        Ok(self
+            .logits(images)?
+            .iter()
+            .map(|z| self.probabilities_from_logits(z))
+            .collect())
     }
 
     /// Saliency for one label with the given method.
-    pub fn saliency(&self, image: &GrayImage, label: usize, method: &SaliencyMethod) -> Result<Saliency, Error> {
+    pub fn saliency(
+        &self,
+        image: &GrayImage,
+        label: usize,
+        method: &SaliencyMethod,
+    ) -> Result<Saliency, Error> {
         let x = self.input_tensor(&[image])?;
         self.saliency_for(&x, label, method)
     }
 
-    fn saliency_for(&self, x: &Tensor, label: usize, method: &SaliencyMethod) -> Result<Saliency, Error> {
+    fn saliency_for(
+        &self,
+        x: &Tensor,
+        label: usize,
+        method: &SaliencyMethod,
+    ) -> Result<Saliency, Error> {
         let name = &self.card.labels[label].name;
         let net = self.net.as_ref();
         Ok(match method {
             SaliencyMethod::GradCam => saliency::grad_cam(net, x, label, name)?,
             SaliencyMethod::IntegratedGradients { steps, baseline } => {
                 if !net.input_differentiable() {
-                    return Err(Error::Unsupported { reason: format!("integrated gradients are not available for {} (no input gradient through its max-pool)", self.card.id) });
+                    return Err(Error::Unsupported {
+                        reason: format!(
+                            "integrated gradients are not available for {} (no input gradient through its max-pool)",
+                            self.card.id
+                        ),
+                    });
                 }
                 saliency::integrated_gradients(net, x, label, name, *steps, *baseline)?
             }
-            SaliencyMethod::Occlusion { patch, stride, .. } => saliency::occlusion(net, x, label, name, *patch, *stride)?,
+            SaliencyMethod::Occlusion { patch, stride, .. } => {
+                saliency::occlusion(net, x, label, name, *patch, *stride)?
+            }
         })
     }
 
@@ -166,11 +224,30 @@ impl Model {
         let logits: Vec<f32> = self.net.forward(&x)?.flatten_all()?.to_vec1()?;
         let probabilities = self.probabilities_from_logits(&logits);
         let target = match &options.target {
-            Some(name) => self.card.label_index(name).ok_or_else(|| Error::UnknownLabel { label: name.clone() })?,
-            None => (0..probabilities.len()).max_by(|&a, &b| probabilities[a].probability.total_cmp(&probabilities[b].probability)).unwrap_or(0),
+            Some(name) => self
+                .card
+                .label_index(name)
+                .ok_or_else(|| Error::UnknownLabel {
+                    label: name.clone(),
+                })?,
+            None => (0..probabilities.len())
+                .max_by(|&a, &b| {
+                    probabilities[a]
+                        .probability
+                        .total_cmp(&probabilities[b].probability)
+                })
+                .unwrap_or(0),
         };
         let saliency = self.saliency_for(&x, target, &options.method)?;
-        let faithfulness = saliency::deletion_faithfulness(self.net.as_ref(), &x, target, self.card.platt(target), &saliency.map, options.deletion_steps, options.random_seed)?;
+        let faithfulness = saliency::deletion_faithfulness(
+            self.net.as_ref(),
+            &x,
+            target,
+            self.card.platt(target),
+            &saliency.map,
+            options.deletion_steps,
+            options.random_seed,
+        )?;
         Ok(Analysis {
             model_id: self.card.id.clone(),
             model_version: self.card.version.clone(),
