@@ -6,7 +6,12 @@ use crate::error::Error;
 use crate::image::GrayImage;
 use crate::nn::Network;
 use crate::nn::compact::CompactCnn;
+use crate::nn::densenet::DenseNet;
+use crate::nn::efficientnet::EfficientNet;
 use crate::nn::resnet::ResNet;
+use crate::nn::unet::BasicUNet;
+use crate::rng::Pcg32;
+use crate::road::{self, Road, RoadOptions};
 use crate::saliency::{self, Faithfulness, Saliency, SaliencyMethod};
 use crate::train::batch_tensor;
 use candle_core::{DType, Device, Tensor};
@@ -50,6 +55,8 @@ pub struct AnalyzeOptions {
     pub target: Option<String>,
     pub deletion_steps: usize,
     pub random_seed: u64,
+    /// ROAD of the map and of a seeded per-pixel random map ([`crate::road`]); `None` skips it.
+    pub road: Option<RoadOptions>,
 }
 
 impl Default for AnalyzeOptions {
@@ -59,8 +66,19 @@ impl Default for AnalyzeOptions {
             target: None,
             deletion_steps: 10,
             random_seed: 0,
+            road: Some(RoadOptions::default()),
         }
     }
+}
+
+/// ROAD of an explanation and of a random map on the same image, label and score.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoadFaithfulness {
+    pub map: Road,
+    /// A per-pixel uniform random map (seeded with the options' seed).
+    pub random: Road,
+    /// `map.combined > random.combined`.
+    pub beats_random: bool,
 }
 
 /// Everything one analysis produces.
@@ -71,6 +89,9 @@ pub struct Analysis {
     pub probabilities: Vec<LabelProbability>,
     pub saliency: Saliency,
     pub faithfulness: Faithfulness,
+    /// ROAD (remove and debias) of the map against a random map, on the calibrated
+    /// probability; `None` when not requested.
+    pub road: Option<RoadFaithfulness>,
     pub runtime_ms: f64,
 }
 
@@ -89,11 +110,14 @@ impl Model {
         };
         let vb =
             VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
-        let net: Box<dyn Network> = match &card.architecture {
-            Architecture::CompactCnn(cfg) => Box::new(CompactCnn::new(cfg, vb).map_err(wrap)?),
-            Architecture::Resnet(cfg) => Box::new(ResNet::new(cfg, vb).map_err(wrap)?),
-        };
-        Self::from_network(card, net, device)
+        match build_network(&card.architecture, vb).map_err(wrap)? {
+            Built::Classifier(net) => Self::from_network(card, net, device),
+            Built::Segmenter(_) => Err(Error::Unsupported {
+                reason: format!(
+                    "model {model} is a segmentation model: load it with Registry::load_segmenter or Registry::load_any"
+                ),
+            }),
+        }
     }
 
     /// Wraps an already-built network (tests, sanity checks with randomised weights).
@@ -217,6 +241,29 @@ impl Model {
         })
     }
 
+    /// ROAD of `map` and of a seeded per-pixel uniform random map (seed `options.seed`) for
+    /// label `class` of the single image `x`, on the calibrated probability.
+    pub fn road(
+        &self,
+        x: &Tensor,
+        class: usize,
+        map: &[f32],
+        options: &RoadOptions,
+    ) -> Result<RoadFaithfulness, Error> {
+        let platt = self.card.platt(class);
+        let score = move |z: f32| platt.apply(z as f64) as f32;
+        let net = self.net.as_ref();
+        let map_road = road::road(net, x, class, &score, map, options)?;
+        let mut rng = Pcg32::new(options.seed, 0x7a4d);
+        let random: Vec<f32> = (0..map.len()).map(|_| rng.uniform()).collect();
+        let random_road = road::road(net, x, class, &score, &random, options)?;
+        Ok(RoadFaithfulness {
+            beats_random: map_road.combined > random_road.combined,
+            map: map_road,
+            random: random_road,
+        })
+    }
+
     /// Probabilities, saliency for the target label and its deletion faithfulness.
     pub fn analyze(&self, image: &GrayImage, options: &AnalyzeOptions) -> Result<Analysis, Error> {
         let start = Instant::now();
@@ -248,13 +295,35 @@ impl Model {
             options.deletion_steps,
             options.random_seed,
         )?;
+        let road = match &options.road {
+            Some(o) => Some(self.road(&x, target, &saliency.map, o)?),
+            None => None,
+        };
         Ok(Analysis {
             model_id: self.card.id.clone(),
             model_version: self.card.version.clone(),
             probabilities,
             saliency,
             faithfulness,
+            road,
             runtime_ms: start.elapsed().as_secs_f64() * 1e3,
         })
     }
+}
+
+/// A network built from a card's architecture.
+pub(crate) enum Built {
+    Classifier(Box<dyn Network>),
+    Segmenter(Box<BasicUNet>),
+}
+
+/// Builds the card's architecture from `vb` (weights by torchvision / MONAI names).
+pub(crate) fn build_network(arch: &Architecture, vb: VarBuilder) -> candle_core::Result<Built> {
+    Ok(match arch {
+        Architecture::CompactCnn(cfg) => Built::Classifier(Box::new(CompactCnn::new(cfg, vb)?)),
+        Architecture::Resnet(cfg) => Built::Classifier(Box::new(ResNet::new(cfg, vb)?)),
+        Architecture::DenseNet(cfg) => Built::Classifier(Box::new(DenseNet::new(cfg, vb)?)),
+        Architecture::EfficientNet(cfg) => Built::Classifier(Box::new(EfficientNet::new(cfg, vb)?)),
+        Architecture::BasicUnet(cfg) => Built::Segmenter(Box::new(BasicUNet::new(cfg, vb)?)),
+    })
 }

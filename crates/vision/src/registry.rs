@@ -8,6 +8,7 @@
 use crate::card::{CARD_FILE, ModelCard};
 use crate::error::Error;
 use crate::model::Model;
+use crate::segment::Segmenter;
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,13 @@ impl RegistryEntry {
 pub struct Registry {
     root: PathBuf,
     entries: Vec<RegistryEntry>,
+}
+
+/// A loaded model of either kind ([`Registry::load_any`]).
+#[derive(Debug)]
+pub enum LoadedModel {
+    Classifier(Box<Model>),
+    Segmenter(Box<Segmenter>),
 }
 
 /// Result of hashing one model's weights.
@@ -159,6 +167,24 @@ impl Registry {
         let entry = self.get(id)?;
         let (bytes, _) = self.read_verified(entry)?;
         Model::from_safetensors(entry.card.clone(), bytes, device)
+    }
+
+    /// Loads a segmentation model (`basic-unet`) on the CPU after checking its weights' hash.
+    pub fn load_segmenter(&self, id: &str) -> Result<Segmenter, Error> {
+        let entry = self.get(id)?;
+        let (bytes, _) = self.read_verified(entry)?;
+        Segmenter::from_safetensors(entry.card.clone(), bytes, &Device::Cpu)
+    }
+
+    /// Loads any model on the CPU after checking its weights' hash: a classifier or a
+    /// segmenter, by its card's architecture.
+    pub fn load_any(&self, id: &str) -> Result<LoadedModel, Error> {
+        let entry = self.get(id)?;
+        if entry.card.architecture.is_segmentation() {
+            Ok(LoadedModel::Segmenter(Box::new(self.load_segmenter(id)?)))
+        } else {
+            Ok(LoadedModel::Classifier(Box::new(self.load(id)?)))
+        }
     }
 
     /// Models whose `applies_to` matches the study (see [`crate::card::AppliesTo::matches`]),

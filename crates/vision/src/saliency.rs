@@ -139,6 +139,12 @@ pub fn grad_cam_raw(net: &dyn Network, x: &Tensor, class: usize) -> Result<RawGr
     let var = Var::from_tensor(&a)?;
     let logits = net.head(var.as_tensor())?;
     let y = logits.i((0, class))?;
+    grad_cam_from(&a, &var, &y)
+}
+
+/// Grad-CAM of the scalar `y` computed from `var` (a `Var` wrapping the activations `a`).
+pub fn grad_cam_from(a: &Tensor, var: &Var, y: &Tensor) -> Result<RawGradCam> {
+    let a = a.clone();
     let grads = y.backward()?;
     let g = grads.get(var.as_tensor()).ok_or_else(|| {
         candle_core::Error::Msg("grad-cam: no gradient reached the target layer".into())
@@ -275,6 +281,18 @@ pub fn peak_region_bbox(
         }
     }
     b
+}
+
+/// Normalises a map at input resolution and finds its peak and peak region.
+pub fn finish_map(
+    label: &str,
+    method: SaliencyMethod,
+    target_layer: Option<String>,
+    map: Vec<f32>,
+    width: usize,
+    height: usize,
+) -> Saliency {
+    finish(label, method, target_layer, map, width, height, None)
 }
 
 fn finish(

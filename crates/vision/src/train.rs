@@ -116,6 +116,9 @@ pub fn init_vars(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// Per-label logits and labels of a split.
+type SplitLogits = (Vec<Vec<f64>>, Vec<Vec<bool>>);
+
 /// Logits of a whole split, in batches.
 pub(crate) fn split_logits(
     net: &dyn Network,
@@ -123,7 +126,7 @@ pub(crate) fn split_logits(
     seed: u64,
     n: usize,
     device: &Device,
-) -> Result<(Vec<Vec<f64>>, Vec<Vec<bool>>), Error> {
+) -> Result<SplitLogits, Error> {
     let mut logits = vec![Vec::with_capacity(n); PHANTOM_LABELS.len()];
     let mut labels = vec![Vec::with_capacity(n); PHANTOM_LABELS.len()];
     let bs = 64;
@@ -350,6 +353,10 @@ fn phantom_card(
             normalisation: "pixel values scaled to [0, 1] after windowing (0 = black); the network standardises internally with (x - input_mean) / input_std".into(),
             windowing: "the DICOM VOI LUT / first window (or full range) mapped to [0, 1], MONOCHROME1 inverted so that dense tissue is bright".into(),
             photometric: "MONOCHROME2 (bright = dense)".into(),
+            resize: None,
+            intensity_range: None,
+            mean: None,
+            std: None,
         },
         applies_to: AppliesTo { modalities: vec!["CR".into(), "DX".into()], body_parts: vec!["CHEST".into()], procedure_codes: vec![] },
         labels: PHANTOM_LABELS
@@ -361,6 +368,7 @@ fn phantom_card(
                 description: d.into(),
                 threshold: round4(t),
                 threshold_rule: "maximises Youden's J on the calibration split (calibrated probabilities)".into(),
+                code: None,
             })
             .collect(),
         intended_use: IntendedUse {

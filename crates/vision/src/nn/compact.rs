@@ -77,7 +77,7 @@ impl CompactCnn {
     fn build(config: &CompactCnnConfig, vb: VarBuilder, fold: bool) -> Result<Self> {
         if config.widths.is_empty()
             || config.widths.len() != config.strides.len()
-            || config.kernel % 2 == 0
+            || config.kernel.is_multiple_of(2)
         {
             candle_core::bail!(
                 "compact-cnn: widths and strides must be non-empty and equal in length, kernel odd"

@@ -7,7 +7,11 @@
 //! inference time, so a forward pass never records a graph unless the caller wraps a tensor.
 
 pub mod compact;
+pub mod densenet;
+pub mod efficientnet;
+pub(crate) mod layers;
 pub mod resnet;
+pub mod unet;
 
 use candle_core::{Result, Tensor};
 
