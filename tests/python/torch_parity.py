@@ -157,7 +157,6 @@ def main():
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 
     model, labels, size, ch, pre, layer = build(arch)
-    export(model, os.path.join(out, "weights.safetensors"))
     with open(os.path.join(out, "description.toml"), "w") as f:
         f.write(description(arch, labels, size, ch, pre))
     lo, hi = pre["intensity_range"]
@@ -165,6 +164,7 @@ def main():
     std = pre["std"] * (ch if len(pre["std"]) == 1 else 1)
     full = torch.nn.Sequential(Preprocess(lo, hi, mean, std), model).eval()
     calibrate_batch_norm(full, size, ch)
+    export(model, os.path.join(out, "weights.safetensors"))
 
     gray = inputs(size)
     x = gray.repeat(1, ch, 1, 1)

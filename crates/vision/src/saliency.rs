@@ -139,10 +139,12 @@ pub fn grad_cam_raw(net: &dyn Network, x: &Tensor, class: usize) -> Result<RawGr
     let var = Var::from_tensor(&a)?;
     let logits = net.head(var.as_tensor())?;
     let y = logits.i((0, class))?;
-    grad_cam_from(&a, &var, &y)
+    grad_cam_from(&net.cam_activations(&a)?, &var, &y)
 }
 
-/// Grad-CAM of the scalar `y` computed from `var` (a `Var` wrapping the activations `a`).
+/// Grad-CAM of the scalar `y` computed from `var` (a `Var` wrapping the target layer's
+/// output): `α_k = mean_ij ∂y/∂var_kij`, map `ReLU(Σ_k α_k a_k)` with `a` the activations
+/// Grad-CAM weighs ([`Network::cam_activations`] of the layer output).
 pub fn grad_cam_from(a: &Tensor, var: &Var, y: &Tensor) -> Result<RawGradCam> {
     let a = a.clone();
     let grads = y.backward()?;

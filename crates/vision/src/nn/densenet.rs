@@ -6,10 +6,14 @@
 //! `features.transition{t}.{norm,conv}.*`, `features.norm5.*`, `classifier.{weight,bias}`
 //! (`*` = `weight`, `bias`, `running_mean`, `running_var`; `num_batches_tracked` is ignored).
 //!
-//! Split for saliency: `features(x)` ends with `features.norm5` followed by the ReLU that
-//! torchvision applies before pooling (its `F.relu(features, inplace=True)` overwrites the
-//! norm5 output, so hooks on `features.norm5`, as pytorch-grad-cam uses them, see the ReLU'd
-//! tensor); `head` is global average pooling + `classifier`. So Grad-CAM here is CAM / Z.
+//! Split for saliency: `features(x)` ends with `features.norm5` (the layer pytorch-grad-cam
+//! users pick, `model.features[-1]`); `head` is the ReLU torchvision applies before pooling,
+//! global average pooling and `classifier`. torchvision's (and TorchXRayVision's)
+//! `F.relu(features, inplace=True)` overwrites the norm5 output that a forward hook saved,
+//! while the gradient hook sees the gradient at norm5 (masked by the ReLU); so Grad-CAM on
+//! `features.norm5` in PyTorch weighs `ReLU(norm5)` with `α_k = mean ∂y/∂norm5_k`. radsight
+//! does the same ([`Network::cam_activations`] is the ReLU), which the parity test checks
+//! against pytorch-grad-cam 1.5.7.
 //!
 //! Inference: `norm0` and each layer's `norm2` are folded into the convolution before them;
 //! the pre-activation norms (`norm1`, transition `norm`, `norm5`) act on concatenated features
@@ -190,11 +194,15 @@ impl Network for DenseNet {
                 h = t.conv.forward(&h)?;
             }
         }
-        self.norm5.forward(&h)?.relu()
+        self.norm5.forward(&h)
     }
 
     fn head(&self, a: &Tensor) -> Result<Tensor> {
-        gap_linear(a, &self.fc_w, &self.fc_b)
+        gap_linear(&a.relu()?, &self.fc_w, &self.fc_b)
+    }
+
+    fn cam_activations(&self, a: &Tensor) -> Result<Tensor> {
+        a.relu()
     }
 
     fn target_layer(&self) -> String {

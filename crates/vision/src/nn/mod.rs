@@ -25,6 +25,11 @@ pub trait Network: Send + Sync {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.head(&self.features(x)?)
     }
+    /// The activations Grad-CAM weighs with its `α_k`, from `features`' output `a` (default:
+    /// `a` itself). DenseNet returns `ReLU(a)`: see [`densenet`] for why.
+    fn cam_activations(&self, a: &Tensor) -> Result<Tensor> {
+        Ok(a.clone())
+    }
     /// The name of the layer `features` returns (recorded with Grad-CAM results).
     fn target_layer(&self) -> String;
     /// Input channels; a grayscale image is repeated across them.

@@ -12,8 +12,9 @@
 
 use radsight_vision::candle_core::{Device, Tensor};
 use radsight_vision::import::import_model;
+use radsight_vision::road::{RoadOptions, road};
 use radsight_vision::segment::SegmentOptions;
-use radsight_vision::{GrayImage, Registry};
+use radsight_vision::{GrayImage, Registry, SaliencyMethod};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,6 +114,85 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
         sbb += dy * dy;
     }
     sab / (saa.sqrt() * sbb.sqrt()).max(1e-30)
+}
+
+fn check_classifier(arch: &str, check_road: bool) {
+    let (tmp, out, refs) = reference(arch);
+    let (reg, id) = import(tmp.path(), &out);
+    let model = reg.load(&id).unwrap();
+    let imgs = images(&refs);
+    let refs_img: Vec<&GrayImage> = imgs.iter().collect();
+    let ours = model.logits(&refs_img).unwrap();
+    let theirs: Vec<Vec<f32>> = refs["logits"].to_vec2().unwrap();
+    let mut worst = 0f32;
+    let mut scale = 0f32;
+    for (a, b) in ours.iter().zip(&theirs) {
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs());
+            scale = scale.max(y.abs());
+        }
+    }
+    println!(
+        "{arch}: logits max |radsight − PyTorch| = {worst:.2e} (max |logit| {scale:.3}) on {} images",
+        imgs.len()
+    );
+    assert!(worst <= 1e-4, "{arch}: logits differ by {worst}");
+
+    let cams: Vec<Vec<Vec<f32>>> = refs["cams"].to_vec3().unwrap();
+    let classes: Vec<i64> = refs["classes"].to_vec1().unwrap();
+    for (i, img) in imgs.iter().enumerate() {
+        let s = model
+            .saliency(img, classes[i] as usize, &SaliencyMethod::GradCam)
+            .unwrap();
+        let r = pearson(&s.map, &cams[i].concat());
+        println!(
+            "{arch}: image {i} class {}: Grad-CAM Pearson vs pytorch-grad-cam {r:.5}",
+            classes[i]
+        );
+        assert!(r >= 0.99, "{arch} image {i}: Pearson {r}");
+    }
+
+    if check_road {
+        let morf: Vec<Vec<f32>> = refs["road_morf"].to_vec2().unwrap();
+        let lerf: Vec<Vec<f32>> = refs["road_lerf"].to_vec2().unwrap();
+        for i in 0..morf.len() {
+            let x = model.input_tensor(&[&imgs[i]]).unwrap();
+            let map = cams[i].concat();
+            let opts = RoadOptions::default();
+            let c = classes[i] as usize;
+            let score = |z: f32| radsight_vision::metrics::sigmoid(z as f64) as f32;
+            let r = road(model.network(), &x, c, &score, &map, &opts).unwrap();
+            let mut worst = 0f32;
+            for (k, p) in opts.percentiles.iter().enumerate() {
+                let (dm, dl) = (
+                    (r.morf[k] - morf[i][k]).abs(),
+                    (r.lerf[k] - lerf[i][k]).abs(),
+                );
+                println!(
+                    "{arch}: image {i} ROAD p{p}: MoRF {:.4} vs {:.4}, LeRF {:.4} vs {:.4}",
+                    r.morf[k], morf[i][k], r.lerf[k], lerf[i][k]
+                );
+                worst = worst.max(dm).max(dl);
+            }
+            println!("{arch}: image {i} ROAD max |radsight − pytorch-grad-cam| = {worst:.4}");
+            assert!(worst <= 0.02, "{arch} image {i}: ROAD differs by {worst}");
+        }
+    }
+}
+
+#[test]
+fn densenet121_imported_from_torchvision_matches_pytorch_logits_grad_cam_and_road() {
+    check_classifier("densenet121", true);
+}
+
+#[test]
+fn efficientnet_b0_imported_from_torchvision_matches_pytorch_logits_and_grad_cam() {
+    check_classifier("efficientnet_b0", false);
+}
+
+#[test]
+fn resnet50_imported_from_torchvision_matches_pytorch_logits_and_grad_cam() {
+    check_classifier("resnet50", false);
 }
 
 #[test]
