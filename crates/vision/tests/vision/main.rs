@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod helpers;
+mod import;
 mod oracle;
 mod parity;
 mod phantoms;
