@@ -109,5 +109,61 @@ def main():
         print("max_abs_logit_diff_vs_rust %.2e" % max(abs(a - b) for a, b in zip(z, ref["logits"])))
 
 
+
+def torchvision_main(arch, out, iters):
+    """`--torchvision ARCH OUT_DIR [ITERATIONS]`: torchvision's ARCH at 224² with seeded random
+    weights (tests/python/torch_parity.py builds it), exported to OUT_DIR for the Rust side
+    (examples/bench_imported.rs), timed the same way: single image, forward and forward +
+    Grad-CAM on the architecture's target layer."""
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+    import torch_parity as tp
+    torch.set_num_threads(2)
+    os.makedirs(out, exist_ok=True)
+    model, labels, size, ch, pre, _ = tp.build(arch)
+    lo, hi = pre["intensity_range"]
+    mean = pre["mean"] * (ch if len(pre["mean"]) == 1 else 1)
+    std = pre["std"] * (ch if len(pre["std"]) == 1 else 1)
+    prep = tp.Preprocess(lo, hi, mean, std)
+    full = torch.nn.Sequential(prep, model).eval()
+    tp.calibrate_batch_norm(full, size, ch)
+    tp.export(model, os.path.join(out, "weights.safetensors"))
+    with open(os.path.join(out, "description.toml"), "w") as f:
+        f.write(tp.description(arch, labels, size, ch, pre))
+    if arch == "densenet121":
+        feats = lambda x: F.relu(model.features(prep(x)))  # noqa: E731
+        head = lambda a: model.classifier(a.mean((2, 3)))  # noqa: E731
+    elif arch.startswith("resnet"):
+        def feats(x):
+            m = model
+            h = m.maxpool(m.relu(m.bn1(m.conv1(prep(x)))))
+            return m.layer4(m.layer3(m.layer2(m.layer1(h))))
+        head = lambda a: model.fc(a.mean((2, 3)))  # noqa: E731
+    else:
+        raise SystemExit(f"no bench split for {arch}")
+
+    def grad_cam_tv(x, c):
+        a = feats(x).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(head(a)[0, c], a)
+        cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        lo_, hi_ = cam.min(), cam.max()
+        return ((cam - lo_) / (hi_ - lo_ + 1e-12)).detach()
+
+    x1 = tp.inputs(size, 1).repeat(1, ch, 1, 1)
+    with torch.no_grad():
+        f1 = timed(iters, lambda: full(x1))
+    g1 = timed(iters, lambda: grad_cam_tv(x1, 0))
+    print(f"torch_version {torch.__version__}")
+    print(f"torch_threads {torch.get_num_threads()}")
+    print(f"forward_b1_ms {f1:.3f}")
+    print(f"gradcam_b1_ms {g1:.3f}")
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--torchvision":
+    torchvision_main(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 20)
+    sys.exit(0)
+
+
 if __name__ == "__main__":
     main()

@@ -58,6 +58,18 @@ ensure_python() {
   export RADSIGHT_TEST_PYTHON="$PWD/$venv/bin/python"
 }
 
+ensure_torch() {
+  # radsight-vision's PyTorch parity tests (crates/vision/tests/vision/parity.rs): torch,
+  # torchvision, grad-cam 1.5.7 (pytorch-grad-cam), MONAI and safetensors in the test venv.
+  # PyPI's torch is the CUDA build (~5 GB installed, runs on CPU); pip caches it after the
+  # first install (about 3.5 min here on a cold venv).
+  local venv=.venv-test
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -c 'import torch, torchvision, pytorch_grad_cam, monai, safetensors' 2>/dev/null ||
+    "$venv/bin/pip" install -q -r tests/python/requirements-torch.txt
+  export RADSIGHT_TEST_TORCH_PYTHON="$PWD/$venv/bin/python"
+}
+
 ensure_browser() {
   # The auditors' console is tested in headless Chromium driven by playwright-core.
   command -v chromium >/dev/null 2>&1 || apt_install chromium
@@ -124,6 +136,7 @@ command -v curl >/dev/null 2>&1 || apt_install curl
 command -v python3 >/dev/null 2>&1 || apt_install python3
 ensure_postgres
 ensure_python
+ensure_torch
 ensure_browser
 ensure_smart_app
 ensure_orthanc

@@ -20,35 +20,64 @@ fn time<F: FnMut()>(iters: usize, mut f: F) -> f64 {
     for _ in 0..3 {
         f();
     }
-    median_ms((0..iters).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() * 1e3 }).collect())
+    median_ms(
+        (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().unwrap_or_else(|| "models".into());
     let iters: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(50);
-    let model = Registry::open(&dir).expect("open registry").load("radsight-phantom-cxr").expect("load model");
+    let model = Registry::open(&dir)
+        .expect("open registry")
+        .load("radsight-phantom-cxr")
+        .expect("load model");
     let size = model.input_size();
-    let cfg = PhantomConfig { size, ..Default::default() };
+    let cfg = PhantomConfig {
+        size,
+        ..Default::default()
+    };
     let imgs: Vec<_> = (0..8).map(|i| generate(&cfg, 4242, i).image).collect();
     let refs: Vec<_> = imgs.iter().collect();
     let x1 = model.input_tensor(&refs[..1]).unwrap();
     let x8 = model.input_tensor(&refs).unwrap();
     let net = model.network();
 
-    let f1 = time(iters, || { net.forward(&x1).unwrap().to_vec2::<f32>().unwrap(); });
-    let f8 = time(iters, || { net.forward(&x8).unwrap().to_vec2::<f32>().unwrap(); });
-    let g1 = time(iters, || { model.saliency(&imgs[0], 0, &SaliencyMethod::GradCam).unwrap(); });
+    let f1 = time(iters, || {
+        net.forward(&x1).unwrap().to_vec2::<f32>().unwrap();
+    });
+    let f8 = time(iters, || {
+        net.forward(&x8).unwrap().to_vec2::<f32>().unwrap();
+    });
+    let g1 = time(iters, || {
+        model
+            .saliency(&imgs[0], 0, &SaliencyMethod::GradCam)
+            .unwrap();
+    });
     let g8 = time(iters, || {
         for img in &imgs {
             model.saliency(img, 0, &SaliencyMethod::GradCam).unwrap();
         }
     });
-    let a1 = time(iters.div_ceil(5), || { model.analyze(&imgs[0], &Default::default()).unwrap(); });
+    let a1 = time(iters.div_ceil(5), || {
+        model.analyze(&imgs[0], &Default::default()).unwrap();
+    });
     let flops = 2 * net.macs(size);
     println!("model {} {}", model.card().id, model.card().version);
     println!("input {size}x{size}");
-    println!("threads {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "threads {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!("flops_per_image {flops}");
     println!("forward_b1_ms {f1:.3}");
     println!("forward_b8_ms {f8:.3}");

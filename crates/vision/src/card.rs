@@ -5,7 +5,10 @@
 
 use crate::metrics::Platt;
 use crate::nn::compact::CompactCnnConfig;
+use crate::nn::densenet::DenseNetConfig;
+use crate::nn::efficientnet::EfficientNetConfig;
 use crate::nn::resnet::ResNetConfig;
+use crate::nn::unet::BasicUNetConfig;
 use serde::{Deserialize, Serialize};
 
 /// The card file's name inside a model folder.
@@ -40,6 +43,22 @@ pub struct ModelCard {
 pub enum Architecture {
     CompactCnn(CompactCnnConfig),
     Resnet(ResNetConfig),
+    /// DenseNet-121 family, torchvision names.
+    #[serde(rename = "densenet")]
+    DenseNet(DenseNetConfig),
+    /// EfficientNet-B0, torchvision names.
+    #[serde(rename = "efficientnet")]
+    EfficientNet(EfficientNetConfig),
+    /// 2-D U-Net with MONAI `BasicUNet` names (segmentation).
+    #[serde(rename = "basic-unet")]
+    BasicUnet(BasicUNetConfig),
+}
+
+impl Architecture {
+    /// Whether the model segments (per-pixel classes) rather than classifies.
+    pub fn is_segmentation(&self) -> bool {
+        matches!(self, Architecture::BasicUnet(_))
+    }
 }
 
 /// What the service must feed the model.
@@ -53,6 +72,20 @@ pub struct InputSpec {
     /// Windowing the service applies before normalising.
     pub windowing: String,
     pub photometric: String,
+    /// How the service brings the image to `size`×`size`: `letterbox` (the default: scale the
+    /// long side, pad), `resize` (stretch) or `center-crop` (scale the short side, crop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<String>,
+    /// The value range the network was trained on, e.g. TorchXRayVision's `[-1024, 1024]`;
+    /// informational (the network maps [0, 1] to it itself, see the architecture's
+    /// `input_mean`/`input_std`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity_range: Option<[f64; 2]>,
+    /// Per-channel normalisation applied after the intensity range; informational, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
 }
 
 /// Routing: which studies the model applies to. An empty list matches anything.
@@ -70,11 +103,19 @@ pub struct AppliesTo {
 impl AppliesTo {
     /// Case-insensitive match; an empty list in the card matches any value, and a missing
     /// value (`None`) matches only an empty list.
-    pub fn matches(&self, modality: Option<&str>, body_part: Option<&str>, procedure_code: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        modality: Option<&str>,
+        body_part: Option<&str>,
+        procedure_code: Option<&str>,
+    ) -> bool {
         fn one(list: &[String], value: Option<&str>) -> bool {
-            list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v.trim())))
+            list.is_empty()
+                || value.is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v.trim())))
         }
-        one(&self.modalities, modality) && one(&self.body_parts, body_part) && one(&self.procedure_codes, procedure_code)
+        one(&self.modalities, modality)
+            && one(&self.body_parts, body_part)
+            && one(&self.procedure_codes, procedure_code)
     }
 }
 
@@ -86,6 +127,18 @@ pub struct LabelSpec {
     pub threshold: f64,
     /// How the threshold was chosen.
     pub threshold_rule: String,
+    /// A code for the finding (SNOMED CT or RadLex where one exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<LabelCode>,
+}
+
+/// A coded concept, as a FHIR `Coding` carries it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LabelCode {
+    /// Code system URI, e.g. `http://snomed.info/sct` or `http://radlex.org`.
+    pub system: String,
+    pub code: String,
+    pub display: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,7 +183,10 @@ pub struct LabelPlatt {
 
 impl LabelPlatt {
     pub fn platt(&self) -> Platt {
-        Platt { a: self.a, b: self.b }
+        Platt {
+            a: self.a,
+            b: self.b,
+        }
     }
 }
 
@@ -186,23 +242,44 @@ impl ModelCard {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(format!("id {:?} must be lowercase ASCII letters, digits and '-'", self.id));
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "id {:?} must be lowercase ASCII letters, digits and '-'",
+                self.id
+            ));
         }
         let parts: Vec<&str> = self.version.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
-            return Err(format!("version {:?} is not MAJOR.MINOR.PATCH", self.version));
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(format!(
+                "version {:?} is not MAJOR.MINOR.PATCH",
+                self.version
+            ));
         }
-        if self.weights.sha256.len() != 64 || !self.weights.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        if self.weights.sha256.len() != 64
+            || !self.weights.sha256.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err("weights.sha256 must be 64 hex digits".into());
         }
-        if self.weights.file.contains('/') || self.weights.file.contains('\\') || self.weights.file.starts_with('.') {
+        if self.weights.file.contains('/')
+            || self.weights.file.contains('\\')
+            || self.weights.file.starts_with('.')
+        {
             return Err("weights.file must be a plain file name inside the model folder".into());
         }
         if self.labels.is_empty() {
             return Err("a model needs at least one label".into());
         }
-        if self.calibration.method == "platt" && self.calibration.params.len() != self.labels.len() {
+        if self.calibration.method == "platt" && self.calibration.params.len() != self.labels.len()
+        {
             return Err("platt calibration needs one (a, b) per label".into());
         }
         Ok(())

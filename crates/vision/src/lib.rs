@@ -24,7 +24,13 @@
 //!   occlusion uses forward passes only. Each result records its [`SaliencyMethod`] and
 //!   parameters, the peak, and the bounding box of the half-maximum region around it.
 //! - **Faithfulness**: every analysis reports the deletion AUC of its map and of a seeded
-//!   random map on the same image ([`saliency::Faithfulness`]).
+//!   random map on the same image ([`saliency::Faithfulness`]), and ROAD (remove and debias,
+//!   as pytorch-grad-cam implements it) of both ([`road`], [`model::RoadFaithfulness`]).
+//! - **Import** ([`import`]): a PyTorch state dict as safetensors plus a description become a
+//!   registry entry; DenseNet-121 ([`nn::densenet`]), EfficientNet-B0 ([`nn::efficientnet`])
+//!   and ResNets take torchvision names, the 2-D U-Net ([`nn::unet`]) MONAI `BasicUNet` names.
+//! - **Segmentation** ([`segment`]): a U-Net's mask per label with its area in pixels, and
+//!   Grad-CAM of the mask score; [`Registry::load_any`] loads either kind.
 //! - **Rendering** ([`render`]): grayscale PNG and a viridis overlay PNG.
 //! - **Shipped model**: `radsight-phantom-cxr`, trained by [`train::train`] on deterministic
 //!   synthetic phantoms ([`phantom`]). It is a demonstration model, not for clinical use.
@@ -37,6 +43,7 @@
 pub mod card;
 pub mod error;
 pub mod image;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod nn;
@@ -44,7 +51,9 @@ pub mod phantom;
 pub mod registry;
 pub mod render;
 pub mod rng;
+pub mod road;
 pub mod saliency;
+pub mod segment;
 pub mod train;
 
 // Re-exported so callers and tests use the same candle version as the crate.
@@ -54,6 +63,9 @@ pub use candle_nn;
 pub use card::ModelCard;
 pub use error::Error;
 pub use image::GrayImage;
-pub use model::{AnalyzeOptions, Analysis, LabelProbability, Model};
+pub use model::{Analysis, AnalyzeOptions, LabelProbability, Model, RoadFaithfulness};
+pub use registry::LoadedModel;
 pub use registry::Registry;
+pub use road::{Road, RoadOptions};
 pub use saliency::{BBox, Faithfulness, Point, Saliency, SaliencyMethod};
+pub use segment::{SegmentOptions, Segmentation, Segmenter};

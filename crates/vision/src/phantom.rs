@@ -90,7 +90,10 @@ impl Ellipse {
     fn sample(&self, rng: &mut Pcg32, margin: f32) -> (f32, f32) {
         let r = margin * rng.uniform().sqrt();
         let t = rng.range(0.0, std::f32::consts::TAU);
-        (self.cx + r * self.rx * t.cos(), self.cy + r * self.ry * t.sin())
+        (
+            self.cx + r * self.rx * t.cos(),
+            self.cy + r * self.ry * t.sin(),
+        )
     }
 }
 
@@ -101,13 +104,33 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
     let s = n as f32;
 
     // Anatomy.
-    let body = Ellipse { cx: 0.5 + rng.range(-0.03, 0.03), cy: 0.56 + rng.range(-0.03, 0.03), rx: rng.range(0.40, 0.47), ry: rng.range(0.46, 0.52) };
+    let body = Ellipse {
+        cx: 0.5 + rng.range(-0.03, 0.03),
+        cy: 0.56 + rng.range(-0.03, 0.03),
+        rx: rng.range(0.40, 0.47),
+        ry: rng.range(0.46, 0.52),
+    };
     let lung_dy = rng.range(-0.03, 0.03);
     let lungs = [
-        Ellipse { cx: 0.31 + rng.range(-0.02, 0.02), cy: 0.47 + lung_dy, rx: rng.range(0.13, 0.17), ry: rng.range(0.26, 0.32) },
-        Ellipse { cx: 0.69 + rng.range(-0.02, 0.02), cy: 0.47 + lung_dy, rx: rng.range(0.13, 0.17), ry: rng.range(0.26, 0.32) },
+        Ellipse {
+            cx: 0.31 + rng.range(-0.02, 0.02),
+            cy: 0.47 + lung_dy,
+            rx: rng.range(0.13, 0.17),
+            ry: rng.range(0.26, 0.32),
+        },
+        Ellipse {
+            cx: 0.69 + rng.range(-0.02, 0.02),
+            cy: 0.47 + lung_dy,
+            rx: rng.range(0.13, 0.17),
+            ry: rng.range(0.26, 0.32),
+        },
     ];
-    let heart = Ellipse { cx: 0.53 + rng.range(-0.02, 0.02), cy: 0.66 + rng.range(-0.02, 0.02), rx: rng.range(0.12, 0.16), ry: rng.range(0.10, 0.13) };
+    let heart = Ellipse {
+        cx: 0.53 + rng.range(-0.02, 0.02),
+        cy: 0.66 + rng.range(-0.02, 0.02),
+        rx: rng.range(0.12, 0.16),
+        ry: rng.range(0.10, 0.13),
+    };
     let tissue = rng.range(0.50, 0.62);
     let lung_level = rng.range(0.18, 0.30);
     let rib_contrast = rng.range(0.05, 0.10);
@@ -115,7 +138,14 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
     let rib_gap = rng.range(0.065, 0.08);
     let rib_curve = rng.range(0.8, 1.4);
     let waves: Vec<(f32, f32, f32, f32)> = (0..4)
-        .map(|_| (rng.range(1.0, 4.0), rng.range(1.0, 4.0), rng.range(0.0, std::f32::consts::TAU), rng.range(0.005, 0.02)))
+        .map(|_| {
+            (
+                rng.range(1.0, 4.0),
+                rng.range(1.0, 4.0),
+                rng.range(0.0, std::f32::consts::TAU),
+                rng.range(0.005, 0.02),
+            )
+        })
         .collect();
 
     let mut img = vec![0f32; n * n];
@@ -137,7 +167,8 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
                     continue;
                 }
                 for k in 0..8 {
-                    let vk = rib_start + k as f32 * rib_gap + rib_curve * (u - lung.cx) * (u - lung.cx);
+                    let vk =
+                        rib_start + k as f32 * rib_gap + rib_curve * (u - lung.cx) * (u - lung.cx);
                     let d = (v - vk).abs();
                     rib = rib.max(1.0 - smoothstep(0.006, 0.014, d));
                 }
@@ -177,7 +208,10 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
         labels[1] = true;
         let lung = &lungs[rng.below(2)];
         let (cx, cy) = lung.sample(&mut rng, 0.6);
-        let c = rng.range(config.consolidation_contrast.0, config.consolidation_contrast.1);
+        let c = rng.range(
+            config.consolidation_contrast.0,
+            config.consolidation_contrast.1,
+        );
         let blobs: Vec<(f32, f32, f32)> = (0..3 + rng.below(3))
             .map(|_| {
                 let r = rng.range(config.consolidation_radius.0, config.consolidation_radius.1);
@@ -208,7 +242,11 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
         *p = (*p + sigma * rng.normal()).clamp(0.0, 1.0);
     }
 
-    Phantom { image: GrayImage::new(n, n, img).expect("phantom size is consistent"), labels, masks }
+    Phantom {
+        image: GrayImage::new(n, n, img).expect("phantom size is consistent"),
+        labels,
+        masks,
+    }
 }
 
 /// Dilates a boolean mask by `radius` pixels (square structuring element).

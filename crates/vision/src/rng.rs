@@ -16,7 +16,10 @@ impl Pcg32 {
 
     /// A generator for `seed` on `stream`; different streams give independent sequences.
     pub fn new(seed: u64, stream: u64) -> Self {
-        let mut rng = Self { state: 0, inc: (stream << 1) | 1 };
+        let mut rng = Self {
+            state: 0,
+            inc: (stream << 1) | 1,
+        };
         rng.next_u32();
         rng.state = rng.state.wrapping_add(seed);
         rng.next_u32();
@@ -72,9 +75,18 @@ mod tests {
 
     #[test]
     fn same_seed_and_stream_give_the_same_sequence() {
-        let a: Vec<u32> = { let mut r = Pcg32::new(42, 7); (0..8).map(|_| r.next_u32()).collect() };
-        let b: Vec<u32> = { let mut r = Pcg32::new(42, 7); (0..8).map(|_| r.next_u32()).collect() };
-        let c: Vec<u32> = { let mut r = Pcg32::new(42, 8); (0..8).map(|_| r.next_u32()).collect() };
+        let a: Vec<u32> = {
+            let mut r = Pcg32::new(42, 7);
+            (0..8).map(|_| r.next_u32()).collect()
+        };
+        let b: Vec<u32> = {
+            let mut r = Pcg32::new(42, 7);
+            (0..8).map(|_| r.next_u32()).collect()
+        };
+        let c: Vec<u32> = {
+            let mut r = Pcg32::new(42, 8);
+            (0..8).map(|_| r.next_u32()).collect()
+        };
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

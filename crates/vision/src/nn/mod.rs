@@ -7,7 +7,11 @@
 //! inference time, so a forward pass never records a graph unless the caller wraps a tensor.
 
 pub mod compact;
+pub mod densenet;
+pub mod efficientnet;
+pub(crate) mod layers;
 pub mod resnet;
+pub mod unet;
 
 use candle_core::{Result, Tensor};
 
@@ -20,6 +24,11 @@ pub trait Network: Send + Sync {
     /// Logits from the input.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.head(&self.features(x)?)
+    }
+    /// The activations Grad-CAM weighs with its `α_k`, from `features`' output `a` (default:
+    /// `a` itself). DenseNet returns `ReLU(a)`: see [`densenet`] for why.
+    fn cam_activations(&self, a: &Tensor) -> Result<Tensor> {
+        Ok(a.clone())
     }
     /// The name of the layer `features` returns (recorded with Grad-CAM results).
     fn target_layer(&self) -> String;
