@@ -1,5 +1,7 @@
-//! `radsight models`: list the model registry, verify weights against their cards, train the
-//! shipped demonstration model, and write synthetic phantom radiographs as DICOM.
+//! `radsight models`: list the model registry, verify weights against their cards, import a
+//! model trained elsewhere (PyTorch weights as safetensors plus a description, made by
+//! `scripts/export_torch.py`), train the shipped demonstration model, and write synthetic
+//! phantom radiographs as DICOM.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +19,16 @@ pub(super) enum ModelsCommand {
     List,
     /// Recompute every model's weights SHA-256 and compare it with its card; exit 1 on a mismatch.
     Verify,
+    /// Import a PyTorch model: its state dict as safetensors and a description (TOML or JSON:
+    /// architecture, input, preprocessing, labels with codes, thresholds, calibration), as
+    /// `scripts/export_torch.py` writes them. Writes the registry entry (card, weights, SHA-256);
+    /// a tensor that does not fit the architecture is refused by name.
+    Import {
+        /// The state dict, as safetensors.
+        weights: PathBuf,
+        /// The description (model.toml or model.json).
+        description: PathBuf,
+    },
     /// Train the shipped demonstration model on synthetic phantoms and write it to the registry.
     Train {
         /// The model folder to write (card, weights, hash).
@@ -49,6 +61,20 @@ pub(super) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
     match command {
         ModelsCommand::List => list(&open(dir)?, dir),
         ModelsCommand::Verify => Ok(verify(&open(dir)?)),
+        ModelsCommand::Import { weights, description } => {
+            let imported = radsight_vision::import::import_model(&weights, &description, dir).map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
+            println!(
+                "imported {} {} ({}, {} tensors{}) into {} (sha256 {})",
+                imported.id,
+                imported.version,
+                imported.card.architecture.name(),
+                imported.tensors,
+                if imported.converted_from.is_empty() { String::new() } else { format!(", converted from {}", imported.converted_from.join("/")) },
+                imported.dir.display(),
+                imported.sha256
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         ModelsCommand::Train { out, seed, steps } => {
             let defaults = radsight_vision::train::TrainConfig::default();
             let config = radsight_vision::train::TrainConfig { seed, steps: steps.unwrap_or(defaults.steps), ..defaults };
@@ -74,10 +100,7 @@ fn list(registry: &Registry, dir: &Path) -> anyhow::Result<ExitCode> {
             "{:<28}  {:<8}  {:<14}  {:<30}  {:<12}  {}",
             c.id,
             c.version,
-            match c.architecture {
-                radsight_vision::card::Architecture::CompactCnn(_) => "compact-cnn",
-                radsight_vision::card::Architecture::Resnet(_) => "resnet",
-            },
+            c.architecture.name(),
             labels.join(", "),
             &c.weights.sha256[..12.min(c.weights.sha256.len())],
             c.status

@@ -65,7 +65,68 @@ async fn analyze_runs_the_pipeline_on_a_folder_and_audits_the_run(backend: Backe
     assert_eq!(app.audit_of("analyze.run").await.len(), 2);
 }
 
+const TINY_UNET: &str = r#"
+id = "tiny-unet"
+version = "1.0.0"
+name = "tiny U-Net"
+architecture = "basic_unet"
+unet_features = [4, 4, 8, 8, 16, 4]
+[input]
+size = 32
+channels = 1
+[[labels]]
+name = "lesion"
+code = { system = "http://radlex.org", code = "RID38780", display = "lesion" }
+"#;
+
+/// Weights with the names and shapes the description's architecture asks for.
+fn tiny_weights(dir: &std::path::Path, description: &str) -> std::path::PathBuf {
+    use radsight_vision::candle_core::{Device, Tensor};
+    let d: radsight_vision::import::ModelDescription = toml::from_str(description).unwrap();
+    let arch = radsight_vision::import::architecture_of(&d).unwrap();
+    let tensors: std::collections::HashMap<String, Tensor> = radsight_vision::import::expected_tensors(&arch)
+        .unwrap()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|k| ((k % 17) as f32 - 8.0) / 40.0).collect();
+            (name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap())
+        })
+        .collect();
+    let path = dir.join("weights.safetensors");
+    radsight_vision::candle_core::safetensors::save(&tensors, &path).unwrap();
+    path
+}
+
+async fn a_pytorch_model_is_imported_from_the_command_line_and_bad_descriptions_are_refused(backend: Backend) {
+    let registry = tempfile::tempdir().unwrap();
+    let models = registry.path().to_owned();
+    let app = spawn_app_with(backend, move |s| {
+        s.analysis.models_dir = models;
+        s.jobs.workers = 0;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_weights(dir.path(), TINY_UNET);
+    let description = dir.path().join("model.toml");
+    std::fs::write(&description, TINY_UNET).unwrap();
+    let import = app.cli(&["models", "import", weights.to_str().unwrap(), description.to_str().unwrap()]);
+    assert_eq!(import.code, 0, "{}{}", import.stdout, import.stderr);
+    assert!(import.stdout.contains("imported tiny-unet 1.0.0 (basic-unet"), "{}", import.stdout);
+    let list = app.cli(&["models", "list"]);
+    assert!(list.stdout.contains("tiny-unet") && list.stdout.contains("basic-unet"), "{}", list.stdout);
+    assert_eq!(app.cli(&["models", "verify"]).code, 0);
+
+    let unlabelled = TINY_UNET.split("[[labels]]").next().unwrap().replace("tiny-unet", "tiny-unet-2");
+    std::fs::write(&description, &unlabelled).unwrap();
+    let refused = app.cli(&["models", "import", weights.to_str().unwrap(), description.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("import refused"), "{}", refused.stderr);
+    assert!(!registry.path().join("tiny-unet-2").exists(), "nothing is written for a refused import");
+}
+
 backend_tests!(
+    a_pytorch_model_is_imported_from_the_command_line_and_bad_descriptions_are_refused,
     the_registry_lists_and_verifies_the_shipped_model,
     a_tampered_registry_fails_verification,
     analyze_runs_the_pipeline_on_a_folder_and_audits_the_run,

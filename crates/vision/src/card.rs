@@ -59,6 +59,17 @@ impl Architecture {
     pub fn is_segmentation(&self) -> bool {
         matches!(self, Architecture::BasicUnet(_))
     }
+
+    /// The architecture's name as the card writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Architecture::CompactCnn(_) => "compact-cnn",
+            Architecture::Resnet(_) => "resnet",
+            Architecture::DenseNet(_) => "densenet",
+            Architecture::EfficientNet(_) => "efficientnet",
+            Architecture::BasicUnet(_) => "basic-unet",
+        }
+    }
 }
 
 /// What the service must feed the model.
