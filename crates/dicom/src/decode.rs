@@ -35,6 +35,19 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     (RLE_LOSSLESS, "RLE Lossless"),
     (JPEG_BASELINE, "JPEG Baseline (Process 1), 8-bit"),
     (JPEG_EXTENDED, "JPEG Extended (Process 2 & 4), 8-bit only"),
+    (
+        JPEG_LOSSLESS,
+        "JPEG Lossless, Non-Hierarchical (Process 14), 2 to 16 bits",
+    ),
+    (
+        JPEG_LOSSLESS_SV1,
+        "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 SV1), 2 to 16 bits",
+    ),
+    (
+        JPEG_2000_LOSSLESS,
+        "JPEG 2000 Image Compression (Lossless Only)",
+    ),
+    (JPEG_2000, "JPEG 2000 Image Compression"),
 ];
 
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -44,6 +57,10 @@ const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
+const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
+const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 
 /// Bounds checked from the header before any pixel is allocated or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +198,26 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
             reason: "no PixelData".into(),
         })?;
     let native = matches!(pixel.value(), Value::Primitive(_));
-    let (stored, photometric_after) = match pixel.value() {
+    if native
+        && matches!(
+            header.photometric,
+            Photometric::YbrIct | Photometric::YbrRct
+        )
+    {
+        return Err(DecodeError::UnsupportedImage {
+            reason: format!("{} in native pixel data", header.photometric_text),
+        });
+    }
+    let (stored, photometric_after, value_bits) = match pixel.value() {
         Value::Primitive(p) => (
             native_le_bytes(p, &ts, header.bits_allocated),
             header.photometric,
+            header.bits_stored,
         ),
         Value::PixelSequence(seq) => {
-            decode_encapsulated(&ts, &header, seq.fragments(), seq.offset_table())?
+            let offsets = extended_offset_table(&obj)?
+                .unwrap_or_else(|| seq.offset_table().iter().map(|&o| u64::from(o)).collect());
+            decode_encapsulated(&ts, &header, seq.fragments(), &offsets)?
         }
         Value::Sequence(_) => {
             return Err(DecodeError::InvalidAttribute {
@@ -199,6 +229,7 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         header: &header,
         photometric: photometric_after,
         planar: native && header.planar,
+        value_bits,
     };
     let expected = layout.stored_bytes();
     if (stored.len() as u64) < expected {
@@ -246,6 +277,28 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         window,
         pixel_sha256,
     })
+}
+
+/// The Extended Offset Table (7FE0,0001), little-endian 64-bit offsets, when present; it then
+/// replaces the Basic Offset Table (PS3.5 A.4).
+fn extended_offset_table(obj: &Obj) -> Result<Option<Vec<u64>>, DecodeError> {
+    let Some(e) = obj.element_opt(tags::EXTENDED_OFFSET_TABLE).ok().flatten() else {
+        return Ok(None);
+    };
+    let bytes = e.to_bytes().map_err(|_| DecodeError::InvalidAttribute {
+        keyword: "ExtendedOffsetTable",
+    })?;
+    if bytes.len() % 8 != 0 {
+        return Err(DecodeError::InvalidAttribute {
+            keyword: "ExtendedOffsetTable",
+        });
+    }
+    Ok(Some(
+        bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0xFF; 8])))
+            .collect(),
+    ))
 }
 
 /// Where the file meta group starts: after a 128-byte preamble, or at 0.
@@ -299,6 +352,9 @@ enum Photometric {
     Rgb,
     YbrFull,
     YbrFull422,
+    /// JPEG 2000 irreversible / reversible colour: the decoder inverts the transform to RGB.
+    YbrIct,
+    YbrRct,
 }
 
 struct ImageHeader {
@@ -385,6 +441,8 @@ impl ImageHeader {
             ("RGB", 3) => Photometric::Rgb,
             ("YBR_FULL", 3) => Photometric::YbrFull,
             ("YBR_FULL_422", 3) => Photometric::YbrFull422,
+            ("YBR_ICT", 3) => Photometric::YbrIct,
+            ("YBR_RCT", 3) => Photometric::YbrRct,
             (pi, s) => {
                 return unsupported(format!(
                     "PhotometricInterpretation {pi} with SamplesPerPixel {s}"
@@ -589,21 +647,48 @@ fn native_le_bytes(p: &PrimitiveValue, ts: &str, bits_allocated: u16) -> Vec<u8>
     out
 }
 
-/// RLE or JPEG frames into little-endian stored samples, and the photometric interpretation of
-/// what came out (JPEG YBR_FULL_422 is upsampled by the codec, so it is YBR_FULL here).
+/// The codec family of an encapsulated transfer syntax.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Rle,
+    /// JPEG Baseline / Extended (DCT).
+    Jpeg,
+    JpegLossless,
+    Jpeg2000,
+}
+
+fn codec_of(ts: &str) -> Option<Codec> {
+    match ts {
+        RLE_LOSSLESS => Some(Codec::Rle),
+        JPEG_BASELINE | JPEG_EXTENDED => Some(Codec::Jpeg),
+        JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => Some(Codec::JpegLossless),
+        JPEG_2000_LOSSLESS | JPEG_2000 => Some(Codec::Jpeg2000),
+        _ => None,
+    }
+}
+
+/// Encapsulated frames into little-endian stored samples, the photometric interpretation of
+/// what came out (JPEG YBR_FULL_422 is upsampled by the codec, so it is YBR_FULL here; JPEG 2000
+/// YBR_ICT/YBR_RCT come out as RGB), and how many low bits of each word make the value.
+///
+/// That is BitsStored, except for JPEG 2000, whose output is the decoder's value (clamped by
+/// it to the codestream precision): lossy coding can push it past BitsStored, where masking
+/// would wrap 4096 to 0, so all BitsAllocated bits are kept, as pydicom does; only an unsigned
+/// codestream in a PixelRepresentation 1 object is sign-extended at BitsStored (pydicom's
+/// J2K sign correction).
 fn decode_encapsulated(
     ts: &str,
     header: &ImageHeader,
     fragments: &[Vec<u8>],
-    offset_table: &[u32],
-) -> Result<(Vec<u8>, Photometric), DecodeError> {
-    let jpeg = ts == JPEG_BASELINE || ts == JPEG_EXTENDED;
-    if !jpeg && ts != RLE_LOSSLESS {
+    offset_table: &[u64],
+) -> Result<(Vec<u8>, Photometric, u16), DecodeError> {
+    let Some(codec) = codec_of(ts) else {
         // Encapsulated data in a native transfer syntax.
         return Err(DecodeError::InvalidAttribute {
             keyword: "PixelData",
         });
-    }
+    };
+    let jpeg = codec == Codec::Jpeg;
     // The precision first: 12-bit JPEG must say so, not "BitsAllocated 16".
     if jpeg
         && let Some(h) = fragments.first().and_then(|f| codec::jpeg_header(f))
@@ -614,7 +699,18 @@ fn decode_encapsulated(
             precision: h.precision,
         });
     }
-    let frames = codec::frames(ts, fragments, offset_table, header.frames, jpeg)?;
+    let starts_frame = |f: &[u8]| match codec {
+        Codec::Jpeg | Codec::JpegLossless => f.starts_with(&[0xFF, 0xD8]),
+        Codec::Jpeg2000 => f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) || f.get(4..8) == Some(b"jP  "),
+        Codec::Rle => false,
+    };
+    let frames = codec::frames(
+        ts,
+        fragments,
+        offset_table,
+        header.frames,
+        (codec != Codec::Rle).then_some(&starts_frame as codec::StartsFrame<'_>),
+    )?;
     let samples = usize::from(header.samples_per_pixel);
     let pixels = header.rows as usize * header.columns as usize;
     let bytes = usize::from(header.bits_allocated.div_ceil(8));
@@ -626,6 +722,7 @@ fn decode_encapsulated(
         })?;
     let mut photometric = match header.photometric {
         Photometric::YbrFull422 => Photometric::YbrFull,
+        Photometric::YbrIct | Photometric::YbrRct => Photometric::Rgb,
         other => other,
     };
     if jpeg && header.bits_allocated != 8 {
@@ -633,11 +730,28 @@ fn decode_encapsulated(
             reason: format!("JPEG with BitsAllocated {}", header.bits_allocated),
         });
     }
-    if !jpeg && header.bits_allocated == 1 {
+    if codec != Codec::Jpeg2000
+        && matches!(
+            header.photometric,
+            Photometric::YbrIct | Photometric::YbrRct
+        )
+    {
         return Err(DecodeError::UnsupportedImage {
-            reason: "RLE with BitsAllocated 1".into(),
+            reason: format!("{} outside JPEG 2000", header.photometric_text),
         });
     }
+    if header.bits_allocated == 1 {
+        return Err(DecodeError::UnsupportedImage {
+            reason: "encapsulated pixel data with BitsAllocated 1".into(),
+        });
+    }
+    let geometry = codec::FrameGeometry {
+        rows: header.rows,
+        columns: header.columns,
+        samples,
+        bytes_per_sample: bytes,
+    };
+    let mut value_bits = header.bits_stored;
     let mut joined = Vec::new();
     for group in frames {
         let frame: &[u8] = if group.len() == 1 {
@@ -647,20 +761,38 @@ fn decode_encapsulated(
             group.iter().for_each(|f| joined.extend_from_slice(f));
             &joined
         };
-        if jpeg {
-            if codec::decode_jpeg_frame(ts, frame, header.rows, header.columns, samples, &mut out)?
-            {
-                photometric = Photometric::Rgb;
+        match codec {
+            Codec::Jpeg => {
+                if codec::decode_jpeg_frame(
+                    ts,
+                    frame,
+                    header.rows,
+                    header.columns,
+                    samples,
+                    &mut out,
+                )? {
+                    photometric = Photometric::Rgb;
+                }
             }
-        } else {
-            codec::decode_rle_frame(ts, frame, pixels, samples, bytes, &mut out)?;
+            Codec::JpegLossless => {
+                codec::decode_jpeg_lossless_frame(ts, frame, geometry, &mut out)?;
+            }
+            Codec::Jpeg2000 => {
+                let codestream_signed = codec::decode_j2k_frame(ts, frame, geometry, &mut out)?;
+                if codestream_signed || !header.signed {
+                    value_bits = header.bits_allocated;
+                }
+            }
+            Codec::Rle => codec::decode_rle_frame(ts, frame, pixels, samples, bytes, &mut out)?,
         }
     }
-    Ok((out, photometric))
+    Ok((out, photometric, value_bits))
 }
 
 struct Layout<'a> {
     header: &'a ImageHeader,
+    /// The low bits of each stored word that make the value (masked and sign-extended there).
+    value_bits: u16,
     photometric: Photometric,
     planar: bool,
 }
@@ -696,16 +828,17 @@ impl Layout<'_> {
             })?;
         let mut hasher = Sha256::new();
         let bytes_per_sample = usize::from(h.bits_allocated / 8);
-        let mask: u32 = if h.bits_stored >= 32 {
+        let bits = self.value_bits;
+        let mask: u32 = if bits >= 32 {
             u32::MAX
         } else {
-            (1u32 << h.bits_stored) - 1
+            (1u32 << bits) - 1
         };
-        let sign_bit: u32 = 1u32 << (h.bits_stored - 1);
+        let sign_bit: u32 = 1u32 << (bits - 1);
         let value = |raw: u32| -> f64 {
             let v = raw & mask;
             if h.signed && v & sign_bit != 0 {
-                f64::from(v) - 2f64.powi(h.bits_stored.into())
+                f64::from(v) - 2f64.powi(bits.into())
             } else {
                 f64::from(v)
             }

@@ -18,15 +18,26 @@
 //! | Deflated Explicit VR LE | inflated by dicom-object, then native |
 //! | RLE Lossless | PS3.5 Annex G, decoded here (8, 16 and 32 bits) |
 //! | JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended (…4.51) | jpeg-decoder, **8-bit only** |
+//! | JPEG Lossless Process 14 (…4.57) and SV1 (…4.70), 2–16 bits | jpeg-decoder 0.3 (its lossless path) |
+//! | JPEG 2000 lossless and lossy (…4.90, …4.91), 8/16 bits, signed or not, YBR_RCT/ICT | jpeg2k over openjp2 (pure-Rust OpenJPEG port) |
 //!
-//! Everything else (JPEG 2000, JPEG-LS, JPEG lossless, 12-bit JPEG extended, HTJ2K, video) is
-//! refused with a typed error carrying the UID: jpeg-decoder (the codec of dicom-pixeldata 0.10
-//! too) cannot decode 12-bit JPEG (`unsupported SamplePrecision(12)`), and the other codecs need
-//! C/C++ toolchains or add weight we do not carry yet. We never guess pixels.
+//! Multi-frame objects and frames split over several fragments are grouped by the Extended
+//! Offset Table, else the Basic Offset Table, else one fragment per frame, else by the fragments
+//! that start a codestream. A JPEG 2000 codestream's SIZ segment is checked against the header
+//! (size, components, no subsampling, precision, tiles) before openjp2 allocates, and truncated
+//! codestreams are refused (OpenJPEG strict mode). JPEG 2000 values are kept as the decoder gives
+//! them (not masked to BitsStored, which would wrap lossy overshoot), as pydicom does; an unsigned
+//! codestream in a signed object is sign-extended at BitsStored (pydicom's sign correction).
+//!
+//! Refused with a typed error carrying the UID: 12-bit JPEG Extended (jpeg-decoder, the codec of
+//! dicom-pixeldata 0.10 too, stops at `unsupported SamplePrecision(12)`), JPEG-LS (the maintained
+//! decoder is CharLS, C++, through `charls-sys`, which needs cmake or a system libcharls), HTJ2K
+//! (openjp2 0.6 carries an HT block decoder, but no HTJ2K sample or encoder is at hand to check
+//! it against pydicom, so it is not claimed), video. We never guess pixels.
 //!
 //! dicom-pixeldata itself is not used: its RLE decoder refuses 32-bit data and indexes unchecked
 //! on short segments, and its JPEG path colour-transforms DICOM `RGB` streams that have no Adobe
-//! marker (see `codec`). We decode the fragments ourselves with the same jpeg-decoder.
+//! marker (see `codec`). We decode the fragments ourselves with the same codecs.
 //!
 //! Images: MONOCHROME1/2 with BitsAllocated 1, 8, 16 or 32 (HighBit = BitsStored − 1), and colour
 //! (RGB, YBR_FULL, YBR_FULL_422; native or from the codecs), which is **converted to luma**
@@ -42,8 +53,9 @@
 //! frame a single-image model sees and the one the percentile window is computed on.
 //!
 //! # Untrusted input
-//! Never panics: header arithmetic is checked or saturating, slices are checked, and the one
-//! third-party codec call (jpeg-decoder) is wrapped in `catch_unwind` as a last resort.
+//! Never panics: header arithmetic is checked or saturating, slices are checked, and the
+//! third-party codec calls (jpeg-decoder, openjp2; both pure Rust, so nothing can abort) are
+//! wrapped in `catch_unwind` as a last resort.
 //! dicom-parser zero-fills an element's declared length (up to 4 GiB) before reading it, so a
 //! pre-scan first checks every declared element and item length against the input (and
 //! inflates deflated data sets with a bound); sequences nest at most 32 deep. The parser holds
@@ -53,9 +65,12 @@
 //! a codec panic would abort the process.
 //!
 //! # How it is checked
-//! `tests/decode.rs` decodes pydicom's own test files and compares with pydicom's decoding
-//! (`tests/python/dicom_fixture.py`, run at test time): lossless data exactly, 8-bit JPEG within
-//! 1 grey level, the file windows and numpy's percentiles to 1e-3; hand-built objects pin the
+//! `tests/decode.rs` decodes pydicom's own test files and a corpus transcoded at test time by
+//! DCMTK and GDCM (`tests/python/dicom_corpus.py`: CT, 12-bit CT, signed MR, a three-frame MR,
+//! RGB and a 2048×2500 12-bit radiograph, into RLE, JPEG Lossless SV1/P14 (also split in 64 KiB
+//! fragments), JPEG 12-bit, JPEG-LS and JPEG 2000 lossless/lossy) and compares with pydicom 3 +
+//! pylibjpeg's decoding (`tests/python/dicom_fixture.py`): lossless data exactly, 8-bit JPEG within
+//! 1 grey level, lossy syntaxes within 1 grey level at 8 bits and 0.1 % of the range above, the file windows and numpy's percentiles to 1e-3; hand-built objects pin the
 //! VOI functions, MONOCHROME1, signed and masked samples, multi-frame, limits and errors; the
 //! resize is compared with Pillow's BILINEAR; and garbage is written into every small fixture
 //! file 60 times to check that decoding returns (an error or an image) quickly and never panics.
