@@ -518,3 +518,44 @@ pub(crate) fn decode_j2k_frame(
         Err(_) => Err(DecodeError::CodecPanicked { uid: ts.into() }),
     }
 }
+
+/// One 12-bit JPEG Extended (Process 4) frame into `out` as little-endian 16-bit words,
+/// pixel-interleaved, as coded (`jpeg12`, ours). Runs inside `catch_unwind` like the others.
+pub(crate) fn decode_jpeg12_frame(
+    ts: &str,
+    frame: &[u8],
+    geometry: FrameGeometry,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData {
+        uid: ts.into(),
+        detail: format!("JPEG 12-bit: {detail}"),
+    };
+    let FrameGeometry {
+        rows,
+        columns,
+        samples,
+        bytes_per_sample,
+    } = geometry;
+    if bytes_per_sample != 2 {
+        return Err(corrupt(format!("BitsAllocated {}", 8 * bytes_per_sample)));
+    }
+    let pixels = rows as usize * columns as usize;
+    let decoded = catch_unwind(AssertUnwindSafe(|| crate::jpeg12::decode(frame, pixels)))
+        .map_err(|_| DecodeError::CodecPanicked { uid: ts.into() })?
+        .map_err(corrupt)?;
+    if (
+        u32::from(decoded.width),
+        u32::from(decoded.height),
+        decoded.components,
+        decoded.precision,
+    ) != (columns, rows, samples, 12)
+    {
+        return Err(corrupt(format!(
+            "frame is {}x{} with {} components of {} bits, the header says {columns}x{rows} with {samples} of 12",
+            decoded.width, decoded.height, decoded.components, decoded.precision
+        )));
+    }
+    out.extend(decoded.samples.iter().flat_map(|v| v.to_le_bytes()));
+    Ok(())
+}

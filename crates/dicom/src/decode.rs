@@ -34,7 +34,10 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ),
     (RLE_LOSSLESS, "RLE Lossless"),
     (JPEG_BASELINE, "JPEG Baseline (Process 1), 8-bit"),
-    (JPEG_EXTENDED, "JPEG Extended (Process 2 & 4), 8-bit only"),
+    (
+        JPEG_EXTENDED,
+        "JPEG Extended (Process 2 & 4), 8 and 12 bits",
+    ),
     (
         JPEG_LOSSLESS,
         "JPEG Lossless, Non-Hierarchical (Process 14), 2 to 16 bits",
@@ -689,16 +692,25 @@ fn decode_encapsulated(
         });
     };
     let jpeg = codec == Codec::Jpeg;
-    // The precision first: 12-bit JPEG must say so, not "BitsAllocated 16".
-    if jpeg
-        && let Some(h) = fragments.first().and_then(|f| codec::jpeg_header(f))
-        && h.precision != 8
+    // The precision first: a JPEG precision other than 8 or 12 must say so, not "BitsAllocated".
+    let jpeg_precision = if jpeg {
+        fragments
+            .first()
+            .and_then(|f| codec::jpeg_header(f))
+            .map(|h| h.precision)
+    } else {
+        None
+    };
+    if let Some(precision) = jpeg_precision
+        && precision != 8
+        && precision != 12
     {
         return Err(DecodeError::UnsupportedJpegPrecision {
             uid: ts.into(),
-            precision: h.precision,
+            precision,
         });
     }
+    let jpeg12 = jpeg_precision == Some(12);
     let starts_frame = |f: &[u8]| match codec {
         Codec::Jpeg | Codec::JpegLossless => f.starts_with(&[0xFF, 0xD8]),
         Codec::Jpeg2000 => f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) || f.get(4..8) == Some(b"jP  "),
@@ -725,7 +737,7 @@ fn decode_encapsulated(
         Photometric::YbrIct | Photometric::YbrRct => Photometric::Rgb,
         other => other,
     };
-    if jpeg && header.bits_allocated != 8 {
+    if jpeg && header.bits_allocated != if jpeg12 { 16 } else { 8 } {
         return Err(DecodeError::UnsupportedImage {
             reason: format!("JPEG with BitsAllocated {}", header.bits_allocated),
         });
@@ -762,6 +774,7 @@ fn decode_encapsulated(
             &joined
         };
         match codec {
+            Codec::Jpeg if jpeg12 => codec::decode_jpeg12_frame(ts, frame, geometry, &mut out)?,
             Codec::Jpeg => {
                 if codec::decode_jpeg_frame(
                     ts,

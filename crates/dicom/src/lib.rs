@@ -17,7 +17,8 @@
 //! | Implicit VR LE, Explicit VR LE, Explicit VR BE | native, unpacked here |
 //! | Deflated Explicit VR LE | inflated by dicom-object, then native |
 //! | RLE Lossless | PS3.5 Annex G, decoded here (8, 16 and 32 bits) |
-//! | JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended (…4.51) | jpeg-decoder, **8-bit only** |
+//! | JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended (…4.51), 8-bit | jpeg-decoder |
+//! | JPEG Extended (…4.51), 12-bit (Process 4) | ours (`jpeg12`: sequential Huffman DCT, float IDCT) |
 //! | JPEG Lossless Process 14 (…4.57) and SV1 (…4.70), 2–16 bits | jpeg-decoder 0.3 (its lossless path) |
 //! | JPEG 2000 lossless and lossy (…4.90, …4.91), 8/16 bits, signed or not, YBR_RCT/ICT | jpeg2k over openjp2 (pure-Rust OpenJPEG port) |
 //!
@@ -29,8 +30,11 @@
 //! them (not masked to BitsStored, which would wrap lossy overshoot), as pydicom does; an unsigned
 //! codestream in a signed object is sign-extended at BitsStored (pydicom's sign correction).
 //!
-//! Refused with a typed error carrying the UID: 12-bit JPEG Extended (jpeg-decoder, the codec of
-//! dicom-pixeldata 0.10 too, stops at `unsupported SamplePrecision(12)`), JPEG-LS (the maintained
+//! 12-bit JPEG is decoded here because jpeg-decoder (the codec of dicom-pixeldata 0.10 too) stops
+//! at `unsupported SamplePrecision(12)` and zune-jpeg has no 12-bit path; ours takes sequential
+//! frames without subsampling (all grey images), and refuses progressive or subsampled 12-bit.
+//!
+//! Refused with a typed error carrying the UID: JPEG-LS (the maintained
 //! decoder is CharLS, C++, through `charls-sys`, which needs cmake or a system libcharls), HTJ2K
 //! (openjp2 0.6 carries an HT block decoder, but no HTJ2K sample or encoder is at hand to check
 //! it against pydicom, so it is not claimed), video. We never guess pixels.
@@ -79,6 +83,7 @@ mod codec;
 mod decode;
 mod error;
 mod image;
+mod jpeg12;
 mod scan;
 mod voi;
 
