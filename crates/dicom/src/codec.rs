@@ -21,7 +21,7 @@ pub(crate) type StartsFrame<'a> = &'a dyn Fn(&[u8]) -> bool;
 /// can tell, `starts_frame`) a new frame at each fragment that starts a codestream.
 pub(crate) fn frames<'a>(
     ts: &str,
-    fragments: &'a [Vec<u8>],
+    fragments: &[&'a [u8]],
     offset_table: &[u64],
     frames: u32,
     starts_frame: Option<StartsFrame<'_>>,
@@ -32,7 +32,7 @@ pub(crate) fn frames<'a>(
     };
     let n = frames as usize;
     if n == 1 {
-        return Ok(vec![fragments.iter().map(Vec::as_slice).collect()]);
+        return Ok(vec![fragments.to_vec()]);
     }
     if offset_table.len() == n {
         // Offsets count item headers (8 bytes each) plus fragment lengths.
@@ -49,7 +49,7 @@ pub(crate) fn frames<'a>(
                 .iter()
                 .zip(&starts)
                 .filter(|(_, s)| **s >= offset && **s < end)
-                .map(|(f, _)| f.as_slice())
+                .map(|(f, _)| *f)
                 .collect();
             if group.is_empty() {
                 return Err(corrupt(format!(
@@ -61,7 +61,7 @@ pub(crate) fn frames<'a>(
         return Ok(out);
     }
     if fragments.len() == n {
-        return Ok(fragments.iter().map(|f| vec![f.as_slice()]).collect());
+        return Ok(fragments.iter().map(|f| vec![*f]).collect());
     }
     if let Some(starts_frame) = starts_frame {
         let mut out: Vec<Vec<&[u8]>> = Vec::new();

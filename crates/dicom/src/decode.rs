@@ -10,12 +10,13 @@
 //!    (rescale) or, for colour, take the luma;
 //! 6. choose the window: from the file, or percentiles of the default frame.
 
+use std::borrow::Cow;
+
 use dicom_core::Tag;
 use dicom_core::header::HasLength;
-use dicom_core::value::{PrimitiveValue, Value};
 use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use dicom_object::{FileMetaTable, InMemDicomObject};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use sha2::{Digest, Sha256};
 
 use crate::error::DecodeError;
@@ -92,11 +93,24 @@ impl Default for DecodeLimits {
 }
 
 /// Everything [`decode_with`] can be told. `DecodeOptions::default()` is what [`decode`] uses.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeOptions {
     pub limits: DecodeLimits,
     /// The window used when the file has none (default 0.5 % to 99.5 % of the default frame).
     pub percentiles: Percentiles,
+    /// Decoded-pixel budget of one frame (Rows x Columns), checked with [`DecodeLimits`] before
+    /// anything is allocated or inflated. Default 64 Mi (67,108,864: 8192 x 8192).
+    pub max_pixels_per_frame: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            limits: DecodeLimits::default(),
+            percentiles: Percentiles::default(),
+            max_pixels_per_frame: 64 << 20,
+        }
+    }
 }
 
 /// A decoded image: the header facts radsight records, and every frame's modality values.
@@ -179,28 +193,59 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
             big: false,
         },
     };
-    // A deflated data set may inflate to its pixels plus 64 MiB of other attributes.
-    let inflate_limit = (ts == DEFLATED_EXPLICIT_VR_LE)
-        .then(|| options.limits.max_pixel_bytes.saturating_add(64 << 20));
-    scan::check_data_set(&body[data_set_start..], encoding, inflate_limit)?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(body)
-        .map_err(|e| DecodeError::ReadDataSet {
-            detail: e.to_string(),
+    // The deflated data set is inflated with a cap derived from the image it declares, checked
+    // against the limits before its pixels are inflated.
+    let budget = |d: &scan::DeclaredImage| -> Result<u64, DecodeError> {
+        let missing = |keyword: &str| DecodeError::NotImage {
+            reason: format!("no {keyword}"),
+        };
+        check_image_limits(
+            d.rows.ok_or_else(|| missing("Rows"))?,
+            d.columns.ok_or_else(|| missing("Columns"))?,
+            d.frames.unwrap_or(1),
+            d.samples.unwrap_or(1),
+            d.bits_allocated.ok_or_else(|| missing("BitsAllocated"))?,
+            options,
+        )
+    };
+    let scanned = scan::check_data_set(
+        &body[data_set_start..],
+        encoding,
+        (ts == DEFLATED_EXPLICIT_VR_LE).then_some(&budget as scan::PixelBudget<'_>),
+    )?;
+    let data: &[u8] = &scanned.data;
+    // The header is parsed without the pixel data, which is read from `data` in place: nothing
+    // the size of the pixels is allocated before the limits are checked.
+    let header_end = scanned.pixel_data.map_or(data.len(), |p| p.header_start);
+    let parse_ts = if ts == DEFLATED_EXPLICIT_VR_LE {
+        EXPLICIT_VR_LE
+    } else {
+        ts.as_str()
+    };
+    let parse_ts = TransferSyntaxRegistry
+        .get(parse_ts)
+        .ok_or_else(|| DecodeError::UnsupportedTransferSyntax { uid: ts.clone() })?;
+    let obj =
+        InMemDicomObject::read_dataset_with_ts(&data[..header_end], parse_ts).map_err(|e| {
+            DecodeError::ReadDataSet {
+                detail: e.to_string(),
+            }
         })?;
 
-    let header = ImageHeader::read(&obj)?;
-    header.check_limits(&options.limits)?;
+    let header = ImageHeader::read(&obj, scanned.pixel_data.is_some())?;
+    check_image_limits(
+        header.rows,
+        header.columns,
+        header.frames,
+        header.samples_per_pixel.into(),
+        header.bits_allocated.into(),
+        options,
+    )?;
 
-    let pixel = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .ok_or_else(|| DecodeError::NotImage {
-            reason: "no PixelData".into(),
-        })?;
-    let native = matches!(pixel.value(), Value::Primitive(_));
+    let pixel = scanned.pixel_data.ok_or_else(|| DecodeError::NotImage {
+        reason: "no PixelData".into(),
+    })?;
+    let native = pixel.length.is_some() && codec_of(&ts).is_none();
     if native
         && matches!(
             header.photometric,
@@ -211,18 +256,27 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
             reason: format!("{} in native pixel data", header.photometric_text),
         });
     }
-    let (stored, photometric_after, value_bits) = match pixel.value() {
-        Value::Primitive(p) => (
-            native_le_bytes(p, &ts, header.bits_allocated),
-            header.photometric,
-            header.bits_stored,
-        ),
-        Value::PixelSequence(seq) => {
-            let offsets = extended_offset_table(&obj)?
-                .unwrap_or_else(|| seq.offset_table().iter().map(|&o| u64::from(o)).collect());
-            decode_encapsulated(&ts, &header, seq.fragments(), &offsets)?
+    let (stored, photometric_after, value_bits) = match pixel.length {
+        Some(length) if native => {
+            let value = data
+                .get(pixel.value_start..pixel.value_start.saturating_add(length))
+                .ok_or_else(|| DecodeError::ReadDataSet {
+                    detail: "PixelData runs past the end".into(),
+                })?;
+            (
+                native_le_bytes(value, &ts, header.bits_allocated, pixel.vr),
+                header.photometric,
+                header.bits_stored,
+            )
         }
-        Value::Sequence(_) => {
+        None if !native => {
+            let (offset_table, fragments) = encapsulated_items(&ts, data, pixel.value_start)?;
+            let offsets = extended_offset_table(&obj)?.unwrap_or(offset_table);
+            let (out, photometric, bits) = decode_encapsulated(&ts, &header, &fragments, &offsets)?;
+            (Cow::Owned(out), photometric, bits)
+        }
+        // Encapsulated data in a native syntax, or a defined length in an encapsulated one.
+        _ => {
             return Err(DecodeError::InvalidAttribute {
                 keyword: "PixelData",
             });
@@ -317,7 +371,7 @@ fn part10_start(bytes: &[u8]) -> Result<usize, DecodeError> {
     }
 }
 
-type Obj = dicom_object::FileDicomObject<InMemDicomObject>;
+type Obj = InMemDicomObject;
 
 fn string(obj: &Obj, tag: Tag) -> Option<String> {
     let s = obj.element_opt(tag).ok()??.to_str().ok()?;
@@ -378,8 +432,8 @@ struct ImageHeader {
 }
 
 impl ImageHeader {
-    fn read(obj: &Obj) -> Result<Self, DecodeError> {
-        if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    fn read(obj: &Obj, has_pixel_data: bool) -> Result<Self, DecodeError> {
+        if !has_pixel_data {
             let has = |tag| obj.element_opt(tag).ok().flatten().is_some();
             if has(tags::FLOAT_PIXEL_DATA) || has(tags::DOUBLE_FLOAT_PIXEL_DATA) {
                 return Err(DecodeError::UnsupportedImage {
@@ -488,40 +542,44 @@ impl ImageHeader {
             window,
         })
     }
+}
 
-    fn check_limits(&self, limits: &DecodeLimits) -> Result<(), DecodeError> {
-        let check = |what, value: u64, limit: u64| {
-            if value > limit {
-                Err(DecodeError::TooLarge { what, value, limit })
-            } else {
-                Ok(())
-            }
-        };
-        check("Rows", self.rows.into(), limits.max_rows.into())?;
-        check("Columns", self.columns.into(), limits.max_columns.into())?;
-        check(
-            "NumberOfFrames",
-            self.frames.into(),
-            limits.max_frames.into(),
-        )?;
-        // u32 x u32 x u32 can overflow u64; saturate, which still exceeds any limit.
-        let pixels = u64::from(self.rows)
-            .saturating_mul(self.columns.into())
-            .saturating_mul(self.frames.into());
-        let stored_bits = pixels
-            .saturating_mul(self.samples_per_pixel.into())
-            .saturating_mul(self.bits_allocated.into());
-        check(
-            "decoded pixel bytes",
-            stored_bits.div_ceil(8),
-            limits.max_pixel_bytes,
-        )?;
-        check(
-            "modality value bytes",
-            pixels.saturating_mul(4),
-            limits.max_pixel_bytes,
-        )
-    }
+/// Checks an image's declared size against the limits and the per-frame pixel budget, before
+/// anything of its size is allocated or inflated; returns the stored pixel bytes it needs.
+fn check_image_limits(
+    rows: u32,
+    columns: u32,
+    frames: u32,
+    samples: u32,
+    bits_allocated: u32,
+    options: &DecodeOptions,
+) -> Result<u64, DecodeError> {
+    let limits = &options.limits;
+    let check = |what, value: u64, limit: u64| {
+        if value > limit {
+            Err(DecodeError::TooLarge { what, value, limit })
+        } else {
+            Ok(())
+        }
+    };
+    check("Rows", rows.into(), limits.max_rows.into())?;
+    check("Columns", columns.into(), limits.max_columns.into())?;
+    check("NumberOfFrames", frames.into(), limits.max_frames.into())?;
+    let per_frame = u64::from(rows) * u64::from(columns);
+    check("pixels per frame", per_frame, options.max_pixels_per_frame)?;
+    // u32 x u32 x u32 can overflow u64; saturate, which still exceeds any limit.
+    let pixels = per_frame.saturating_mul(frames.into());
+    let stored = pixels
+        .saturating_mul(samples.into())
+        .saturating_mul(bits_allocated.into())
+        .div_ceil(8);
+    check("decoded pixel bytes", stored, limits.max_pixel_bytes)?;
+    check(
+        "modality value bytes",
+        pixels.saturating_mul(4),
+        limits.max_pixel_bytes,
+    )?;
+    Ok(stored)
 }
 
 /// Rescale slope and intercept, one pair for all frames or one per frame: top level, else the
@@ -617,37 +675,77 @@ fn file_window(obj: &Obj) -> Option<Window> {
     from(top).or_else(|| functional_group(top, tags::FRAME_VOILUT_SEQUENCE).and_then(from))
 }
 
-/// Native pixel data as little-endian bytes, whatever VR dicom-parser gave it.
+/// Native pixel data as little-endian words, from the bytes as stored (borrowed when they
+/// already are).
 ///
-/// Little endian: values to little-endian bytes. Big endian: rebuild the stream as it was in the
-/// file (OW words big endian), then reverse each BitsAllocated word (16/32); 1- and 8-bit data
-/// in OW words is a byte stream in little-endian word order, as pydicom reads it.
-fn native_le_bytes(p: &PrimitiveValue, ts: &str, bits_allocated: u16) -> Vec<u8> {
-    let big = ts == EXPLICIT_VR_BE;
-    let mut out: Vec<u8> = match p {
-        PrimitiveValue::U8(v) => v.to_vec(),
-        PrimitiveValue::U16(v) if big && bits_allocated > 8 => {
-            v.iter().flat_map(|x| x.to_be_bytes()).collect()
-        }
-        PrimitiveValue::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        PrimitiveValue::I16(v) if big && bits_allocated > 8 => {
-            v.iter().flat_map(|x| x.to_be_bytes()).collect()
-        }
-        PrimitiveValue::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        PrimitiveValue::U32(v) if big => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
-        PrimitiveValue::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        PrimitiveValue::I32(v) if big => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
-        PrimitiveValue::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        // Any other VR for PixelData is malformed; hand over what dicom-core serialises so the
-        // length check reports it.
-        other => other.to_bytes().into_owned(),
+/// Little endian: as stored. Big endian: each BitsAllocated word (16/32) reversed; 1- and 8-bit
+/// data in OW is a byte stream in little-endian word order (each 16-bit word swapped), as
+/// pydicom reads it; in OB it is as stored.
+fn native_le_bytes<'a>(
+    value: &'a [u8],
+    ts: &str,
+    bits_allocated: u16,
+    vr: Option<[u8; 2]>,
+) -> Cow<'a, [u8]> {
+    if ts != EXPLICIT_VR_BE {
+        return Cow::Borrowed(value);
+    }
+    let word = if bits_allocated > 8 {
+        usize::from(bits_allocated / 8)
+    } else if vr == Some(*b"OW") {
+        2
+    } else {
+        return Cow::Borrowed(value);
     };
-    if big && bits_allocated > 8 {
-        for word in out.chunks_exact_mut(usize::from(bits_allocated / 8)) {
-            word.reverse();
+    let mut out = value.to_vec();
+    for w in out.chunks_exact_mut(word) {
+        w.reverse();
+    }
+    Cow::Owned(out)
+}
+
+/// The Basic Offset Table and the fragments of encapsulated pixel data starting at `start`
+/// (item lengths were checked by the pre-scan; checked again here).
+fn encapsulated_items<'a>(
+    ts: &str,
+    data: &'a [u8],
+    start: usize,
+) -> Result<(Vec<u64>, Vec<&'a [u8]>), DecodeError> {
+    let corrupt = |detail: &str| DecodeError::DecodePixelData {
+        uid: ts.into(),
+        detail: detail.into(),
+    };
+    let mut pos = start;
+    let mut items = Vec::new();
+    while let Some(h) = data.get(pos..pos + 8) {
+        let (group, element) = (
+            u16::from_le_bytes([h[0], h[1]]),
+            u16::from_le_bytes([h[2], h[3]]),
+        );
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        pos += 8;
+        match (group, element) {
+            (0xFFFE, 0xE0DD) => break,
+            (0xFFFE, 0xE000) => {
+                let item = data
+                    .get(pos..pos.saturating_add(len))
+                    .ok_or_else(|| corrupt("pixel data item runs past the end"))?;
+                items.push(item);
+                pos += len;
+            }
+            _ => return Err(corrupt("expected a pixel data item")),
         }
     }
-    out
+    let Some((table, fragments)) = items.split_first() else {
+        return Err(corrupt(
+            "encapsulated pixel data without a Basic Offset Table item",
+        ));
+    };
+    let offsets = table
+        .chunks_exact(4)
+        .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    Ok((offsets, fragments.to_vec()))
 }
 
 /// The codec family of an encapsulated transfer syntax.
@@ -682,7 +780,7 @@ fn codec_of(ts: &str) -> Option<Codec> {
 fn decode_encapsulated(
     ts: &str,
     header: &ImageHeader,
-    fragments: &[Vec<u8>],
+    fragments: &[&[u8]],
     offset_table: &[u64],
 ) -> Result<(Vec<u8>, Photometric, u16), DecodeError> {
     let Some(codec) = codec_of(ts) else {

@@ -60,12 +60,18 @@
 //! Never panics: header arithmetic is checked or saturating, slices are checked, and the
 //! third-party codec calls (jpeg-decoder, openjp2; both pure Rust, so nothing can abort) are
 //! wrapped in `catch_unwind` as a last resort.
-//! dicom-parser zero-fills an element's declared length (up to 4 GiB) before reading it, so a
-//! pre-scan first checks every declared element and item length against the input (and
-//! inflates deflated data sets with a bound); sequences nest at most 32 deep. The parser holds
-//! the PixelData element in memory before [`DecodeLimits`] are checked, so that copy is bounded
-//! by the input length, not by the limits; everything decoded or allocated after it is bounded
-//! by the limits. `catch_unwind` needs the default `panic = "unwind"`; under `panic = "abort"`
+//! dicom-parser zero-fills an element's declared length (up to 4 GiB) before it reads the
+//! value, so a pre-scan (`scan`) first checks every declared element and item length against
+//! the input, refuses anything but an item or a delimiter inside a sequence (dicom-parser reads
+//! on and allocates; one changed length byte of pydicom's `ExplVR_BigEnd.dcm` cost 1.4 GB per
+//! decode), limits nesting to 32, and notes where the top-level PixelData starts. Only the
+//! header before PixelData is parsed by dicom-object; [`DecodeLimits`] and the per-frame pixel
+//! budget ([`DecodeOptions::max_pixels_per_frame`], default 64 Mi pixels) are checked on it, and
+//! the pixel data is then read in place from the input (native little-endian data is not even
+//! copied). A deflated data set is inflated in chunks: at most 64 MiB before PixelData, then
+//! only as much as the image it declares needs (its pixel bytes, twice that when encapsulated,
+//! plus 1 MiB), and an image over the limits is refused before its pixels are inflated.
+//! `catch_unwind` needs the default `panic = "unwind"`; under `panic = "abort"`
 //! a codec panic would abort the process.
 //!
 //! # How it is checked
@@ -78,6 +84,10 @@
 //! VOI functions, MONOCHROME1, signed and masked samples, multi-frame, limits and errors; the
 //! resize is compared with Pillow's BILINEAR; and garbage is written into every small fixture
 //! file 60 times to check that decoding returns (an error or an image) quickly and never panics.
+//! Memory cases run in a child process that reports its peak RSS (VmHWM), each under 512 MB:
+//! all 255 other values of byte 903 of `ExplVR_BigEnd.dcm`, a deflated 16384×16384 image
+//! (about 1.2 MB deflated), a deflated object with 1 GiB of zeros before its pixels, and a 1 KB
+//! file declaring 2 GB of pixel data.
 
 mod codec;
 mod decode;

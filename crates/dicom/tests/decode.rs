@@ -681,6 +681,23 @@ fn a_60000_by_60000_header_is_refused_before_any_pixel_is_read() {
         matches!(
             err,
             DecodeError::TooLarge {
+                what: "pixels per frame",
+                value: 3_600_000_000,
+                limit: 67_108_864,
+            }
+        ),
+        "{err:?}"
+    );
+    let options = DecodeOptions {
+        limits,
+        max_pixels_per_frame: u64::MAX,
+        ..DecodeOptions::default()
+    };
+    let err = decode_with(&bytes, &options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
                 what: "decoded pixel bytes",
                 ..
             }
@@ -779,8 +796,24 @@ fn an_rle_fragment_too_short_for_the_header_is_refused_before_allocating_the_fra
         8,
         vec![fragment],
     );
-    let started = std::time::Instant::now();
+    // By default the per-frame pixel budget (64 Mi) refuses it from the header alone.
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "pixels per frame",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let options = DecodeOptions {
+        max_pixels_per_frame: u64::MAX,
+        ..DecodeOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let err = decode_with(&bytes, &options).unwrap_err();
     assert!(err.to_string().contains("fragment too short"), "{err}");
     assert!(
         started.elapsed().as_secs() < 2,
@@ -929,4 +962,299 @@ fn a_model_map_maps_back_onto_the_source_grid() {
     }
     let wrong = GrayImage::new(64, 64, vec![0.0; 4096]).unwrap();
     assert!(lb.map_to_source(&wrong).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory cases (issues 11 and 13): each runs in a child process (this test binary, filtered to
+// `memory_case_child_entry_point`), which reports its peak RSS (VmHWM); each must stay under
+// 512 MB and end in an image or a typed error within seconds.
+
+const MEMORY_CASE_ENV: &str = "RADSIGHT_DICOM_MEMORY_CASE";
+const PEAK_RSS_LIMIT_KB: u64 = 512 * 1024;
+
+/// Not a test by itself: the child side of `memory_cases_*` (does nothing unless the parent set
+/// the environment variable).
+#[test]
+fn memory_case_child_entry_point() {
+    let Ok(case) = std::env::var(MEMORY_CASE_ENV) else {
+        return;
+    };
+    let (kind, path) = case.split_once(':').unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let mut outcomes = std::collections::BTreeSet::new();
+    let mut record = |r: Result<radsight_dicom::DecodedImage, DecodeError>| {
+        outcomes.insert(match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code().to_string(),
+        });
+    };
+    match kind {
+        // Every other value of the byte at 903 (the low byte of an element length).
+        "byte903" => {
+            for b in 0..=255u8 {
+                if b == bytes[903] {
+                    continue;
+                }
+                let mut changed = bytes.clone();
+                changed[903] = b;
+                record(decode(&changed, &DecodeLimits::default()));
+            }
+        }
+        _ => record(decode(&bytes, &DecodeLimits::default())),
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .to_string();
+    println!("VMHWM_KB={hwm}");
+    println!(
+        "OUTCOMES={}",
+        outcomes.into_iter().collect::<Vec<_>>().join(",")
+    );
+}
+
+/// Runs one memory case in a child process; returns (peak RSS in kB, outcomes, seconds).
+fn run_memory_case(case: &str) -> (u64, String, f64) {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "memory_case_child_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MEMORY_CASE_ENV, case)
+        .output()
+        .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child for {case} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.split_once(name).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
+    (
+        field("VMHWM_KB=").parse().unwrap(),
+        field("OUTCOMES="),
+        seconds,
+    )
+}
+
+fn memory_case_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dicom-memory-cases");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A deflated Part 10 object: meta group (Deflated Explicit VR Little Endian) + `deflated`.
+fn deflated_part10(deflated: &[u8]) -> Vec<u8> {
+    let ts = b"1.2.840.10008.1.2.1.99\0";
+    let sop = b"1.2.3.4\0";
+    let class = b"1.2.840.10008.5.1.4.1.1.7\0";
+    let mut elements = Vec::new();
+    let mut element = |element: u16, vr: &[u8; 2], value: &[u8]| {
+        elements.extend_from_slice(&0x0002u16.to_le_bytes());
+        elements.extend_from_slice(&element.to_le_bytes());
+        elements.extend_from_slice(vr);
+        if vr == b"OB" {
+            elements.extend_from_slice(&[0, 0]);
+            elements.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            elements.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        elements.extend_from_slice(value);
+    };
+    element(0x0001, b"OB", &[0, 1]);
+    element(0x0002, b"UI", class);
+    element(0x0003, b"UI", sop);
+    element(0x0010, b"UI", ts);
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&(elements.len() as u32).to_le_bytes());
+    out.extend_from_slice(&elements);
+    out.extend_from_slice(deflated);
+    out
+}
+
+/// Explicit VR little endian elements of a grey 8-bit image header (group 0028).
+fn grey8_header(rows: u16, columns: u16) -> Vec<u8> {
+    let mut d = Vec::new();
+    let mut us = |element: u16, v: u16| {
+        d.extend_from_slice(&0x0028u16.to_le_bytes());
+        d.extend_from_slice(&element.to_le_bytes());
+        d.extend_from_slice(b"US");
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&v.to_le_bytes());
+    };
+    us(0x0002, 1);
+    let mut pi = Vec::new();
+    pi.extend_from_slice(&0x0028u16.to_le_bytes());
+    pi.extend_from_slice(&0x0004u16.to_le_bytes());
+    pi.extend_from_slice(b"CS");
+    pi.extend_from_slice(&12u16.to_le_bytes());
+    pi.extend_from_slice(b"MONOCHROME2 ");
+    d.extend_from_slice(&pi);
+    let mut us = |element: u16, v: u16| {
+        d.extend_from_slice(&0x0028u16.to_le_bytes());
+        d.extend_from_slice(&element.to_le_bytes());
+        d.extend_from_slice(b"US");
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&v.to_le_bytes());
+    };
+    us(0x0010, rows);
+    us(0x0011, columns);
+    us(0x0100, 8);
+    us(0x0101, 8);
+    us(0x0102, 7);
+    us(0x0103, 0);
+    d
+}
+
+fn ob_header(group: u16, element: u16, len: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&group.to_le_bytes());
+    d.extend_from_slice(&element.to_le_bytes());
+    d.extend_from_slice(b"OB\0\0");
+    d.extend_from_slice(&len.to_le_bytes());
+    d
+}
+
+/// Deflates `prefix`, then `zeros` zero bytes (in 1 MiB blocks that, being all zeros, can be
+/// repeated verbatim: back-references only ever see zeros), then `suffix`.
+fn deflate_with_zeros(prefix: &[u8], zeros: u64, suffix: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    const MIB: usize = 1 << 20;
+    let block = vec![0u8; MIB];
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(prefix).unwrap();
+    let whole = zeros / MIB as u64;
+    let rest = (zeros % MIB as u64) as usize;
+    let mut out = Vec::new();
+    if whole >= 2 {
+        encoder.write_all(&block).unwrap();
+        encoder.flush().unwrap();
+        out.append(encoder.get_mut());
+        encoder.write_all(&block).unwrap();
+        encoder.flush().unwrap();
+        let repeated = std::mem::take(encoder.get_mut());
+        for _ in 1..whole {
+            out.extend_from_slice(&repeated);
+        }
+    } else {
+        for _ in 0..whole {
+            encoder.write_all(&block).unwrap();
+        }
+    }
+    encoder.write_all(&block[..rest]).unwrap();
+    encoder.write_all(suffix).unwrap();
+    out.extend_from_slice(&encoder.finish().unwrap());
+    out
+}
+
+#[test]
+fn memory_cases_a_changed_length_byte_in_the_big_endian_file_stays_bounded() {
+    // ExplVR_BigEnd.dcm, byte 903: the low byte of SamplesPerPixel's length; one value of it
+    // made the old decoder take 2.8 GB. All 255 other values, in one child.
+    let path = fixture_dir().join("ExplVR_BigEnd.dcm");
+    let (kb, outcomes, seconds) = run_memory_case(&format!("byte903:{}", path.display()));
+    println!("ExplVR_BigEnd byte 903 x255: peak {kb} kB, {seconds:.1} s, outcomes {outcomes}");
+    assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
+    assert!(seconds < 60.0, "took {seconds} s");
+}
+
+#[test]
+fn memory_cases_a_deflated_16384_square_image_is_refused_before_inflating_its_pixels() {
+    let pixels: u64 = 16384 * 16384;
+    let mut prefix = grey8_header(16384, 16384);
+    prefix.extend_from_slice(&ob_header(0x7FE0, 0x0010, pixels as u32));
+    let file = deflated_part10(&deflate_with_zeros(&prefix, pixels, &[]));
+    assert!(file.len() < 2 << 20, "{} bytes", file.len());
+    let path = memory_case_dir().join("deflated_16384.dcm");
+    std::fs::write(&path, &file).unwrap();
+    let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
+    println!(
+        "deflated 16384x16384 ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}",
+        file.len()
+    );
+    assert_eq!(outcomes, "dicom-too-large");
+    assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
+    // And in-process: the per-frame pixel budget names it.
+    let err = decode(&file, &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "pixels per frame",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn memory_cases_a_deflated_gigabyte_before_the_pixels_is_refused_at_the_header_cap() {
+    // A 512 x 512 image behind a 1 GiB private OB element: the old decoder inflated up to its
+    // 1 GiB cap; now at most 64 MiB are inflated before PixelData.
+    let mut prefix = grey8_header(512, 512);
+    prefix.extend_from_slice(&ob_header(0x0009, 0x1010, 1 << 30));
+    let mut suffix = ob_header(0x7FE0, 0x0010, 512 * 512);
+    suffix.extend(std::iter::repeat_n(7u8, 512 * 512));
+    let file = deflated_part10(&deflate_with_zeros(&prefix, 1 << 30, &suffix));
+    let path = memory_case_dir().join("deflated_gigabyte.dcm");
+    std::fs::write(&path, &file).unwrap();
+    let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
+    println!(
+        "deflated 1 GiB before PixelData ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}",
+        file.len()
+    );
+    assert_eq!(outcomes, "dicom-too-large");
+    assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
+    // A deflated image whose pixels follow a small header decodes (the cap is derived from it).
+    let mut prefix = grey8_header(512, 512);
+    prefix.extend_from_slice(&ob_header(0x7FE0, 0x0010, 512 * 512));
+    let file = deflated_part10(&deflate_with_zeros(&prefix, 512 * 512, &[]));
+    let img = decode(&file, &DecodeLimits::default()).unwrap();
+    assert_eq!((img.rows, img.columns), (512, 512));
+}
+
+#[test]
+fn a_two_gigabyte_pixel_data_in_a_small_header_is_refused_without_allocating_it() {
+    // A 1 KB explicit VR little endian file whose PixelData declares 2 GB, for a header whose
+    // size is within the limits (8192 x 8192 x 16 frames x 16 bits) and for one that is not.
+    for (rows, frames) in [(8192u16, Some("16")), (46341, None)] {
+        let mut spec = Spec::grey16(rows, rows, vec![0; 4]);
+        spec.frames = frames;
+        let mut bytes = spec.bytes();
+        let pos = bytes
+            .windows(4)
+            .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+            .unwrap();
+        bytes[pos + 8..pos + 12].copy_from_slice(&2_147_483_648u32.to_le_bytes());
+        assert!(bytes.len() < 2048, "{}", bytes.len());
+        let started = std::time::Instant::now();
+        let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+        assert!(
+            started.elapsed().as_millis() < 500,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(err.code(), "dicom-corrupt" | "dicom-too-large"),
+            "{err:?}"
+        );
+    }
 }
