@@ -1,3 +1,10 @@
+#!/usr/bin/env python3
+"""Regenerates the fuzz seed corpus (corpus/decode/): tiny synthetic images (16x16 12-bit and
+8-bit grey, 16x16 RGB), in every transfer syntax of tests/python/dicom_corpus.py (DCMTK, GDCM)
+and deflated. Run from the repository root with the test venv:
+
+    .venv-test/bin/python crates/dicom/fuzz/make_seeds.py crates/dicom/fuzz/corpus/decode
+"""
 import os, subprocess, sys, numpy as np
 sys.path.insert(0, "tests/python")
 import dicom_corpus
