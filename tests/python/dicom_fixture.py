@@ -81,6 +81,9 @@ CASES = {
     # generated below: 8-bit grey JPEG baseline / extended
     "gray_jpeg_baseline.dcm": "ok",
     "gray_jpeg_extended8.dcm": "ok",
+    # generated below: VOI LUT Sequence, Presentation LUT Shape INVERSE
+    "voi_lut_mr.dcm": "ok",
+    "inverse_mr.dcm": "ok",
     # JPEG Lossless SV1 (RGB, gdcm)
     "SC_rgb_jpeg_gdcm.dcm": "ok",
     # JPEG 2000 lossless and lossy, signed and unsigned, grey and YBR_RCT/RGB colour
@@ -91,16 +94,17 @@ CASES = {
     "MR_small_jp2klossless.dcm": "ok",
     "SC_rgb_gdcm_KY.dcm": "ok",  # lossy RGB
     "examples_jpeg2k.dcm": "ok",  # YBR_RCT
+    # JPEG-LS lossless and near-lossless, 8 and 16 bits, line-interleaved RGB
+    "MR_small_jpeg_ls_lossless.dcm": "ok",
+    "JPEGLSNearLossless_08.dcm": "ok",
+    "JPEGLSNearLossless_16.dcm": "ok",
+    "SC_rgb_jls_lossy_line.dcm": "ok",
+    "SC_rgb_jls_lossy_sample.dcm": "ok",
     # refused with a clear error
     "JPGExtended.dcm": "ok",  # 12-bit JPEG extended
     # 12-bit JPEG extended that pylibjpeg-libjpeg refuses ("Invalid SOS parameters" in DCMTK's
     # words, which decodes it anyway): the reference is DCMTK's dcmdjpeg (REFERENCE_BY_DCMTK).
     "JPEG-lossy.dcm": "ok",
-    "MR_small_jpeg_ls_lossless.dcm": "dicom-unsupported-transfer-syntax",
-    "JPEGLSNearLossless_08.dcm": "dicom-unsupported-transfer-syntax",
-    "JPEGLSNearLossless_16.dcm": "dicom-unsupported-transfer-syntax",
-    "SC_rgb_jls_lossy_line.dcm": "dicom-unsupported-transfer-syntax",
-    "SC_rgb_jls_lossy_sample.dcm": "dicom-unsupported-transfer-syntax",
     "examples_palette.dcm": "dicom-unsupported-image",
     "MR_truncated.dcm": "dicom-corrupt",
     "badVR.dcm": "dicom-corrupt",  # NumberOfFrames "1A"
@@ -141,6 +145,30 @@ def write_gray_jpegs(src_dir, out_dir):
         out.PixelData = encapsulate([jpeg])
         out["PixelData"].VR = "OB"
         out.save_as(os.path.join(out_dir, name), enforce_file_format=True)
+
+
+def write_voi_lut_and_inverse(src_dir, out_dir):
+    """MR_small with a VOI LUT Sequence (a square-root curve, 12-bit output, no window), and
+    MR_small with Presentation LUT Shape INVERSE (pydicom ships neither)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(os.path.join(src_dir, "MR_small.dcm"))
+    for kw in ("WindowCenter", "WindowWidth"):
+        if kw in ds:
+            delattr(ds, kw)
+    item = Dataset()
+    count = 2048
+    item.LUTDescriptor = [count, 0, 12]
+    item.LUTData = [int(round(4095 * (i / (count - 1)) ** 0.5)) for i in range(count)]
+    item["LUTData"].VR = "US"
+    item.LUTExplanation = "square root"
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(os.path.join(out_dir, "voi_lut_mr.dcm"), enforce_file_format=True)
+
+    ds = pydicom.dcmread(os.path.join(src_dir, "MR_small.dcm"))
+    ds.PresentationLUTShape = "INVERSE"
+    ds.save_as(os.path.join(out_dir, "inverse_mr.dcm"), enforce_file_format=True)
 
 
 def luma(rgb):
@@ -236,13 +264,23 @@ def reference_entry(name, dst, expect):
         bits = int(ds.BitsStored)
         slope = abs(float(ds.get("RescaleSlope", 1) or 1)) if not colour else 1.0
         entry["tolerance"] = max(1.0, 0.001 * 2.0**bits) * slope
-    if not colour and not ("WindowCenter" in ds and "WindowWidth" in ds):
+    has_lut = "VOILUTSequence" in ds
+    has_window = ("WindowCenter" in ds and "WindowWidth" in ds) or has_lut
+    if not colour and not has_window:
         # radsight's default window: numpy's 0.5 and 99.5 percentiles of the middle frame.
         entry["percentiles"] = [float(x) for x in np.percentile(values[frames // 2], [0.5, 99.5])]
-    if not colour and "WindowCenter" in ds and "WindowWidth" in ds:
+    if not colour and has_window:
+        # pydicom prefers the VOI LUT Sequence to the window, as radsight does.
         voi = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0).astype(np.float64)
-        y_min, y_max = voi_range(ds)
+        if has_lut:
+            y_min, y_max = 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
+            entry["voi_lut"] = True
+        else:
+            y_min, y_max = voi_range(ds)
         voi = ((voi - y_min) / (y_max - y_min)).reshape(frames, int(ds.Rows), int(ds.Columns))
+        if ds.get("PresentationLUTShape") == "INVERSE":
+            # pydicom leaves the Presentation LUT to the caller; radsight inverts the output.
+            voi = 1.0 - voi
         voi.astype("<f4").tofile(dst + ".voi.f32")
         entry["voi"] = name + ".voi.f32"
     return entry
@@ -255,6 +293,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     src_dir = test_files_dir()
     write_gray_jpegs(src_dir, out_dir)
+    write_voi_lut_and_inverse(src_dir, out_dir)
     write_resize_reference(out_dir)
     manifest = {"pydicom": pydicom.__version__, "files": []}
     for name, expect in CASES.items():

@@ -445,8 +445,8 @@ pub(crate) fn j2k_size(data: &[u8]) -> Option<J2kSize> {
 /// words of `bytes_per_sample` bytes, pixel-interleaved. The SIZ segment is checked against the
 /// header before the decoder allocates anything (size, components, no subsampling, precision
 /// at most 16 bits, at most 65535 tiles). A multiple-component transform (YBR_ICT/YBR_RCT) is
-/// inverted by the decoder, so colour comes out as RGB. Truncated codestreams are refused
-/// (OpenJPEG's strict mode); openjp2 runs inside `catch_unwind`. Returns whether the
+/// inverted by the decoder, so colour comes out as RGB. Truncated codestreams (no EOC marker at
+/// the end) are refused; the call runs inside `catch_unwind`. Returns whether the
 /// codestream's components are signed.
 pub(crate) fn decode_j2k_frame(
     ts: &str,
@@ -485,11 +485,22 @@ pub(crate) fn decode_j2k_frame(
             )));
         }
     }
+    // A truncated codestream would be decoded partially: it must end with EOC (0xFFD9),
+    // allowing for the padding byte of an even-length fragment.
+    if !frame[frame.len().saturating_sub(4)..]
+        .windows(2)
+        .any(|w| w == [0xFF, 0xD9])
+    {
+        return Err(corrupt(
+            "codestream has no end-of-codestream marker (truncated)".into(),
+        ));
+    }
     let pixels = rows as usize * columns as usize;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let image =
-            jpeg2k::Image::from_bytes_with(frame, jpeg2k::DecodeParameters::new().strict(true))
-                .map_err(|e| e.to_string())?;
+        // Not OpenJPEG's strict mode: with it, 2.5.3 decodes pydicom's GDCMJ2K_TextGBR.dcm
+        // differently from pylibjpeg-openjpeg (by up to 60 grey levels).
+        let image = jpeg2k::Image::from_bytes_with(frame, jpeg2k::DecodeParameters::new())
+            .map_err(|e| e.to_string())?;
         let components = image.components();
         if components.len() != samples
             || components
@@ -557,5 +568,53 @@ pub(crate) fn decode_jpeg12_frame(
         )));
     }
     out.extend(decoded.samples.iter().flat_map(|v| v.to_le_bytes()));
+    Ok(())
+}
+
+/// One JPEG-LS frame (lossless or near-lossless) into `out` as little-endian words of
+/// `bytes_per_sample` bytes, pixel-interleaved (`jpegls`, ours). A feature the decoder does not
+/// carry (sample interleave, mapping tables) is [`DecodeError::UnsupportedImage`].
+pub(crate) fn decode_jpegls_frame(
+    ts: &str,
+    frame: &[u8],
+    geometry: FrameGeometry,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| match detail.strip_prefix("unsupported: ") {
+        Some(reason) => DecodeError::UnsupportedImage {
+            reason: reason.into(),
+        },
+        None => DecodeError::DecodePixelData {
+            uid: ts.into(),
+            detail: format!("JPEG-LS: {detail}"),
+        },
+    };
+    let FrameGeometry {
+        rows,
+        columns,
+        samples,
+        bytes_per_sample,
+    } = geometry;
+    let pixels = rows as usize * columns as usize;
+    let decoded = catch_unwind(AssertUnwindSafe(|| crate::jpegls::decode(frame, pixels)))
+        .map_err(|_| DecodeError::CodecPanicked { uid: ts.into() })?
+        .map_err(corrupt)?;
+    if (decoded.width, decoded.height, decoded.components) != (columns, rows, samples)
+        || (decoded.precision > 8 && bytes_per_sample < 2)
+    {
+        return Err(corrupt(format!(
+            "frame is {}x{} with {} components of {} bits, the header says {columns}x{rows} with {samples} in {} bits",
+            decoded.width,
+            decoded.height,
+            decoded.components,
+            decoded.precision,
+            8 * bytes_per_sample
+        )));
+    }
+    let width = bytes_per_sample.min(2);
+    for v in &decoded.samples {
+        out.extend_from_slice(&v.to_le_bytes()[..width]);
+        out.extend(std::iter::repeat_n(0, bytes_per_sample - width));
+    }
     Ok(())
 }

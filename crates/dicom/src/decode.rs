@@ -20,7 +20,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 use sha2::{Digest, Sha256};
 
 use crate::error::DecodeError;
-use crate::voi::{Percentiles, VoiFunction, Window, WindowSource};
+use crate::voi::{Percentiles, VoiFunction, VoiLut, Window, WindowSource};
 use crate::{codec, scan};
 
 /// Transfer syntaxes [`decode`] accepts, with their names. Everything else is refused with
@@ -47,6 +47,8 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
         JPEG_LOSSLESS_SV1,
         "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 SV1), 2 to 16 bits",
     ),
+    (JPEG_LS_LOSSLESS, "JPEG-LS Lossless"),
+    (JPEG_LS_NEAR_LOSSLESS, "JPEG-LS Lossy (Near-Lossless)"),
     (
         JPEG_2000_LOSSLESS,
         "JPEG 2000 Image Compression (Lossless Only)",
@@ -63,6 +65,8 @@ const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
+const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+const JPEG_LS_NEAR_LOSSLESS: &str = "1.2.840.10008.1.2.4.81";
 const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 
@@ -137,8 +141,14 @@ pub struct DecodedImage {
     /// slope/intercept); for colour input the Rec. 601 luma `0.299 R + 0.587 G + 0.114 B` of the
     /// stored RGB values (no rescale applies to colour).
     pub modality_values: Vec<f32>,
-    /// The VOI window [`DecodedImage::normalised_frame`] applies.
+    /// The VOI window [`DecodedImage::normalised_frame`] applies (when there is no VOI LUT).
     pub window: Window,
+    /// The first item of the file's VOI LUT Sequence (top level, else the Frame VOI LUT
+    /// functional group), which [`DecodedImage::normalised_frame`] applies instead of the window
+    /// (as pydicom's `apply_voi_lut` prefers it). Grey images only.
+    pub voi_lut: Option<VoiLut>,
+    /// Presentation LUT Shape is INVERSE (see [`DecodedImage::inverted`]).
+    pub presentation_inverse: bool,
     /// SHA-256 of the decoded stored samples, before masking and rescale: one little-endian word
     /// of BitsAllocated bits (one byte for 1-bit images) per sample, pixel-interleaved, all frames
     /// (YBR_FULL_422 native data is hashed as stored). Equal for the same pixels in any lossless
@@ -305,15 +315,23 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     let (modality_values, pixel_sha256) = layout.unpack(&stored[..expected as usize])?;
 
     let default_frame = header.frames / 2;
-    let window = match header.window {
-        Some(w) => w,
-        None => {
+    let voi_lut = if header.samples_per_pixel == 1 {
+        voi_lut(&obj, header.signed)
+    } else {
+        None
+    };
+    let window = match (header.window, &voi_lut) {
+        (Some(w), None) => w,
+        (_, Some(lut)) => lut.window(),
+        (None, None) => {
             let per_frame = (header.rows as usize) * (header.columns as usize);
             let start = default_frame as usize * per_frame;
             let frame = modality_values.get(start..start + per_frame).unwrap_or(&[]);
             Window::from_percentiles(frame, options.percentiles)
         }
     };
+    let presentation_inverse =
+        string(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
 
     Ok(DecodedImage {
         rows: header.rows,
@@ -332,8 +350,59 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         study_instance_uid: string(&obj, tags::STUDY_INSTANCE_UID),
         modality_values,
         window,
+        voi_lut,
+        presentation_inverse,
         pixel_sha256,
     })
+}
+
+/// The first VOI LUT Sequence item, at top level or in the Frame VOI LUT functional group.
+/// A LUT whose descriptor and data disagree, or whose bit depth is not 1–16, is ignored (the
+/// window or the percentiles apply), never guessed.
+fn voi_lut(obj: &Obj, signed: bool) -> Option<VoiLut> {
+    let item = obj
+        .element_opt(tags::VOILUT_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items()?.first())
+        .or_else(|| {
+            functional_group(obj, tags::FRAME_VOILUT_SEQUENCE)?
+                .element_opt(tags::VOILUT_SEQUENCE)
+                .ok()??
+                .items()?
+                .first()
+        })?;
+    let descriptor = item
+        .element_opt(tags::LUT_DESCRIPTOR)
+        .ok()??
+        .to_multi_int::<i32>()
+        .ok()?;
+    let (count, first, bits) = (
+        *descriptor.first()?,
+        *descriptor.get(1)?,
+        *descriptor.get(2)?,
+    );
+    let count = if count == 0 {
+        65536
+    } else {
+        count as usize & 0xFFFF
+    };
+    // The first mapped value is signed when the pixels are (PS3.3 C.11.2.1.1), whatever the VR.
+    let first = if signed && (32768..65536).contains(&first) {
+        first - 65536
+    } else {
+        first
+    };
+    let bits = u8::try_from(bits).ok().filter(|b| (1..=16).contains(b))?;
+    let data: Vec<u16> = item
+        .element_opt(tags::LUT_DATA)
+        .ok()??
+        .to_multi_int::<u32>()
+        .ok()?
+        .into_iter()
+        .map(|v| v.min(0xFFFF) as u16)
+        .collect();
+    (data.len() == count).then_some(VoiLut { first, bits, data })
 }
 
 /// The Extended Offset Table (7FE0,0001), little-endian 64-bit offsets, when present; it then
@@ -755,6 +824,7 @@ enum Codec {
     /// JPEG Baseline / Extended (DCT).
     Jpeg,
     JpegLossless,
+    JpegLs,
     Jpeg2000,
 }
 
@@ -763,6 +833,7 @@ fn codec_of(ts: &str) -> Option<Codec> {
         RLE_LOSSLESS => Some(Codec::Rle),
         JPEG_BASELINE | JPEG_EXTENDED => Some(Codec::Jpeg),
         JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => Some(Codec::JpegLossless),
+        JPEG_LS_LOSSLESS | JPEG_LS_NEAR_LOSSLESS => Some(Codec::JpegLs),
         JPEG_2000_LOSSLESS | JPEG_2000 => Some(Codec::Jpeg2000),
         _ => None,
     }
@@ -810,7 +881,7 @@ fn decode_encapsulated(
     }
     let jpeg12 = jpeg_precision == Some(12);
     let starts_frame = |f: &[u8]| match codec {
-        Codec::Jpeg | Codec::JpegLossless => f.starts_with(&[0xFF, 0xD8]),
+        Codec::Jpeg | Codec::JpegLossless | Codec::JpegLs => f.starts_with(&[0xFF, 0xD8]),
         Codec::Jpeg2000 => f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) || f.get(4..8) == Some(b"jP  "),
         Codec::Rle => false,
     };
@@ -888,6 +959,7 @@ fn decode_encapsulated(
             Codec::JpegLossless => {
                 codec::decode_jpeg_lossless_frame(ts, frame, geometry, &mut out)?;
             }
+            Codec::JpegLs => codec::decode_jpegls_frame(ts, frame, geometry, &mut out)?,
             Codec::Jpeg2000 => {
                 let codestream_signed = codec::decode_j2k_frame(ts, frame, geometry, &mut out)?;
                 if codestream_signed || !header.signed {

@@ -20,13 +20,14 @@
 //! | JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended (…4.51), 8-bit | jpeg-decoder |
 //! | JPEG Extended (…4.51), 12-bit (Process 4) | ours (`jpeg12`: sequential Huffman DCT, float IDCT) |
 //! | JPEG Lossless Process 14 (…4.57) and SV1 (…4.70), 2–16 bits | jpeg-decoder 0.3 (its lossless path) |
-//! | JPEG 2000 lossless and lossy (…4.90, …4.91), 8/16 bits, signed or not, YBR_RCT/ICT | jpeg2k over openjp2 (pure-Rust OpenJPEG port) |
+//! | JPEG 2000 lossless and lossy (…4.90, …4.91), 8/16 bits, signed or not, YBR_RCT/ICT | jpeg2k over openjpeg-sys (OpenJPEG 2.5.3, C, bundled) |
 //!
 //! Multi-frame objects and frames split over several fragments are grouped by the Extended
 //! Offset Table, else the Basic Offset Table, else one fragment per frame, else by the fragments
 //! that start a codestream. A JPEG 2000 codestream's SIZ segment is checked against the header
-//! (size, components, no subsampling, precision, tiles) before openjp2 allocates, and truncated
-//! codestreams are refused (OpenJPEG strict mode). JPEG 2000 values are kept as the decoder gives
+//! (size, components, no subsampling, precision, tiles) before OpenJPEG allocates, and a codestream
+//! that does not end with its EOC marker is refused as truncated (OpenJPEG's strict mode is not
+//! used: in 2.5.3 it decodes pydicom's `GDCMJ2K_TextGBR.dcm` differently from pylibjpeg-openjpeg). JPEG 2000 values are kept as the decoder gives
 //! them (not masked to BitsStored, which would wrap lossy overshoot), as pydicom does; an unsigned
 //! codestream in a signed object is sign-extended at BitsStored (pydicom's sign correction).
 //!
@@ -36,7 +37,7 @@
 //!
 //! Refused with a typed error carrying the UID: JPEG-LS (the maintained
 //! decoder is CharLS, C++, through `charls-sys`, which needs cmake or a system libcharls), HTJ2K
-//! (openjp2 0.6 carries an HT block decoder, but no HTJ2K sample or encoder is at hand to check
+//! (OpenJPEG 2.5 decodes HT code blocks, but no HTJ2K sample or encoder is at hand to check
 //! it against pydicom, so it is not claimed), video. We never guess pixels.
 //!
 //! dicom-pixeldata itself is not used: its RLE decoder refuses 32-bit data and indexes unchecked
@@ -58,8 +59,13 @@
 //!
 //! # Untrusted input
 //! Never panics: header arithmetic is checked or saturating, slices are checked, and the
-//! third-party codec calls (jpeg-decoder, openjp2; both pure Rust, so nothing can abort) are
-//! wrapped in `catch_unwind` as a last resort.
+//! codec calls are wrapped in `catch_unwind` as a last resort. jpeg-decoder and our 12-bit JPEG
+//! and JPEG-LS decoders are safe Rust. OpenJPEG is C (bundled by openjpeg-sys, fuzzed upstream
+//! by OSS-Fuzz): it reports corrupt codestreams as errors, but a memory bug in it could not be
+//! caught by any panic boundary; it runs in-process (not isolated). The pure-Rust openjp2 port
+//! was tried first and dropped: our fuzz target found it deallocating a null pointer (undefined
+//! behaviour, a process abort under debug assertions) on a corrupt codestream
+//! (`fuzz/regressions/openjp2-null-dealloc.dcm`, decoded by the tests).
 //! dicom-parser zero-fills an element's declared length (up to 4 GiB) before it reads the
 //! value, so a pre-scan (`scan`) first checks every declared element and item length against
 //! the input, refuses anything but an item or a delimiter inside a sequence (dicom-parser reads
@@ -94,6 +100,7 @@ mod decode;
 mod error;
 mod image;
 mod jpeg12;
+mod jpegls;
 mod scan;
 mod voi;
 
@@ -102,7 +109,7 @@ pub use decode::{
 };
 pub use error::DecodeError;
 pub use image::{GrayImage, Letterbox, MapSizeMismatch, PixelBox, letterbox};
-pub use voi::{Percentiles, VoiFunction, Window, WindowSource};
+pub use voi::{Percentiles, VoiFunction, VoiLut, Window, WindowSource};
 
 impl DecodedImage {
     /// The frame a single-image consumer should use: the middle one (`frames / 2`).
@@ -120,19 +127,33 @@ impl DecodedImage {
         self.modality_values.get(start..start.checked_add(n)?)
     }
 
-    /// `frame` after [`DecodedImage::window`] and MONOCHROME1 inversion, in [0, 1].
+    /// `frame` after the file's VOI LUT ([`DecodedImage::voi_lut`]) when it has one, else
+    /// [`DecodedImage::window`], then inverted when [`DecodedImage::inverted`], in [0, 1].
     pub fn normalised_frame(&self, frame: u32) -> Option<GrayImage> {
-        self.normalise_frame(frame, &self.window)
+        match &self.voi_lut {
+            Some(lut) => self.map_frame(frame, |v| lut.apply(v)),
+            None => self.normalise_frame(frame, &self.window),
+        }
     }
 
-    /// `frame` after `window` and MONOCHROME1 inversion, in [0, 1].
+    /// `frame` after `window`, then inverted when [`DecodedImage::inverted`], in [0, 1].
     pub fn normalise_frame(&self, frame: u32, window: &Window) -> Option<GrayImage> {
-        let invert = self.photometric == "MONOCHROME1";
+        self.map_frame(frame, |v| window.apply(v))
+    }
+
+    /// Whether the grey image is shown inverted: MONOCHROME1, or Presentation LUT Shape
+    /// INVERSE (which the DX and MG IODs require with MONOCHROME1: the same inversion, once).
+    pub fn inverted(&self) -> bool {
+        self.photometric == "MONOCHROME1" || self.presentation_inverse
+    }
+
+    fn map_frame(&self, frame: u32, voi: impl Fn(f64) -> f64) -> Option<GrayImage> {
+        let invert = self.inverted();
         let data = self
             .frame_values(frame)?
             .iter()
             .map(|&v| {
-                let y = window.apply(f64::from(v)) as f32;
+                let y = voi(f64::from(v)) as f32;
                 if invert { 1.0 - y } else { y }
             })
             .collect();
