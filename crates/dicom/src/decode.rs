@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use dicom_core::Tag;
 use dicom_core::header::HasLength;
 use dicom_dictionary_std::tags;
-use dicom_object::{FileMetaTable, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use sha2::{Digest, Sha256};
 
@@ -175,14 +175,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     let start = part10_start(bytes)?;
     let body = &bytes[start..];
-    let data_set_start = scan::check_meta(body)?;
-    let meta = FileMetaTable::from_reader(body).map_err(|e| DecodeError::ReadFileMeta {
-        detail: e.to_string(),
-    })?;
-    let ts = meta
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
+    let (data_set_start, ts) = scan::check_meta(body)?;
     if !SUPPORTED_TRANSFER_SYNTAXES
         .iter()
         .any(|(uid, _)| *uid == ts)

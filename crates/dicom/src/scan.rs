@@ -34,8 +34,10 @@ const IMPLICIT_LE: Encoding = Encoding {
 };
 
 /// Checks the file meta group of the Part 10 stream `body` (starting at `DICM`); returns where
-/// the data set starts.
-pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
+/// the data set starts and the Transfer Syntax UID (0002,0010), read here rather than by
+/// dicom-object's meta reader, which reserves a string element's declared length before it
+/// reads it (the fuzz target found a 3 GB allocation there).
+pub(crate) fn check_meta(body: &[u8]) -> Result<(usize, String), DecodeError> {
     let corrupt = |detail: &str| DecodeError::ReadFileMeta {
         detail: detail.into(),
     };
@@ -45,6 +47,7 @@ pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
         big: false,
     };
     let mut pos = 4;
+    let mut transfer_syntax = None;
     while let Some(g) = u16_at(body, pos, false) {
         if g != 0x0002 {
             break;
@@ -54,9 +57,16 @@ pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
         if len == UNDEFINED || len as usize > body.len() - pos - header {
             return Err(corrupt("file meta element length exceeds the input"));
         }
+        if u16_at(body, pos + 2, false) == Some(0x0010) {
+            let value = &body[pos + header..pos + header + len as usize];
+            let uid = std::str::from_utf8(value)
+                .map_err(|_| corrupt("Transfer Syntax UID is not text"))?;
+            transfer_syntax = Some(uid.trim_end_matches(['\0', ' ']).to_string());
+        }
         pos += header + len as usize;
     }
-    Ok(pos)
+    let transfer_syntax = transfer_syntax.ok_or_else(|| corrupt("no Transfer Syntax UID"))?;
+    Ok((pos, transfer_syntax))
 }
 
 /// Where the top-level PixelData element sits in the (inflated) data set.
