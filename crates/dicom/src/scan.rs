@@ -309,6 +309,13 @@ fn walk(
             ));
         }
         if group == 0xFFFE && (element == 0xE00D || element == 0xE0DD) {
+            // A delimiter outside any item, or with a length, is refused: dicom-parser reads its
+            // length as a value (a fuzzed 0xFF000000 cost 4 GB; fuzz/regressions/).
+            if depth == 0 || len != 0 {
+                return Err(format!(
+                    "misplaced delimiter ({group:04X},{element:04X}) at {pos}"
+                ));
+            }
             return Ok(pos + 8);
         }
         let tag = Tag(group, element);
