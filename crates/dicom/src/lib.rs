@@ -7,24 +7,27 @@
 //! PixelRepresentation is 1), applies the modality LUT (RescaleSlope/RescaleIntercept; for
 //! enhanced multi-frame objects from the shared functional groups, or per frame from the per-frame
 //! ones) and picks a VOI [`Window`].
-//! [`DecodedImage::normalised_frame`] applies that window (first WindowCenter/WindowWidth value of
-//! the file with its VOILUTFunction, else a percentile window, 0.5 %–99.5 % of the default frame by
-//! default) and inverts MONOCHROME1, giving [0, 1]. [`letterbox`] resizes to an N×N model input.
+//! [`DecodedImage::normalised_frame`] applies the file's VOI LUT Sequence (first item) when it has
+//! one, else that window (first WindowCenter/WindowWidth value of the file with its
+//! VOILUTFunction, else a percentile window, 0.5 %–99.5 % of the default frame by default), and
+//! inverts MONOCHROME1 or Presentation LUT Shape INVERSE, giving [0, 1]. [`letterbox`] resizes to an N×N model input.
 //!
 //! # Supported
 //! | Transfer syntax | How |
 //! |---|---|
 //! | Implicit VR LE, Explicit VR LE, Explicit VR BE | native, unpacked here |
-//! | Deflated Explicit VR LE | inflated by dicom-object, then native |
+//! | Deflated Explicit VR LE | inflated here with a cap from the declared image, then native |
 //! | RLE Lossless | PS3.5 Annex G, decoded here (8, 16 and 32 bits) |
 //! | JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended (…4.51), 8-bit | jpeg-decoder |
 //! | JPEG Extended (…4.51), 12-bit (Process 4) | ours (`jpeg12`: sequential Huffman DCT, float IDCT) |
 //! | JPEG Lossless Process 14 (…4.57) and SV1 (…4.70), 2–16 bits | jpeg-decoder 0.3 (its lossless path) |
+//! | JPEG-LS lossless and near-lossless (…4.80, …4.81), 2–16 bits, all interleave modes | ours (`jpegls`, ITU-T T.87) |
 //! | JPEG 2000 lossless and lossy (…4.90, …4.91), 8/16 bits, signed or not, YBR_RCT/ICT | jpeg2k over openjpeg-sys (OpenJPEG 2.5.3, C, bundled) |
 //!
 //! Multi-frame objects and frames split over several fragments are grouped by the Extended
 //! Offset Table, else the Basic Offset Table, else one fragment per frame, else by the fragments
-//! that start a codestream. A JPEG 2000 codestream's SIZ segment is checked against the header
+//! that start a codestream (the tests cover the Basic Offset Table, multi-frame and multi-fragment
+//! frames; the Extended Offset Table path has no test yet). A JPEG 2000 codestream's SIZ segment is checked against the header
 //! (size, components, no subsampling, precision, tiles) before OpenJPEG allocates, and a codestream
 //! that does not end with its EOC marker is refused as truncated (OpenJPEG's strict mode is not
 //! used: in 2.5.3 it decodes pydicom's `GDCMJ2K_TextGBR.dcm` differently from pylibjpeg-openjpeg). JPEG 2000 values are kept as the decoder gives
@@ -35,10 +38,14 @@
 //! at `unsupported SamplePrecision(12)` and zune-jpeg has no 12-bit path; ours takes sequential
 //! frames without subsampling (all grey images), and refuses progressive or subsampled 12-bit.
 //!
-//! Refused with a typed error carrying the UID: JPEG-LS (the maintained
-//! decoder is CharLS, C++, through `charls-sys`, which needs cmake or a system libcharls), HTJ2K
-//! (OpenJPEG 2.5 decodes HT code blocks, but no HTJ2K sample or encoder is at hand to check
-//! it against pydicom, so it is not claimed), video. We never guess pixels.
+//! JPEG-LS is decoded here because the maintained decoder, CharLS (C++), comes through
+//! `charls-sys`, which needs cmake or a system libcharls for every build of the service; ours
+//! matches pydicom + pylibjpeg-libjpeg exactly on every JPEG-LS file of the tests.
+//!
+//! Refused with a typed error carrying the UID: HTJ2K (…4.201/.202/.203: OpenJPEG 2.5 decodes HT
+//! code blocks, but no HTJ2K sample or encoder was at hand to check it against pydicom, so it is
+//! not claimed), MPEG/HEVC video, and JPEG-LS mapping tables or point transforms. We never guess
+//! pixels.
 //!
 //! dicom-pixeldata itself is not used: its RLE decoder refuses 32-bit data and indexes unchecked
 //! on short segments, and its JPEG path colour-transforms DICOM `RGB` streams that have no Adobe
@@ -50,8 +57,9 @@
 //! Adobe marker, the Y component itself, which is that luma) because the models
 //! are grey; colour photographs through a grey model are the caller's decision, made visible by
 //! [`DecodedImage::samples_per_pixel`]. PALETTE COLOR, a Modality LUT Sequence and float pixel
-//! data are refused. A VOI LUT Sequence is not applied (the window or percentiles are); the file
-//! window of an enhanced object is the first frame's (Frame VOI LUT functional group).
+//! data are refused. The VOI LUT Sequence (first item, LUT Descriptor and LUT Data) is applied to
+//! grey images in place of the window, as pydicom's `apply_voi_lut` prefers it; the file window
+//! or VOI LUT of an enhanced object is the first frame's (Frame VOI LUT functional group).
 //!
 //! Multi-frame: every frame is decoded into [`DecodedImage::modality_values`];
 //! [`DecodedImage::default_frame`] is the middle frame (`frames / 2`, frame 0 for one frame), the
@@ -68,9 +76,10 @@
 //! (`fuzz/regressions/openjp2-null-dealloc.dcm`, decoded by the tests).
 //! dicom-parser zero-fills an element's declared length (up to 4 GiB) before it reads the
 //! value, so a pre-scan (`scan`) first checks every declared element and item length against
-//! the input, refuses anything but an item or a delimiter inside a sequence (dicom-parser reads
-//! on and allocates; one changed length byte of pydicom's `ExplVR_BigEnd.dcm` cost 1.4 GB per
-//! decode), limits nesting to 32, and notes where the top-level PixelData starts. Only the
+//! the input, refuses anything but an item or a delimiter inside a sequence and a delimiter
+//! outside one or with a length (dicom-parser reads on and allocates: one changed length byte of
+//! pydicom's `ExplVR_BigEnd.dcm` cost 1.4 GB per decode), reads the Transfer Syntax UID itself
+//! (dicom-object's meta reader reserves a declared string length first), limits nesting to 32, and notes where the top-level PixelData starts. Only the
 //! header before PixelData is parsed by dicom-object; [`DecodeLimits`] and the per-frame pixel
 //! budget ([`DecodeOptions::max_pixels_per_frame`], default 64 Mi pixels) are checked on it, and
 //! the pixel data is then read in place from the input (native little-endian data is not even
@@ -94,6 +103,10 @@
 //! all 255 other values of byte 903 of `ExplVR_BigEnd.dcm`, a deflated 16384×16384 image
 //! (about 1.2 MB deflated), a deflated object with 1 GiB of zeros before its pixels, and a 1 KB
 //! file declaring 2 GB of pixel data.
+//!
+//! `fuzz/` is a cargo-fuzz target for [`decode`] (`cargo +nightly fuzz run decode`, its own
+//! workspace) with a seed corpus of tiny images in every syntax; every input it crashed on is in
+//! `fuzz/regressions/` and decoded by `tests/decode.rs`.
 
 mod codec;
 mod decode;
