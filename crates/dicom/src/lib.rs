@@ -26,8 +26,7 @@
 //!
 //! Multi-frame objects and frames split over several fragments are grouped by the Extended
 //! Offset Table, else the Basic Offset Table, else one fragment per frame, else by the fragments
-//! that start a codestream (the tests cover the Basic Offset Table, multi-frame and multi-fragment
-//! frames; the Extended Offset Table path has no test yet). A JPEG 2000 codestream's SIZ segment is checked against the header
+//! that start a codestream (each path has a test). A JPEG 2000 codestream's SIZ segment is checked against the header
 //! (size, components, no subsampling, precision, tiles) before OpenJPEG allocates, and a codestream
 //! that does not end with its EOC marker is refused as truncated (OpenJPEG's strict mode is not
 //! used: in 2.5.3 it decodes pydicom's `GDCMJ2K_TextGBR.dcm` differently from pylibjpeg-openjpeg). JPEG 2000 values are kept as the decoder gives

@@ -324,6 +324,24 @@ fn walk(
         } else {
             None
         };
+        // A binary VR whose length is not a whole number of values desynchronises dicom-parser
+        // (fuzz: SamplesPerPixel as SL of length 2 led it to reserve 1.2 GB).
+        if let Some(vr) = vr
+            && len != UNDEFINED
+        {
+            let size = match vr {
+                b"SS" | b"US" | b"OW" => 2,
+                b"SL" | b"UL" | b"FL" | b"AT" | b"OL" | b"OF" => 4,
+                b"FD" | b"SV" | b"UV" | b"OD" | b"OV" => 8,
+                _ => 1,
+            };
+            if len % size != 0 {
+                return Err(format!(
+                    "element ({group:04X},{element:04X}) of VR {} has length {len}, not a multiple of {size}",
+                    String::from_utf8_lossy(vr)
+                ));
+            }
+        }
         if depth == 0 && tag == Tag(0x7FE0, 0x0010) && pixel_data.is_none() {
             *pixel_data = Some(PixelDataAt {
                 header_start: pos,

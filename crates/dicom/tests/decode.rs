@@ -1267,3 +1267,54 @@ fn every_fuzz_regression_input_gives_an_image_or_a_typed_error() {
     }
     assert!(seen > 0, "no regression inputs in {}", dir.display());
 }
+
+#[test]
+fn the_extended_offset_table_groups_frames_split_over_fragments() {
+    // Three 2 x 3 16-bit RLE frames (as in a_small_rle_object_decodes_exactly), each split into
+    // a header fragment and a data fragment, with an empty Basic Offset Table: only the
+    // Extended Offset Table (7FE0,0001) says where each frame starts.
+    let mut frame = vec![0u8; 64];
+    frame[0] = 2;
+    frame[4] = 64;
+    frame[8] = 64 + 7;
+    frame.extend_from_slice(&[0x05, 0, 0, 0, 1, 1, 0xFF]);
+    frame.extend_from_slice(&[0xFB, 0x02, 0x00]);
+    let (head, data) = frame.split_at(64);
+    let fragments: Vec<Vec<u8>> = (0..3)
+        .flat_map(|_| [head.to_vec(), data.to_vec()])
+        .collect();
+    let build = |eot: Option<Vec<u64>>| {
+        let mut spec = Spec::grey16(2, 3, vec![]);
+        spec.frames = Some("3");
+        spec.ts = "1.2.840.10008.1.2.5";
+        spec.pixels = PrimitiveValue::Empty;
+        let bytes = spec.bytes();
+        let mut obj = dicom_object::OpenFileOptions::new()
+            .from_reader(&bytes[128..])
+            .unwrap();
+        if let Some(offsets) = eot {
+            obj.put(DataElement::new(
+                tags::EXTENDED_OFFSET_TABLE,
+                VR::OV,
+                PrimitiveValue::U64(offsets.into_iter().collect()),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PixelFragmentSequence::new_fragments(fragments.clone()),
+        ));
+        let mut out = Vec::new();
+        obj.write_all(&mut out).unwrap();
+        out
+    };
+    // Each frame is 8 + 64 + 8 + 10 = 90 bytes of items.
+    let img = decode(&build(Some(vec![0, 90, 180])), &DecodeLimits::default()).unwrap();
+    assert_eq!(img.frames, 3);
+    let one = [2.0, 2.0, 2.0, 258.0, 258.0, 65282.0];
+    close(&img.modality_values, &[one, one, one].concat());
+    // Without it, six fragments for three frames cannot be grouped: refused, not guessed.
+    let err = decode(&build(None), &DecodeLimits::default()).unwrap_err();
+    assert_eq!(err.code(), "dicom-corrupt", "{err}");
+    assert!(err.to_string().contains("no usable offset table"), "{err}");
+}
