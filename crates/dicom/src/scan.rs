@@ -326,7 +326,18 @@ fn walk(
         };
         // A binary VR whose length is not a whole number of values desynchronises dicom-parser
         // (fuzz: SamplesPerPixel as SL of length 2 led it to reserve 1.2 GB).
-        if let Some(vr) = vr
+        // In implicit VR the parser takes the dictionary's VR, so that one is checked.
+        let dictionary_vr = if vr.is_none() && group != 0xFFFE {
+            StandardDataDictionary
+                .by_tag(tag)
+                .and_then(|e| match e.vr() {
+                    VirtualVr::Exact(v) => Some(v.to_bytes()),
+                    _ => None,
+                })
+        } else {
+            None
+        };
+        if let Some(vr) = vr.or(dictionary_vr.as_ref().map(|v| &v[..]))
             && len != UNDEFINED
         {
             let size = match vr {
