@@ -384,7 +384,14 @@ fn walk(
                 ));
             }
             if is_sq {
-                items(d, pos, pos + len, item_enc, depth + 1, false, pixel_data)?;
+                let stop = items(d, pos, pos + len, item_enc, depth + 1, false, pixel_data)?;
+                // A sequence of defined length ends at its length, not at a delimiter: the parser
+                // would stop at the delimiter and read on from there (fuzz/open/ before this).
+                if stop != pos + len {
+                    return Err(format!(
+                        "sequence ({group:04X},{element:04X}) of length {len} ends at a delimiter"
+                    ));
+                }
             }
             pos += len;
         }
