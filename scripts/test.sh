@@ -131,12 +131,22 @@ JSON
   echo "Orthanc did not start:" >&2; cat "$ORTHANC_DIR/orthanc.log" >&2; exit 1
 }
 
+ensure_dicom_tools() {
+  # radsight-dicom's generated corpus (tests/python/dicom_corpus.py): DCMTK's dcmcjpeg/dcmcjpls/
+  # dcmcrle and GDCM's gdcmconv; and pydicom's reference codecs (pylibjpeg) in the test venv,
+  # also in a venv made before they were in tests/python/requirements.txt.
+  command -v dcmcjpeg >/dev/null 2>&1 && command -v gdcmconv >/dev/null 2>&1 || apt_install dcmtk libgdcm-tools
+  "$RADSIGHT_TEST_PYTHON" -c 'import pylibjpeg, libjpeg, openjpeg' 2>/dev/null ||
+    "$(dirname "$RADSIGHT_TEST_PYTHON")/pip" install -q -r tests/python/requirements.txt
+}
+
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 command -v curl >/dev/null 2>&1 || apt_install curl
 command -v python3 >/dev/null 2>&1 || apt_install python3
 ensure_postgres
 ensure_python
 ensure_torch
+ensure_dicom_tools
 ensure_browser
 ensure_smart_app
 ensure_orthanc

@@ -10,6 +10,7 @@ mod audit_log;
 mod audit_trail;
 mod bad_input;
 mod bounded_audit;
+mod compressed_pacs;
 mod client_auth;
 mod discovery;
 mod dicomweb;

@@ -81,13 +81,30 @@ CASES = {
     # generated below: 8-bit grey JPEG baseline / extended
     "gray_jpeg_baseline.dcm": "ok",
     "gray_jpeg_extended8.dcm": "ok",
+    # generated below: VOI LUT Sequence, Presentation LUT Shape INVERSE
+    "voi_lut_mr.dcm": "ok",
+    "inverse_mr.dcm": "ok",
+    # JPEG Lossless SV1 (RGB, gdcm)
+    "SC_rgb_jpeg_gdcm.dcm": "ok",
+    # JPEG 2000 lossless and lossy, signed and unsigned, grey and YBR_RCT/RGB colour
+    "693_J2KI.dcm": "ok",  # lossy, 14 of 16 bits, signed
+    "GDCMJ2K_TextGBR.dcm": "ok",  # YBR_RCT
+    "J2K_pixelrep_mismatch.dcm": "ok",  # header says signed, codestream unsigned
+    "JPEG2000.dcm": "ok",  # lossy, 16-bit signed
+    "MR_small_jp2klossless.dcm": "ok",
+    "SC_rgb_gdcm_KY.dcm": "ok",  # lossy RGB
+    "examples_jpeg2k.dcm": "ok",  # YBR_RCT
+    # JPEG-LS lossless and near-lossless, 8 and 16 bits, line-interleaved RGB
+    "MR_small_jpeg_ls_lossless.dcm": "ok",
+    "JPEGLSNearLossless_08.dcm": "ok",
+    "JPEGLSNearLossless_16.dcm": "ok",
+    "SC_rgb_jls_lossy_line.dcm": "ok",
+    "SC_rgb_jls_lossy_sample.dcm": "ok",
     # refused with a clear error
-    "JPEG-lossy.dcm": "dicom-unsupported-jpeg-precision",  # 12-bit JPEG extended
-    "JPGExtended.dcm": "dicom-unsupported-jpeg-precision",
-    "JPEG2000.dcm": "dicom-unsupported-transfer-syntax",
-    "MR_small_jp2klossless.dcm": "dicom-unsupported-transfer-syntax",
-    "MR_small_jpeg_ls_lossless.dcm": "dicom-unsupported-transfer-syntax",
-    "SC_rgb_jpeg_gdcm.dcm": "dicom-unsupported-transfer-syntax",  # JPEG lossless
+    "JPGExtended.dcm": "ok",  # 12-bit JPEG extended
+    # 12-bit JPEG extended that pylibjpeg-libjpeg refuses ("Invalid SOS parameters" in DCMTK's
+    # words, which decodes it anyway): the reference is DCMTK's dcmdjpeg (REFERENCE_BY_DCMTK).
+    "JPEG-lossy.dcm": "ok",
     "examples_palette.dcm": "dicom-unsupported-image",
     "MR_truncated.dcm": "dicom-corrupt",
     "badVR.dcm": "dicom-corrupt",  # NumberOfFrames "1A"
@@ -130,6 +147,30 @@ def write_gray_jpegs(src_dir, out_dir):
         out.save_as(os.path.join(out_dir, name), enforce_file_format=True)
 
 
+def write_voi_lut_and_inverse(src_dir, out_dir):
+    """MR_small with a VOI LUT Sequence (a square-root curve, 12-bit output, no window), and
+    MR_small with Presentation LUT Shape INVERSE (pydicom ships neither)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(os.path.join(src_dir, "MR_small.dcm"))
+    for kw in ("WindowCenter", "WindowWidth"):
+        if kw in ds:
+            delattr(ds, kw)
+    item = Dataset()
+    count = 2048
+    item.LUTDescriptor = [count, 0, 12]
+    item.LUTData = [int(round(4095 * (i / (count - 1)) ** 0.5)) for i in range(count)]
+    item["LUTData"].VR = "US"
+    item.LUTExplanation = "square root"
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(os.path.join(out_dir, "voi_lut_mr.dcm"), enforce_file_format=True)
+
+    ds = pydicom.dcmread(os.path.join(src_dir, "MR_small.dcm"))
+    ds.PresentationLUTShape = "INVERSE"
+    ds.save_as(os.path.join(out_dir, "inverse_mr.dcm"), enforce_file_format=True)
+
+
 def luma(rgb):
     rgb = rgb.astype(np.float64)
     return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
@@ -164,6 +205,87 @@ def write_resize_reference(out_dir):
         json.dump({"width": w, "height": h, "data": src, "cases": cases}, f)
 
 
+LOSSY = {
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.203",
+}
+
+
+# Files pydicom + pylibjpeg cannot decode: their reference is DCMTK's decompression (dcmdjpeg),
+# read by pydicom.
+REFERENCE_BY_DCMTK = {"JPEG-lossy.dcm"}
+
+
+def reference_entry(name, dst, expect):
+    """The manifest entry for the file `dst`: pydicom's decoding written beside it."""
+    entry = {"name": name, "expect": expect}
+    if expect != "ok":
+        return entry
+    ds = pydicom.dcmread(dst)
+    if name in REFERENCE_BY_DCMTK:
+        import subprocess
+
+        plain = dst + ".dcmdjpeg.dcm"
+        subprocess.run(["dcmdjpeg", dst, plain], check=True, capture_output=True)
+        arr = pydicom.dcmread(plain).pixel_array
+        dst_for_ybr = plain
+    else:
+        arr = ds.pixel_array
+        dst_for_ybr = dst
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    colour = int(ds.SamplesPerPixel) == 3
+    photometric = str(ds.PhotometricInterpretation)
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    if colour and photometric in ("YBR_FULL", "YBR_FULL_422"):
+        # radsight's luma of YBR data is Y itself; pydicom's Y, without its YBR->RGB.
+        values = pixel_array(dst_for_ybr, as_rgb=False)[..., 0].astype(np.float64)
+    elif colour:
+        # RGB, and JPEG 2000 YBR_ICT/YBR_RCT (the codec inverts the transform to RGB).
+        values = luma(arr)
+    else:
+        values = apply_modality_lut(arr, ds).astype(np.float64)
+    values = values.reshape(frames, int(ds.Rows), int(ds.Columns))
+    values.astype("<f4").tofile(dst + ".modality.f32")
+    entry.update(
+        transfer_syntax=ts,
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        frames=frames,
+        photometric=photometric,
+        colour=colour,
+        modality=name + ".modality.f32",
+    )
+    if ts in LOSSY:
+        # Issue 11: within 1 grey level at 8 bits, 0.1 % of the range at 12 to 16 bits (in
+        # modality units, so times the rescale slope).
+        bits = int(ds.BitsStored)
+        slope = abs(float(ds.get("RescaleSlope", 1) or 1)) if not colour else 1.0
+        entry["tolerance"] = max(1.0, 0.001 * 2.0**bits) * slope
+    has_lut = "VOILUTSequence" in ds
+    has_window = ("WindowCenter" in ds and "WindowWidth" in ds) or has_lut
+    if not colour and not has_window:
+        # radsight's default window: numpy's 0.5 and 99.5 percentiles of the middle frame.
+        entry["percentiles"] = [float(x) for x in np.percentile(values[frames // 2], [0.5, 99.5])]
+    if not colour and has_window:
+        # pydicom prefers the VOI LUT Sequence to the window, as radsight does.
+        voi = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0).astype(np.float64)
+        if has_lut:
+            y_min, y_max = 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
+            entry["voi_lut"] = True
+        else:
+            y_min, y_max = voi_range(ds)
+        voi = ((voi - y_min) / (y_max - y_min)).reshape(frames, int(ds.Rows), int(ds.Columns))
+        if ds.get("PresentationLUTShape") == "INVERSE":
+            # pydicom leaves the Presentation LUT to the caller; radsight inverts the output.
+            voi = 1.0 - voi
+        voi.astype("<f4").tofile(dst + ".voi.f32")
+        entry["voi"] = name + ".voi.f32"
+    return entry
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: dicom_fixture.py OUT_DIR")
@@ -171,6 +293,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     src_dir = test_files_dir()
     write_gray_jpegs(src_dir, out_dir)
+    write_voi_lut_and_inverse(src_dir, out_dir)
     write_resize_reference(out_dir)
     manifest = {"pydicom": pydicom.__version__, "files": []}
     for name, expect in CASES.items():
@@ -180,40 +303,12 @@ def main():
             if not os.path.exists(src):
                 sys.exit(f"pydicom {pydicom.__version__} does not ship {name} (looked in {src_dir})")
             shutil.copyfile(src, dst)
-        entry = {"name": name, "expect": expect}
-        if expect == "ok":
-            ds = pydicom.dcmread(dst)
-            arr = ds.pixel_array
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            colour = int(ds.SamplesPerPixel) == 3
-            if colour and str(ds.PhotometricInterpretation).startswith("YBR"):
-                # radsight's luma of YBR data is Y itself; pydicom's Y, without its YBR->RGB.
-                values = pixel_array(dst, as_rgb=False)[..., 0].astype(np.float64)
-            elif colour:
-                values = luma(arr)
-            else:
-                values = apply_modality_lut(arr, ds).astype(np.float64)
-            values = values.reshape(frames, int(ds.Rows), int(ds.Columns))
-            values.astype("<f4").tofile(dst + ".modality.f32")
-            entry.update(
-                transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-                rows=int(ds.Rows),
-                columns=int(ds.Columns),
-                frames=frames,
-                photometric=str(ds.PhotometricInterpretation),
-                colour=colour,
-                modality=name + ".modality.f32",
-            )
-            if not colour and not ("WindowCenter" in ds and "WindowWidth" in ds):
-                # radsight's default window: numpy's 0.5 and 99.5 percentiles of the middle frame.
-                entry["percentiles"] = [float(x) for x in np.percentile(values[frames // 2], [0.5, 99.5])]
-            if not colour and "WindowCenter" in ds and "WindowWidth" in ds:
-                voi = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0).astype(np.float64)
-                y_min, y_max = voi_range(ds)
-                voi = ((voi - y_min) / (y_max - y_min)).reshape(frames, int(ds.Rows), int(ds.Columns))
-                voi.astype("<f4").tofile(dst + ".voi.f32")
-                entry["voi"] = name + ".voi.f32"
-        manifest["files"].append(entry)
+        manifest["files"].append(reference_entry(name, dst, expect))
+    # The transcoded corpus (dcmtk, gdcm): see dicom_corpus.py.
+    import dicom_corpus
+
+    for name, expect in dicom_corpus.generate(src_dir, out_dir):
+        manifest["files"].append(reference_entry(name, os.path.join(out_dir, name), expect))
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 

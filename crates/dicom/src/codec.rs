@@ -13,15 +13,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::DecodeError;
 
-/// Groups fragments into frames: one frame takes them all; else the Basic Offset Table when it
-/// has one entry per frame; else one fragment per frame; else (JPEG only) a new frame at each
-/// fragment starting with an SOI marker.
+/// Whether a fragment starts a new codestream (a JPEG SOI, a JPEG 2000 SOC/SIZ or JP2 signature).
+pub(crate) type StartsFrame<'a> = &'a dyn Fn(&[u8]) -> bool;
+
+/// Groups fragments into frames: one frame takes them all; else the offset table (Extended, or
+/// Basic) when it has one entry per frame; else one fragment per frame; else (when the codec
+/// can tell, `starts_frame`) a new frame at each fragment that starts a codestream.
 pub(crate) fn frames<'a>(
     ts: &str,
-    fragments: &'a [Vec<u8>],
-    offset_table: &[u32],
+    fragments: &[&'a [u8]],
+    offset_table: &[u64],
     frames: u32,
-    jpeg: bool,
+    starts_frame: Option<StartsFrame<'_>>,
 ) -> Result<Vec<Vec<&'a [u8]>>, DecodeError> {
     let corrupt = |detail: String| DecodeError::DecodePixelData {
         uid: ts.into(),
@@ -29,7 +32,7 @@ pub(crate) fn frames<'a>(
     };
     let n = frames as usize;
     if n == 1 {
-        return Ok(vec![fragments.iter().map(Vec::as_slice).collect()]);
+        return Ok(vec![fragments.to_vec()]);
     }
     if offset_table.len() == n {
         // Offsets count item headers (8 bytes each) plus fragment lengths.
@@ -41,16 +44,16 @@ pub(crate) fn frames<'a>(
         }
         let mut out = Vec::with_capacity(n);
         for (i, &offset) in offset_table.iter().enumerate() {
-            let end = offset_table.get(i + 1).map_or(u64::MAX, |&e| u64::from(e));
+            let end = offset_table.get(i + 1).copied().unwrap_or(u64::MAX);
             let group: Vec<&[u8]> = fragments
                 .iter()
                 .zip(&starts)
-                .filter(|(_, s)| **s >= u64::from(offset) && **s < end)
-                .map(|(f, _)| f.as_slice())
+                .filter(|(_, s)| **s >= offset && **s < end)
+                .map(|(f, _)| *f)
                 .collect();
             if group.is_empty() {
                 return Err(corrupt(format!(
-                    "basic offset table entry {i} points at no fragment"
+                    "offset table entry {i} points at no fragment"
                 )));
             }
             out.push(group);
@@ -58,13 +61,13 @@ pub(crate) fn frames<'a>(
         return Ok(out);
     }
     if fragments.len() == n {
-        return Ok(fragments.iter().map(|f| vec![f.as_slice()]).collect());
+        return Ok(fragments.iter().map(|f| vec![*f]).collect());
     }
-    if jpeg {
+    if let Some(starts_frame) = starts_frame {
         let mut out: Vec<Vec<&[u8]>> = Vec::new();
         for f in fragments {
             match out.last_mut() {
-                Some(group) if !f.starts_with(&[0xFF, 0xD8]) => group.push(f),
+                Some(group) if !starts_frame(f) => group.push(f),
                 _ => out.push(vec![f]),
             }
         }
@@ -270,4 +273,348 @@ pub(crate) fn decode_jpeg_frame(
     }
     out.extend_from_slice(&data);
     Ok(header.adobe && samples == 3)
+}
+
+/// One JPEG Lossless frame (Process 14, any predictor, SV1 included; 2 to 16 bits) into `out`
+/// as little-endian words of `bytes_per_sample` bytes, pixel-interleaved, as coded (lossless
+/// streams carry no colour transform). jpeg-decoder runs inside `catch_unwind`.
+pub(crate) fn decode_jpeg_lossless_frame(
+    ts: &str,
+    frame: &[u8],
+    geometry: FrameGeometry,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData {
+        uid: ts.into(),
+        detail,
+    };
+    let FrameGeometry {
+        rows,
+        columns,
+        samples,
+        bytes_per_sample,
+    } = geometry;
+    let header = jpeg_header(frame).ok_or_else(|| corrupt("not a JPEG stream".into()))?;
+    if !(2..=16).contains(&header.precision) || (header.precision > 8 && bytes_per_sample < 2) {
+        return Err(corrupt(format!(
+            "JPEG Lossless precision {} with BitsAllocated {}",
+            header.precision,
+            bytes_per_sample * 8
+        )));
+    }
+    if !frame[frame.len().saturating_sub(16)..]
+        .windows(2)
+        .any(|w| w == [0xFF, 0xD9])
+    {
+        return Err(corrupt(
+            "JPEG stream has no end-of-image marker (truncated)".into(),
+        ));
+    }
+    let pixels = rows as usize * columns as usize * samples;
+    let word = if header.precision > 8 { 2 } else { 1 };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut decoder = jpeg_decoder::Decoder::new(frame);
+        decoder.set_max_decoding_buffer_size((pixels * word).max(1));
+        decoder.read_info()?;
+        let size = decoder
+            .info()
+            .map(|i| (u32::from(i.width), u32::from(i.height)));
+        if size != Some((columns, rows)) {
+            return Ok((Vec::new(), size));
+        }
+        decoder.decode().map(|d| (d, size))
+    }));
+    let (data, size) = match result {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(corrupt(format!("JPEG Lossless: {e}"))),
+        Err(_) => return Err(DecodeError::CodecPanicked { uid: ts.into() }),
+    };
+    if size != Some((columns, rows)) || data.len() != pixels * word {
+        return Err(corrupt(format!(
+            "JPEG Lossless frame is {size:?} with {} bytes, the header says {columns}x{rows}x{samples}",
+            data.len()
+        )));
+    }
+    out.try_reserve(pixels * bytes_per_sample)
+        .map_err(|_| DecodeError::Allocate {
+            bytes: (pixels * bytes_per_sample) as u64,
+        })?;
+    if word == bytes_per_sample && word == 1 {
+        out.extend_from_slice(&data);
+    } else {
+        // jpeg-decoder gives native-endian u16 for precision > 8, bytes otherwise.
+        for i in 0..pixels {
+            let v = if word == 2 {
+                u16::from_ne_bytes([data[2 * i], data[2 * i + 1]])
+            } else {
+                u16::from(data[i])
+            };
+            out.extend_from_slice(&v.to_le_bytes()[..bytes_per_sample.min(2)]);
+            out.extend(std::iter::repeat_n(0, bytes_per_sample.saturating_sub(2)));
+        }
+    }
+    Ok(())
+}
+
+/// The frame shape the header announces, for the codecs that check their output against it.
+#[derive(Clone, Copy)]
+pub(crate) struct FrameGeometry {
+    pub rows: u32,
+    pub columns: u32,
+    pub samples: usize,
+    pub bytes_per_sample: usize,
+}
+
+/// The SIZ facts of a JPEG 2000 codestream (raw or inside a JP2 file).
+#[derive(Debug, PartialEq)]
+pub(crate) struct J2kSize {
+    pub width: u32,
+    pub height: u32,
+    pub components: u16,
+    /// (precision in bits, signed, horizontal subsampling, vertical subsampling) per component.
+    pub component_info: Vec<(u8, bool, u8, u8)>,
+    pub tiles: u64,
+}
+
+/// Reads the SIZ marker segment (PS3.5 A.4.4 / ISO 15444-1 A.5.1) without decoding: the image
+/// and tile sizes the decoder would allocate for. `None` when there is no readable SIZ.
+pub(crate) fn j2k_size(data: &[u8]) -> Option<J2kSize> {
+    // A JP2 file (signature box) carries the codestream in its `jp2c` box.
+    let start = if data.get(4..8) == Some(b"jP  ") {
+        let mut pos = 0usize;
+        loop {
+            let len = u32::from_be_bytes(data.get(pos..pos + 4)?.try_into().ok()?) as usize;
+            let kind = data.get(pos + 4..pos + 8)?;
+            let (header, len) = match len {
+                0 => (8, data.len() - pos),
+                1 => (
+                    16,
+                    usize::try_from(u64::from_be_bytes(
+                        data.get(pos + 8..pos + 16)?.try_into().ok()?,
+                    ))
+                    .ok()?,
+                ),
+                n => (8, n),
+            };
+            if kind == b"jp2c" {
+                break pos + header;
+            }
+            if len < header {
+                return None;
+            }
+            pos = pos.checked_add(len)?;
+        }
+    } else {
+        0
+    };
+    let d = data.get(start..)?;
+    if d.get(0..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
+        return None;
+    }
+    let be32 =
+        |i: usize| -> Option<u32> { Some(u32::from_be_bytes(d.get(i..i + 4)?.try_into().ok()?)) };
+    // FF4F FF51 Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz(2)
+    let (xsiz, ysiz, xo, yo) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
+    let (xt, yt, xto, yto) = (be32(24)?, be32(28)?, be32(32)?, be32(36)?);
+    let components = u16::from_be_bytes([*d.get(40)?, *d.get(41)?]);
+    if xsiz <= xo || ysiz <= yo || xt == 0 || yt == 0 || xto > xo || yto > yo {
+        return None;
+    }
+    let tiles = u64::from((xsiz - xto).div_ceil(xt)) * u64::from((ysiz - yto).div_ceil(yt));
+    let mut component_info = Vec::new();
+    for c in 0..usize::from(components.min(16384)) {
+        let at = 42 + 3 * c;
+        let s = *d.get(at)?;
+        component_info.push((
+            (s & 0x7F) + 1,
+            s & 0x80 != 0,
+            *d.get(at + 1)?,
+            *d.get(at + 2)?,
+        ));
+    }
+    Some(J2kSize {
+        width: xsiz - xo,
+        height: ysiz - yo,
+        components,
+        component_info,
+        tiles,
+    })
+}
+
+/// One JPEG 2000 frame (lossless or lossy; raw codestream or JP2) into `out` as little-endian
+/// words of `bytes_per_sample` bytes, pixel-interleaved. The SIZ segment is checked against the
+/// header before the decoder allocates anything (size, components, no subsampling, precision
+/// at most 16 bits, at most 65535 tiles). A multiple-component transform (YBR_ICT/YBR_RCT) is
+/// inverted by the decoder, so colour comes out as RGB. Truncated codestreams (no EOC marker at
+/// the end) are refused; the call runs inside `catch_unwind`. Returns whether the
+/// codestream's components are signed.
+pub(crate) fn decode_j2k_frame(
+    ts: &str,
+    frame: &[u8],
+    geometry: FrameGeometry,
+    out: &mut Vec<u8>,
+) -> Result<bool, DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData {
+        uid: ts.into(),
+        detail: format!("JPEG 2000: {detail}"),
+    };
+    let FrameGeometry {
+        rows,
+        columns,
+        samples,
+        bytes_per_sample,
+    } = geometry;
+    let size = j2k_size(frame).ok_or_else(|| corrupt("no readable SIZ marker segment".into()))?;
+    if (size.width, size.height, usize::from(size.components)) != (columns, rows, samples) {
+        return Err(corrupt(format!(
+            "codestream is {}x{} with {} components, the header says {columns}x{rows} with {samples}",
+            size.width, size.height, size.components
+        )));
+    }
+    if size.tiles > 65535 {
+        return Err(corrupt(format!("{} tiles", size.tiles)));
+    }
+    for &(precision, _, dx, dy) in &size.component_info {
+        if (dx, dy) != (1, 1) {
+            return Err(corrupt("subsampled components".into()));
+        }
+        if usize::from(precision) > 8 * bytes_per_sample.min(2) {
+            return Err(corrupt(format!(
+                "precision {precision} with BitsAllocated {}",
+                8 * bytes_per_sample
+            )));
+        }
+    }
+    // A truncated codestream would be decoded partially: it must end with EOC (0xFFD9),
+    // allowing for the padding byte of an even-length fragment.
+    if !frame[frame.len().saturating_sub(4)..]
+        .windows(2)
+        .any(|w| w == [0xFF, 0xD9])
+    {
+        return Err(corrupt(
+            "codestream has no end-of-codestream marker (truncated)".into(),
+        ));
+    }
+    let pixels = rows as usize * columns as usize;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // Not OpenJPEG's strict mode: with it, 2.5.3 decodes pydicom's GDCMJ2K_TextGBR.dcm
+        // differently from pylibjpeg-openjpeg (by up to 60 grey levels).
+        let image = jpeg2k::Image::from_bytes_with(frame, jpeg2k::DecodeParameters::new())
+            .map_err(|e| e.to_string())?;
+        let components = image.components();
+        if components.len() != samples
+            || components
+                .iter()
+                .any(|c| (c.width(), c.height()) != (columns, rows) || c.data().len() != pixels)
+        {
+            return Err("decoded components differ from the header".to_string());
+        }
+        let width = bytes_per_sample.min(4);
+        if let [c] = components {
+            for v in c.data() {
+                out.extend_from_slice(&v.to_le_bytes()[..width]);
+            }
+        } else {
+            for p in 0..pixels {
+                for c in components {
+                    out.extend_from_slice(&c.data()[p].to_le_bytes()[..width]);
+                }
+            }
+        }
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => Ok(size.component_info.iter().all(|c| c.1)),
+        Ok(Err(e)) => Err(corrupt(e)),
+        Err(_) => Err(DecodeError::CodecPanicked { uid: ts.into() }),
+    }
+}
+
+/// One 12-bit JPEG Extended (Process 4) frame into `out` as little-endian 16-bit words,
+/// pixel-interleaved, as coded (`jpeg12`, ours). Runs inside `catch_unwind` like the others.
+pub(crate) fn decode_jpeg12_frame(
+    ts: &str,
+    frame: &[u8],
+    geometry: FrameGeometry,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData {
+        uid: ts.into(),
+        detail: format!("JPEG 12-bit: {detail}"),
+    };
+    let FrameGeometry {
+        rows,
+        columns,
+        samples,
+        bytes_per_sample,
+    } = geometry;
+    if bytes_per_sample != 2 {
+        return Err(corrupt(format!("BitsAllocated {}", 8 * bytes_per_sample)));
+    }
+    let pixels = rows as usize * columns as usize;
+    let decoded = catch_unwind(AssertUnwindSafe(|| crate::jpeg12::decode(frame, pixels)))
+        .map_err(|_| DecodeError::CodecPanicked { uid: ts.into() })?
+        .map_err(corrupt)?;
+    if (
+        u32::from(decoded.width),
+        u32::from(decoded.height),
+        decoded.components,
+        decoded.precision,
+    ) != (columns, rows, samples, 12)
+    {
+        return Err(corrupt(format!(
+            "frame is {}x{} with {} components of {} bits, the header says {columns}x{rows} with {samples} of 12",
+            decoded.width, decoded.height, decoded.components, decoded.precision
+        )));
+    }
+    out.extend(decoded.samples.iter().flat_map(|v| v.to_le_bytes()));
+    Ok(())
+}
+
+/// One JPEG-LS frame (lossless or near-lossless) into `out` as little-endian words of
+/// `bytes_per_sample` bytes, pixel-interleaved (`jpegls`, ours). A feature the decoder does not
+/// carry (sample interleave, mapping tables) is [`DecodeError::UnsupportedImage`].
+pub(crate) fn decode_jpegls_frame(
+    ts: &str,
+    frame: &[u8],
+    geometry: FrameGeometry,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| match detail.strip_prefix("unsupported: ") {
+        Some(reason) => DecodeError::UnsupportedImage {
+            reason: reason.into(),
+        },
+        None => DecodeError::DecodePixelData {
+            uid: ts.into(),
+            detail: format!("JPEG-LS: {detail}"),
+        },
+    };
+    let FrameGeometry {
+        rows,
+        columns,
+        samples,
+        bytes_per_sample,
+    } = geometry;
+    let pixels = rows as usize * columns as usize;
+    let decoded = catch_unwind(AssertUnwindSafe(|| crate::jpegls::decode(frame, pixels)))
+        .map_err(|_| DecodeError::CodecPanicked { uid: ts.into() })?
+        .map_err(corrupt)?;
+    if (decoded.width, decoded.height, decoded.components) != (columns, rows, samples)
+        || (decoded.precision > 8 && bytes_per_sample < 2)
+    {
+        return Err(corrupt(format!(
+            "frame is {}x{} with {} components of {} bits, the header says {columns}x{rows} with {samples} in {} bits",
+            decoded.width,
+            decoded.height,
+            decoded.components,
+            decoded.precision,
+            8 * bytes_per_sample
+        )));
+    }
+    let width = bytes_per_sample.min(2);
+    for v in &decoded.samples {
+        out.extend_from_slice(&v.to_le_bytes()[..width]);
+        out.extend(std::iter::repeat_n(0, bytes_per_sample - width));
+    }
+    Ok(())
 }

@@ -10,16 +10,17 @@
 //!    (rescale) or, for colour, take the luma;
 //! 6. choose the window: from the file, or percentiles of the default frame.
 
+use std::borrow::Cow;
+
 use dicom_core::Tag;
 use dicom_core::header::HasLength;
-use dicom_core::value::{PrimitiveValue, Value};
 use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use sha2::{Digest, Sha256};
 
 use crate::error::DecodeError;
-use crate::voi::{Percentiles, VoiFunction, Window, WindowSource};
+use crate::voi::{Percentiles, VoiFunction, VoiLut, Window, WindowSource};
 use crate::{codec, scan};
 
 /// Transfer syntaxes [`decode`] accepts, with their names. Everything else is refused with
@@ -34,7 +35,25 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ),
     (RLE_LOSSLESS, "RLE Lossless"),
     (JPEG_BASELINE, "JPEG Baseline (Process 1), 8-bit"),
-    (JPEG_EXTENDED, "JPEG Extended (Process 2 & 4), 8-bit only"),
+    (
+        JPEG_EXTENDED,
+        "JPEG Extended (Process 2 & 4), 8 and 12 bits",
+    ),
+    (
+        JPEG_LOSSLESS,
+        "JPEG Lossless, Non-Hierarchical (Process 14), 2 to 16 bits",
+    ),
+    (
+        JPEG_LOSSLESS_SV1,
+        "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 SV1), 2 to 16 bits",
+    ),
+    (JPEG_LS_LOSSLESS, "JPEG-LS Lossless"),
+    (JPEG_LS_NEAR_LOSSLESS, "JPEG-LS Lossy (Near-Lossless)"),
+    (
+        JPEG_2000_LOSSLESS,
+        "JPEG 2000 Image Compression (Lossless Only)",
+    ),
+    (JPEG_2000, "JPEG 2000 Image Compression"),
 ];
 
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -44,6 +63,12 @@ const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
+const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
+const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+const JPEG_LS_NEAR_LOSSLESS: &str = "1.2.840.10008.1.2.4.81";
+const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 
 /// Bounds checked from the header before any pixel is allocated or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +97,24 @@ impl Default for DecodeLimits {
 }
 
 /// Everything [`decode_with`] can be told. `DecodeOptions::default()` is what [`decode`] uses.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeOptions {
     pub limits: DecodeLimits,
     /// The window used when the file has none (default 0.5 % to 99.5 % of the default frame).
     pub percentiles: Percentiles,
+    /// Decoded-pixel budget of one frame (Rows x Columns), checked with [`DecodeLimits`] before
+    /// anything is allocated or inflated. Default 64 Mi (67,108,864: 8192 x 8192).
+    pub max_pixels_per_frame: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            limits: DecodeLimits::default(),
+            percentiles: Percentiles::default(),
+            max_pixels_per_frame: 64 << 20,
+        }
+    }
 }
 
 /// A decoded image: the header facts radsight records, and every frame's modality values.
@@ -103,8 +141,14 @@ pub struct DecodedImage {
     /// slope/intercept); for colour input the Rec. 601 luma `0.299 R + 0.587 G + 0.114 B` of the
     /// stored RGB values (no rescale applies to colour).
     pub modality_values: Vec<f32>,
-    /// The VOI window [`DecodedImage::normalised_frame`] applies.
+    /// The VOI window [`DecodedImage::normalised_frame`] applies (when there is no VOI LUT).
     pub window: Window,
+    /// The first item of the file's VOI LUT Sequence (top level, else the Frame VOI LUT
+    /// functional group), which [`DecodedImage::normalised_frame`] applies instead of the window
+    /// (as pydicom's `apply_voi_lut` prefers it). Grey images only.
+    pub voi_lut: Option<VoiLut>,
+    /// Presentation LUT Shape is INVERSE (see [`DecodedImage::inverted`]).
+    pub presentation_inverse: bool,
     /// SHA-256 of the decoded stored samples, before masking and rescale: one little-endian word
     /// of BitsAllocated bits (one byte for 1-bit images) per sample, pixel-interleaved, all frames
     /// (YBR_FULL_422 native data is hashed as stored). Equal for the same pixels in any lossless
@@ -131,14 +175,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, DecodeError> {
     let start = part10_start(bytes)?;
     let body = &bytes[start..];
-    let data_set_start = scan::check_meta(body)?;
-    let meta = FileMetaTable::from_reader(body).map_err(|e| DecodeError::ReadFileMeta {
-        detail: e.to_string(),
-    })?;
-    let ts = meta
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
+    let (data_set_start, ts) = scan::check_meta(body)?;
     if !SUPPORTED_TRANSFER_SYNTAXES
         .iter()
         .any(|(uid, _)| *uid == ts)
@@ -159,37 +196,90 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
             big: false,
         },
     };
-    // A deflated data set may inflate to its pixels plus 64 MiB of other attributes.
-    let inflate_limit = (ts == DEFLATED_EXPLICIT_VR_LE)
-        .then(|| options.limits.max_pixel_bytes.saturating_add(64 << 20));
-    scan::check_data_set(&body[data_set_start..], encoding, inflate_limit)?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(body)
-        .map_err(|e| DecodeError::ReadDataSet {
-            detail: e.to_string(),
+    // The deflated data set is inflated with a cap derived from the image it declares, checked
+    // against the limits before its pixels are inflated.
+    let budget = |d: &scan::DeclaredImage| -> Result<u64, DecodeError> {
+        let missing = |keyword: &str| DecodeError::NotImage {
+            reason: format!("no {keyword}"),
+        };
+        check_image_limits(
+            d.rows.ok_or_else(|| missing("Rows"))?,
+            d.columns.ok_or_else(|| missing("Columns"))?,
+            d.frames.unwrap_or(1),
+            d.samples.unwrap_or(1),
+            d.bits_allocated.ok_or_else(|| missing("BitsAllocated"))?,
+            options,
+        )
+    };
+    let scanned = scan::check_data_set(
+        &body[data_set_start..],
+        encoding,
+        (ts == DEFLATED_EXPLICIT_VR_LE).then_some(&budget as scan::PixelBudget<'_>),
+    )?;
+    let data: &[u8] = &scanned.data;
+    // The header is parsed without the pixel data, which is read from `data` in place: nothing
+    // the size of the pixels is allocated before the limits are checked.
+    let header_end = scanned.pixel_data.map_or(data.len(), |p| p.header_start);
+    let parse_ts = if ts == DEFLATED_EXPLICIT_VR_LE {
+        EXPLICIT_VR_LE
+    } else {
+        ts.as_str()
+    };
+    let parse_ts = TransferSyntaxRegistry
+        .get(parse_ts)
+        .ok_or_else(|| DecodeError::UnsupportedTransferSyntax { uid: ts.clone() })?;
+    let obj =
+        InMemDicomObject::read_dataset_with_ts(&data[..header_end], parse_ts).map_err(|e| {
+            DecodeError::ReadDataSet {
+                detail: e.to_string(),
+            }
         })?;
 
-    let header = ImageHeader::read(&obj)?;
-    header.check_limits(&options.limits)?;
+    let header = ImageHeader::read(&obj, scanned.pixel_data.is_some())?;
+    check_image_limits(
+        header.rows,
+        header.columns,
+        header.frames,
+        header.samples_per_pixel.into(),
+        header.bits_allocated.into(),
+        options,
+    )?;
 
-    let pixel = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .ok_or_else(|| DecodeError::NotImage {
-            reason: "no PixelData".into(),
-        })?;
-    let native = matches!(pixel.value(), Value::Primitive(_));
-    let (stored, photometric_after) = match pixel.value() {
-        Value::Primitive(p) => (
-            native_le_bytes(p, &ts, header.bits_allocated),
+    let pixel = scanned.pixel_data.ok_or_else(|| DecodeError::NotImage {
+        reason: "no PixelData".into(),
+    })?;
+    let native = pixel.length.is_some() && codec_of(&ts).is_none();
+    if native
+        && matches!(
             header.photometric,
-        ),
-        Value::PixelSequence(seq) => {
-            decode_encapsulated(&ts, &header, seq.fragments(), seq.offset_table())?
+            Photometric::YbrIct | Photometric::YbrRct
+        )
+    {
+        return Err(DecodeError::UnsupportedImage {
+            reason: format!("{} in native pixel data", header.photometric_text),
+        });
+    }
+    let (stored, photometric_after, value_bits) = match pixel.length {
+        Some(length) if native => {
+            let value = data
+                .get(pixel.value_start..pixel.value_start.saturating_add(length))
+                .ok_or_else(|| DecodeError::ReadDataSet {
+                    detail: "PixelData runs past the end".into(),
+                })?;
+            (
+                native_le_bytes(value, &ts, header.bits_allocated, pixel.vr),
+                header.photometric,
+                header.bits_stored,
+            )
         }
-        Value::Sequence(_) => {
+        None if !native => {
+            let (offset_table, fragments) = encapsulated_items(&ts, data, pixel.value_start)?;
+            let offsets = extended_offset_table(&obj)?.unwrap_or(offset_table);
+            let (out, photometric, bits) = decode_encapsulated(&ts, &header, &fragments, &offsets)?;
+            (Cow::Owned(out), photometric, bits)
+        }
+        // Encapsulated data in a native syntax, or a defined length in an encapsulated one.
+        _ => {
             return Err(DecodeError::InvalidAttribute {
                 keyword: "PixelData",
             });
@@ -199,6 +289,7 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         header: &header,
         photometric: photometric_after,
         planar: native && header.planar,
+        value_bits,
     };
     let expected = layout.stored_bytes();
     if (stored.len() as u64) < expected {
@@ -217,15 +308,23 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     let (modality_values, pixel_sha256) = layout.unpack(&stored[..expected as usize])?;
 
     let default_frame = header.frames / 2;
-    let window = match header.window {
-        Some(w) => w,
-        None => {
+    let voi_lut = if header.samples_per_pixel == 1 {
+        voi_lut(&obj, header.signed)
+    } else {
+        None
+    };
+    let window = match (header.window, &voi_lut) {
+        (Some(w), None) => w,
+        (_, Some(lut)) => lut.window(),
+        (None, None) => {
             let per_frame = (header.rows as usize) * (header.columns as usize);
             let start = default_frame as usize * per_frame;
             let frame = modality_values.get(start..start + per_frame).unwrap_or(&[]);
             Window::from_percentiles(frame, options.percentiles)
         }
     };
+    let presentation_inverse =
+        string(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
 
     Ok(DecodedImage {
         rows: header.rows,
@@ -244,8 +343,81 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         study_instance_uid: string(&obj, tags::STUDY_INSTANCE_UID),
         modality_values,
         window,
+        voi_lut,
+        presentation_inverse,
         pixel_sha256,
     })
+}
+
+/// The first VOI LUT Sequence item, at top level or in the Frame VOI LUT functional group.
+/// A LUT whose descriptor and data disagree, or whose bit depth is not 1–16, is ignored (the
+/// window or the percentiles apply), never guessed.
+fn voi_lut(obj: &Obj, signed: bool) -> Option<VoiLut> {
+    let item = obj
+        .element_opt(tags::VOILUT_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items()?.first())
+        .or_else(|| {
+            functional_group(obj, tags::FRAME_VOILUT_SEQUENCE)?
+                .element_opt(tags::VOILUT_SEQUENCE)
+                .ok()??
+                .items()?
+                .first()
+        })?;
+    let descriptor = item
+        .element_opt(tags::LUT_DESCRIPTOR)
+        .ok()??
+        .to_multi_int::<i32>()
+        .ok()?;
+    let (count, first, bits) = (
+        *descriptor.first()?,
+        *descriptor.get(1)?,
+        *descriptor.get(2)?,
+    );
+    let count = if count == 0 {
+        65536
+    } else {
+        count as usize & 0xFFFF
+    };
+    // The first mapped value is signed when the pixels are (PS3.3 C.11.2.1.1), whatever the VR.
+    let first = if signed && (32768..65536).contains(&first) {
+        first - 65536
+    } else {
+        first
+    };
+    let bits = u8::try_from(bits).ok().filter(|b| (1..=16).contains(b))?;
+    let data: Vec<u16> = item
+        .element_opt(tags::LUT_DATA)
+        .ok()??
+        .to_multi_int::<u32>()
+        .ok()?
+        .into_iter()
+        .map(|v| v.min(0xFFFF) as u16)
+        .collect();
+    (data.len() == count).then_some(VoiLut { first, bits, data })
+}
+
+/// The Extended Offset Table (7FE0,0001), little-endian 64-bit offsets, when present; it then
+/// replaces the Basic Offset Table (PS3.5 A.4).
+fn extended_offset_table(obj: &Obj) -> Result<Option<Vec<u64>>, DecodeError> {
+    let Some(e) = obj.element_opt(tags::EXTENDED_OFFSET_TABLE).ok().flatten() else {
+        return Ok(None);
+    };
+    let bytes = e.to_bytes().map_err(|_| DecodeError::InvalidAttribute {
+        keyword: "ExtendedOffsetTable",
+    })?;
+    if bytes.len() % 8 != 0 {
+        return Err(DecodeError::InvalidAttribute {
+            keyword: "ExtendedOffsetTable",
+        });
+    }
+    Ok(Some(
+        bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0xFF; 8])))
+            .collect(),
+    ))
 }
 
 /// Where the file meta group starts: after a 128-byte preamble, or at 0.
@@ -261,7 +433,7 @@ fn part10_start(bytes: &[u8]) -> Result<usize, DecodeError> {
     }
 }
 
-type Obj = dicom_object::FileDicomObject<InMemDicomObject>;
+type Obj = InMemDicomObject;
 
 fn string(obj: &Obj, tag: Tag) -> Option<String> {
     let s = obj.element_opt(tag).ok()??.to_str().ok()?;
@@ -299,6 +471,9 @@ enum Photometric {
     Rgb,
     YbrFull,
     YbrFull422,
+    /// JPEG 2000 irreversible / reversible colour: the decoder inverts the transform to RGB.
+    YbrIct,
+    YbrRct,
 }
 
 struct ImageHeader {
@@ -319,8 +494,8 @@ struct ImageHeader {
 }
 
 impl ImageHeader {
-    fn read(obj: &Obj) -> Result<Self, DecodeError> {
-        if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    fn read(obj: &Obj, has_pixel_data: bool) -> Result<Self, DecodeError> {
+        if !has_pixel_data {
             let has = |tag| obj.element_opt(tag).ok().flatten().is_some();
             if has(tags::FLOAT_PIXEL_DATA) || has(tags::DOUBLE_FLOAT_PIXEL_DATA) {
                 return Err(DecodeError::UnsupportedImage {
@@ -385,6 +560,8 @@ impl ImageHeader {
             ("RGB", 3) => Photometric::Rgb,
             ("YBR_FULL", 3) => Photometric::YbrFull,
             ("YBR_FULL_422", 3) => Photometric::YbrFull422,
+            ("YBR_ICT", 3) => Photometric::YbrIct,
+            ("YBR_RCT", 3) => Photometric::YbrRct,
             (pi, s) => {
                 return unsupported(format!(
                     "PhotometricInterpretation {pi} with SamplesPerPixel {s}"
@@ -427,40 +604,44 @@ impl ImageHeader {
             window,
         })
     }
+}
 
-    fn check_limits(&self, limits: &DecodeLimits) -> Result<(), DecodeError> {
-        let check = |what, value: u64, limit: u64| {
-            if value > limit {
-                Err(DecodeError::TooLarge { what, value, limit })
-            } else {
-                Ok(())
-            }
-        };
-        check("Rows", self.rows.into(), limits.max_rows.into())?;
-        check("Columns", self.columns.into(), limits.max_columns.into())?;
-        check(
-            "NumberOfFrames",
-            self.frames.into(),
-            limits.max_frames.into(),
-        )?;
-        // u32 x u32 x u32 can overflow u64; saturate, which still exceeds any limit.
-        let pixels = u64::from(self.rows)
-            .saturating_mul(self.columns.into())
-            .saturating_mul(self.frames.into());
-        let stored_bits = pixels
-            .saturating_mul(self.samples_per_pixel.into())
-            .saturating_mul(self.bits_allocated.into());
-        check(
-            "decoded pixel bytes",
-            stored_bits.div_ceil(8),
-            limits.max_pixel_bytes,
-        )?;
-        check(
-            "modality value bytes",
-            pixels.saturating_mul(4),
-            limits.max_pixel_bytes,
-        )
-    }
+/// Checks an image's declared size against the limits and the per-frame pixel budget, before
+/// anything of its size is allocated or inflated; returns the stored pixel bytes it needs.
+fn check_image_limits(
+    rows: u32,
+    columns: u32,
+    frames: u32,
+    samples: u32,
+    bits_allocated: u32,
+    options: &DecodeOptions,
+) -> Result<u64, DecodeError> {
+    let limits = &options.limits;
+    let check = |what, value: u64, limit: u64| {
+        if value > limit {
+            Err(DecodeError::TooLarge { what, value, limit })
+        } else {
+            Ok(())
+        }
+    };
+    check("Rows", rows.into(), limits.max_rows.into())?;
+    check("Columns", columns.into(), limits.max_columns.into())?;
+    check("NumberOfFrames", frames.into(), limits.max_frames.into())?;
+    let per_frame = u64::from(rows) * u64::from(columns);
+    check("pixels per frame", per_frame, options.max_pixels_per_frame)?;
+    // u32 x u32 x u32 can overflow u64; saturate, which still exceeds any limit.
+    let pixels = per_frame.saturating_mul(frames.into());
+    let stored = pixels
+        .saturating_mul(samples.into())
+        .saturating_mul(bits_allocated.into())
+        .div_ceil(8);
+    check("decoded pixel bytes", stored, limits.max_pixel_bytes)?;
+    check(
+        "modality value bytes",
+        pixels.saturating_mul(4),
+        limits.max_pixel_bytes,
+    )?;
+    Ok(stored)
 }
 
 /// Rescale slope and intercept, one pair for all frames or one per frame: top level, else the
@@ -556,65 +737,154 @@ fn file_window(obj: &Obj) -> Option<Window> {
     from(top).or_else(|| functional_group(top, tags::FRAME_VOILUT_SEQUENCE).and_then(from))
 }
 
-/// Native pixel data as little-endian bytes, whatever VR dicom-parser gave it.
+/// Native pixel data as little-endian words, from the bytes as stored (borrowed when they
+/// already are).
 ///
-/// Little endian: values to little-endian bytes. Big endian: rebuild the stream as it was in the
-/// file (OW words big endian), then reverse each BitsAllocated word (16/32); 1- and 8-bit data
-/// in OW words is a byte stream in little-endian word order, as pydicom reads it.
-fn native_le_bytes(p: &PrimitiveValue, ts: &str, bits_allocated: u16) -> Vec<u8> {
-    let big = ts == EXPLICIT_VR_BE;
-    let mut out: Vec<u8> = match p {
-        PrimitiveValue::U8(v) => v.to_vec(),
-        PrimitiveValue::U16(v) if big && bits_allocated > 8 => {
-            v.iter().flat_map(|x| x.to_be_bytes()).collect()
-        }
-        PrimitiveValue::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        PrimitiveValue::I16(v) if big && bits_allocated > 8 => {
-            v.iter().flat_map(|x| x.to_be_bytes()).collect()
-        }
-        PrimitiveValue::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        PrimitiveValue::U32(v) if big => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
-        PrimitiveValue::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        PrimitiveValue::I32(v) if big => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
-        PrimitiveValue::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        // Any other VR for PixelData is malformed; hand over what dicom-core serialises so the
-        // length check reports it.
-        other => other.to_bytes().into_owned(),
-    };
-    if big && bits_allocated > 8 {
-        for word in out.chunks_exact_mut(usize::from(bits_allocated / 8)) {
-            word.reverse();
-        }
+/// Little endian: as stored. Big endian: each BitsAllocated word (16/32) reversed; 1- and 8-bit
+/// data in OW is a byte stream in little-endian word order (each 16-bit word swapped), as
+/// pydicom reads it; in OB it is as stored.
+fn native_le_bytes<'a>(
+    value: &'a [u8],
+    ts: &str,
+    bits_allocated: u16,
+    vr: Option<[u8; 2]>,
+) -> Cow<'a, [u8]> {
+    if ts != EXPLICIT_VR_BE {
+        return Cow::Borrowed(value);
     }
-    out
+    let word = if bits_allocated > 8 {
+        usize::from(bits_allocated / 8)
+    } else if vr == Some(*b"OW") {
+        2
+    } else {
+        return Cow::Borrowed(value);
+    };
+    let mut out = value.to_vec();
+    for w in out.chunks_exact_mut(word) {
+        w.reverse();
+    }
+    Cow::Owned(out)
 }
 
-/// RLE or JPEG frames into little-endian stored samples, and the photometric interpretation of
-/// what came out (JPEG YBR_FULL_422 is upsampled by the codec, so it is YBR_FULL here).
+/// The Basic Offset Table and the fragments of encapsulated pixel data starting at `start`
+/// (item lengths were checked by the pre-scan; checked again here).
+fn encapsulated_items<'a>(
+    ts: &str,
+    data: &'a [u8],
+    start: usize,
+) -> Result<(Vec<u64>, Vec<&'a [u8]>), DecodeError> {
+    let corrupt = |detail: &str| DecodeError::DecodePixelData {
+        uid: ts.into(),
+        detail: detail.into(),
+    };
+    let mut pos = start;
+    let mut items = Vec::new();
+    while let Some(h) = data.get(pos..pos + 8) {
+        let (group, element) = (
+            u16::from_le_bytes([h[0], h[1]]),
+            u16::from_le_bytes([h[2], h[3]]),
+        );
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        pos += 8;
+        match (group, element) {
+            (0xFFFE, 0xE0DD) => break,
+            (0xFFFE, 0xE000) => {
+                let item = data
+                    .get(pos..pos.saturating_add(len))
+                    .ok_or_else(|| corrupt("pixel data item runs past the end"))?;
+                items.push(item);
+                pos += len;
+            }
+            _ => return Err(corrupt("expected a pixel data item")),
+        }
+    }
+    let Some((table, fragments)) = items.split_first() else {
+        return Err(corrupt(
+            "encapsulated pixel data without a Basic Offset Table item",
+        ));
+    };
+    let offsets = table
+        .chunks_exact(4)
+        .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    Ok((offsets, fragments.to_vec()))
+}
+
+/// The codec family of an encapsulated transfer syntax.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Rle,
+    /// JPEG Baseline / Extended (DCT).
+    Jpeg,
+    JpegLossless,
+    JpegLs,
+    Jpeg2000,
+}
+
+fn codec_of(ts: &str) -> Option<Codec> {
+    match ts {
+        RLE_LOSSLESS => Some(Codec::Rle),
+        JPEG_BASELINE | JPEG_EXTENDED => Some(Codec::Jpeg),
+        JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => Some(Codec::JpegLossless),
+        JPEG_LS_LOSSLESS | JPEG_LS_NEAR_LOSSLESS => Some(Codec::JpegLs),
+        JPEG_2000_LOSSLESS | JPEG_2000 => Some(Codec::Jpeg2000),
+        _ => None,
+    }
+}
+
+/// Encapsulated frames into little-endian stored samples, the photometric interpretation of
+/// what came out (JPEG YBR_FULL_422 is upsampled by the codec, so it is YBR_FULL here; JPEG 2000
+/// YBR_ICT/YBR_RCT come out as RGB), and how many low bits of each word make the value.
+///
+/// That is BitsStored, except for JPEG 2000, whose output is the decoder's value (clamped by
+/// it to the codestream precision): lossy coding can push it past BitsStored, where masking
+/// would wrap 4096 to 0, so all BitsAllocated bits are kept, as pydicom does; only an unsigned
+/// codestream in a PixelRepresentation 1 object is sign-extended at BitsStored (pydicom's
+/// J2K sign correction).
 fn decode_encapsulated(
     ts: &str,
     header: &ImageHeader,
-    fragments: &[Vec<u8>],
-    offset_table: &[u32],
-) -> Result<(Vec<u8>, Photometric), DecodeError> {
-    let jpeg = ts == JPEG_BASELINE || ts == JPEG_EXTENDED;
-    if !jpeg && ts != RLE_LOSSLESS {
+    fragments: &[&[u8]],
+    offset_table: &[u64],
+) -> Result<(Vec<u8>, Photometric, u16), DecodeError> {
+    let Some(codec) = codec_of(ts) else {
         // Encapsulated data in a native transfer syntax.
         return Err(DecodeError::InvalidAttribute {
             keyword: "PixelData",
         });
-    }
-    // The precision first: 12-bit JPEG must say so, not "BitsAllocated 16".
-    if jpeg
-        && let Some(h) = fragments.first().and_then(|f| codec::jpeg_header(f))
-        && h.precision != 8
+    };
+    let jpeg = codec == Codec::Jpeg;
+    // The precision first: a JPEG precision other than 8 or 12 must say so, not "BitsAllocated".
+    let jpeg_precision = if jpeg {
+        fragments
+            .first()
+            .and_then(|f| codec::jpeg_header(f))
+            .map(|h| h.precision)
+    } else {
+        None
+    };
+    if let Some(precision) = jpeg_precision
+        && precision != 8
+        && precision != 12
     {
         return Err(DecodeError::UnsupportedJpegPrecision {
             uid: ts.into(),
-            precision: h.precision,
+            precision,
         });
     }
-    let frames = codec::frames(ts, fragments, offset_table, header.frames, jpeg)?;
+    let jpeg12 = jpeg_precision == Some(12);
+    let starts_frame = |f: &[u8]| match codec {
+        Codec::Jpeg | Codec::JpegLossless | Codec::JpegLs => f.starts_with(&[0xFF, 0xD8]),
+        Codec::Jpeg2000 => f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) || f.get(4..8) == Some(b"jP  "),
+        Codec::Rle => false,
+    };
+    let frames = codec::frames(
+        ts,
+        fragments,
+        offset_table,
+        header.frames,
+        (codec != Codec::Rle).then_some(&starts_frame as codec::StartsFrame<'_>),
+    )?;
     let samples = usize::from(header.samples_per_pixel);
     let pixels = header.rows as usize * header.columns as usize;
     let bytes = usize::from(header.bits_allocated.div_ceil(8));
@@ -626,18 +896,36 @@ fn decode_encapsulated(
         })?;
     let mut photometric = match header.photometric {
         Photometric::YbrFull422 => Photometric::YbrFull,
+        Photometric::YbrIct | Photometric::YbrRct => Photometric::Rgb,
         other => other,
     };
-    if jpeg && header.bits_allocated != 8 {
+    if jpeg && header.bits_allocated != if jpeg12 { 16 } else { 8 } {
         return Err(DecodeError::UnsupportedImage {
             reason: format!("JPEG with BitsAllocated {}", header.bits_allocated),
         });
     }
-    if !jpeg && header.bits_allocated == 1 {
+    if codec != Codec::Jpeg2000
+        && matches!(
+            header.photometric,
+            Photometric::YbrIct | Photometric::YbrRct
+        )
+    {
         return Err(DecodeError::UnsupportedImage {
-            reason: "RLE with BitsAllocated 1".into(),
+            reason: format!("{} outside JPEG 2000", header.photometric_text),
         });
     }
+    if header.bits_allocated == 1 {
+        return Err(DecodeError::UnsupportedImage {
+            reason: "encapsulated pixel data with BitsAllocated 1".into(),
+        });
+    }
+    let geometry = codec::FrameGeometry {
+        rows: header.rows,
+        columns: header.columns,
+        samples,
+        bytes_per_sample: bytes,
+    };
+    let mut value_bits = header.bits_stored;
     let mut joined = Vec::new();
     for group in frames {
         let frame: &[u8] = if group.len() == 1 {
@@ -647,20 +935,40 @@ fn decode_encapsulated(
             group.iter().for_each(|f| joined.extend_from_slice(f));
             &joined
         };
-        if jpeg {
-            if codec::decode_jpeg_frame(ts, frame, header.rows, header.columns, samples, &mut out)?
-            {
-                photometric = Photometric::Rgb;
+        match codec {
+            Codec::Jpeg if jpeg12 => codec::decode_jpeg12_frame(ts, frame, geometry, &mut out)?,
+            Codec::Jpeg => {
+                if codec::decode_jpeg_frame(
+                    ts,
+                    frame,
+                    header.rows,
+                    header.columns,
+                    samples,
+                    &mut out,
+                )? {
+                    photometric = Photometric::Rgb;
+                }
             }
-        } else {
-            codec::decode_rle_frame(ts, frame, pixels, samples, bytes, &mut out)?;
+            Codec::JpegLossless => {
+                codec::decode_jpeg_lossless_frame(ts, frame, geometry, &mut out)?;
+            }
+            Codec::JpegLs => codec::decode_jpegls_frame(ts, frame, geometry, &mut out)?,
+            Codec::Jpeg2000 => {
+                let codestream_signed = codec::decode_j2k_frame(ts, frame, geometry, &mut out)?;
+                if codestream_signed || !header.signed {
+                    value_bits = header.bits_allocated;
+                }
+            }
+            Codec::Rle => codec::decode_rle_frame(ts, frame, pixels, samples, bytes, &mut out)?,
         }
     }
-    Ok((out, photometric))
+    Ok((out, photometric, value_bits))
 }
 
 struct Layout<'a> {
     header: &'a ImageHeader,
+    /// The low bits of each stored word that make the value (masked and sign-extended there).
+    value_bits: u16,
     photometric: Photometric,
     planar: bool,
 }
@@ -696,16 +1004,17 @@ impl Layout<'_> {
             })?;
         let mut hasher = Sha256::new();
         let bytes_per_sample = usize::from(h.bits_allocated / 8);
-        let mask: u32 = if h.bits_stored >= 32 {
+        let bits = self.value_bits;
+        let mask: u32 = if bits >= 32 {
             u32::MAX
         } else {
-            (1u32 << h.bits_stored) - 1
+            (1u32 << bits) - 1
         };
-        let sign_bit: u32 = 1u32 << (h.bits_stored - 1);
+        let sign_bit: u32 = 1u32 << (bits - 1);
         let value = |raw: u32| -> f64 {
             let v = raw & mask;
             if h.signed && v & sign_bit != 0 {
-                f64::from(v) - 2f64.powi(h.bits_stored.into())
+                f64::from(v) - 2f64.powi(bits.into())
             } else {
                 f64::from(v)
             }

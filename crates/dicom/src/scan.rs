@@ -34,8 +34,10 @@ const IMPLICIT_LE: Encoding = Encoding {
 };
 
 /// Checks the file meta group of the Part 10 stream `body` (starting at `DICM`); returns where
-/// the data set starts.
-pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
+/// the data set starts and the Transfer Syntax UID (0002,0010), read here rather than by
+/// dicom-object's meta reader, which reserves a string element's declared length before it
+/// reads it (the fuzz target found a 3 GB allocation there).
+pub(crate) fn check_meta(body: &[u8]) -> Result<(usize, String), DecodeError> {
     let corrupt = |detail: &str| DecodeError::ReadFileMeta {
         detail: detail.into(),
     };
@@ -45,6 +47,7 @@ pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
         big: false,
     };
     let mut pos = 4;
+    let mut transfer_syntax = None;
     while let Some(g) = u16_at(body, pos, false) {
         if g != 0x0002 {
             break;
@@ -54,40 +57,192 @@ pub(crate) fn check_meta(body: &[u8]) -> Result<usize, DecodeError> {
         if len == UNDEFINED || len as usize > body.len() - pos - header {
             return Err(corrupt("file meta element length exceeds the input"));
         }
+        if u16_at(body, pos + 2, false) == Some(0x0010) {
+            let value = &body[pos + header..pos + header + len as usize];
+            let uid = std::str::from_utf8(value)
+                .map_err(|_| corrupt("Transfer Syntax UID is not text"))?;
+            transfer_syntax = Some(uid.trim_end_matches(['\0', ' ']).to_string());
+        }
         pos += header + len as usize;
     }
-    Ok(pos)
+    let transfer_syntax = transfer_syntax.ok_or_else(|| corrupt("no Transfer Syntax UID"))?;
+    Ok((pos, transfer_syntax))
 }
 
-/// Checks the data set `data` (after the meta group). `deflated_limit` is `Some(max inflated
-/// bytes)` for the deflated transfer syntax.
-pub(crate) fn check_data_set(
+/// Where the top-level PixelData element sits in the (inflated) data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PixelDataAt {
+    /// Start of the element header: the data set before it is the image header.
+    pub header_start: usize,
+    /// Start of the value.
+    pub value_start: usize,
+    /// The declared length; `None` for undefined length (encapsulated pixel data).
+    pub length: Option<usize>,
+    /// The explicit VR bytes, `None` in implicit VR.
+    pub vr: Option<[u8; 2]>,
+}
+
+/// A data set whose declared lengths all fit, and where its PixelData is.
+pub(crate) struct Scanned<'a> {
+    pub data: std::borrow::Cow<'a, [u8]>,
+    pub pixel_data: Option<PixelDataAt>,
+}
+
+/// The image attributes of the top level, read from their raw bytes before parsing, so that a
+/// deflated data set can be bounded by the image it declares before its pixels are inflated.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DeclaredImage {
+    pub rows: Option<u32>,
+    pub columns: Option<u32>,
+    pub frames: Option<u32>,
+    pub samples: Option<u32>,
+    pub bits_allocated: Option<u32>,
+}
+
+/// Checks a declared image against the limits; returns the most pixel bytes it may have.
+pub(crate) type PixelBudget<'a> = &'a dyn Fn(&DeclaredImage) -> Result<u64, DecodeError>;
+
+/// The most a deflated data set may inflate to before its PixelData element starts.
+pub(crate) const MAX_INFLATED_HEADER: usize = 64 << 20;
+/// Slack allowed after the pixel data (trailing elements, padding).
+const TRAILER_SLACK: usize = 1 << 20;
+
+/// Checks the data set `data` (after the meta group); for the deflated transfer syntax
+/// (`deflated` is `Some`) inflates it first, with a bound derived from the image it declares:
+/// `deflated` is called with the declared image attributes once the top-level PixelData element
+/// is reached and returns the most pixel bytes it accepts (or refuses the image, before its
+/// pixels are inflated). Before PixelData, at most [`MAX_INFLATED_HEADER`] bytes are inflated.
+pub(crate) fn check_data_set<'a>(
+    data: &'a [u8],
+    encoding: Encoding,
+    deflated: Option<PixelBudget<'_>>,
+) -> Result<Scanned<'a>, DecodeError> {
+    let corrupt = |detail: String| DecodeError::ReadDataSet { detail };
+    let data: std::borrow::Cow<'a, [u8]> = match deflated {
+        None => data.into(),
+        Some(budget) => inflate_bounded(data, encoding, budget)?.into(),
+    };
+    let mut pixel_data = None;
+    walk(&data, 0, data.len(), encoding, 0, &mut pixel_data).map_err(corrupt)?;
+    Ok(Scanned { data, pixel_data })
+}
+
+/// Inflates `data` in chunks; once the top-level PixelData element is in view, the image it
+/// declares sets the cap (pixel bytes by `budget`, times 2 for encapsulated data, plus slack).
+fn inflate_bounded(
     data: &[u8],
     encoding: Encoding,
-    deflated_limit: Option<u64>,
-) -> Result<(), DecodeError> {
-    let corrupt = |detail: String| DecodeError::ReadDataSet { detail };
-    match deflated_limit {
-        None => walk(data, 0, data.len(), encoding, 0)
-            .map(|_| ())
-            .map_err(corrupt),
-        Some(limit) => {
-            let mut inflated = Vec::new();
-            flate2::read::DeflateDecoder::new(data)
-                .take(limit.saturating_add(1))
-                .read_to_end(&mut inflated)
-                .map_err(|e| corrupt(format!("inflate: {e}")))?;
-            if inflated.len() as u64 > limit {
-                return Err(DecodeError::TooLarge {
-                    what: "inflated data set bytes",
-                    value: limit + 1,
-                    limit,
-                });
+    budget: PixelBudget<'_>,
+) -> Result<Vec<u8>, DecodeError> {
+    const CHUNK: usize = 256 << 10;
+    let mut decoder = flate2::read::DeflateDecoder::new(data);
+    let mut out: Vec<u8> = Vec::new();
+    let mut cap = MAX_INFLATED_HEADER;
+    let mut capped = false;
+    let mut next_probe = CHUNK;
+    loop {
+        let len = out.len();
+        let want = CHUNK.min(cap + 1 - len);
+        out.try_reserve(want).map_err(|_| DecodeError::Allocate {
+            bytes: (len + want) as u64,
+        })?;
+        out.resize(len + want, 0);
+        let n = decoder
+            .read(&mut out[len..])
+            .map_err(|e| DecodeError::ReadDataSet {
+                detail: format!("inflate: {e}"),
+            })?;
+        out.truncate(len + n);
+        let done = n == 0;
+        if !capped && (done || out.len() >= next_probe) {
+            next_probe = out.len().saturating_mul(2);
+            if let Some((declared, at)) = probe(&out, encoding) {
+                let pixel_bytes = usize::try_from(budget(&declared)?).unwrap_or(usize::MAX);
+                let pixels = match at.length {
+                    Some(_) => pixel_bytes,
+                    None => pixel_bytes.saturating_mul(2),
+                };
+                cap = at
+                    .value_start
+                    .saturating_add(pixels)
+                    .saturating_add(TRAILER_SLACK);
+                capped = true;
+                if let Some(extra) = cap.checked_sub(out.len()) {
+                    out.try_reserve_exact(extra.min(1 << 31))
+                        .map_err(|_| DecodeError::Allocate { bytes: cap as u64 })?;
+                }
             }
-            walk(&inflated, 0, inflated.len(), encoding, 0)
-                .map(|_| ())
-                .map_err(corrupt)
         }
+        if done {
+            return Ok(out);
+        }
+        if out.len() > cap {
+            return Err(DecodeError::TooLarge {
+                what: if capped {
+                    "inflated data set bytes for the declared image"
+                } else {
+                    "inflated data set bytes before PixelData"
+                },
+                value: out.len() as u64,
+                limit: cap as u64,
+            });
+        }
+    }
+}
+
+/// Walks the top level of a possibly incomplete data set up to PixelData, collecting the image
+/// attributes. `None` while PixelData is not in view (or the structure cannot be followed; the
+/// full walk reports that).
+fn probe(d: &[u8], enc: Encoding) -> Option<(DeclaredImage, PixelDataAt)> {
+    let mut declared = DeclaredImage::default();
+    let mut pos = 0usize;
+    loop {
+        let group = u16_at(d, pos, enc.big)?;
+        let element = u16_at(d, pos + 2, enc.big)?;
+        let (len, header) = element_header(d, pos, enc)?;
+        let vr = if enc.explicit {
+            d.get(pos + 4..pos + 6).map(|v| [v[0], v[1]])
+        } else {
+            None
+        };
+        if (group, element) == (0x7FE0, 0x0010) {
+            let at = PixelDataAt {
+                header_start: pos,
+                value_start: pos + header,
+                length: (len != UNDEFINED).then_some(len as usize),
+                vr,
+            };
+            return Some((declared, at));
+        }
+        let value_start = pos.checked_add(header)?;
+        let end = if len == UNDEFINED {
+            let mut ignored = None;
+            items(d, value_start, d.len(), enc, 1, false, &mut ignored).ok()?
+        } else {
+            value_start.checked_add(len as usize)?
+        };
+        let value = d.get(value_start..end)?;
+        let us = || -> Option<u32> {
+            let b = value.get(0..2)?;
+            Some(u32::from(if enc.big {
+                u16::from_be_bytes([b[0], b[1]])
+            } else {
+                u16::from_le_bytes([b[0], b[1]])
+            }))
+        };
+        match (group, element) {
+            (0x0028, 0x0010) => declared.rows = us(),
+            (0x0028, 0x0011) => declared.columns = us(),
+            (0x0028, 0x0002) => declared.samples = us(),
+            (0x0028, 0x0100) => declared.bits_allocated = us(),
+            (0x0028, 0x0008) => {
+                declared.frames = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.trim_matches(['\0', ' ']).parse().ok());
+            }
+            _ => {}
+        }
+        pos = end;
     }
 }
 
@@ -135,6 +290,7 @@ fn walk(
     end: usize,
     enc: Encoding,
     depth: usize,
+    pixel_data: &mut Option<PixelDataAt>,
 ) -> Result<usize, String> {
     if depth > MAX_DEPTH {
         return Err(format!("sequences nested deeper than {MAX_DEPTH}"));
@@ -153,6 +309,13 @@ fn walk(
             ));
         }
         if group == 0xFFFE && (element == 0xE00D || element == 0xE0DD) {
+            // A delimiter outside any item, or with a length, is refused: dicom-parser reads its
+            // length as a value (a fuzzed 0xFF000000 cost 4 GB; fuzz/regressions/).
+            if depth == 0 || len != 0 {
+                return Err(format!(
+                    "misplaced delimiter ({group:04X},{element:04X}) at {pos}"
+                ));
+            }
             return Ok(pos + 8);
         }
         let tag = Tag(group, element);
@@ -161,6 +324,43 @@ fn walk(
         } else {
             None
         };
+        // A binary VR whose length is not a whole number of values desynchronises dicom-parser
+        // (fuzz: SamplesPerPixel as SL of length 2 led it to reserve 1.2 GB).
+        // In implicit VR the parser takes the dictionary's VR, so that one is checked.
+        let dictionary_vr = if vr.is_none() && group != 0xFFFE {
+            StandardDataDictionary
+                .by_tag(tag)
+                .and_then(|e| match e.vr() {
+                    VirtualVr::Exact(v) => Some(v.to_bytes()),
+                    _ => None,
+                })
+        } else {
+            None
+        };
+        if let Some(vr) = vr.or(dictionary_vr.as_ref().map(|v| &v[..]))
+            && len != UNDEFINED
+        {
+            let size = match vr {
+                b"SS" | b"US" | b"OW" => 2,
+                b"SL" | b"UL" | b"FL" | b"AT" | b"OL" | b"OF" => 4,
+                b"FD" | b"SV" | b"UV" | b"OD" | b"OV" => 8,
+                _ => 1,
+            };
+            if len % size != 0 {
+                return Err(format!(
+                    "element ({group:04X},{element:04X}) of VR {} has length {len}, not a multiple of {size}",
+                    String::from_utf8_lossy(vr)
+                ));
+            }
+        }
+        if depth == 0 && tag == Tag(0x7FE0, 0x0010) && pixel_data.is_none() {
+            *pixel_data = Some(PixelDataAt {
+                header_start: pos,
+                value_start: pos + header,
+                length: (len != UNDEFINED).then_some(len as usize),
+                vr: vr.map(|v| [v[0], v[1]]),
+            });
+        }
         pos += header;
         let is_sq = match vr {
             Some(vr) => vr == b"SQ",
@@ -174,7 +374,7 @@ fn walk(
         };
         if len == UNDEFINED {
             let raw_items = tag == Tag(0x7FE0, 0x0010);
-            pos = items(d, pos, end, item_enc, depth + 1, raw_items)?;
+            pos = items(d, pos, end, item_enc, depth + 1, raw_items, pixel_data)?;
         } else {
             let len = len as usize;
             if len > end - pos {
@@ -184,7 +384,14 @@ fn walk(
                 ));
             }
             if is_sq {
-                items(d, pos, pos + len, item_enc, depth + 1, false)?;
+                let stop = items(d, pos, pos + len, item_enc, depth + 1, false, pixel_data)?;
+                // A sequence of defined length ends at its length, not at a delimiter: the parser
+                // would stop at the delimiter and read on from there (fuzz/open/ before this).
+                if stop != pos + len {
+                    return Err(format!(
+                        "sequence ({group:04X},{element:04X}) of length {len} ends at a delimiter"
+                    ));
+                }
             }
             pos += len;
         }
@@ -201,6 +408,7 @@ fn items(
     enc: Encoding,
     depth: usize,
     raw: bool,
+    pixel_data: &mut Option<PixelDataAt>,
 ) -> Result<usize, String> {
     if depth > MAX_DEPTH {
         return Err(format!("sequences nested deeper than {MAX_DEPTH}"));
@@ -222,20 +430,28 @@ fn items(
         match (group, element) {
             (0xFFFE, 0xE0DD) => return Ok(pos),
             (0xFFFE, 0xE000) => {}
-            _ => return Ok(end), // not an item: the parser reports it
+            // Not an item: refused here, because dicom-parser reads on (a UN of undefined length
+            // as implicit VR items) and zero-fills whatever lengths it then finds: one changed
+            // length byte in pydicom's ExplVR_BigEnd.dcm cost 1.4 GB and 4 s per decode.
+            _ => {
+                return Err(format!(
+                    "({group:04X},{element:04X}) where a sequence item was expected at {}",
+                    pos - 8
+                ));
+            }
         }
         if len == UNDEFINED {
             if raw {
                 return Err("pixel data fragment of undefined length".into());
             }
-            pos = walk(d, pos, end, enc, depth + 1)?;
+            pos = walk(d, pos, end, enc, depth + 1, pixel_data)?;
         } else {
             let len = len as usize;
             if len > end - pos {
                 return Err(format!("item declares {len} bytes, {} remain", end - pos));
             }
             if !raw {
-                walk(d, pos, pos + len, enc, depth + 1)?;
+                walk(d, pos, pos + len, enc, depth + 1, pixel_data)?;
             }
             pos += len;
         }

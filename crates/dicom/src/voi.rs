@@ -17,6 +17,41 @@ pub enum WindowSource {
     File,
     /// Percentiles of the default frame's modality values (the file had no usable window).
     Percentile { low: f64, high: f64 },
+    /// The first VOI LUT Sequence item of the file (applied by [`VoiLut`]; the window is the
+    /// linear window over the LUT's input range, for consumers that only read a window).
+    VoiLut,
+}
+
+/// A VOI LUT (PS3.3 C.11.2.1.1): modality values `first .. first + data.len()` index `data`,
+/// values outside are clamped to the ends; output is `data[i] / (2^bits - 1)`, in [0, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiLut {
+    /// The first input value mapped (LUT Descriptor, second value).
+    pub first: i32,
+    /// The LUT's output bit depth (LUT Descriptor, third value).
+    pub bits: u8,
+    pub data: Vec<u16>,
+}
+
+impl VoiLut {
+    /// Maps one modality value to [0, 1].
+    pub fn apply(&self, x: f64) -> f64 {
+        let last = self.data.len() as f64 - 1.0;
+        let i = (x.floor() - f64::from(self.first)).clamp(0.0, last) as usize;
+        let max = ((1u32 << self.bits) - 1).max(1);
+        (f64::from(self.data[i]) / f64::from(max)).min(1.0)
+    }
+
+    /// The linear window over the LUT's input range.
+    pub fn window(&self) -> Window {
+        let width = (self.data.len() as f64).max(1.0);
+        Window {
+            center: f64::from(self.first) + width / 2.0,
+            width,
+            function: VoiFunction::LinearExact,
+            source: WindowSource::VoiLut,
+        }
+    }
 }
 
 /// A window applied to modality values, mapping them to [0, 1].

@@ -118,7 +118,9 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
                 let expected = read_f32(entry["modality"].as_str().unwrap());
                 let ts = entry["transfer_syntax"].as_str().unwrap();
                 let diff = max_abs_diff(&img.modality_values, &expected);
-                let tolerance = modality_tolerance(ts);
+                let tolerance = entry["tolerance"]
+                    .as_f64()
+                    .map_or_else(|| modality_tolerance(ts), |t| t as f32);
                 report.push(format!("{name}: max |modality diff| {diff}"));
                 if img.modality_values.len() != expected.len() || diff > tolerance {
                     failures.push(format!("{name}: modality values differ from pydicom by {diff} (tolerance {tolerance})"));
@@ -134,8 +136,10 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
                     let w = img.window;
                     let (got_lo, got_hi) = (w.center - w.width / 2.0, w.center + w.width / 2.0);
                     let expected_width = if hi > lo { hi - lo } else { 1.0 };
-                    if (w.width - expected_width).abs() > 1e-3
-                        || (hi > lo && ((got_lo - lo).abs() > 1e-3 || (got_hi - hi).abs() > 1e-3))
+                    // Lossy syntaxes: the percentiles move with the values, by the same tolerance.
+                    let t = entry["tolerance"].as_f64().unwrap_or(1e-3);
+                    if (w.width - expected_width).abs() > 2.0 * t
+                        || (hi > lo && ((got_lo - lo).abs() > t || (got_hi - hi).abs() > t))
                     {
                         failures.push(format!(
                             "{name}: percentile window {got_lo}..{got_hi}, numpy {lo}..{hi}"
@@ -144,13 +148,24 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
                 }
                 if let Some(voi) = entry["voi"].as_str() {
                     let expected = read_f32(voi);
-                    assert_eq!(img.window.source, WindowSource::File, "{name}");
+                    let source = if entry["voi_lut"].as_bool() == Some(true) {
+                        assert!(img.voi_lut.is_some(), "{name}: no VOI LUT");
+                        WindowSource::VoiLut
+                    } else {
+                        WindowSource::File
+                    };
+                    assert_eq!(img.window.source, source, "{name}");
                     let got: Vec<f32> = (0..img.frames)
                         .flat_map(|f| img.normalised_frame(f).unwrap().into_data())
                         .collect();
                     let diff = max_abs_diff(&got, &expected);
                     report.push(format!("{name}: max |VOI diff| {diff}"));
-                    if diff > 1e-4 {
+                    // Lossy: the value tolerance through the window's slope.
+                    let voi_tolerance = 1e-4
+                        + entry["tolerance"]
+                            .as_f64()
+                            .map_or(0.0, |t| t / img.window.width) as f32;
+                    if diff > voi_tolerance {
                         failures.push(format!(
                             "{name}: windowed values differ from pydicom's apply_voi_lut by {diff}"
                         ));
@@ -210,28 +225,23 @@ fn a_stream_without_the_128_byte_preamble_decodes_the_same() {
 }
 
 #[test]
-fn twelve_bit_jpeg_extended_is_refused_with_its_precision_and_uid() {
-    let err = decode(&fixture_file("JPEG-lossy.dcm"), &DecodeLimits::default()).unwrap_err();
+fn a_jpeg_precision_other_than_8_or_12_is_refused_with_its_precision_and_uid() {
+    let mut bytes = fixture_file("JPGExtended.dcm");
+    // The SOF1 segment's precision byte: 12 -> 16 (no DCT process has 16-bit samples).
+    let sof = bytes
+        .windows(4)
+        .position(|w| w[0] == 0xFF && w[1] == 0xC1 && w[3] == 0x0B)
+        .expect("an SOF1 marker");
+    assert_eq!(bytes[sof + 4], 12);
+    bytes[sof + 4] = 16;
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
     match &err {
         DecodeError::UnsupportedJpegPrecision { uid, precision } => {
-            assert_eq!((uid.as_str(), *precision), ("1.2.840.10008.1.2.4.51", 12));
+            assert_eq!((uid.as_str(), *precision), ("1.2.840.10008.1.2.4.51", 16));
         }
         other => panic!("unexpected {other:?}"),
     }
     assert!(err.is_permanent());
-}
-
-#[test]
-fn jpeg_2000_is_refused_with_the_transfer_syntax_uid() {
-    let err = decode(&fixture_file("JPEG2000.dcm"), &DecodeLimits::default()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "unsupported transfer syntax 1.2.840.10008.1.2.4.91"
-    );
-    assert!(
-        matches!(err, DecodeError::UnsupportedTransferSyntax { ref uid } if uid == "1.2.840.10008.1.2.4.91")
-    );
-    assert_eq!(err.code(), "dicom-unsupported-transfer-syntax");
 }
 
 #[test]
@@ -660,6 +670,23 @@ fn a_60000_by_60000_header_is_refused_before_any_pixel_is_read() {
         matches!(
             err,
             DecodeError::TooLarge {
+                what: "pixels per frame",
+                value: 3_600_000_000,
+                limit: 67_108_864,
+            }
+        ),
+        "{err:?}"
+    );
+    let options = DecodeOptions {
+        limits,
+        max_pixels_per_frame: u64::MAX,
+        ..DecodeOptions::default()
+    };
+    let err = decode_with(&bytes, &options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
                 what: "decoded pixel bytes",
                 ..
             }
@@ -758,8 +785,24 @@ fn an_rle_fragment_too_short_for_the_header_is_refused_before_allocating_the_fra
         8,
         vec![fragment],
     );
-    let started = std::time::Instant::now();
+    // By default the per-frame pixel budget (64 Mi) refuses it from the header alone.
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "pixels per frame",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let options = DecodeOptions {
+        max_pixels_per_frame: u64::MAX,
+        ..DecodeOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let err = decode_with(&bytes, &options).unwrap_err();
     assert!(err.to_string().contains("fragment too short"), "{err}");
     assert!(
         started.elapsed().as_secs() < 2,
@@ -908,4 +951,370 @@ fn a_model_map_maps_back_onto_the_source_grid() {
     }
     let wrong = GrayImage::new(64, 64, vec![0.0; 4096]).unwrap();
     assert!(lb.map_to_source(&wrong).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory cases (issues 11 and 13): each runs in a child process (this test binary, filtered to
+// `memory_case_child_entry_point`), which reports its peak RSS (VmHWM); each must stay under
+// 512 MB and end in an image or a typed error within seconds.
+
+const MEMORY_CASE_ENV: &str = "RADSIGHT_DICOM_MEMORY_CASE";
+const PEAK_RSS_LIMIT_KB: u64 = 512 * 1024;
+
+/// Not a test by itself: the child side of `memory_cases_*` (does nothing unless the parent set
+/// the environment variable).
+#[test]
+fn memory_case_child_entry_point() {
+    let Ok(case) = std::env::var(MEMORY_CASE_ENV) else {
+        return;
+    };
+    let (kind, path) = case.split_once(':').unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let mut outcomes = std::collections::BTreeSet::new();
+    let mut record = |r: Result<radsight_dicom::DecodedImage, DecodeError>| {
+        outcomes.insert(match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code().to_string(),
+        });
+    };
+    match kind {
+        // Every other value of the byte at 903 (the low byte of an element length).
+        "byte903" => {
+            for b in 0..=255u8 {
+                if b == bytes[903] {
+                    continue;
+                }
+                let mut changed = bytes.clone();
+                changed[903] = b;
+                record(decode(&changed, &DecodeLimits::default()));
+            }
+        }
+        _ => record(decode(&bytes, &DecodeLimits::default())),
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .to_string();
+    println!("VMHWM_KB={hwm}");
+    println!(
+        "OUTCOMES={}",
+        outcomes.into_iter().collect::<Vec<_>>().join(",")
+    );
+}
+
+/// Runs one memory case in a child process; returns (peak RSS in kB, outcomes, seconds).
+fn run_memory_case(case: &str) -> (u64, String, f64) {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "memory_case_child_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MEMORY_CASE_ENV, case)
+        .output()
+        .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child for {case} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.split_once(name).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
+    (
+        field("VMHWM_KB=").parse().unwrap(),
+        field("OUTCOMES="),
+        seconds,
+    )
+}
+
+fn memory_case_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dicom-memory-cases");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A deflated Part 10 object: meta group (Deflated Explicit VR Little Endian) + `deflated`.
+fn deflated_part10(deflated: &[u8]) -> Vec<u8> {
+    let ts = b"1.2.840.10008.1.2.1.99\0";
+    let sop = b"1.2.3.4\0";
+    let class = b"1.2.840.10008.5.1.4.1.1.7\0";
+    let mut elements = Vec::new();
+    let mut element = |element: u16, vr: &[u8; 2], value: &[u8]| {
+        elements.extend_from_slice(&0x0002u16.to_le_bytes());
+        elements.extend_from_slice(&element.to_le_bytes());
+        elements.extend_from_slice(vr);
+        if vr == b"OB" {
+            elements.extend_from_slice(&[0, 0]);
+            elements.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            elements.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        elements.extend_from_slice(value);
+    };
+    element(0x0001, b"OB", &[0, 1]);
+    element(0x0002, b"UI", class);
+    element(0x0003, b"UI", sop);
+    element(0x0010, b"UI", ts);
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&(elements.len() as u32).to_le_bytes());
+    out.extend_from_slice(&elements);
+    out.extend_from_slice(deflated);
+    out
+}
+
+/// Explicit VR little endian elements of a grey 8-bit image header (group 0028).
+fn grey8_header(rows: u16, columns: u16) -> Vec<u8> {
+    let mut d = Vec::new();
+    let mut us = |element: u16, v: u16| {
+        d.extend_from_slice(&0x0028u16.to_le_bytes());
+        d.extend_from_slice(&element.to_le_bytes());
+        d.extend_from_slice(b"US");
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&v.to_le_bytes());
+    };
+    us(0x0002, 1);
+    let mut pi = Vec::new();
+    pi.extend_from_slice(&0x0028u16.to_le_bytes());
+    pi.extend_from_slice(&0x0004u16.to_le_bytes());
+    pi.extend_from_slice(b"CS");
+    pi.extend_from_slice(&12u16.to_le_bytes());
+    pi.extend_from_slice(b"MONOCHROME2 ");
+    d.extend_from_slice(&pi);
+    let mut us = |element: u16, v: u16| {
+        d.extend_from_slice(&0x0028u16.to_le_bytes());
+        d.extend_from_slice(&element.to_le_bytes());
+        d.extend_from_slice(b"US");
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&v.to_le_bytes());
+    };
+    us(0x0010, rows);
+    us(0x0011, columns);
+    us(0x0100, 8);
+    us(0x0101, 8);
+    us(0x0102, 7);
+    us(0x0103, 0);
+    d
+}
+
+fn ob_header(group: u16, element: u16, len: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&group.to_le_bytes());
+    d.extend_from_slice(&element.to_le_bytes());
+    d.extend_from_slice(b"OB\0\0");
+    d.extend_from_slice(&len.to_le_bytes());
+    d
+}
+
+/// Deflates `prefix`, then `zeros` zero bytes (in 1 MiB blocks that, being all zeros, can be
+/// repeated verbatim: back-references only ever see zeros), then `suffix`.
+fn deflate_with_zeros(prefix: &[u8], zeros: u64, suffix: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    const MIB: usize = 1 << 20;
+    let block = vec![0u8; MIB];
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(prefix).unwrap();
+    let whole = zeros / MIB as u64;
+    let rest = (zeros % MIB as u64) as usize;
+    let mut out = Vec::new();
+    if whole >= 2 {
+        encoder.write_all(&block).unwrap();
+        encoder.flush().unwrap();
+        out.append(encoder.get_mut());
+        encoder.write_all(&block).unwrap();
+        encoder.flush().unwrap();
+        let repeated = std::mem::take(encoder.get_mut());
+        for _ in 1..whole {
+            out.extend_from_slice(&repeated);
+        }
+    } else {
+        for _ in 0..whole {
+            encoder.write_all(&block).unwrap();
+        }
+    }
+    encoder.write_all(&block[..rest]).unwrap();
+    encoder.write_all(suffix).unwrap();
+    out.extend_from_slice(&encoder.finish().unwrap());
+    out
+}
+
+#[test]
+fn memory_cases_a_changed_length_byte_in_the_big_endian_file_stays_bounded() {
+    // ExplVR_BigEnd.dcm, byte 903: the low byte of SamplesPerPixel's length; one value of it
+    // made the old decoder take 2.8 GB. All 255 other values, in one child.
+    let path = fixture_dir().join("ExplVR_BigEnd.dcm");
+    let (kb, outcomes, seconds) = run_memory_case(&format!("byte903:{}", path.display()));
+    println!("ExplVR_BigEnd byte 903 x255: peak {kb} kB, {seconds:.1} s, outcomes {outcomes}");
+    assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
+    assert!(seconds < 60.0, "took {seconds} s");
+}
+
+#[test]
+fn memory_cases_a_deflated_16384_square_image_is_refused_before_inflating_its_pixels() {
+    let pixels: u64 = 16384 * 16384;
+    let mut prefix = grey8_header(16384, 16384);
+    prefix.extend_from_slice(&ob_header(0x7FE0, 0x0010, pixels as u32));
+    let file = deflated_part10(&deflate_with_zeros(&prefix, pixels, &[]));
+    assert!(file.len() < 2 << 20, "{} bytes", file.len());
+    let path = memory_case_dir().join("deflated_16384.dcm");
+    std::fs::write(&path, &file).unwrap();
+    let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
+    println!(
+        "deflated 16384x16384 ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}",
+        file.len()
+    );
+    assert_eq!(outcomes, "dicom-too-large");
+    assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
+    // And in-process: the per-frame pixel budget names it.
+    let err = decode(&file, &DecodeLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                what: "pixels per frame",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn memory_cases_a_deflated_gigabyte_before_the_pixels_is_refused_at_the_header_cap() {
+    // A 512 x 512 image behind a 1 GiB private OB element: the old decoder inflated up to its
+    // 1 GiB cap; now at most 64 MiB are inflated before PixelData.
+    let mut prefix = grey8_header(512, 512);
+    prefix.extend_from_slice(&ob_header(0x0009, 0x1010, 1 << 30));
+    let mut suffix = ob_header(0x7FE0, 0x0010, 512 * 512);
+    suffix.extend(std::iter::repeat_n(7u8, 512 * 512));
+    let file = deflated_part10(&deflate_with_zeros(&prefix, 1 << 30, &suffix));
+    let path = memory_case_dir().join("deflated_gigabyte.dcm");
+    std::fs::write(&path, &file).unwrap();
+    let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
+    println!(
+        "deflated 1 GiB before PixelData ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}",
+        file.len()
+    );
+    assert_eq!(outcomes, "dicom-too-large");
+    assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
+    // A deflated image whose pixels follow a small header decodes (the cap is derived from it).
+    let mut prefix = grey8_header(512, 512);
+    prefix.extend_from_slice(&ob_header(0x7FE0, 0x0010, 512 * 512));
+    let file = deflated_part10(&deflate_with_zeros(&prefix, 512 * 512, &[]));
+    let img = decode(&file, &DecodeLimits::default()).unwrap();
+    assert_eq!((img.rows, img.columns), (512, 512));
+}
+
+#[test]
+fn a_two_gigabyte_pixel_data_in_a_small_header_is_refused_without_allocating_it() {
+    // A 1 KB explicit VR little endian file whose PixelData declares 2 GB, for a header whose
+    // size is within the limits (8192 x 8192 x 16 frames x 16 bits) and for one that is not.
+    for (rows, frames) in [(8192u16, Some("16")), (46341, None)] {
+        let mut spec = Spec::grey16(rows, rows, vec![0; 4]);
+        spec.frames = frames;
+        let mut bytes = spec.bytes();
+        let pos = bytes
+            .windows(4)
+            .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+            .unwrap();
+        bytes[pos + 8..pos + 12].copy_from_slice(&2_147_483_648u32.to_le_bytes());
+        assert!(bytes.len() < 2048, "{}", bytes.len());
+        let started = std::time::Instant::now();
+        let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+        assert!(
+            started.elapsed().as_millis() < 500,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(err.code(), "dicom-corrupt" | "dicom-too-large"),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn every_fuzz_regression_input_gives_an_image_or_a_typed_error() {
+    // Inputs the fuzz target (crates/dicom/fuzz) crashed on; each must now return.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let started = std::time::Instant::now();
+        let result = decode(&std::fs::read(&path).unwrap(), &DecodeLimits::default());
+        println!(
+            "{}: {:?}",
+            path.display(),
+            result.as_ref().map(|_| ()).map_err(|e| e.code())
+        );
+        assert!(started.elapsed().as_secs() < 10, "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen > 0, "no regression inputs in {}", dir.display());
+}
+
+#[test]
+fn the_extended_offset_table_groups_frames_split_over_fragments() {
+    // Three 2 x 3 16-bit RLE frames (as in a_small_rle_object_decodes_exactly), each split into
+    // a header fragment and a data fragment, with an empty Basic Offset Table: only the
+    // Extended Offset Table (7FE0,0001) says where each frame starts.
+    let mut frame = vec![0u8; 64];
+    frame[0] = 2;
+    frame[4] = 64;
+    frame[8] = 64 + 7;
+    frame.extend_from_slice(&[0x05, 0, 0, 0, 1, 1, 0xFF]);
+    frame.extend_from_slice(&[0xFB, 0x02, 0x00]);
+    let (head, data) = frame.split_at(64);
+    let fragments: Vec<Vec<u8>> = (0..3)
+        .flat_map(|_| [head.to_vec(), data.to_vec()])
+        .collect();
+    let build = |eot: Option<Vec<u64>>| {
+        let mut spec = Spec::grey16(2, 3, vec![]);
+        spec.frames = Some("3");
+        spec.ts = "1.2.840.10008.1.2.5";
+        spec.pixels = PrimitiveValue::Empty;
+        let bytes = spec.bytes();
+        let mut obj = dicom_object::OpenFileOptions::new()
+            .from_reader(&bytes[128..])
+            .unwrap();
+        if let Some(offsets) = eot {
+            obj.put(DataElement::new(
+                tags::EXTENDED_OFFSET_TABLE,
+                VR::OV,
+                PrimitiveValue::U64(offsets.into_iter().collect()),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PixelFragmentSequence::new_fragments(fragments.clone()),
+        ));
+        let mut out = Vec::new();
+        obj.write_all(&mut out).unwrap();
+        out
+    };
+    // Each frame is 8 + 64 + 8 + 10 = 90 bytes of items.
+    let img = decode(&build(Some(vec![0, 90, 180])), &DecodeLimits::default()).unwrap();
+    assert_eq!(img.frames, 3);
+    let one = [2.0, 2.0, 2.0, 258.0, 258.0, 65282.0];
+    close(&img.modality_values, &[one, one, one].concat());
+    // Without it, six fragments for three frames cannot be grouped: refused, not guessed.
+    let err = decode(&build(None), &DecodeLimits::default()).unwrap_err();
+    assert_eq!(err.code(), "dicom-corrupt", "{err}");
+    assert!(err.to_string().contains("no usable offset table"), "{err}");
 }
