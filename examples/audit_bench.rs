@@ -81,7 +81,12 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let report = verify_log(&db, &VerifyOptions::default()).await?;
-    println!("verify: {} entries in {:.1}s ({:.0} entries/s)", report.entries, started.elapsed().as_secs_f64(), report.entries as f64 / started.elapsed().as_secs_f64());
+    println!(
+        "verify: {} entries in {:.1}s ({:.0} entries/s)",
+        report.entries,
+        started.elapsed().as_secs_f64(),
+        report.entries as f64 / started.elapsed().as_secs_f64()
+    );
 
     let mut lat = Vec::new();
     let mut x = 88172645463325252u64; // xorshift: reproducible random leaves
@@ -97,6 +102,10 @@ async fn main() -> anyhow::Result<()> {
         assert!(!proof.is_empty());
     }
     lat.sort();
-    println!("inclusion proof + root at {i} entries: p50 {:.2} ms, p99 {:.2} ms (500 random leaves)", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "inclusion proof + root at {i} entries: p50 {:.2} ms, p99 {:.2} ms (500 random leaves)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
     Ok(())
 }

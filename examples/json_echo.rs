@@ -36,13 +36,9 @@ async fn main() -> std::io::Result<()> {
         .map(|p| p.parse().expect("port must be a number"))
         .unwrap_or(18081);
     eprintln!("json_echo listening on 127.0.0.1:{port} (2 workers)");
-    HttpServer::new(|| {
-        App::new()
-            .app_data(web::PayloadConfig::new(BODY_LIMIT))
-            .default_service(web::post().to(echo))
-    })
-    .workers(2)
-    .bind(("127.0.0.1", port))?
-    .run()
-    .await
+    HttpServer::new(|| App::new().app_data(web::PayloadConfig::new(BODY_LIMIT)).default_service(web::post().to(echo)))
+        .workers(2)
+        .bind(("127.0.0.1", port))?
+        .run()
+        .await
 }

@@ -14,7 +14,7 @@ use radsight_demo_ehr::{SimClient, demo_patient, random_string};
 use crate::analysis::Analyzer;
 use crate::analysis::phantom_dicom::{PhantomInstance, clear_nodule_phantom, phantom_part10};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
-use crate::configuration::{AnalysisSettings, EhrSettings, Settings, TokenValidation, DEFAULT_SCOPES};
+use crate::configuration::{AnalysisSettings, DEFAULT_SCOPES, EhrSettings, Settings, TokenValidation};
 use crate::results::store::StoredResult;
 use crate::store::entities::study;
 
@@ -54,7 +54,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, sim: &EhrSim) {
     cfg.service(web::scope("/demo-ehr").configure(move |c| sim.routes(c)));
 }
 
-async fn insert_study(db: &sea_orm::DatabaseConnection, uid: &str, patient_ref: &str, accession: &str, description: &str) -> Result<(), sea_orm::DbErr> {
+async fn insert_study(
+    db: &sea_orm::DatabaseConnection,
+    uid: &str,
+    patient_ref: &str,
+    accession: &str,
+    description: &str,
+) -> Result<(), sea_orm::DbErr> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     study::Entity::insert(study::ActiveModel {
         study_uid: Set(uid.into()),

@@ -94,7 +94,11 @@ impl StudyInstanceUid {
         let ok = (1..=64).contains(&s.len())
             && s.split('.').all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
             && s.split('.').all(|c| c == "0" || !c.starts_with('0'));
-        if ok { Ok(StudyInstanceUid(s.to_owned())) } else { Err(InvalidValue { what: "StudyInstanceUID", why: "a DICOM UID is dotted digits, at most 64 characters" }) }
+        if ok {
+            Ok(StudyInstanceUid(s.to_owned()))
+        } else {
+            Err(InvalidValue { what: "StudyInstanceUID", why: "a DICOM UID is dotted digits, at most 64 characters" })
+        }
     }
 
     pub fn as_str(&self) -> &str {

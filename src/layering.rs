@@ -119,7 +119,12 @@ fn layer(module: &str) -> Option<u8> {
 
 /// A cycle through the graph, if there is one (depth-first search with colours).
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
-    fn visit(node: &str, graph: &BTreeMap<String, BTreeSet<String>>, state: &mut BTreeMap<String, u8>, path: &mut Vec<String>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
         state.insert(node.to_owned(), 1);
         path.push(node.to_owned());
         for next in graph.get(node).into_iter().flatten().filter(|n| graph.contains_key(*n)) {
@@ -194,7 +199,9 @@ fn fenced_modules_never_name_what_they_must_not_use() {
 
 #[test]
 fn the_checker_sees_imports_and_cycles() {
-    let names = imported_names("use crate::{audit, store::entities};\nuse crate::state::AppState; // crate::startup in a comment\nlet x = radsight_vision::Registry;");
+    let names = imported_names(
+        "use crate::{audit, store::entities};\nuse crate::state::AppState; // crate::startup in a comment\nlet x = radsight_vision::Registry;",
+    );
     assert_eq!(names, ["audit", "radsight_vision", "state", "store"].into_iter().map(String::from).collect());
     let cyclic: BTreeMap<String, BTreeSet<String>> =
         [("a", "b"), ("b", "c"), ("c", "a")].into_iter().map(|(x, y)| (x.to_owned(), BTreeSet::from([y.to_owned()]))).collect();

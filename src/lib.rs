@@ -37,9 +37,9 @@ pub mod results;
 pub mod smart;
 
 // Application.
+pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod cli;
 pub mod startup;
 
 #[cfg(test)]

@@ -82,7 +82,12 @@ async fn receive_notification(
     Ok(audit_failures(&state, Action::FhirNotification, &client, None, handle(&req, payload, &state, &client)).await?)
 }
 
-async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, client: &VerifiedClient) -> Result<HttpResponse, NotificationError> {
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    client: &VerifiedClient,
+) -> Result<HttpResponse, NotificationError> {
     let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let value = body::parse_json(&body)?;
     let notified = radsight_fhir::parse_notification(&value).map_err(|e| NotificationError::Invalid(e.to_string()))?;
@@ -94,7 +99,11 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, clie
     let mut studies = Vec::new();
     for (i, n) in notified.iter().enumerate() {
         let at = |what: &str| format!("ImagingStudy[{i}].{what}");
-        let uid = n.study.study_uids.first().ok_or_else(|| NotificationError::Invalid(format!("{} has no urn:dicom:uid identifier", at("identifier"))))?;
+        let uid = n
+            .study
+            .study_uids
+            .first()
+            .ok_or_else(|| NotificationError::Invalid(format!("{} has no urn:dicom:uid identifier", at("identifier"))))?;
         let study_uid = StudyInstanceUid::parse(uid).map_err(|e| NotificationError::Invalid(format!("{}: {e}", at("identifier"))))?;
         let patient = n
             .study
@@ -115,9 +124,12 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, clie
             patient,
             accession: None,
             modality: n.study.modalities.iter().find_map(|m| m.code.clone()),
-            procedure_code: n.study.procedure_codes.first().and_then(|c| c.codings.first()).and_then(|c| {
-                c.code.as_ref().map(|code| format!("{}|{code}", c.system.as_deref().unwrap_or("")))
-            }),
+            procedure_code: n
+                .study
+                .procedure_codes
+                .first()
+                .and_then(|c| c.codings.first())
+                .and_then(|c| c.code.as_ref().map(|code| format!("{}|{code}", c.system.as_deref().unwrap_or("")))),
             description: None,
             started_at: n.study.started.map(|t| t.unix_timestamp()),
             endpoint: wado.first().map(|e| e.address.trim_end_matches('/').to_owned()),
@@ -166,5 +178,10 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &AppState, clie
         state.wake.notify_one();
     }
     let diagnostics = format!("{} imaging stud{} queued for analysis", job_ids.len(), if job_ids.len() == 1 { "y" } else { "ies" });
-    Ok(HttpResponse::Accepted().content_type("application/fhir+json").body(operation_outcome("information", "informational", &diagnostics, None)))
+    Ok(HttpResponse::Accepted().content_type("application/fhir+json").body(operation_outcome(
+        "information",
+        "informational",
+        &diagnostics,
+        None,
+    )))
 }

@@ -60,8 +60,7 @@ impl Application {
         };
         let hl7_port = hl7.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let keys = KeyStore::from_settings(&settings.clients, &settings.auth, http.clone()).context("loading client keys")?;
-        let auditor_keys =
-            KeyStore::from_settings(&settings.auditors, &settings.auth, http.clone()).context("loading auditor keys")?;
+        let auditor_keys = KeyStore::from_settings(&settings.auditors, &settings.auth, http.clone()).context("loading auditor keys")?;
         let signer = CheckpointSigner::load_or_create(&settings.audit.checkpoint_key_file, &settings.audit.origin)
             .context("loading the checkpoint signing key")?;
         tracing::info!(verifier_key = %signer.verifier_key(), "audit checkpoints are signed with this key");
@@ -86,7 +85,8 @@ impl Application {
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let links = LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
         let demo = demo_ehr(&settings, &db, &audit).await?;
-        let smart = SmartState::build(&settings, demo.iter().map(|d| d.1.clone()).collect(), http.clone()).context("setting up the SMART app")?;
+        let smart =
+            SmartState::build(&settings, demo.iter().map(|d| d.1.clone()).collect(), http.clone()).context("setting up the SMART app")?;
         let demo = demo.map(|d| d.0);
         let hooks = HookState::build(&settings, http)?;
         let state = AppState {
@@ -205,8 +205,15 @@ async fn demo_ehr(
 }
 
 #[cfg(not(feature = "demo"))]
-async fn demo_ehr(settings: &Settings, _: &DatabaseConnection, _: &AuditLog) -> anyhow::Result<Option<(NoDemo, (crate::configuration::EhrSettings, Option<secrecy::SecretString>))>> {
-    anyhow::ensure!(!settings.smart.demo_ehr.enabled, "smart.demo_ehr is enabled, but this build has no demo EHR (build with `--features demo`)");
+async fn demo_ehr(
+    settings: &Settings,
+    _: &DatabaseConnection,
+    _: &AuditLog,
+) -> anyhow::Result<Option<(NoDemo, (crate::configuration::EhrSettings, Option<secrecy::SecretString>))>> {
+    anyhow::ensure!(
+        !settings.smart.demo_ehr.enabled,
+        "smart.demo_ehr is enabled, but this build has no demo EHR (build with `--features demo`)"
+    );
     Ok(None)
 }
 
@@ -245,7 +252,11 @@ fn spawn_checkpoints(state: Arc<AppState>) {
 
 /// Names this machine in job lease owners (for `radsight jobs list`); not secret.
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "radsight".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "radsight".into())
 }
 
 fn spawn_jti_purge(db: DatabaseConnection) {

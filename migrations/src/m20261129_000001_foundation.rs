@@ -130,10 +130,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create().name("analysis_results_study").table("analysis_results").col("study_uid").to_owned(),
-        )
-        .await?;
+        m.create_index(Index::create().name("analysis_results_study").table("analysis_results").col("study_uid").to_owned()).await?;
 
         let db = m.get_connection();
         match db.get_database_backend() {

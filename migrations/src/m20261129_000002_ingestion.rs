@@ -48,8 +48,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("imaging_orders_patient").table("imaging_orders").col("patient_ref").to_owned())
-            .await?;
+        m.create_index(Index::create().name("imaging_orders_patient").table("imaging_orders").col("patient_ref").to_owned()).await?;
 
         // The durable job queue. Times are unix milliseconds so that backoff and leases can be
         // short in tests. state: queued | running | succeeded | dead.

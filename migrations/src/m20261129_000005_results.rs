@@ -70,8 +70,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("result_feedback_result").table("result_feedback").col("result_id").to_owned())
-            .await?;
+        m.create_index(Index::create().name("result_feedback_result").table("result_feedback").col("result_id").to_owned()).await?;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{AnalysisError, Analysed, Analyzer};
+use super::{Analysed, AnalysisError, Analyzer};
 use crate::results::store::ArtefactKind;
 use crate::results::{Finding, ModelIdentity};
 
@@ -141,7 +141,9 @@ impl LocalItem {
                 reason: None,
                 findings: Some(d.findings.iter().map(|f| AuditedFinding { code: &f.code, probability: f.probability }).collect()),
             },
-            LocalItem::Failed(f) => AuditedItem { status: "failed", pixel_sha256: None, model: None, reason: Some(f.reason), findings: None },
+            LocalItem::Failed(f) => {
+                AuditedItem { status: "failed", pixel_sha256: None, model: None, reason: Some(f.reason), findings: None }
+            }
         }
     }
 }
@@ -234,7 +236,9 @@ pub fn run(analyzer: &Analyzer, inputs: &[PathBuf], out_dir: &Path, model: Optio
     }
     let report = LocalReport {
         generator: format!("radsight {}", env!("CARGO_PKG_VERSION")),
-        created: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).context("formatting the run's time")?,
+        created: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("formatting the run's time")?,
         notice: NOTICE,
         results,
     };

@@ -114,14 +114,19 @@ pub struct Analyzer {
 
 impl Analyzer {
     pub fn open(settings: &AnalysisSettings) -> anyhow::Result<Analyzer> {
-        let registry = Registry::open(&settings.models_dir)
-            .map_err(|e| anyhow::anyhow!("opening the model registry {} (set [analysis] models_dir): {e}", settings.models_dir.display()))?;
+        let registry = Registry::open(&settings.models_dir).map_err(|e| {
+            anyhow::anyhow!("opening the model registry {} (set [analysis] models_dir): {e}", settings.models_dir.display())
+        })?;
         saliency_method(&settings.saliency)?;
         let routes = settings
             .routes
             .iter()
             .map(|r| {
-                let when = AppliesTo { modalities: r.modalities.clone(), body_parts: r.body_parts.clone(), procedure_codes: r.procedure_codes.clone() };
+                let when = AppliesTo {
+                    modalities: r.modalities.clone(),
+                    body_parts: r.body_parts.clone(),
+                    procedure_codes: r.procedure_codes.clone(),
+                };
                 (when, r.model.clone())
             })
             .collect();
@@ -155,10 +160,7 @@ impl Analyzer {
         if let Some(m) = self.loaded.lock().expect("model cache").get(id) {
             return Ok(m.clone());
         }
-        let model = self
-            .registry
-            .load(id)
-            .map_err(|e| AnalysisError::ModelRefused { model: id.to_owned(), reason: e.to_string() })?;
+        let model = self.registry.load(id).map_err(|e| AnalysisError::ModelRefused { model: id.to_owned(), reason: e.to_string() })?;
         let model = Arc::new(model);
         self.loaded.lock().expect("model cache").insert(id.to_owned(), model.clone());
         Ok(model)
@@ -170,13 +172,13 @@ impl Analyzer {
         let decoded = radsight_dicom::decode(bytes, &self.limits())?;
         let id = match model {
             Some(m) => m.to_owned(),
-            None => self
-                .choose(decoded.modality.as_deref(), decoded.body_part.as_deref(), procedure_code)
-                .ok_or_else(|| AnalysisError::NoModel {
+            None => self.choose(decoded.modality.as_deref(), decoded.body_part.as_deref(), procedure_code).ok_or_else(|| {
+                AnalysisError::NoModel {
                     modality: decoded.modality.clone(),
                     body_part: decoded.body_part.clone(),
                     decoded: Box::new(header_facts(&decoded)),
-                })?,
+                }
+            })?,
         };
         let model = self.model(&id)?;
         let method = saliency_method(&self.settings.saliency).map_err(|e| AnalysisError::Inference(e.to_string()))?;
@@ -249,7 +251,12 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
         .ok_or_else(|| AnalysisError::Inference("saliency map of the wrong size".into()))?;
     let source_map = letterbox.map_to_source(&map).map_err(|e| AnalysisError::Inference(format!("{e:?}")))?;
     let (px, py) = letterbox.to_source_point(s.peak.x as f64 + 0.5, s.peak.y as f64 + 0.5);
-    let b = letterbox.to_source_box(PixelBox { x0: s.bbox.x0 as f64, y0: s.bbox.y0 as f64, x1: s.bbox.x1 as f64 + 1.0, y1: s.bbox.y1 as f64 + 1.0 });
+    let b = letterbox.to_source_box(PixelBox {
+        x0: s.bbox.x0 as f64,
+        y0: s.bbox.y0 as f64,
+        x1: s.bbox.x1 as f64 + 1.0,
+        y1: s.bbox.y1 as f64 + 1.0,
+    });
     let clamp = |v: f64, max: u32| v.clamp(0.0, max as f64);
     let (w, h) = (source.width(), source.height());
     let bbox = json!({
@@ -348,9 +355,14 @@ mod tests {
         assert_eq!(cards.choose(Some("DX"), Some("CHEST"), None).as_deref(), Some("radsight-phantom-cxr"));
         assert_eq!(cards.choose(Some("CT"), Some("HEAD"), None), None);
 
-        let route = ModelRoute { modalities: vec!["CT".into()], body_parts: vec![], procedure_codes: vec![], model: "radsight-phantom-cxr".into() };
+        let route =
+            ModelRoute { modalities: vec!["CT".into()], body_parts: vec![], procedure_codes: vec![], model: "radsight-phantom-cxr".into() };
         let routed = analyzer(vec![route]);
-        assert_eq!(routed.choose(Some("ct"), Some("HEAD"), None).as_deref(), Some("radsight-phantom-cxr"), "case-insensitive, empty lists match");
+        assert_eq!(
+            routed.choose(Some("ct"), Some("HEAD"), None).as_deref(),
+            Some("radsight-phantom-cxr"),
+            "case-insensitive, empty lists match"
+        );
         assert_eq!(routed.choose(Some("DX"), Some("CHEST"), None), None, "with routes, the cards' own applies_to is not consulted");
     }
 }

@@ -87,8 +87,7 @@ impl CheckpointSigner {
     /// Reads the PKCS#8 PEM key at `path`, creating one (mode 0600) if the file does not exist.
     pub fn load_or_create(path: &Path, name: &str) -> Result<CheckpointSigner, CheckpointError> {
         if !path.exists() {
-            let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| CheckpointError::Key("generation failed".into()))?;
+            let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| CheckpointError::Key("generation failed".into()))?;
             let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", B64.encode(der.as_ref()));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| CheckpointError::Key(e.to_string()))?;
@@ -176,7 +175,8 @@ impl VerifierKey {
         let (body, sigs) = (&note[..split + 1], &note[split + 2..]);
         let mut verified = false;
         for line in sigs.lines() {
-            let rest = line.strip_prefix(SIGNATURE_PREFIX).ok_or(CheckpointError::Malformed("a signature line must start with an em dash"))?;
+            let rest =
+                line.strip_prefix(SIGNATURE_PREFIX).ok_or(CheckpointError::Malformed("a signature line must start with an em dash"))?;
             let (name, sig) = rest.split_once(' ').ok_or(CheckpointError::Malformed("a signature line needs a name and a signature"))?;
             let sig = B64.decode(sig).map_err(|_| CheckpointError::Malformed("a signature is not base64"))?;
             if name != self.name || sig.len() < 4 || sig[..4] != self.id {

@@ -129,7 +129,8 @@ fn csv_field(s: &str) -> String {
 }
 
 fn csv(entries: &[audit_entry::Model]) -> String {
-    let mut out = String::from("seq,leaf_index,recorded_at,action,outcome,actor_iss,actor_user,patient_ref,entities,detail,entry_hash,leaf_hash\n");
+    let mut out =
+        String::from("seq,leaf_index,recorded_at,action,outcome,actor_iss,actor_user,patient_ref,entities,detail,entry_hash,leaf_hash\n");
     for e in entries {
         let fields = [
             e.seq.to_string(),
@@ -161,12 +162,20 @@ fn classify(action: &str) -> (Value, Vec<Value>, &'static str) {
     let own = json!({"system": ACTION_SYSTEM, "code": action});
     let rest = json!({"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"});
     match action {
-        "auth.reject" => (json!({"system": DCM, "code": "110114", "display": "User Authentication"}), vec![json!({"system": DCM, "code": "110122", "display": "Login"}), own], "E"),
+        "auth.reject" => (
+            json!({"system": DCM, "code": "110114", "display": "User Authentication"}),
+            vec![json!({"system": DCM, "code": "110122", "display": "Login"}), own],
+            "E",
+        ),
         "fhir.read" => (rest, vec![json!({"system": RESTFUL, "code": "search-type", "display": "search type"}), own], "R"),
         "cds.discovery" => (rest, vec![json!({"system": RESTFUL, "code": "read", "display": "read"}), own], "R"),
         "cds.feedback" | "result.feedback" => (rest, vec![json!({"system": RESTFUL, "code": "create", "display": "create"}), own], "C"),
         "patient.read" => (rest, vec![json!({"system": RESTFUL, "code": "read", "display": "read"}), own], "R"),
-        "smart.launch" => (json!({"system": DCM, "code": "110114", "display": "User Authentication"}), vec![json!({"system": DCM, "code": "110122", "display": "Login"}), own], "E"),
+        "smart.launch" => (
+            json!({"system": DCM, "code": "110114", "display": "User Authentication"}),
+            vec![json!({"system": DCM, "code": "110122", "display": "Login"}), own],
+            "E",
+        ),
         "dicomweb.fetch" => (json!({"system": DCM, "code": "110107", "display": "Import"}), vec![own], "C"),
         "audit.export" => (json!({"system": DCM, "code": "110106", "display": "Export"}), vec![own], "R"),
         "audit.read" => (json!({"system": DCM, "code": "110112", "display": "Query"}), vec![own], "R"),

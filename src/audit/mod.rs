@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryOrder, QuerySelect,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -352,16 +352,10 @@ impl AuditLog {
             .await
             .map_err(AuditError::Append)?;
         if txn.get_database_backend() == DbBackend::Postgres {
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})"))
-                .await
-                .map_err(AuditError::Append)?;
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_CHAIN_LOCK})")).await.map_err(AuditError::Append)?;
         }
-        let last = audit_entry::Entity::find()
-            .order_by_desc(audit_entry::Column::Seq)
-            .limit(1)
-            .one(&txn)
-            .await
-            .map_err(AuditError::Append)?;
+        let last =
+            audit_entry::Entity::find().order_by_desc(audit_entry::Column::Seq).limit(1).one(&txn).await.map_err(AuditError::Append)?;
         let head = last.map(|m| (m.seq, m.entry_hash)).unwrap_or((0, GENESIS_HASH.to_owned()));
         let frontier = match guard.as_ref() {
             Some(state) if state.head == head => state.frontier.clone(),

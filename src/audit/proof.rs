@@ -58,7 +58,12 @@ pub enum ProofError {
 }
 
 /// Builds the inclusion proof of leaf `index` (sequence number − 1) in a tree of `tree_size`.
-pub async fn inclusion_document<C: ConnectionTrait>(conn: &C, index: u64, tree_size: u64, attach: Attach) -> Result<InclusionDocument, ProofError> {
+pub async fn inclusion_document<C: ConnectionTrait>(
+    conn: &C,
+    index: u64,
+    tree_size: u64,
+    attach: Attach,
+) -> Result<InclusionDocument, ProofError> {
     if index >= tree_size {
         return Err(ProofError::OutOfRange { index, tree_size });
     }

@@ -99,12 +99,21 @@ async fn open_session(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
 async fn console() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header(("content-security-policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"))
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ))
         .insert_header(("cache-control", "no-store"))
         .body(include_str!("console.html"))
 }
 
-async fn record_read(state: &AppState, who: &VerifiedClient, action: Action, what: &str, detail: serde_json::Value) -> Result<(), HttpError> {
+async fn record_read(
+    state: &AppState,
+    who: &VerifiedClient,
+    action: Action,
+    what: &str,
+    detail: serde_json::Value,
+) -> Result<(), HttpError> {
     let mut event = AuditEvent::new(action, Outcome::Success).actor(Some(&who.iss), None).entity("AuditLog", what);
     event.detail = detail;
     state.audit.record(&state.db, event).await.map(|_| ()).map_err(HttpError::internal)
@@ -134,7 +143,11 @@ struct InclusionQuery {
     tree_size: u64,
 }
 
-async fn inclusion(req: HttpRequest, query: Result<web::Query<InclusionQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+async fn inclusion(
+    req: HttpRequest,
+    query: Result<web::Query<InclusionQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
     let q = query.map_err(|_| HttpError::invalid("index", "index and tree_size must be non-negative integers"))?;
     let document = inclusion_document(&state.db, q.index, q.tree_size, Attach::Nothing).await.map_err(|e| match e {
@@ -152,7 +165,11 @@ struct ConsistencyQuery {
     to: u64,
 }
 
-async fn consistency(req: HttpRequest, query: Result<web::Query<ConsistencyQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+async fn consistency(
+    req: HttpRequest,
+    query: Result<web::Query<ConsistencyQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
     let q = query.map_err(|_| HttpError::invalid("from", "from and to must be non-negative integers"))?;
     if q.from == 0 || q.from > q.to {
@@ -190,15 +207,18 @@ struct EventsQuery {
 }
 
 pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, HttpError> {
-    value
-        .map(|v| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| HttpError::invalid(field, "must be an RFC 3339 instant")))
-        .transpose()
+    value.map(|v| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| HttpError::invalid(field, "must be an RFC 3339 instant"))).transpose()
 }
 
-async fn events(req: HttpRequest, query: Result<web::Query<EventsQuery>, actix_web::Error>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+async fn events(
+    req: HttpRequest,
+    query: Result<web::Query<EventsQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let who = authenticate_auditor(&req, &state).await?;
     let q = query.map_err(|_| HttpError::invalid("(query)", "unreadable query string"))?;
-    let format = Format::parse(q.format.as_deref().unwrap_or("fhir")).ok_or_else(|| HttpError::invalid("format", "must be fhir, jsonl or csv"))?;
+    let format =
+        Format::parse(q.format.as_deref().unwrap_or("fhir")).ok_or_else(|| HttpError::invalid("format", "must be fhir, jsonl or csv"))?;
     let filter = Filter {
         from: parse_time("from", q.from.as_deref())?,
         to: parse_time("to", q.to.as_deref())?,

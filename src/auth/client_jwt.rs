@@ -15,8 +15,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, SqlErr,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, SqlErr, TransactionTrait,
 };
 use serde::Deserialize;
 
@@ -147,11 +146,7 @@ impl ClientVerifier {
     }
 
     /// Verifies the `Authorization` header value of a request made to `called_url`.
-    pub async fn verify(
-        &self,
-        authorization: Option<&str>,
-        called_url: &str,
-    ) -> Result<VerifiedClient, AuthFailure> {
+    pub async fn verify(&self, authorization: Option<&str>, called_url: &str) -> Result<VerifiedClient, AuthFailure> {
         let token = bearer(authorization).ok_or(AuthFailure::MissingToken)?;
         // decode_header fails for `alg: none` and unknown algorithms: both are refusals.
         let header = decode_header(token).map_err(|_| AuthFailure::DisallowedAlgorithm)?;
@@ -162,9 +157,7 @@ impl ClientVerifier {
             return Err(AuthFailure::WrongType);
         }
         let kid = header.kid.as_deref().ok_or(AuthFailure::MissingKid)?;
-        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token)
-            .map_err(|_| AuthFailure::MissingClaim)?
-            .iss;
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token).map_err(|_| AuthFailure::MissingClaim)?.iss;
         let client = self.keys.client(&iss).ok_or(AuthFailure::UnknownIssuer)?;
         let source = match header.jku.as_deref() {
             Some(jku) if client.jku.iter().any(|allowed| allowed == jku) => KeySource::Jku(jku.to_owned()),

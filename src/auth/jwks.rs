@@ -60,17 +60,15 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn from_settings(
-        clients: &[ClientSettings],
-        auth: &AuthSettings,
-        http: reqwest::Client,
-    ) -> Result<KeyStore, KeyStoreError> {
+    pub fn from_settings(clients: &[ClientSettings], auth: &AuthSettings, http: reqwest::Client) -> Result<KeyStore, KeyStoreError> {
         let mut map = HashMap::new();
         for c in clients {
             let text = match (&c.jwks, &c.jwks_file) {
                 (Some(inline), _) => Some(inline.clone()),
-                (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|source| {
-                    KeyStoreError::ReadJwksFile { iss: c.iss.clone(), path: path.display().to_string(), source }
+                (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|source| KeyStoreError::ReadJwksFile {
+                    iss: c.iss.clone(),
+                    path: path.display().to_string(),
+                    source,
                 })?),
                 (None, None) => None,
             };
@@ -143,7 +141,14 @@ impl KeyStore {
             tracing::warn!(jku = url, why, "could not fetch a client's JWKS");
             AuthFailure::KeysUnavailable
         };
-        let resp = self.http.get(url).timeout(self.fetch_timeout).header("accept", "application/json").send().await.map_err(|_| fail("request failed"))?;
+        let resp = self
+            .http
+            .get(url)
+            .timeout(self.fetch_timeout)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|_| fail("request failed"))?;
         if !resp.status().is_success() {
             return Err(fail("non-success status"));
         }

@@ -61,8 +61,7 @@ impl LinkSigner {
         }
         let (Some(exp), Some(sig)) = (exp, sig) else { return Err(LinkRefusal::Missing) };
         let Ok(sig) = B64URL.decode(sig) else { return Err(LinkRefusal::BadSignature) };
-        hmac::verify(&self.key, format!("radsight-link-v1\n{path}\n{exp}").as_bytes(), &sig)
-            .map_err(|_| LinkRefusal::BadSignature)?;
+        hmac::verify(&self.key, format!("radsight-link-v1\n{path}\n{exp}").as_bytes(), &sig).map_err(|_| LinkRefusal::BadSignature)?;
         if now > exp {
             return Err(LinkRefusal::Expired);
         }

@@ -235,7 +235,12 @@ mod tests {
         let card = Card::new("s", Indicator::Warning, Source { label: "r".into(), url: None, topic: None }).suggest(
             "Remove",
             true,
-            vec![Action { kind: ActionType::Delete, description: "d".into(), resource: None, resource_id: Some("ServiceRequest/1".into()) }],
+            vec![Action {
+                kind: ActionType::Delete,
+                description: "d".into(),
+                resource: None,
+                resource_id: Some("ServiceRequest/1".into()),
+            }],
         );
         let json = serde_json::to_value(&card).unwrap();
         assert_eq!(json["selectionBehavior"], "at-most-one");

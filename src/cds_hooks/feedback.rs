@@ -91,7 +91,14 @@ fn parse_items(body: &Value) -> Result<Vec<FeedbackItem>, HookError> {
                 .and_then(|r| r.get("code"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            Ok(FeedbackItem { card: card.to_owned(), outcome, outcome_timestamp: ts.to_owned(), accepted_suggestions, override_reason, override_code })
+            Ok(FeedbackItem {
+                card: card.to_owned(),
+                outcome,
+                outcome_timestamp: ts.to_owned(),
+                accepted_suggestions,
+                override_reason,
+                override_code,
+            })
         })
         .collect()
 }

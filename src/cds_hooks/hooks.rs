@@ -44,19 +44,15 @@ async fn handle(
     let hook = Hook::parse(&service.hook).ok_or_else(|| HookError::Internal(anyhow::anyhow!("definitions were validated at load")))?;
     let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let hook_req = request::parse_hook_request(&body::parse_json(&body)?, hook)?;
-    let registered = state
-        .verifier
-        .keys()
-        .client(&client.iss)
-        .ok_or_else(|| HookError::Internal(anyhow::anyhow!("a verified client is registered")))?;
+    let registered =
+        state.verifier.keys().client(&client.iss).ok_or_else(|| HookError::Internal(anyhow::anyhow!("a verified client is registered")))?;
 
     let (data, fetches) = prefetch::resolve(service, &hook_req, registered, &hooks.fhir).await;
     audit_fetches(state, client, &hook_req, &fetches).await?;
     let data = data?;
 
     let now = time::OffsetDateTime::now_utc();
-    let orders: Vec<_> =
-        hook_req.orders.iter().filter_map(|o| hooks.catalog.classify(o).map(|p| (o.clone(), p))).collect();
+    let orders: Vec<_> = hook_req.orders.iter().filter_map(|o| hooks.catalog.classify(o).map(|p| (o.clone(), p))).collect();
     let mut issued = rules::evaluate(&orders, &data, &state.settings.rules, now);
     let procedures: Vec<_> = orders.iter().map(|(_, p)| p.clone()).collect();
     let settings = ResultCardSettings {
@@ -68,9 +64,8 @@ async fn handle(
     };
     if hook == Hook::PatientView || !procedures.is_empty() {
         let scope = (hook != Hook::PatientView).then_some(procedures.as_slice());
-        let ai = results::result_cards(&state.db, &hook_req.patient, scope, &settings, now)
-            .await
-            .map_err(|e| HookError::Internal(e.into()))?;
+        let ai =
+            results::result_cards(&state.db, &hook_req.patient, scope, &settings, now).await.map_err(|e| HookError::Internal(e.into()))?;
         issued.extend(ai);
     }
 
@@ -126,11 +121,14 @@ async fn store_and_audit(
         .detail("cards", issued.len());
     if !unusable.is_empty() {
         // Which slots could not be used and why (a wrong patient's data included): codes only.
-        let slots: Vec<_> = unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
+        let slots: Vec<_> =
+            unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
         event = event.detail("prefetch_unusable", slots);
     }
     for (i, c) in issued.iter().enumerate() {
-        event = event.entity("Card", c.card.uuid.clone()).detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
+        event = event
+            .entity("Card", c.card.uuid.clone())
+            .detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let rows: Vec<(card::ActiveModel, crate::cds_hooks::cards::Card)> = issued

@@ -54,7 +54,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cds-services/{id}/feedback", web::post().to(feedback::receive_feedback));
 }
 
-async fn discovery(CdsClient(client): CdsClient, state: web::Data<AppState>, hooks: web::Data<HookState>) -> Result<HttpResponse, HttpError> {
+async fn discovery(
+    CdsClient(client): CdsClient,
+    state: web::Data<AppState>,
+    hooks: web::Data<HookState>,
+) -> Result<HttpResponse, HttpError> {
     let event = AuditEvent::new(Action::Discovery, Outcome::Success).actor(Some(&client.iss), None);
     state.audit.record(&state.db, event).await.map_err(HttpError::internal)?;
     Ok(HttpResponse::Ok().content_type("application/json").body(hooks.definitions.discovery_json().to_owned()))

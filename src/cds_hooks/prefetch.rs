@@ -25,8 +25,8 @@ use serde_json::Value;
 use super::definitions::ServiceDefinition;
 use super::error::HookError;
 use super::request::HookRequest;
-use crate::domain::PatientId;
 use crate::auth::jwks::RegisteredClient;
+use crate::domain::PatientId;
 use crate::http_client::read_limited;
 
 /// The patient's data that rules and result cards look at.
@@ -130,9 +130,7 @@ pub fn check_slot(value: &Value, expected: &str, patient: &PatientId) -> Result<
 impl ClinicalData {
     fn add(&mut self, r: Resource) {
         match r {
-            Resource::ServiceRequest(x) if !self.active_orders.iter().any(|o| o.id.is_some() && o.id == x.id) => {
-                self.active_orders.push(x)
-            }
+            Resource::ServiceRequest(x) if !self.active_orders.iter().any(|o| o.id.is_some() && o.id == x.id) => self.active_orders.push(x),
             Resource::ImagingStudy(x) => self.studies.push(x),
             Resource::DiagnosticReport(x) => self.reports.push(x),
             Resource::AllergyIntolerance(x) => self.allergies.push(x),
@@ -166,15 +164,10 @@ impl FhirFetcher {
     /// GETs `{base}/{relative}`. `Ok(None)` is a 404 (no such resource: no data).
     async fn get(&self, base: &str, relative: &str, token: &str) -> Result<(u16, Option<Value>), (Option<u16>, String)> {
         let url = format!("{}/{}", base.trim_end_matches('/'), relative);
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(self.timeout)
-            .bearer_auth(token)
-            .header("accept", "application/fhir+json")
-            .send()
-            .await
-            .map_err(|e| (None, if e.is_timeout() { "the FHIR server timed out".into() } else { "the FHIR server could not be reached".into() }))?;
+        let resp =
+            self.http.get(&url).timeout(self.timeout).bearer_auth(token).header("accept", "application/fhir+json").send().await.map_err(
+                |e| (None, if e.is_timeout() { "the FHIR server timed out".into() } else { "the FHIR server could not be reached".into() }),
+            )?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Ok((status, None));

@@ -52,8 +52,8 @@ pub fn parse_hook_request(body: &Value, expected: Hook) -> Result<HookRequest, H
     if hook_name != expected.as_str() {
         return Err(HookError::HookMismatch { expected: expected.as_str().into(), got: hook_name.into() });
     }
-    let hook_instance = HookInstance::parse(required_string(obj, "", "hookInstance")?)
-        .map_err(|e| HookError::invalid("hookInstance", e.why))?;
+    let hook_instance =
+        HookInstance::parse(required_string(obj, "", "hookInstance")?).map_err(|e| HookError::invalid("hookInstance", e.why))?;
     let fhir_server = string_field(obj, "", "fhirServer")?.map(str::to_owned);
     if let Some(s) = &fhir_server {
         url::Url::parse(s).map_err(|_| HookError::invalid("fhirServer", "must be an absolute URL"))?;
@@ -114,7 +114,18 @@ pub fn parse_hook_request(body: &Value, expected: Hook) -> Result<HookRequest, H
         Some(Value::Object(p)) => p.clone(),
         Some(_) => return Err(HookError::invalid("prefetch", "must be an object")),
     };
-    Ok(HookRequest { hook: expected, hook_instance, fhir_server, fhir_authorization, user_id, patient, encounter_id, orders, prefetch, context })
+    Ok(HookRequest {
+        hook: expected,
+        hook_instance,
+        fhir_server,
+        fhir_authorization,
+        user_id,
+        patient,
+        encounter_id,
+        orders,
+        prefetch,
+        context,
+    })
 }
 
 /// The `ServiceRequest`s of `context.draftOrders`, which must be a Bundle.
@@ -173,7 +184,11 @@ mod tests {
         ];
         for (key, value, field) in cases {
             let mut ctx = ok.clone();
-            if value.is_null() { ctx.as_object_mut().unwrap().remove(key); } else { ctx[key] = value; }
+            if value.is_null() {
+                ctx.as_object_mut().unwrap().remove(key);
+            } else {
+                ctx[key] = value;
+            }
             assert_eq!(field_of(parse_hook_request(&body(ctx), Hook::OrderSelect).unwrap_err()), field, "{key}");
         }
     }

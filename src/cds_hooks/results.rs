@@ -96,12 +96,22 @@ fn model_card(s: &study::Model, r: &analysis_result::Model, label: &str, setting
         .filter(|f| f.probability >= f.threshold)
         .max_by(|a, b| (a.probability - a.threshold).total_cmp(&(b.probability - b.threshold)));
     let (summary, indicator) = match top {
-        Some(f) => (format!("AI: {} suspected on {label} (p={:.2}, threshold {:.2})", f.display, f.probability, f.threshold), Indicator::Warning),
+        Some(f) => {
+            (format!("AI: {} suspected on {label} (p={:.2}, threshold {:.2})", f.display, f.probability, f.threshold), Indicator::Warning)
+        }
         None => (format!("AI: no finding above threshold on {label}"), Indicator::Info),
     };
     let rows: Vec<String> = findings
         .iter()
-        .map(|f| format!("| {} | {:.2} | {:.2} | {} |", f.display, f.probability, f.threshold, if f.probability >= f.threshold { "above" } else { "below" }))
+        .map(|f| {
+            format!(
+                "| {} | {:.2} | {:.2} | {} |",
+                f.display,
+                f.probability,
+                f.threshold,
+                if f.probability >= f.threshold { "above" } else { "below" }
+            )
+        })
         .collect();
     let weights = r.weights_sha256.as_deref().map(|h| &h[..h.len().min(12)]).unwrap_or("unknown");
     let card_json: serde_json::Value = r.model_card.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();

@@ -87,8 +87,10 @@ pub(super) async fn run(command: AuditCommand, settings: &Settings) -> anyhow::R
         }
         AuditCommand::Prove { index, tree_size } => prove(&db, index, tree_size).await,
         AuditCommand::Export { format, from, to, patient, actor, action, model, out } => {
-            let parse = |v: Option<String>| v.map(|v| time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)).transpose();
-            let filter = export::Filter { from: parse(from)?, to: parse(to)?, patient: patient.clone(), actor, action, model, entity: None };
+            let parse =
+                |v: Option<String>| v.map(|v| time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)).transpose();
+            let filter =
+                export::Filter { from: parse(from)?, to: parse(to)?, patient: patient.clone(), actor, action, model, entity: None };
             let format = export::Format::parse(&format).context("unknown format")?;
             let entries = export::select(&db, &filter, u64::MAX).await?;
             let body = export::render(&entries, format, &audit_settings.origin);
@@ -110,7 +112,12 @@ pub(super) async fn run(command: AuditCommand, settings: &Settings) -> anyhow::R
 }
 
 /// Checks the whole trail; exit 2 naming the first problem if it is broken.
-async fn verify(db: &DatabaseConnection, settings: &Settings, checkpoints: Option<PathBuf>, vkey: Option<String>) -> anyhow::Result<ExitCode> {
+async fn verify(
+    db: &DatabaseConnection,
+    settings: &Settings,
+    checkpoints: Option<PathBuf>,
+    vkey: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let audit_settings = &settings.audit;
     let dir = checkpoints.unwrap_or_else(|| audit_settings.checkpoint_dir.clone());
     let verifier = match vkey {
@@ -144,7 +151,11 @@ async fn verify(db: &DatabaseConnection, settings: &Settings, checkpoints: Optio
 /// Prints the inclusion proof of leaf `index` with its entry, against `tree_size` or else the
 /// latest checkpoint (whose note it attaches).
 async fn prove(db: &DatabaseConnection, index: u64, tree_size: Option<u64>) -> anyhow::Result<ExitCode> {
-    let latest = audit_checkpoint::Entity::find().order_by_desc(audit_checkpoint::Column::TreeSize).one(db).await.context("reading the latest checkpoint")?;
+    let latest = audit_checkpoint::Entity::find()
+        .order_by_desc(audit_checkpoint::Column::TreeSize)
+        .one(db)
+        .await
+        .context("reading the latest checkpoint")?;
     let (size, checkpoint_note) = match (tree_size, latest) {
         (Some(n), _) => (n, None),
         (None, Some(c)) => (c.tree_size as u64, Some(c.note)),

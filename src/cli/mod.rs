@@ -95,4 +95,3 @@ async fn migrated_db(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseCon
 fn os_user() -> String {
     format!("os-user:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
-

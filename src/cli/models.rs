@@ -62,14 +62,19 @@ pub(super) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
         ModelsCommand::List => list(&open(dir)?, dir),
         ModelsCommand::Verify => Ok(verify(&open(dir)?)),
         ModelsCommand::Import { weights, description } => {
-            let imported = radsight_vision::import::import_model(&weights, &description, dir).map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
+            let imported =
+                radsight_vision::import::import_model(&weights, &description, dir).map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
             println!(
                 "imported {} {} ({}, {} tensors{}) into {} (sha256 {})",
                 imported.id,
                 imported.version,
                 imported.card.architecture.name(),
                 imported.tensors,
-                if imported.converted_from.is_empty() { String::new() } else { format!(", converted from {}", imported.converted_from.join("/")) },
+                if imported.converted_from.is_empty() {
+                    String::new()
+                } else {
+                    format!(", converted from {}", imported.converted_from.join("/"))
+                },
                 imported.dir.display(),
                 imported.sha256
             );
@@ -80,7 +85,14 @@ pub(super) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
             let config = radsight_vision::train::TrainConfig { seed, steps: steps.unwrap_or(defaults.steps), ..defaults };
             let report = radsight_vision::train::train(&config, &out, |line| eprintln!("{line}"))
                 .map_err(|e| anyhow::anyhow!("training failed: {e}"))?;
-            println!("wrote {} {} to {} in {:.0} s (sha256 {})", report.card.id, report.card.version, out.display(), report.seconds, report.card.weights.sha256);
+            println!(
+                "wrote {} {} to {} in {:.0} s (sha256 {})",
+                report.card.id,
+                report.card.version,
+                out.display(),
+                report.seconds,
+                report.card.weights.sha256
+            );
             Ok(ExitCode::SUCCESS)
         }
         ModelsCommand::Phantoms { out, count, seed, size } => phantoms(&out, count, seed, size),

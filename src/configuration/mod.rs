@@ -287,7 +287,10 @@ pub struct SelectionRules {
 
 impl SelectionRules {
     pub fn selects_everything(&self) -> bool {
-        self.modalities.is_empty() && self.sop_classes.is_empty() && self.body_parts.is_empty() && self.series_description_contains.is_empty()
+        self.modalities.is_empty()
+            && self.sop_classes.is_empty()
+            && self.body_parts.is_empty()
+            && self.series_description_contains.is_empty()
     }
 }
 
@@ -353,17 +356,8 @@ impl Default for Settings {
                 max_body_bytes: 1024 * 1024,
                 workers: 0,
             },
-            database: DatabaseSettings {
-                url: "sqlite://data/radsight.db?mode=rwc".into(),
-                max_connections: 16,
-                acquire_timeout_ms: 5000,
-            },
-            auth: AuthSettings {
-                leeway_secs: 30,
-                max_token_lifetime_secs: 3600,
-                jwks_fetch_timeout_ms: 2000,
-                jwks_cache_secs: 300,
-            },
+            database: DatabaseSettings { url: "sqlite://data/radsight.db?mode=rwc".into(), max_connections: 16, acquire_timeout_ms: 5000 },
+            auth: AuthSettings { leeway_secs: 30, max_token_lifetime_secs: 3600, jwks_fetch_timeout_ms: 2000, jwks_cache_secs: 300 },
             hooks: HookSettings {
                 lookback_days: 365,
                 smart_launch_url: String::new(),
@@ -378,9 +372,7 @@ impl Default for Settings {
                 egfr_max_age_days: 90,
                 // MDRD (33914-3, 48642-3, 48643-1), CKD-EPI 2009 (62238-1, 88293-6, 88294-4)
                 // and CKD-EPI 2021 (98979-8) creatinine-based eGFR.
-                egfr_loinc_codes: ["33914-3", "48642-3", "48643-1", "62238-1", "88293-6", "88294-4", "98979-8"]
-                    .map(String::from)
-                    .to_vec(),
+                egfr_loinc_codes: ["33914-3", "48642-3", "48643-1", "62238-1", "88293-6", "88294-4", "98979-8"].map(String::from).to_vec(),
                 pregnancy_max_age_days: 30,
                 // SNOMED CT 293637006 |Allergy to contrast media (finding)|.
                 contrast_allergy_codes: vec!["http://snomed.info/sct|293637006".into()],
@@ -411,7 +403,15 @@ impl Default for Settings {
                 poll_interval_ms: 2_000,
                 max_studies_per_notification: default_max_studies_per_notification(),
             },
-            dicomweb: DicomwebSettings { endpoints: Vec::new(), default_endpoint: String::new(), timeout_ms: 30_000, select: Default::default(), credentials: Vec::new(), max_study_bytes: 512 * 1024 * 1024, transfer_syntax: default_transfer_syntax() },
+            dicomweb: DicomwebSettings {
+                endpoints: Vec::new(),
+                default_endpoint: String::new(),
+                timeout_ms: 30_000,
+                select: Default::default(),
+                credentials: Vec::new(),
+                max_study_bytes: 512 * 1024 * 1024,
+                transfer_syntax: default_transfer_syntax(),
+            },
             analysis: AnalysisSettings {
                 models_dir: "models".into(),
                 saliency: "grad-cam".into(),
@@ -516,7 +516,10 @@ impl Settings {
                 PacsAuthKind::Bearer => c.secret_file.is_some(),
             };
             if !complete {
-                return invalid(format!("dicomweb.credentials for {}: basic needs username and secret_file, bearer needs secret_file", c.url));
+                return invalid(format!(
+                    "dicomweb.credentials for {}: basic needs username and secret_file, bearer needs secret_file",
+                    c.url
+                ));
             }
         }
         self.smart.validate().map_err(ConfigError::Invalid)?;

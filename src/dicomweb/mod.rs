@@ -76,7 +76,9 @@ pub struct InstanceRef {
 
 /// Whether `rules` select instance `i` (the rules are `[dicomweb.select]` in the configuration).
 pub fn selects(rules: &SelectionRules, i: &InstanceRef) -> bool {
-    let one_of = |list: &[String], v: &Option<String>| list.is_empty() || v.as_deref().is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)));
+    let one_of = |list: &[String], v: &Option<String>| {
+        list.is_empty() || v.as_deref().is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)))
+    };
     let described = rules.series_description_contains.is_empty()
         || i.series_description.as_deref().is_some_and(|d| {
             let d = d.to_lowercase();
@@ -213,7 +215,13 @@ impl DicomwebClient {
     /// Retrieves what `rules` select of the instances `found`: the whole study in one WADO-RS
     /// request when the rules select everything, else instance by instance. The byte limit
     /// holds for the total.
-    pub async fn retrieve_selected(&self, root: &str, study_uid: &str, found: &[InstanceRef], rules: &SelectionRules) -> Result<RetrievedStudy, DicomwebError> {
+    pub async fn retrieve_selected(
+        &self,
+        root: &str,
+        study_uid: &str,
+        found: &[InstanceRef],
+        rules: &SelectionRules,
+    ) -> Result<RetrievedStudy, DicomwebError> {
         if rules.selects_everything() {
             return self.retrieve(join(root, &["studies", study_uid])?, self.max_study_bytes).await;
         }
@@ -291,7 +299,14 @@ mod tests {
     fn requests_carry_the_pacs_credentials() {
         let url = url::Url::parse("http://pacs/dicom-web/studies").unwrap();
         let client = |auth| DicomwebClient::new(reqwest::Client::new(), Duration::from_secs(1), 1, auth);
-        let header = |c: DicomwebClient| c.request(url.clone(), "application/dicom+json").build().unwrap().headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+        let header = |c: DicomwebClient| {
+            c.request(url.clone(), "application/dicom+json")
+                .build()
+                .unwrap()
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
         assert_eq!(header(client(None)), None);
         let basic = PacsAuth::Basic { username: "u".into(), password: SecretString::from("p".to_owned()) };
         assert_eq!(header(client(Some(basic))).as_deref(), Some("Basic dTpw"));

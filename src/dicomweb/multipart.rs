@@ -85,14 +85,18 @@ mod tests {
     use super::*;
 
     fn check(body: &[u8], expected: Result<Vec<(&str, &[u8])>, MultipartError>) {
-        let got = parse(body, "XyZ").map(|parts| parts.into_iter().map(|p| (p.content_type.unwrap_or_default(), p.body.to_vec())).collect::<Vec<_>>());
+        let got = parse(body, "XyZ")
+            .map(|parts| parts.into_iter().map(|p| (p.content_type.unwrap_or_default(), p.body.to_vec())).collect::<Vec<_>>());
         let expected = expected.map(|v| v.into_iter().map(|(c, b)| (c.to_owned(), b.to_vec())).collect::<Vec<_>>());
         assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(body));
     }
 
     #[test]
     fn parts_are_split_on_the_boundary() {
-        check(b"--XyZ\r\nContent-Type: application/dicom\r\n\r\nAB\r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\n\r\nC\r\n--XyZ--\r\n", Ok(vec![("application/dicom", b"AB"), ("application/dicom", b"\r\nC")]));
+        check(
+            b"--XyZ\r\nContent-Type: application/dicom\r\n\r\nAB\r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\n\r\nC\r\n--XyZ--\r\n",
+            Ok(vec![("application/dicom", b"AB"), ("application/dicom", b"\r\nC")]),
+        );
         // Preamble, transport padding, no headers, epilogue.
         check(b"preamble\r\n--XyZ  \r\n\r\nbody\r\n--XyZ--epilogue", Ok(vec![("", b"body")]));
         // A body that contains the boundary text without the leading CRLF is data.

@@ -23,15 +23,7 @@ fn echo(s: &str) -> String {
 
 fn timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    )
+    format!("{:04}{:02}{:02}{:02}{:02}{:02}+0000", now.year(), u8::from(now.month()), now.day(), now.hour(), now.minute(), now.second())
 }
 
 fn ack_control_id() -> String {
@@ -61,7 +53,12 @@ pub fn build_ack(header: &Header, code: AckCode, rejection: Option<&Rejection>) 
         Some(r) => {
             let text = escape(r.text);
             out.push_str(&format!("MSA|{}|{control}|{text}\r", code.as_str()));
-            out.push_str(&format!("ERR||{}|{}^{}^HL70357|E||||{text}\r", r.location.unwrap_or(""), r.error_code, escape(error_name(r.error_code))));
+            out.push_str(&format!(
+                "ERR||{}|{}^{}^HL70357|E||||{text}\r",
+                r.location.unwrap_or(""),
+                r.error_code,
+                escape(error_name(r.error_code))
+            ));
         }
     }
     out

@@ -207,7 +207,9 @@ async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Res
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let patient_ref = msg.patient.reference();
     let mut existing = None;
-    for (column, value) in [(imaging_order::Column::PlacerOrder, &msg.placer_order), (imaging_order::Column::FillerOrder, &msg.filler_order)] {
+    for (column, value) in
+        [(imaging_order::Column::PlacerOrder, &msg.placer_order), (imaging_order::Column::FillerOrder, &msg.filler_order)]
+    {
         if let Some(v) = value
             && existing.is_none()
         {
@@ -260,4 +262,3 @@ async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Res
     }
     Ok(())
 }
-

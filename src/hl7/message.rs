@@ -156,7 +156,14 @@ pub struct ParseOptions {
     pub study_uid_field: Option<LocationQuery>,
 }
 
-fn reject(header: &Header, ack: AckCode, error_code: u16, location: Option<&'static str>, reason: &'static str, text: &'static str) -> Rejection {
+fn reject(
+    header: &Header,
+    ack: AckCode,
+    error_code: u16,
+    location: Option<&'static str>,
+    reason: &'static str,
+    text: &'static str,
+) -> Rejection {
     Rejection { ack, error_code, location, reason, text, header: Box::new(header.clone()) }
 }
 
@@ -204,27 +211,69 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
     // the header without its NULs.
     if text.contains('\0') {
         let header = read_header(&text.replace('\0', "")).unwrap_or_default();
-        return Err(reject(&header, AckCode::AR, error_code::DATA_TYPE, None, "nul-byte", "the message contains a NUL byte, which no field may hold"));
+        return Err(reject(
+            &header,
+            AckCode::AR,
+            error_code::DATA_TYPE,
+            None,
+            "nul-byte",
+            "the message contains a NUL byte, which no field may hold",
+        ));
     }
     let Some(header) = read_header(text) else {
         let empty = Header::default();
-        return Err(reject(&empty, AckCode::AR, error_code::SEGMENT_SEQUENCE, Some("MSH"), "no-msh", "the message does not start with an MSH segment"));
+        return Err(reject(
+            &empty,
+            AckCode::AR,
+            error_code::SEGMENT_SEQUENCE,
+            Some("MSH"),
+            "no-msh",
+            "the message does not start with an MSH segment",
+        ));
     };
     let Some(control_id) = header.control_id.clone() else {
-        return Err(reject(&header, AckCode::AR, error_code::REQUIRED_FIELD_MISSING, Some("MSH^1^10"), "bad-control-id", "MSH-10 message control id is missing or not valid"));
+        return Err(reject(
+            &header,
+            AckCode::AR,
+            error_code::REQUIRED_FIELD_MISSING,
+            Some("MSH^1^10"),
+            "bad-control-id",
+            "MSH-10 message control id is missing or not valid",
+        ));
     };
     if !header.version.starts_with("2.") {
-        return Err(reject(&header, AckCode::AR, error_code::UNSUPPORTED_VERSION, Some("MSH^1^12"), "unsupported-version", "MSH-12 must be an HL7 version 2.x"));
+        return Err(reject(
+            &header,
+            AckCode::AR,
+            error_code::UNSUPPORTED_VERSION,
+            Some("MSH^1^12"),
+            "unsupported-version",
+            "MSH-12 must be an HL7 version 2.x",
+        ));
     }
     let code = header.message_type.split('^').next().unwrap_or("");
     let kind = match (code, header.trigger.as_str()) {
         ("ORM", "O01") | ("OMI", "O23") => MessageKind::Order,
         ("ORU", "R01") => MessageKind::Result,
         ("ORM" | "OMI" | "ORU", _) => {
-            return Err(reject(&header, AckCode::AR, error_code::UNSUPPORTED_EVENT, Some("MSH^1^9"), "unsupported-event", "only ORM^O01, OMI^O23 and ORU^R01 are accepted"));
+            return Err(reject(
+                &header,
+                AckCode::AR,
+                error_code::UNSUPPORTED_EVENT,
+                Some("MSH^1^9"),
+                "unsupported-event",
+                "only ORM^O01, OMI^O23 and ORU^R01 are accepted",
+            ));
         }
         _ => {
-            return Err(reject(&header, AckCode::AR, error_code::UNSUPPORTED_MESSAGE_TYPE, Some("MSH^1^9"), "unsupported-message-type", "only ORM^O01, OMI^O23 and ORU^R01 are accepted"));
+            return Err(reject(
+                &header,
+                AckCode::AR,
+                error_code::UNSUPPORTED_MESSAGE_TYPE,
+                Some("MSH^1^9"),
+                "unsupported-message-type",
+                "only ORM^O01, OMI^O23 and ORU^R01 are accepted",
+            ));
         }
     };
     let msg = Message::parse_with_lenient_newlines(text, true).map_err(|_| {
@@ -236,16 +285,37 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         return Err(reject(&header, AckCode::AE, error_code::SEGMENT_SEQUENCE, Some("PID"), "missing-pid", "the PID segment is missing"));
     }
     let patient_raw = patient_identifier(&msg).ok_or_else(|| {
-        reject(&header, AckCode::AE, error_code::REQUIRED_FIELD_MISSING, Some("PID^1^3"), "missing-patient-id", "PID-3 patient identifier is missing")
+        reject(
+            &header,
+            AckCode::AE,
+            error_code::REQUIRED_FIELD_MISSING,
+            Some("PID^1^3"),
+            "missing-patient-id",
+            "PID-3 patient identifier is missing",
+        )
     })?;
     let patient = PatientId::parse(&patient_raw).map_err(|_| {
-        reject(&header, AckCode::AE, error_code::DATA_TYPE, Some("PID^1^3"), "bad-patient-id", "PID-3 is not usable as a patient id (1-64 of A-Z a-z 0-9 - .)")
+        reject(
+            &header,
+            AckCode::AE,
+            error_code::DATA_TYPE,
+            Some("PID^1^3"),
+            "bad-patient-id",
+            "PID-3 is not usable as a patient id (1-64 of A-Z a-z 0-9 - .)",
+        )
     })?;
     if msg.segment("OBR").is_none() {
         return Err(reject(&header, AckCode::AE, error_code::SEGMENT_SEQUENCE, Some("OBR"), "missing-obr", "the OBR segment is missing"));
     }
     if kind == MessageKind::Order && msg.segment("ORC").is_none() {
-        return Err(reject(&header, AckCode::AE, error_code::SEGMENT_SEQUENCE, Some("ORC"), "missing-orc", "an order needs an ORC segment"));
+        return Err(reject(
+            &header,
+            AckCode::AE,
+            error_code::SEGMENT_SEQUENCE,
+            Some("ORC"),
+            "missing-orc",
+            "an order needs an ORC segment",
+        ));
     }
     let order_control = get("ORC.1").unwrap_or_else(|| if kind == MessageKind::Result { "RE".into() } else { "NW".into() });
     let procedure = get("OBR.4.1").map(|code| Procedure { code, display: get("OBR.4.2"), system: get("OBR.4.3") });
@@ -260,7 +330,14 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
     let study_uid = match uid_sources.into_iter().find_map(|(at, v)| v.map(|v| (at, v))) {
         None => None,
         Some((_, v)) => Some(StudyInstanceUid::parse(&v).map_err(|_| {
-            reject(&header, AckCode::AE, error_code::DATA_TYPE, Some("IPC^1^3"), "bad-study-uid", "the Study Instance UID is not a valid DICOM UID")
+            reject(
+                &header,
+                AckCode::AE,
+                error_code::DATA_TYPE,
+                Some("IPC^1^3"),
+                "bad-study-uid",
+                "the Study Instance UID is not a valid DICOM UID",
+            )
         })?),
     };
 
@@ -343,7 +420,14 @@ IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT\r";
 
     /// The expectation for one case: `Ok` fields, or the rejection's (ack, error code, reason).
     enum Expected<'a> {
-        Accepted { kind: MessageKind, patient: &'a str, uid: Option<&'a str>, accession: Option<&'a str>, modality: Option<&'a str>, wants_analysis: bool },
+        Accepted {
+            kind: MessageKind,
+            patient: &'a str,
+            uid: Option<&'a str>,
+            accession: Option<&'a str>,
+            modality: Option<&'a str>,
+            wants_analysis: bool,
+        },
         Rejected(AckCode, u16, &'a str),
     }
 
@@ -370,7 +454,14 @@ IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT\r";
         }
     }
 
-    fn accepted<'a>(kind: MessageKind, patient: &'a str, uid: Option<&'a str>, accession: Option<&'a str>, modality: Option<&'a str>, wants: bool) -> Expected<'a> {
+    fn accepted<'a>(
+        kind: MessageKind,
+        patient: &'a str,
+        uid: Option<&'a str>,
+        accession: Option<&'a str>,
+        modality: Option<&'a str>,
+        wants: bool,
+    ) -> Expected<'a> {
         Expected::Accepted { kind, patient, uid, accession, modality, wants_analysis: wants }
     }
 
@@ -381,7 +472,11 @@ IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT\r";
         use MessageKind::*;
         check(OMI, accepted(Order, "MRN123", Some(UID), Some("ACC300"), Some("CT"), true));
         // ORM^O01 with the study UID in ZDS-1 and the modality from OBR-24.
-        let orm = with(&with(OMI, "OMI^O23^OMI_O23", "ORM^O01"), "IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT", "ZDS|1.2.3.4^RIS^Application^DICOM");
+        let orm = with(
+            &with(OMI, "OMI^O23^OMI_O23", "ORM^O01"),
+            "IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT",
+            "ZDS|1.2.3.4^RIS^Application^DICOM",
+        );
         check(&orm, accepted(Order, "MRN123", Some("1.2.3.4"), Some("ACC300"), Some("CT"), true));
         // ORU^R01 final result with the UID in an OBX coded DCM 110180.
         let oru = "MSH|^~\\&|RIS|HOSP|RADSIGHT|AI|20261129120000||ORU^R01|R1|P|2.3\r\
@@ -394,17 +489,26 @@ OBX|1|ST|110180^Study Instance UID^DCM||1.2.3.99||||||F\r";
         // A cancellation names a study but asks for no analysis.
         check(&with(OMI, "ORC|NW", "ORC|CA"), accepted(Order, "MRN123", Some(UID), Some("ACC300"), Some("CT"), false));
         // No UID anywhere: accepted (the order is stored) but nothing to analyse.
-        check(&with(OMI, "IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT", "IPC|ACC300"), accepted(Order, "MRN123", None, Some("ACC300"), Some("CT"), false));
+        check(
+            &with(OMI, "IPC|ACC300|RP1|1.2.840.113619.2.55.3.1234|SPS1|CT", "IPC|ACC300"),
+            accepted(Order, "MRN123", None, Some("ACC300"), Some("CT"), false),
+        );
         // \n segment separators are tolerated.
         check(&OMI.replace('\r', "\n"), accepted(Order, "MRN123", Some(UID), Some("ACC300"), Some("CT"), true));
         // The MR repetition of PID-3 wins over the first one.
-        check(&with(OMI, "MRN123^^^HOSP^MR~999^^^SSA^SS", "999^^^SSA^SS~MRN123^^^HOSP^MR"), accepted(Order, "MRN123", Some(UID), Some("ACC300"), Some("CT"), true));
+        check(
+            &with(OMI, "MRN123^^^HOSP^MR~999^^^SSA^SS", "999^^^SSA^SS~MRN123^^^HOSP^MR"),
+            accepted(Order, "MRN123", Some(UID), Some("ACC300"), Some("CT"), true),
+        );
     }
 
     #[test]
     fn the_shipped_example_messages_are_accepted() {
         let oru = include_str!("../../examples/hl7/oru-r01.hl7");
-        check(oru, accepted(MessageKind::Result, "example-patient", Some("1.2.826.0.1.3680043.10.2001.1"), Some("ACC-1"), Some("CT"), true));
+        check(
+            oru,
+            accepted(MessageKind::Result, "example-patient", Some("1.2.826.0.1.3680043.10.2001.1"), Some("ACC-1"), Some("CT"), true),
+        );
         let omi = include_str!("../../examples/hl7/omi-o23.hl7");
         check(omi, accepted(MessageKind::Order, "example-patient", Some("1.2.826.0.1.3680043.10.2001.2"), Some("ACC-2"), Some("CT"), true));
     }

@@ -205,9 +205,8 @@ mod tests {
     fn framed_messages_survive_any_split() {
         for seed in 1..=200u64 {
             let mut rng = XorShift(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
-            let originals: Vec<Vec<u8>> = (0..1 + rng.below(5))
-                .map(|_| (0..rng.below(100)).map(|_| b' ' + (rng.next() % 90) as u8).collect())
-                .collect();
+            let originals: Vec<Vec<u8>> =
+                (0..1 + rng.below(5)).map(|_| (0..rng.below(100)).map(|_| b' ' + (rng.next() % 90) as u8).collect()).collect();
             let wire: Vec<u8> = originals.iter().flat_map(|m| frame(m)).collect();
             let mut d = Deframer::new(1000);
             let mut got = Vec::new();

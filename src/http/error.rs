@@ -90,8 +90,12 @@ impl ResponseError for HttpError {
                 if let Some(challenge) = issue.challenge {
                     resp.insert_header((WWW_AUTHENTICATE, challenge));
                 }
-                resp.insert_header((CONTENT_TYPE, "application/fhir+json"))
-                    .body(operation_outcome("error", issue.code, &issue.diagnostics, issue.expression.as_deref()))
+                resp.insert_header((CONTENT_TYPE, "application/fhir+json")).body(operation_outcome(
+                    "error",
+                    issue.code,
+                    &issue.diagnostics,
+                    issue.expression.as_deref(),
+                ))
             }
             HttpError::Internal(e) => {
                 // The one place an internal error's chain is logged.

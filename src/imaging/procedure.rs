@@ -72,8 +72,25 @@ pub struct ImagingProcedure {
 const MODALITIES: &[&str] = &["XR", "CT", "MR", "US", "NM", "PT", "MG", "XA", "RF", "DXA", "DX", "CR"];
 /// Words that end the region part of a playbook display name.
 const REGION_STOPS: &[&str] = &[
-    "w", "wo", "views", "view", "single", "pa", "ap", "portable", "limited", "screening", "diagnostic", "guidance",
-    "for", "1", "2", "3", "4", "5", "6",
+    "w",
+    "wo",
+    "views",
+    "view",
+    "single",
+    "pa",
+    "ap",
+    "portable",
+    "limited",
+    "screening",
+    "diagnostic",
+    "guidance",
+    "for",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
 ];
 
 impl ImagingProcedure {
@@ -113,11 +130,7 @@ impl ProcedureCatalog {
     /// The shipped catalog, then the site's entries (which win).
     pub fn load(site_entries: &[CatalogEntry]) -> Result<ProcedureCatalog, serde_json::Error> {
         let shipped: Vec<CatalogEntry> = serde_json::from_str(include_str!("../../cds-hooks/procedures.json"))?;
-        let entries = shipped
-            .into_iter()
-            .chain(site_entries.iter().cloned())
-            .map(|e| ((e.system.clone(), e.code.clone()), e))
-            .collect();
+        let entries = shipped.into_iter().chain(site_entries.iter().cloned()).map(|e| ((e.system.clone(), e.code.clone()), e)).collect();
         Ok(ProcedureCatalog { entries })
     }
 
@@ -229,7 +242,12 @@ mod tests {
 
     #[test]
     fn ionising_modalities_are_known() {
-        let p = |m: &str| ImagingProcedure { modality: Some(m.into()), body_region: vec![], contrast: Contrast::None, non_contrast_alternative: None };
+        let p = |m: &str| ImagingProcedure {
+            modality: Some(m.into()),
+            body_region: vec![],
+            contrast: Contrast::None,
+            non_contrast_alternative: None,
+        };
         assert!(p("CT").is_ionising() && p("XR").is_ionising() && p("MG").is_ionising());
         assert!(!p("MR").is_ionising() && !p("US").is_ionising());
     }

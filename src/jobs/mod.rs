@@ -16,8 +16,8 @@ pub mod announce;
 pub mod worker;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 use crate::domain::{PatientId, StudyInstanceUid};
@@ -25,7 +25,6 @@ use crate::store::entities::job;
 use crate::store::{JobStage, JobState};
 
 pub const KIND_ANALYSE_STUDY: &str = "analyse-study";
-
 
 /// Where the study was announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -143,10 +143,7 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
                 Failed::LeaseLost => serde_json::json!("lease-lost"),
             };
             txn.append(
-                event(&job, Action::JobFailed, Outcome::Error)
-                    .detail("reason", code)
-                    .detail("attempt", job.attempts)
-                    .detail("next", next),
+                event(&job, Action::JobFailed, Outcome::Error).detail("reason", code).detail("attempt", job.attempts).detail("next", next),
             )
             .await?;
             txn.commit().await?;
@@ -192,8 +189,13 @@ async fn run_steps(ctx: &WorkerContext, job: &job::Model) -> Result<Finished, St
     let found = found.map_err(StepError::from)?;
 
     let retrieved = client.retrieve_selected(&root, &job.study_uid, &found, &ctx.dicomweb.select).await;
-    audit_fetch(ctx, job, "wado-rs", retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes, "transfer_syntax": r.asked})))
-        .await?;
+    audit_fetch(
+        ctx,
+        job,
+        "wado-rs",
+        retrieved.as_ref().map(|r| serde_json::json!({"instances": r.instances.len(), "bytes": r.bytes, "transfer_syntax": r.asked})),
+    )
+    .await?;
     let retrieved = retrieved.map_err(StepError::from)?;
     analyse(ctx, job, retrieved.instances).await
 }
@@ -260,7 +262,8 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
             }
             if e.is_permanent() {
                 let failed = unanalysed(job, ResultStatus::Failed, code);
-                let ev = event(job, Action::ModelInference, Outcome::Error).entity("AnalysisResult", failed.id.clone()).detail("reason", code);
+                let ev =
+                    event(job, Action::ModelInference, Outcome::Error).entity("AnalysisResult", failed.id.clone()).detail("reason", code);
                 ctx.audit.record_with(&ctx.db, ev, Some(Box::new(failed))).await.map_err(audit_unavailable)?;
             }
             return Err(StepError { code, permanent: e.is_permanent() });
@@ -282,7 +285,14 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         .entity("Model", format!("{}@{}", analysed.model.id, analysed.model.version))
         .detail("weights_sha256", analysed.model.weights_sha256.clone())
         .detail("input_sha256", analysed.input_sha256.clone())
-        .detail("findings", analysed.findings.iter().map(|f| serde_json::json!({"code": f.code, "probability": f.probability, "positive": f.is_positive()})).collect::<Vec<_>>())
+        .detail(
+            "findings",
+            analysed
+                .findings
+                .iter()
+                .map(|f| serde_json::json!({"code": f.code, "probability": f.probability, "positive": f.is_positive()}))
+                .collect::<Vec<_>>(),
+        )
         .detail("saliency", analysed.saliency_method.clone())
         .detail("deletion_auc", analysed.deletion_auc)
         .detail("random_deletion_auc", analysed.random_deletion_auc)

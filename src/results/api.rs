@@ -112,7 +112,6 @@ async fn read(
     }
 }
 
-
 fn done(r: &analysis_result::Model) -> Result<(), ResultError> {
     match r.result_status() {
         ResultStatus::Done => Ok(()),
@@ -153,9 +152,7 @@ async fn saliency_png(req: HttpRequest, path: web::Path<String>, state: web::Dat
     done(&r)?;
     let picture = store::artefact(&state.db, &r.id, ArtefactKind::SaliencyPng).await.map_err(internal)?;
     let picture = picture.ok_or_else(|| ResultError::NotFound(format!("{}/saliency.png", r.id)))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, picture.media_type.as_str()))
-        .body(picture.bytes))
+    Ok(HttpResponse::Ok().insert_header((CONTENT_TYPE, picture.media_type.as_str())).body(picture.bytes))
 }
 
 async fn result_fhir(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
@@ -164,7 +161,5 @@ async fn result_fhir(req: HttpRequest, path: web::Path<String>, state: web::Data
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let saliency = state.links.sign(&state.settings.server.public_url, &format!("/results/{}/saliency.png", r.id), now);
     let bundle = super::fhir::result_bundle(&r, &s, &saliency);
-    Ok(HttpResponse::Ok()
-        .content_type("application/fhir+json")
-        .body(bundle.to_string()))
+    Ok(HttpResponse::Ok().content_type("application/fhir+json").body(bundle.to_string()))
 }

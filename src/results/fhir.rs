@@ -69,23 +69,20 @@ pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url:
     let base = format!("urn:uuid:{}", r.id);
     let report_url = base.clone();
     let device_url = format!("urn:uuid:{}", derived_uuid(&format!("{base}/device")));
-    let provenance_url =
-        format!("urn:uuid:{}", derived_uuid(&format!("{base}/provenance")));
+    let provenance_url = format!("urn:uuid:{}", derived_uuid(&format!("{base}/provenance")));
     let found = findings(r);
     let observations: Vec<(String, Value)> = found
         .iter()
         .map(|f| {
-            let url = format!(
-                "urn:uuid:{}",
-                derived_uuid(&format!("{base}/observation/{}", f.code))
-            );
+            let url = format!("urn:uuid:{}", derived_uuid(&format!("{base}/observation/{}", f.code)));
             let obs = observation(f, &url, &patient, &device_url, &s.study_uid, &when);
             (url, obs)
         })
         .collect();
     let model_id = r.model_id.clone().unwrap_or_default();
     let version = r.model_version.clone().unwrap_or_default();
-    let positives: Vec<String> = found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
+    let positives: Vec<String> =
+        found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
     let conclusion = match positives.is_empty() {
         true => format!("No finding above its threshold ({model_id} {version})."),
         false => format!("Suspected: {} ({model_id} {version}).", positives.join(", ")),

@@ -211,11 +211,7 @@ pub async fn find_with_study<C: ConnectionTrait>(conn: &C, id: &str) -> Result<O
     Ok(study::Entity::find_by_id(result.study_uid.clone()).one(conn).await?.map(|s| (result, s)))
 }
 
-pub async fn artefact<C: ConnectionTrait>(
-    conn: &C,
-    id: &str,
-    kind: ArtefactKind,
-) -> Result<Option<result_artefact::Model>, DbErr> {
+pub async fn artefact<C: ConnectionTrait>(conn: &C, id: &str, kind: ArtefactKind) -> Result<Option<result_artefact::Model>, DbErr> {
     result_artefact::Entity::find_by_id((id.to_owned(), kind.as_str().to_owned())).one(conn).await
 }
 
@@ -239,11 +235,8 @@ pub async fn studies_with_latest_result<C: ConnectionTrait>(
     conn: &C,
     patient_ref: &str,
 ) -> Result<Vec<(study::Model, Option<analysis_result::Model>)>, DbErr> {
-    let studies = study::Entity::find()
-        .filter(study::Column::PatientRef.eq(patient_ref))
-        .order_by_desc(study::Column::StartedAt)
-        .all(conn)
-        .await?;
+    let studies =
+        study::Entity::find().filter(study::Column::PatientRef.eq(patient_ref)).order_by_desc(study::Column::StartedAt).all(conn).await?;
     if studies.is_empty() {
         return Ok(Vec::new());
     }

@@ -19,8 +19,8 @@ use super::SmartState;
 use super::token::{Grant, TokenFailure};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::domain::PatientId;
-use crate::http::client_auth::{authorization, refusal_event};
 use crate::http::HttpError;
+use crate::http::client_auth::{authorization, refusal_event};
 use crate::results::store::studies_with_latest_result;
 use crate::state::AppState;
 use crate::store::ResultStatus;
@@ -76,8 +76,10 @@ impl From<ApiError> for HttpError {
             ApiError::Unauthorized(TokenFailure::Unavailable) => {
                 HttpError::outcome(StatusCode::SERVICE_UNAVAILABLE, "transient", "the EHR could not confirm the access token; try again")
             }
-            ApiError::Unauthorized(f) => HttpError::outcome(StatusCode::UNAUTHORIZED, "login", format!("{f}; launch the app again from the EHR"))
-                .with_challenge("Bearer error=\"invalid_token\""),
+            ApiError::Unauthorized(f) => {
+                HttpError::outcome(StatusCode::UNAUTHORIZED, "login", format!("{f}; launch the app again from the EHR"))
+                    .with_challenge("Bearer error=\"invalid_token\"")
+            }
             ApiError::Forbidden(why) => HttpError::outcome(StatusCode::FORBIDDEN, "forbidden", why),
             ApiError::NotFound => HttpError::outcome(StatusCode::NOT_FOUND, "not-found", "no such result or study"),
             ApiError::Invalid { field, why } => HttpError::invalid(field, why),
@@ -216,11 +218,8 @@ async fn list_studies(req: HttpRequest, path: web::Path<String>, state: web::Dat
 
 async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, "AnalysisResult").await?;
-    let artefacts = result_artefact::Entity::find()
-        .filter(result_artefact::Column::ResultId.eq(&r.id))
-        .all(&state.db)
-        .await
-        .map_err(internal)?;
+    let artefacts =
+        result_artefact::Entity::find().filter(result_artefact::Column::ResultId.eq(&r.id)).all(&state.db).await.map_err(internal)?;
     let own_feedback = result_feedback::Entity::find()
         .filter(result_feedback::Column::ResultId.eq(&r.id))
         .filter(result_feedback::Column::EhrIss.eq(&grant.iss))
@@ -247,7 +246,12 @@ async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data
         "feedbackReasons": FEEDBACK_REASONS.iter().map(|(code, display)| json!({"code": code, "display": display})).collect::<Vec<_>>(),
         "feedback": own_feedback.iter().filter(|f| f.user_ref == grant.fhir_user).map(|f| json!({"verdict": f.verdict, "reasonCode": f.reason_code, "receivedAt": f.received_at})).collect::<Vec<_>>(),
     });
-    audit_read(&state, &grant, &ReadOf { resource: "AnalysisResult", patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) }).await?;
+    audit_read(
+        &state,
+        &grant,
+        &ReadOf { resource: "AnalysisResult", patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -266,11 +270,17 @@ async fn read_saliency(req: HttpRequest, path: web::Path<String>, state: web::Da
     read_artefact(req, path, state, "saliency-png").await
 }
 
-async fn read_artefact(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, kind: &'static str) -> Result<HttpResponse, HttpError> {
+async fn read_artefact(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    kind: &'static str,
+) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, kind).await?;
     let artefact = result_artefact::Entity::find_by_id((r.id.clone(), kind.to_owned())).one(&state.db).await.map_err(internal)?;
     let Some(a) = artefact else { return Err(ApiError::NotFound.into()) };
-    audit_read(&state, &grant, &ReadOf { resource: kind, patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) }).await?;
+    audit_read(&state, &grant, &ReadOf { resource: kind, patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) })
+        .await?;
     Ok(HttpResponse::Ok().content_type(a.media_type).body(a.bytes))
 }
 
@@ -292,12 +302,23 @@ async fn cards_showing(state: &AppState, result_id: &str, patient_ref: &str) -> 
         .map_err(internal)
 }
 
-async fn read_audit_trail(req: HttpRequest, path: web::Path<String>, q: web::Query<TrailQuery>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+async fn read_audit_trail(
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<TrailQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, "AuditTrail").await?;
     let mut ids = vec![r.id.clone(), s.study_uid.clone()];
     ids.extend(r.job_id.clone());
     ids.extend(
-        job::Entity::find().filter(job::Column::StudyUid.eq(&s.study_uid)).all(&state.db).await.map_err(internal)?.into_iter().map(|j| j.id),
+        job::Entity::find()
+            .filter(job::Column::StudyUid.eq(&s.study_uid))
+            .all(&state.db)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|j| j.id),
     );
     let cards = cards_showing(&state, &r.id, &s.patient_ref).await?;
     ids.extend(cards.iter().map(|c| c.uuid.clone()));
@@ -305,7 +326,8 @@ async fn read_audit_trail(req: HttpRequest, path: web::Path<String>, q: web::Que
     ids.dedup();
     let needles: Vec<String> = ids.iter().map(|id| format!("\"id\":{}", Value::from(id.as_str()))).collect();
     let condition = needles.iter().fold(Condition::any(), |c, n| c.add(audit_entry::Column::Entities.contains(n.as_str())));
-    let entries = audit_entry::Entity::find().filter(condition).order_by_asc(audit_entry::Column::Seq).all(&state.db).await.map_err(internal)?;
+    let entries =
+        audit_entry::Entity::find().filter(condition).order_by_asc(audit_entry::Column::Seq).all(&state.db).await.map_err(internal)?;
     let events: Vec<Value> = entries
         .iter()
         .filter(|e| needles.iter().any(|n| e.entities.contains(n.as_str())))
@@ -318,7 +340,12 @@ async fn read_audit_trail(req: HttpRequest, path: web::Path<String>, q: web::Que
                 "entryHash": e.entry_hash})
         })
         .collect();
-    audit_read(&state, &grant, &ReadOf { resource: "AuditTrail", patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) }).await?;
+    audit_read(
+        &state,
+        &grant,
+        &ReadOf { resource: "AuditTrail", patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"resultId": r.id, "events": events})))
 }
 
@@ -359,14 +386,25 @@ fn parse_feedback(body: &[u8], max_comment_chars: usize) -> Result<Feedback, Api
     Ok(Feedback { verdict, reason_code, comment, card_uuid })
 }
 
-async fn receive_feedback(req: HttpRequest, path: web::Path<String>, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+async fn receive_feedback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, "ResultFeedback").await?;
     let fb = parse_feedback(&body, state.settings.smart.max_comment_chars)?;
     // The card the clinician saw: the one named by the launch's appContext, which must have
     // shown this patient's result; otherwise the latest card that showed it to this user.
     let cards = cards_showing(&state, &r.id, &s.patient_ref).await?;
     let card_uuid = match &fb.card_uuid {
-        Some(u) => Some(cards.iter().find(|c| &c.uuid == u).map(|c| c.uuid.clone()).ok_or(ApiError::Invalid { field: "cardUuid", why: "no card of this result has this uuid" })?),
+        Some(u) => Some(
+            cards
+                .iter()
+                .find(|c| &c.uuid == u)
+                .map(|c| c.uuid.clone())
+                .ok_or(ApiError::Invalid { field: "cardUuid", why: "no card of this result has this uuid" })?,
+        ),
         None => cards.iter().rev().find(|c| grant.fhir_user.is_some() && c.user_ref == grant.fhir_user).map(|c| c.uuid.clone()),
     };
     let mut event = AuditEvent::new(Action::ResultFeedback, Outcome::Success)
@@ -400,7 +438,8 @@ async fn receive_feedback(req: HttpRequest, path: web::Path<String>, body: web::
     };
     result_feedback::Entity::insert(row).exec_without_returning(txn.conn()).await.map_err(internal)?;
     txn.commit().await.map_err(internal)?;
-    Ok(HttpResponse::Created().json(json!({"resultId": r.id, "verdict": fb.verdict, "reasonCode": fb.reason_code, "cardUuid": card_uuid, "auditSeq": seq})))
+    Ok(HttpResponse::Created()
+        .json(json!({"resultId": r.id, "verdict": fb.verdict, "reasonCode": fb.reason_code, "cardUuid": card_uuid, "auditSeq": seq})))
 }
 
 #[cfg(test)]

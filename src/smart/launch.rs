@@ -13,8 +13,8 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::{Action, AuditEvent, Outcome};
 use super::SmartState;
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -222,7 +222,9 @@ async fn app_file(path: web::Path<String>, state: web::Data<AppState>, smart: we
     }
     let Some(file) = app_path(dir, &path) else { return HttpResponse::NotFound().finish() };
     match std::fs::read(&file) {
-        Ok(bytes) if media_type(&file).starts_with("text/html") => page(String::from_utf8_lossy(&bytes).into_owned(), &smart.frame_ancestors),
+        Ok(bytes) if media_type(&file).starts_with("text/html") => {
+            page(String::from_utf8_lossy(&bytes).into_owned(), &smart.frame_ancestors)
+        }
         Ok(bytes) => HttpResponse::Ok().content_type(media_type(&file)).insert_header(("cache-control", "no-cache")).body(bytes),
         Err(_) => HttpResponse::NotFound().content_type("text/plain").body("not found"),
     }

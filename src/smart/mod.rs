@@ -36,7 +36,11 @@ pub struct SmartState {
 impl SmartState {
     /// Registers the configured EHRs, and `extra` ones that start-up adds with their
     /// introspection secrets in memory (the demo EHR).
-    pub fn build(settings: &Settings, extra: Vec<(EhrSettings, Option<SecretString>)>, http: reqwest::Client) -> anyhow::Result<SmartState> {
+    pub fn build(
+        settings: &Settings,
+        extra: Vec<(EhrSettings, Option<SecretString>)>,
+        http: reqwest::Client,
+    ) -> anyhow::Result<SmartState> {
         let tokens = token::TokenValidator::new(&settings.smart, extra, &settings.auth, http).context("registering SMART EHRs")?;
         let frame_ancestors = std::iter::once("'self'".to_owned()).chain(tokens.origins()).collect::<Vec<_>>().join(" ");
         Ok(SmartState { tokens, frame_ancestors })

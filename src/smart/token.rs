@@ -15,8 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::configuration::smart::{EhrSettings, SmartSettings, TokenValidation};
 use crate::auth::jwks::{KeySource, KeyStore};
+use crate::configuration::smart::{EhrSettings, SmartSettings, TokenValidation};
 use crate::configuration::{AuthSettings, ClientSettings};
 
 const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
@@ -219,7 +219,8 @@ impl TokenValidator {
     }
 
     async fn introspect(&self, ehr: &RegisteredEhr, token: &str) -> Result<Grant, TokenFailure> {
-        let key: [u8; 32] = Sha256::new().chain_update(ehr.settings.iss.as_bytes()).chain_update([0]).chain_update(token.as_bytes()).finalize().into();
+        let key: [u8; 32] =
+            Sha256::new().chain_update(ehr.settings.iss.as_bytes()).chain_update([0]).chain_update(token.as_bytes()).finalize().into();
         if let Some((until, grant)) = self.cache.lock().expect("introspection cache lock").get(&key)
             && Instant::now() < *until
         {
@@ -249,7 +250,9 @@ impl TokenValidator {
         if !resp.status().is_success() {
             return Err(unavailable("non-success status"));
         }
-        let bytes = crate::http_client::read_limited(resp, MAX_INTROSPECTION_BYTES).await.map_err(|_| unavailable("body unreadable or too large"))?;
+        let bytes = crate::http_client::read_limited(resp, MAX_INTROSPECTION_BYTES)
+            .await
+            .map_err(|_| unavailable("body unreadable or too large"))?;
         let answer: Introspection = serde_json::from_slice(&bytes).map_err(|_| unavailable("not an introspection response"))?;
         if !answer.active {
             return Err(TokenFailure::Inactive);
@@ -286,7 +289,10 @@ impl TokenValidator {
 
     async fn verify_jwt(&self, ehr: &RegisteredEhr, token: &str) -> Result<Grant, TokenFailure> {
         let header = decode_header(token).map_err(|_| TokenFailure::Inactive)?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::ES256 | Algorithm::ES384 | Algorithm::PS256 | Algorithm::PS384) {
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::ES256 | Algorithm::ES384 | Algorithm::PS256 | Algorithm::PS384
+        ) {
             return Err(TokenFailure::Inactive);
         }
         let kid = header.kid.as_deref().ok_or(TokenFailure::Inactive)?;
@@ -324,7 +330,13 @@ mod tests {
     use super::*;
 
     fn check(scopes: &str, resource: &str, expected: bool) {
-        let g = Grant { iss: "x".into(), patient: None, fhir_user: None, scopes: scopes.split_whitespace().map(str::to_owned).collect(), expires_at: None };
+        let g = Grant {
+            iss: "x".into(),
+            patient: None,
+            fhir_user: None,
+            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+            expires_at: None,
+        };
         assert_eq!(g.may_read(resource), expected, "{scopes} for {resource}");
     }
 

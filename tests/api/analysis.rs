@@ -37,7 +37,8 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 async fn an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_fhir_bundle(backend: Backend) {
     let app = app_with_pacs(backend, 64 * 1024 * 1024).await;
     let study = fresh_uid();
-    let meta = PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-E2E" };
+    let meta =
+        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-E2E" };
     upload(phantom_part10(&meta, 256, 256, &nodule_phantom(256))).await;
 
     let mut client = MllpClient::connect(&app).await;
@@ -113,9 +114,16 @@ pub(crate) fn tampered_registry() -> tempfile::TempDir {
 
 async fn a_model_whose_weights_do_not_match_its_card_is_refused_and_the_refusal_audited(backend: Backend) {
     let registry = tampered_registry();
-    let app = crate::dicomweb::app_with_pacs_configured(backend, 64 * 1024 * 1024, |s| s.analysis.models_dir = registry.path().to_owned()).await;
+    let app =
+        crate::dicomweb::app_with_pacs_configured(backend, 64 * 1024 * 1024, |s| s.analysis.models_dir = registry.path().to_owned()).await;
     let study = fresh_uid();
-    let meta = PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-TAMPER" };
+    let meta = PhantomInstance {
+        patient_id: PATIENT,
+        study_uid: &study,
+        series_uid: &fresh_uid(),
+        sop_uid: &fresh_uid(),
+        accession: "ACC-TAMPER",
+    };
     upload(phantom_part10(&meta, 128, 128, &nodule_phantom(128))).await;
     let mut client = MllpClient::connect(&app).await;
     assert_eq!(client.send(&chest_oru("TAMPER-1", &study)).await.code(), "AA");

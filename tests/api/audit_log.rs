@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, example, run_python, spawn_app, spawn_app_with};
 
-
 /// Appends `n` entries directly through the audit API.
 async fn append(app: &TestApp, n: usize) {
     let log = AuditLog::default();
@@ -64,7 +63,11 @@ async fn a_signed_checkpoint_is_published_and_verify_checks_it(backend: Backend)
     assert_eq!(published, note);
     let v = app.cli(&["audit", "verify"]);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
-    assert!(v.stdout.contains("10 entries") && v.stdout.contains("4 checkpoints matched") && v.stdout.contains("signatures verified"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("10 entries") && v.stdout.contains("4 checkpoints matched") && v.stdout.contains("signatures verified"),
+        "{}",
+        v.stdout
+    );
 }
 
 async fn proofs_served_to_auditors_pass_an_independent_rfc9162_verifier(backend: Backend) {
@@ -182,7 +185,10 @@ async fn only_auditors_with_the_audit_scope_reach_the_audit_api(backend: Backend
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let unscoped = app
         .auditor
-        .sign(&json!({"iss": crate::helpers::AUDITOR_ISS, "aud": app.url("/audit/checkpoint"), "iat": now, "exp": now + 60, "jti": "j1"}), None)
+        .sign(
+            &json!({"iss": crate::helpers::AUDITOR_ISS, "aud": app.url("/audit/checkpoint"), "iat": now, "exp": now + 60, "jti": "j1"}),
+            None,
+        )
         .unwrap();
     assert_eq!(app.send(reqwest::Method::GET, "/audit/checkpoint", Some(&unscoped), None).await.status, 401);
     let last = app.audit().await.pop().unwrap();
@@ -258,7 +264,6 @@ async fn two_instances_appending_at_once_give_one_verifiable_log(backend: Backen
     assert!(v.stdout.contains("302 entries"), "{}", v.stdout);
 }
 
-
 async fn thousands_of_concurrent_appends_give_a_gapless_verifiable_log(backend: Backend) {
     let app = spawn_app(backend).await;
     // Two independent writers (locks and pools), as two instances would be.
@@ -321,7 +326,8 @@ fn serve_process(app: &TestApp, port: u16) -> std::process::Child {
     let jwks = app.settings.clients[0].jwks.clone().unwrap();
     let config = format!(
         "[server]\nport = {port}\npublic_url = \"{}\"\n[hl7]\nbind = \"127.0.0.1:0\"\n[[clients]]\niss = \"{}\"\njwks = '''{jwks}'''\n",
-        app.address, crate::helpers::ISS
+        app.address,
+        crate::helpers::ISS
     );
     let path = dir.join("crash-test.toml");
     std::fs::write(&path, config).unwrap();
@@ -360,7 +366,8 @@ async fn a_killed_process_loses_no_acknowledged_entry(backend: Backend) {
     let pem = app.es384.to_pem();
     let workers: Vec<_> = (0..8)
         .map(|_| {
-            let (http, token_app_url, base, acked, pem) = (app.http.clone(), app.url("/cds-services"), base.clone(), acked.clone(), pem.clone());
+            let (http, token_app_url, base, acked, pem) =
+                (app.http.clone(), app.url("/cds-services"), base.clone(), acked.clone(), pem.clone());
             let key = radsight::keys::ClientKey::from_pem(jsonwebtoken::Algorithm::ES384, &pem).unwrap();
             tokio::spawn(async move {
                 loop {
@@ -395,7 +402,6 @@ async fn a_killed_process_loses_no_acknowledged_entry(backend: Backend) {
     restarted.wait().unwrap();
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 }
-
 
 /// The auditors' console in headless Chromium: sign in, filter, proof status, a card's story.
 async fn the_console_shows_verified_proofs_and_a_cards_story(backend: Backend) {

@@ -69,7 +69,11 @@ async fn reordered_rows_fail_verification(backend: Backend) {
     activity(&app).await;
     drop_append_only_guard(&app).await;
     // Swap the sequence numbers of entries 1 and 2.
-    for sql in ["UPDATE audit_entries SET seq = 1000 WHERE seq = 1", "UPDATE audit_entries SET seq = 1 WHERE seq = 2", "UPDATE audit_entries SET seq = 2 WHERE seq = 1000"] {
+    for sql in [
+        "UPDATE audit_entries SET seq = 1000 WHERE seq = 1",
+        "UPDATE audit_entries SET seq = 1 WHERE seq = 2",
+        "UPDATE audit_entries SET seq = 2 WHERE seq = 1000",
+    ] {
         app.db.execute_unprepared(sql).await.unwrap();
     }
     let v = audit_verify(&app);

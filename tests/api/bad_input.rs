@@ -79,7 +79,8 @@ async fn an_invalid_draft_order_resource_is_400(backend: Backend) {
 async fn an_invalid_prefetch_resource_is_400_naming_the_key(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut body = example("order-select");
-    body["prefetch"]["renalFunction"] = json!({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation", "status": "final"}}]});
+    body["prefetch"]["renalFunction"] =
+        json!({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation", "status": "final"}}]});
     assert_eq!(app.post(SELECT, &body).await.outcome(400)["expression"][0], "prefetch.renalFunction");
 }
 

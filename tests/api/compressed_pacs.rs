@@ -18,7 +18,8 @@ use crate::pacs::{fresh_uid, upload};
 
 /// Runs a DICOM tool; a missing tool fails the test (the test command installs them).
 fn run(tool: &str, args: &[&str]) {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} must be installed (scripts/test.sh installs it): {e}"));
+    let out =
+        Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} must be installed (scripts/test.sh installs it): {e}"));
     assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -33,7 +34,8 @@ fn transfer_syntax(bytes: &[u8]) -> String {
 /// A phantom chest radiograph for `study`, compressed into `syntax` ("j2k" or "jpeg-lossless-sv1"),
 /// with modality `modality`.
 fn compressed_phantom(dir: &Path, study: &str, syntax: &str, modality: &str) -> Vec<u8> {
-    let meta = PhantomInstance { patient_id: PATIENT, study_uid: study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-C" };
+    let meta =
+        PhantomInstance { patient_id: PATIENT, study_uid: study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-C" };
     let plain = dir.join(format!("{syntax}-plain.dcm"));
     let packed = dir.join(format!("{syntax}.dcm"));
     std::fs::write(&plain, phantom_part10(&meta, 256, 256, &clear_nodule_phantom(256).image.into_data())).unwrap();
@@ -50,7 +52,9 @@ async fn compressed_studies_are_analysed(backend: Backend, asked: &str) {
     let ts = asked.to_owned();
     let app = app_with_pacs_configured(backend, 64 * 1024 * 1024, move |s| s.dicomweb.transfer_syntax = ts).await;
     let dir = tempfile::tempdir().unwrap();
-    for (i, (syntax, modality, uid_prefix)) in [("j2k", "DX", "1.2.840.10008.1.2.4.9"), ("jpeg-lossless-sv1", "CR", "1.2.840.10008.1.2.4.70")].into_iter().enumerate() {
+    for (i, (syntax, modality, uid_prefix)) in
+        [("j2k", "DX", "1.2.840.10008.1.2.4.9"), ("jpeg-lossless-sv1", "CR", "1.2.840.10008.1.2.4.70")].into_iter().enumerate()
+    {
         let study = fresh_uid();
         let instance = compressed_phantom(dir.path(), &study, syntax, modality);
         assert!(transfer_syntax(&instance).starts_with(uid_prefix), "{syntax}: {}", transfer_syntax(&instance));
@@ -58,10 +62,17 @@ async fn compressed_studies_are_analysed(backend: Backend, asked: &str) {
         let mut client = MllpClient::connect(&app).await;
         assert_eq!(client.send(&chest_oru(&format!("C{i}-{syntax}"), &study)).await.code(), "AA");
         let jobs = app
-            .wait_for_jobs("the study to be analysed", |j| j.len() == i + 1 && j.iter().all(|j| matches!(j.state.as_str(), "succeeded" | "dead")))
+            .wait_for_jobs("the study to be analysed", |j| {
+                j.len() == i + 1 && j.iter().all(|j| matches!(j.state.as_str(), "succeeded" | "dead"))
+            })
             .await;
         let job = jobs.iter().find(|j| j.study_uid == study).unwrap();
-        assert_eq!((job.state.as_str(), job.stage.as_deref()), ("succeeded", Some("analysed")), "{syntax} asked {asked}: {:?}", job.last_error);
+        assert_eq!(
+            (job.state.as_str(), job.stage.as_deref()),
+            ("succeeded", Some("analysed")),
+            "{syntax} asked {asked}: {:?}",
+            job.last_error
+        );
     }
     let wado: Vec<Value> = app
         .audit_of("dicomweb.fetch")

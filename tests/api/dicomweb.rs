@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::hl7::{MllpClient, oru};
 use crate::pacs::{SeriesInfo, dicomweb_root, fresh_uid, orthanc_credentials, store_series, store_study};
-use radsight::dicomweb::SelectionRules;
 use radsight::configuration::{PacsAuthKind, PacsCredentials};
+use radsight::dicomweb::SelectionRules;
 
 pub(crate) async fn app_with_pacs(backend: Backend, max_study_bytes: usize) -> TestApp {
     app_with_pacs_password(backend, max_study_bytes, &orthanc_credentials().1).await
@@ -20,7 +20,11 @@ async fn app_with_pacs_password(backend: Backend, max_study_bytes: usize, passwo
 }
 
 /// A PACS-connected app with further settings.
-pub(crate) async fn app_with_pacs_configured(backend: Backend, max_study_bytes: usize, more: impl FnOnce(&mut radsight::configuration::Settings)) -> TestApp {
+pub(crate) async fn app_with_pacs_configured(
+    backend: Backend,
+    max_study_bytes: usize,
+    more: impl FnOnce(&mut radsight::configuration::Settings),
+) -> TestApp {
     app_with_pacs_settings(backend, max_study_bytes, &orthanc_credentials().1, SelectionRules::default(), more).await
 }
 
@@ -79,7 +83,10 @@ async fn a_result_for_a_study_in_the_pacs_leads_to_its_retrieval(backend: Backen
     assert!(fetches.iter().all(|e| e.patient_ref.as_deref() == Some("Patient/p-pacs") && e.outcome == "success"));
     // The trail shows each step in order, after the service's start.
     let steps: Vec<String> = app.audit().await.into_iter().map(|e| e.action).collect();
-    assert_eq!(steps, ["system.start", "hl7.message", "job.queued", "job.started", "dicomweb.fetch", "dicomweb.fetch", "dicom.decode", "job.succeeded"]);
+    assert_eq!(
+        steps,
+        ["system.start", "hl7.message", "job.queued", "job.started", "dicomweb.fetch", "dicomweb.fetch", "dicom.decode", "job.succeeded"]
+    );
 }
 
 async fn a_study_the_pacs_does_not_have_is_retried_then_dead(backend: Backend) {
@@ -125,10 +132,14 @@ async fn selection_rules_pick_which_instances_are_retrieved(backend: Backend) {
     let mut client = MllpClient::connect(&app).await;
     assert_eq!(client.send(&oru("W-5", "p-sel", &uid, "F")).await.code(), "AA");
     assert_eq!(client.send(&oru("W-6", "p-sel", &other, "F")).await.code(), "AA");
-    let jobs = app.wait_for_jobs("both jobs to end", |j| j.len() == 2 && j.iter().all(|j| j.state == "succeeded" || j.state == "dead")).await;
+    let jobs =
+        app.wait_for_jobs("both jobs to end", |j| j.len() == 2 && j.iter().all(|j| j.state == "succeeded" || j.state == "dead")).await;
     let by_uid = |u: &str| jobs.iter().find(|j| j.study_uid == u).unwrap().clone();
     assert_eq!((by_uid(&uid).state.as_str(), by_uid(&uid).stage.as_deref()), ("succeeded", Some("not-applicable")));
-    assert_eq!((by_uid(&other).state.as_str(), by_uid(&other).last_error.as_deref(), by_uid(&other).attempts), ("dead", Some("no-instance-selected"), 1));
+    assert_eq!(
+        (by_uid(&other).state.as_str(), by_uid(&other).last_error.as_deref(), by_uid(&other).attempts),
+        ("dead", Some("no-instance-selected"), 1)
+    );
     let details = fetch_details(&app.audit_of("dicomweb.fetch").await);
     let wado: Vec<&Value> = details.iter().filter(|d| d["operation"] == "wado-rs" && d["result"].is_object()).collect();
     assert_eq!(wado.len(), 1, "{details:?}");

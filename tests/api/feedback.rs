@@ -65,9 +65,18 @@ async fn malformed_feedback_names_the_field(backend: Backend) {
     let cards = served_cards(&app).await;
     let cases = [
         (json!({}), "feedback"),
-        (json!({"feedback": [{"card": "not-a-uuid", "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:15:00Z"}]}), "feedback[0].card"),
-        (json!({"feedback": [{"card": cards[0]["uuid"], "outcome": "ignored", "outcomeTimestamp": "2026-11-29T10:15:00Z"}]}), "feedback[0].outcome"),
-        (json!({"feedback": [{"card": cards[0]["uuid"], "outcome": "accepted", "outcomeTimestamp": "yesterday"}]}), "feedback[0].outcomeTimestamp"),
+        (
+            json!({"feedback": [{"card": "not-a-uuid", "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:15:00Z"}]}),
+            "feedback[0].card",
+        ),
+        (
+            json!({"feedback": [{"card": cards[0]["uuid"], "outcome": "ignored", "outcomeTimestamp": "2026-11-29T10:15:00Z"}]}),
+            "feedback[0].outcome",
+        ),
+        (
+            json!({"feedback": [{"card": cards[0]["uuid"], "outcome": "accepted", "outcomeTimestamp": "yesterday"}]}),
+            "feedback[0].outcomeTimestamp",
+        ),
     ];
     for (body, field) in cases {
         let issue = app.post(FEEDBACK, &body).await.outcome(400);

@@ -71,7 +71,8 @@ async fn handle(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
             None => outcome(actix_web::http::StatusCode::NOT_FOUND, "not-found", &format!("{rtype}/{id} is not known")),
         },
         [rtype] => {
-            let params: Vec<(String, String)> = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
             let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let mut hits: Vec<Value> = resources
                 .into_iter()

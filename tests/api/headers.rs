@@ -15,7 +15,9 @@ async fn every_answer_says_nosniff(backend: Backend) {
 
 async fn launch_error_pages_answer_with_error_statuses(backend: Backend) {
     let app = spawn_app(backend).await;
-    for (reason, status) in [("access-denied", 403), ("invalid-state", 400), ("session-ended", 401), ("unreachable-iss", 502), ("anything-else", 500)] {
+    for (reason, status) in
+        [("access-denied", 403), ("invalid-state", 400), ("session-ended", 401), ("unreachable-iss", 502), ("anything-else", 500)]
+    {
         let resp = app.http.get(app.url(&format!("/smart/error?reason={reason}"))).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{reason}");
         assert!(resp.text().await.unwrap().contains(&format!("id=\"error-code\">{reason}<")), "{reason}");

@@ -97,13 +97,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
             jku: vec![],
             fhir_servers: vec![fhir.fhir_base()],
         },
-        ClientSettings {
-            iss: JKU_ISS.into(),
-            jwks: None,
-            jwks_file: None,
-            jku: vec![fhir.jwks_url()],
-            fhir_servers: vec![],
-        },
+        ClientSettings { iss: JKU_ISS.into(), jwks: None, jwks_file: None, jku: vec![fhir.jwks_url()], fhir_servers: vec![] },
     ];
     settings.auditors = vec![ClientSettings {
         iss: AUDITOR_ISS.into(),
@@ -240,7 +234,11 @@ impl TestApp {
     }
 
     /// Waits (up to 15 s) until `check` holds for the jobs table.
-    pub async fn wait_for_jobs(&self, what: &str, check: impl Fn(&[radsight::store::entities::job::Model]) -> bool) -> Vec<radsight::store::entities::job::Model> {
+    pub async fn wait_for_jobs(
+        &self,
+        what: &str,
+        check: impl Fn(&[radsight::store::entities::job::Model]) -> bool,
+    ) -> Vec<radsight::store::entities::job::Model> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let jobs = self.jobs().await;
@@ -257,7 +255,14 @@ impl TestApp {
     }
 
     /// Stores a study for the example patient, `days_ago` days old, with an optional result.
-    pub async fn seed_study(&self, uid: &str, modality: &str, body_site: &str, days_ago: i64, result: Option<(&str, Value)>) -> Option<String> {
+    pub async fn seed_study(
+        &self,
+        uid: &str,
+        modality: &str,
+        body_site: &str,
+        days_ago: i64,
+        result: Option<(&str, Value)>,
+    ) -> Option<String> {
         use radsight::store::entities::study;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         study::Entity::insert(study::ActiveModel {

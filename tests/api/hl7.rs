@@ -116,8 +116,14 @@ async fn an_order_is_acknowledged_after_its_order_study_and_job_are_stored(backe
     let orders = imaging_order::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(orders.len(), 1);
     let o = &orders[0];
-    assert_eq!((o.patient_ref.as_str(), o.placer_order.as_deref(), o.filler_order.as_deref()), ("Patient/MRN123", Some("PLC-MSG0001"), Some("FIL-MSG0001")));
-    assert_eq!((o.accession.as_deref(), o.procedure_code.as_deref(), o.order_control.as_str()), (Some("ACC-MSG0001"), Some("CPT|71260"), "NW"));
+    assert_eq!(
+        (o.patient_ref.as_str(), o.placer_order.as_deref(), o.filler_order.as_deref()),
+        ("Patient/MRN123", Some("PLC-MSG0001"), Some("FIL-MSG0001"))
+    );
+    assert_eq!(
+        (o.accession.as_deref(), o.procedure_code.as_deref(), o.order_control.as_str()),
+        (Some("ACC-MSG0001"), Some("CPT|71260"), "NW")
+    );
     let s = study::Entity::find_by_id("1.2.826.0.1.1".to_owned()).one(&app.db).await.unwrap().expect("the study is stored");
     assert_eq!((s.patient_ref.as_str(), s.modality.as_str(), s.accession.as_deref()), ("Patient/MRN123", "CT", Some("ACC-MSG0001")));
     let jobs = app.jobs().await;
@@ -225,7 +231,14 @@ async fn malformed_messages_get_ae_or_ar_with_an_err_segment_and_the_connection_
         .iter()
         .map(|e| (e.outcome.clone(), audit_detail(e)["reason"].as_str().unwrap_or("-").to_owned()))
         .collect();
-    let expected = [("rejected", "missing-patient-id"), ("rejected", "bad-study-uid"), ("rejected", "unsupported-message-type"), ("rejected", "no-msh"), ("rejected", "too-large"), ("success", "-")];
+    let expected = [
+        ("rejected", "missing-patient-id"),
+        ("rejected", "bad-study-uid"),
+        ("rejected", "unsupported-message-type"),
+        ("rejected", "no-msh"),
+        ("rejected", "too-large"),
+        ("success", "-"),
+    ];
     assert_eq!(outcomes, expected.map(|(a, b)| (a.to_owned(), b.to_owned())).to_vec());
 }
 
@@ -325,7 +338,10 @@ async fn a_message_that_trickles_in_is_cut_off_at_its_deadline_and_frees_the_slo
     assert!(cut_off, "60 bytes over 6 s kept the connection open past a 0.4 s message deadline");
     // The slot is free again for a sender that sends whole messages.
     accepted_once_a_slot_frees(&app, &omi("SLOW2", "MRN1", "1.2.826.0.6.10"), "SLOW2").await;
-    assert!(hl7_message::Entity::find().all(&app.db).await.unwrap().iter().all(|m| m.control_id != "SLOW1"), "half a message is never stored");
+    assert!(
+        hl7_message::Entity::find().all(&app.db).await.unwrap().iter().all(|m| m.control_id != "SLOW1"),
+        "half a message is never stored"
+    );
 }
 
 async fn one_source_cannot_take_every_connection(backend: Backend) {

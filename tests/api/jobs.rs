@@ -214,4 +214,3 @@ backend_tests!(
     a_failing_job_is_retried_with_backoff_then_dead_and_can_be_revived,
     backoff_doubles_between_attempts,
 );
-

@@ -10,7 +10,11 @@ async fn the_registry_lists_and_verifies_the_shipped_model(backend: Backend) {
     let app = spawn_app(backend).await;
     let list = app.cli(&["models", "list"]);
     assert_eq!(list.code, 0, "{}", list.stderr);
-    assert!(list.stdout.contains("radsight-phantom-cxr") && list.stdout.contains("compact-cnn") && list.stdout.contains("demonstration"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("radsight-phantom-cxr") && list.stdout.contains("compact-cnn") && list.stdout.contains("demonstration"),
+        "{}",
+        list.stdout
+    );
     let verify = app.cli(&["models", "verify"]);
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
     assert!(verify.stdout.starts_with("ok        radsight-phantom-cxr"), "{}", verify.stdout);

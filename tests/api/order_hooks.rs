@@ -70,7 +70,8 @@ async fn a_positive_pregnancy_status_fires_on_ionising_orders_only(backend: Back
 
     // The same patient ordering an MR: no radiation card, and gadolinium is not iodinated.
     let entry = &mut body["context"]["draftOrders"]["entry"][0]["resource"];
-    entry["code"] = json!({"coding": [{"system": "urn:example:local-procedures", "code": "MRBRAIN-C", "display": "MR Brain WO and W contrast IV"}]});
+    entry["code"] =
+        json!({"coding": [{"system": "urn:example:local-procedures", "code": "MRBRAIN-C", "display": "MR Brain WO and W contrast IV"}]});
     let cards = app.hook(SELECT, &body).await.cards();
     let t = topics(&cards);
     assert!(!t.contains(&"pregnancy-radiation".to_string()), "{t:?}");
@@ -83,10 +84,14 @@ async fn a_patient_without_risks_gets_no_rule_cards(backend: Backend) {
     let mut body = example("order-select");
     set_prefetch(&mut body, "allergies", Value::Null);
     set_prefetch(&mut body, "activeImagingOrders", searchset(vec![]));
-    set_prefetch(&mut body, "renalFunction", searchset(vec![json!({"resourceType": "Observation", "status": "final",
+    set_prefetch(
+        &mut body,
+        "renalFunction",
+        searchset(vec![json!({"resourceType": "Observation", "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "62238-1"}]},
         "effectiveDateTime": time::OffsetDateTime::now_utc().date().to_string(),
-        "valueQuantity": {"value": 88, "unit": "mL/min/{1.73_m2}"}})]));
+        "valueQuantity": {"value": 88, "unit": "mL/min/{1.73_m2}"}})]),
+    );
     let reply = app.hook(SELECT, &body).await;
     assert_eq!(reply.json(), json!({"cards": []}));
 }

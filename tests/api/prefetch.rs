@@ -33,7 +33,8 @@ async fn full_prefetch_means_no_call_to_the_fhir_server(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut body = example("order-select");
     body["fhirServer"] = json!(app.fhir.fhir_base());
-    body["fhirAuthorization"] = json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "radsight"});
+    body["fhirAuthorization"] =
+        json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "radsight"});
     app.hook(SELECT, &body).await.cards();
     assert!(app.fhir.requests().is_empty(), "{:?}", app.fhir.requests());
 }

@@ -91,8 +91,7 @@ async fn an_unusable_slot_is_fetched_from_the_registered_fhir_server_and_the_rul
         let mut body = example("order-select");
         body["prefetch"]["renalFunction"] = spoil(&body["prefetch"]["renalFunction"], how);
         body["fhirServer"] = json!(app.fhir.fhir_base());
-        body["fhirAuthorization"] =
-            json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "radsight"});
+        body["fhirAuthorization"] = json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "radsight"});
         let cards = app.hook(SELECT, &body).await.cards();
         assert_eq!(topics(&cards), ["contrast-allergy", "duplicate-order", "renal-function"], "{how:?}");
         let renal = summaries_for(&cards, "renal-function");

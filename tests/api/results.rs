@@ -82,7 +82,10 @@ async fn a_card_links_the_saliency_picture_by_a_signed_url(backend: Backend) {
     let bare = app.url(&format!("/results/{id}/saliency.png"));
     assert_eq!(get_bytes(&app, &bare).await.0, 401);
     let rejects = app.audit_of("auth.reject").await;
-    let reasons: Vec<String> = rejects.iter().map(|e| serde_json::from_str::<serde_json::Value>(&e.detail).unwrap()["reason"].as_str().unwrap().to_owned()).collect();
+    let reasons: Vec<String> = rejects
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.detail).unwrap()["reason"].as_str().unwrap().to_owned())
+        .collect();
     assert!(reasons.contains(&"link-bad-signature".to_owned()) && reasons.contains(&"link-unsigned".to_owned()), "{reasons:?}");
     // The signed read is a patient-data read in the trail.
     let reads = app.audit_of("patient.read").await;

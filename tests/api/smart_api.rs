@@ -6,8 +6,8 @@ use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, PATIENT, Reply, TestApp, example};
-use crate::synthetic::{SyntheticStudy, insert_synthetic};
 use crate::smart_ehr::{CLIENT_ID, JWT_EHR, OTHER_PATIENT, SCOPES, spawn_smart_app};
+use crate::synthetic::{SyntheticStudy, insert_synthetic};
 
 /// Seeds the example patient's studies (done, pending, failed) and one of another patient's;
 /// returns (done result, other patient's result).
@@ -17,7 +17,9 @@ async fn seed(app: &TestApp) -> (String, String) {
     let seed = |uid: &'static str, patient: String, status: Option<&'static str>| {
         let db = app.db.clone();
         async move {
-            insert_synthetic(&db, &SyntheticStudy { study_uid: uid, patient_ref: &patient, status, description: "Chest X-ray (test)" }).await.unwrap()
+            insert_synthetic(&db, &SyntheticStudy { study_uid: uid, patient_ref: &patient, status, description: "Chest X-ray (test)" })
+                .await
+                .unwrap()
         }
     };
     let done = seed("1.2.826.0.9.1", mine.clone(), Some("done")).await.unwrap();
@@ -54,7 +56,8 @@ async fn the_patient_in_context_sees_their_studies_results_and_images(backend: B
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     assert_eq!(list.headers["cache-control"], "no-store");
     let studies = list.json()["studies"].as_array().unwrap().clone();
-    let states: Vec<(&str, &str)> = studies.iter().map(|s| (s["studyInstanceUid"].as_str().unwrap(), s["analysis"]["state"].as_str().unwrap())).collect();
+    let states: Vec<(&str, &str)> =
+        studies.iter().map(|s| (s["studyInstanceUid"].as_str().unwrap(), s["analysis"]["state"].as_str().unwrap())).collect();
     assert_eq!(states.len(), 4, "{states:?}");
     for expected in [("1.2.826.0.9.1", "done"), ("1.2.826.0.9.2", "pending"), ("1.2.826.0.9.3", "failed"), ("1.2.826.0.9.4", "pending")] {
         assert!(states.contains(&expected), "{expected:?} in {states:?}");
@@ -92,7 +95,12 @@ async fn a_token_for_one_patient_cannot_read_another_patients_results(backend: B
     let (_, theirs) = seed(&app).await;
     let token = ehr.token_for(PATIENT, 300);
     let iss = ehr.sim.iss();
-    for path in [format!("/api/patients/{OTHER_PATIENT}/studies"), format!("/api/results/{theirs}"), format!("/api/results/{theirs}/image.png"), format!("/api/results/{theirs}/audit")] {
+    for path in [
+        format!("/api/patients/{OTHER_PATIENT}/studies"),
+        format!("/api/results/{theirs}"),
+        format!("/api/results/{theirs}/image.png"),
+        format!("/api/results/{theirs}/audit"),
+    ] {
         let reply = get(&app, &iss, Some(&token), &path).await;
         let issue = reply.outcome(403);
         assert_eq!(issue["code"], "forbidden", "{path}");
@@ -212,9 +220,17 @@ async fn feedback_is_stored_with_its_audit_entry_and_joined_to_the_card_shown(ba
 
     let token = ehr.token_for(PATIENT, 300);
     let send = |body: Value| {
-        app.http.post(app.url(&format!("/api/results/{done}/feedback"))).header("x-smart-iss", ehr.sim.iss()).bearer_auth(&token).header("content-type", "application/json").body(body.to_string()).send()
+        app.http
+            .post(app.url(&format!("/api/results/{done}/feedback")))
+            .header("x-smart-iss", ehr.sim.iss())
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
     };
-    let resp = send(json!({"verdict": "disagree", "reasonCode": "false-positive", "comment": "Nipple shadow.", "cardUuid": card_uuid})).await.unwrap();
+    let resp = send(json!({"verdict": "disagree", "reasonCode": "false-positive", "comment": "Nipple shadow.", "cardUuid": card_uuid}))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let answer: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
@@ -226,7 +242,10 @@ async fn feedback_is_stored_with_its_audit_entry_and_joined_to_the_card_shown(ba
     let rows = result_feedback::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
-    assert_eq!((row.verdict.as_str(), row.reason_code.as_deref(), row.comment.as_deref()), ("disagree", Some("false-positive"), Some("Nipple shadow.")));
+    assert_eq!(
+        (row.verdict.as_str(), row.reason_code.as_deref(), row.comment.as_deref()),
+        ("disagree", Some("false-positive"), Some("Nipple shadow."))
+    );
     assert_eq!(row.card_uuid.as_deref(), Some(card_uuid.as_str()));
     assert_eq!(row.patient_ref, "Patient/example-patient");
     assert_eq!(row.ehr_iss, ehr.sim.iss());

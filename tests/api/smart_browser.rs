@@ -11,8 +11,8 @@ use radsight::store::entities::{audit_entry, result_feedback};
 use sea_orm::EntityTrait;
 
 use crate::helpers::{Backend, PATIENT, example};
-use crate::synthetic::{SyntheticStudy, insert_synthetic};
 use crate::smart_ehr::{spawn_smart_app, unreachable_ehr};
+use crate::synthetic::{SyntheticStudy, insert_synthetic};
 
 async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_links(backend: Backend) {
     let (app, ehr) = spawn_smart_app(backend).await;
@@ -60,7 +60,10 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     // The feedback given in the browser is stored and audited in one go.
     let rows = result_feedback::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0].result_id.as_str(), rows[0].verdict.as_str(), rows[0].reason_code.as_deref()), (done.as_str(), "disagree", Some("false-positive")));
+    assert_eq!(
+        (rows[0].result_id.as_str(), rows[0].verdict.as_str(), rows[0].reason_code.as_deref()),
+        (done.as_str(), "disagree", Some("false-positive"))
+    );
     assert_eq!(rows[0].comment.as_deref(), Some("Overlay on the scapula."));
     let entry = audit_entry::Entity::find_by_id(rows[0].audit_seq).one(&app.db).await.unwrap().unwrap();
     assert_eq!(entry.action, "result.feedback");

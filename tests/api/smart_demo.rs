@@ -48,22 +48,45 @@ async fn the_demo_ehr_launches_the_app_on_its_synthetic_patient(backend: Backend
     let page = http.get(&location).send().await.unwrap().text().await.unwrap();
     assert!(page.contains(DEMO_CLIENT_ID), "the launch page carries the demo client id");
 
-    let config: Value = serde_json::from_slice(&http.get(format!("{iss}/.well-known/smart-configuration")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_slice(&http.get(format!("{iss}/.well-known/smart-configuration")).send().await.unwrap().bytes().await.unwrap())
+            .unwrap();
     assert_eq!(config["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     let redirect = app.url("/smart/");
     let challenge = s256(VERIFIER);
     let authorize = format!(
         "{}?{}",
         config["authorization_endpoint"].as_str().unwrap(),
-        form(&[("response_type", "code"), ("client_id", DEMO_CLIENT_ID), ("redirect_uri", &redirect), ("launch", &launch), ("scope", DEFAULT_SCOPES),
-            ("state", "demo-state"), ("aud", &iss), ("code_challenge", &challenge), ("code_challenge_method", "S256")])
+        form(&[
+            ("response_type", "code"),
+            ("client_id", DEMO_CLIENT_ID),
+            ("redirect_uri", &redirect),
+            ("launch", &launch),
+            ("scope", DEFAULT_SCOPES),
+            ("state", "demo-state"),
+            ("aud", &iss),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256")
+        ])
     );
     let resp = http.get(authorize).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     let back = query_of(resp.headers()["location"].to_str().unwrap());
     assert_eq!(param(&back, "state"), "demo-state");
-    let body = form(&[("grant_type", "authorization_code"), ("code", param(&back, "code")), ("redirect_uri", &redirect), ("client_id", DEMO_CLIENT_ID), ("code_verifier", VERIFIER)]);
-    let resp = http.post(config["token_endpoint"].as_str().unwrap()).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap();
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", param(&back, "code")),
+        ("redirect_uri", &redirect),
+        ("client_id", DEMO_CLIENT_ID),
+        ("code_verifier", VERIFIER),
+    ]);
+    let resp = http
+        .post(config["token_endpoint"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let token: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     assert_eq!(token["patient"], DEMO_PATIENT);

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use actix_web::{App, HttpServer};
-use radsight_demo_ehr::{EhrSim, SimClient, demo_patient, random_string};
 use radsight::smart::{DEFAULT_SCOPES, EhrSettings, TokenValidation};
+use radsight_demo_ehr::{EhrSim, SimClient, demo_patient, random_string};
 
 use crate::helpers::{Backend, JKU_ISS, PATIENT, TestApp, spawn_app_with};
 

@@ -19,7 +19,11 @@ struct Flow {
 impl Flow {
     async fn start() -> Flow {
         let ehr = SmartEhr::start().await;
-        ehr.sim.register_client(SimClient { client_id: CLIENT_ID.into(), redirect_uris: vec![REDIRECT.into()], launch_url: "http://127.0.0.1:9/smart/launch".into() });
+        ehr.sim.register_client(SimClient {
+            client_id: CLIENT_ID.into(),
+            redirect_uris: vec![REDIRECT.into()],
+            launch_url: "http://127.0.0.1:9/smart/launch".into(),
+        });
         Flow { ehr, http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap() }
     }
 
@@ -59,8 +63,21 @@ impl Flow {
     }
 
     async fn token(&self, code: &str, verifier: &str, redirect: &str) -> (StatusCode, Value) {
-        let body = form(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect), ("client_id", CLIENT_ID), ("code_verifier", verifier)]);
-        let resp = self.http.post(format!("{}/token", self.ehr.address)).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap();
+        let body = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("client_id", CLIENT_ID),
+            ("code_verifier", verifier),
+        ]);
+        let resp = self
+            .http
+            .post(format!("{}/token", self.ehr.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         (resp.status(), serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap())
     }
 }
@@ -82,7 +99,12 @@ async fn the_fixture_ehr_completes_a_launch_with_pkce_and_answers_introspection(
     // RFC 7662 introspection, for the registered resource server only.
     let access = token["access_token"].as_str().unwrap();
     let introspect = |user: &str, pass: &str| {
-        flow.http.post(flow.ehr.sim.introspection_endpoint()).basic_auth(user, Some(pass)).header("content-type", "application/x-www-form-urlencoded").body(form(&[("token", access)])).send()
+        flow.http
+            .post(flow.ehr.sim.introspection_endpoint())
+            .basic_auth(user, Some(pass))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("token", access)]))
+            .send()
     };
     assert_eq!(introspect("radsight-resource-server", "wrong").await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let answer = flow.ehr.introspect(access).await;
@@ -122,7 +144,12 @@ async fn a_mismatched_redirect_uri_is_rejected() {
     let (status, body) = flow.token(&code, VERIFIER, "http://127.0.0.1:9/elsewhere/").await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
     // And an unregistered redirect_uri is never redirected to.
-    let resp = flow.http.get(format!("{}/authorize?{}", flow.ehr.address, form(&[("client_id", CLIENT_ID), ("redirect_uri", "https://evil.example/cb")]))).send().await.unwrap();
+    let resp = flow
+        .http
+        .get(format!("{}/authorize?{}", flow.ehr.address, form(&[("client_id", CLIENT_ID), ("redirect_uri", "https://evil.example/cb")])))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 

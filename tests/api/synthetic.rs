@@ -177,4 +177,3 @@ pub async fn insert_synthetic<C: ConnectionTrait>(db: &C, s: &SyntheticStudy<'_>
     }
     Ok(Some(id))
 }
-

@@ -115,9 +115,7 @@ fn html_escape(s: &str) -> String {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header(("cache-control", "no-store"))
-        .json(json!({"error": error, "error_description": description}))
+    HttpResponse::build(status).insert_header(("cache-control", "no-store")).json(json!({"error": error, "error_description": description}))
 }
 
 fn outcome(status: StatusCode, code: &str, text: &str) -> HttpResponse {
@@ -229,7 +227,13 @@ impl EhrSim {
     /// Issues a token directly (tests): as if a launch for `patient` had completed.
     pub fn issue_token(&self, client_id: &str, patient: &str, scope: &str, lifetime_secs: i64) -> String {
         let token = random_string(32);
-        let grant = TokenGrant { client_id: client_id.into(), scope: scope.into(), patient: patient.into(), code: String::new(), expires_at: now() + lifetime_secs };
+        let grant = TokenGrant {
+            client_id: client_id.into(),
+            scope: scope.into(),
+            patient: patient.into(),
+            code: String::new(),
+            expires_at: now() + lifetime_secs,
+        };
         self.0.tokens.lock().unwrap().insert(token.clone(), grant);
         token
     }
@@ -384,7 +388,8 @@ async fn authorize(sim: web::Data<EhrSim>, q: web::Query<AuthorizeQuery>) -> Htt
 async fn token(sim: web::Data<EhrSim>, form: web::Form<TokenForm>) -> HttpResponse {
     let invalid_grant = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", d);
     let with_cors = |mut r: HttpResponse| {
-        r.headers_mut().insert(actix_web::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, actix_web::http::header::HeaderValue::from_static("*"));
+        r.headers_mut()
+            .insert(actix_web::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, actix_web::http::header::HeaderValue::from_static("*"));
         r
     };
     if form.grant_type.as_deref() != Some("authorization_code") {
@@ -445,7 +450,8 @@ async fn token(sim: web::Data<EhrSim>, form: web::Form<TokenForm>) -> HttpRespon
         // The study named by the card, as SMART 2.2 fhirContext (by identifier: the EHR's
         // ImagingStudy ids are not radsight's).
         if let Some(uid) = serde_json::from_str::<Value>(ctx).ok().and_then(|v| v["studyInstanceUid"].as_str().map(str::to_owned)) {
-            body["fhirContext"] = json!([{"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": format!("urn:oid:{uid}")}}]);
+            body["fhirContext"] =
+                json!([{"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": format!("urn:oid:{uid}")}}]);
         }
     }
     with_cors(HttpResponse::Ok().insert_header(("cache-control", "no-store")).insert_header(("pragma", "no-cache")).json(body))
@@ -464,9 +470,12 @@ struct IntrospectForm {
 }
 
 async fn introspect(req: HttpRequest, sim: web::Data<EhrSim>, form: web::Form<IntrospectForm>) -> HttpResponse {
-    let known = basic_credentials(&req).is_some_and(|(id, secret)| sim.0.introspection_clients.lock().unwrap().iter().any(|(i, s)| *i == id && *s == secret));
+    let known = basic_credentials(&req)
+        .is_some_and(|(id, secret)| sim.0.introspection_clients.lock().unwrap().iter().any(|(i, s)| *i == id && *s == secret));
     if !known {
-        return HttpResponse::Unauthorized().insert_header(("www-authenticate", "Basic realm=\"introspection\"")).json(json!({"error": "invalid_client"}));
+        return HttpResponse::Unauthorized()
+            .insert_header(("www-authenticate", "Basic realm=\"introspection\""))
+            .json(json!({"error": "invalid_client"}));
     }
     let grant = form.token.as_deref().and_then(|t| sim.0.tokens.lock().unwrap().get(t).cloned()).filter(|g| g.expires_at > now());
     let body = match grant {
@@ -496,7 +505,10 @@ async fn read_patient(req: HttpRequest, sim: web::Data<EhrSim>, id: web::Path<St
     let token = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let grant = token.and_then(|t| sim.0.tokens.lock().unwrap().get(t).cloned()).filter(|g| g.expires_at > now());
     let Some(grant) = grant else { return outcome(StatusCode::UNAUTHORIZED, "login", "a valid bearer token is required") };
-    let allowed = grant.scope.split_whitespace().any(|s| matches!(s, "patient/Patient.rs" | "patient/Patient.r" | "patient/Patient.read" | "patient/*.rs" | "patient/*.read"));
+    let allowed = grant
+        .scope
+        .split_whitespace()
+        .any(|s| matches!(s, "patient/Patient.rs" | "patient/Patient.r" | "patient/Patient.read" | "patient/*.rs" | "patient/*.read"));
     if !allowed || grant.patient != *id {
         return outcome(StatusCode::FORBIDDEN, "forbidden", "the token does not grant this patient");
     }

@@ -13,9 +13,7 @@ use radsight_dicom::{DecodeLimits, decode, letterbox};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let first = args
-        .next()
-        .expect("usage: decode_bench N FILE... | decode_bench peak FILE");
+    let first = args.next().expect("usage: decode_bench N FILE... | decode_bench peak FILE");
     if first == "peak" {
         let path = args.next().expect("decode_bench peak FILE");
         let bytes = std::fs::read(&path).expect("read file");
@@ -33,16 +31,8 @@ fn main() {
     let n_all: u32 = first.parse().expect("usage: decode_bench N FILE...");
     for path in args {
         let bytes = std::fs::read(&path).expect("read file");
-        let n = if bytes.len() > 1 << 20 {
-            (n_all / 20).max(3)
-        } else {
-            n_all
-        };
-        let name = std::path::Path::new(&path)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let n = if bytes.len() > 1 << 20 { (n_all / 20).max(3) } else { n_all };
+        let name = std::path::Path::new(&path).file_name().unwrap().to_string_lossy().into_owned();
         let limits = DecodeLimits::default();
         decode(&bytes, &limits).expect("decodes");
         let time = |f: &dyn Fn()| {

@@ -26,10 +26,7 @@ pub(crate) fn frames<'a>(
     frames: u32,
     starts_frame: Option<StartsFrame<'_>>,
 ) -> Result<Vec<Vec<&'a [u8]>>, DecodeError> {
-    let corrupt = |detail: String| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail,
-    };
+    let corrupt = |detail: String| DecodeError::DecodePixelData { uid: ts.into(), detail };
     let n = frames as usize;
     if n == 1 {
         return Ok(vec![fragments.to_vec()]);
@@ -45,16 +42,9 @@ pub(crate) fn frames<'a>(
         let mut out = Vec::with_capacity(n);
         for (i, &offset) in offset_table.iter().enumerate() {
             let end = offset_table.get(i + 1).copied().unwrap_or(u64::MAX);
-            let group: Vec<&[u8]> = fragments
-                .iter()
-                .zip(&starts)
-                .filter(|(_, s)| **s >= offset && **s < end)
-                .map(|(f, _)| *f)
-                .collect();
+            let group: Vec<&[u8]> = fragments.iter().zip(&starts).filter(|(_, s)| **s >= offset && **s < end).map(|(f, _)| *f).collect();
             if group.is_empty() {
-                return Err(corrupt(format!(
-                    "offset table entry {i} points at no fragment"
-                )));
+                return Err(corrupt(format!("offset table entry {i} points at no fragment")));
             }
             out.push(group);
         }
@@ -75,10 +65,7 @@ pub(crate) fn frames<'a>(
             return Ok(out);
         }
     }
-    Err(corrupt(format!(
-        "{} fragments for {n} frames and no usable offset table",
-        fragments.len()
-    )))
+    Err(corrupt(format!("{} fragments for {n} frames and no usable offset table", fragments.len())))
 }
 
 /// One RLE frame (PS3.5 Annex G) into `out`: `samples` x `bytes_per_sample` segments, most
@@ -91,42 +78,25 @@ pub(crate) fn decode_rle_frame(
     bytes_per_sample: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let corrupt = |detail: &str| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail: format!("RLE: {detail}"),
-    };
-    let u32_at = |i: usize| {
-        frame
-            .get(i..i + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
+    let corrupt = |detail: &str| DecodeError::DecodePixelData { uid: ts.into(), detail: format!("RLE: {detail}") };
+    let u32_at = |i: usize| frame.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let segments = u32_at(0).ok_or_else(|| corrupt("no header"))?;
     if segments != samples * bytes_per_sample || segments > 15 {
-        return Err(corrupt(
-            "segment count does not match SamplesPerPixel x BitsAllocated",
-        ));
+        return Err(corrupt("segment count does not match SamplesPerPixel x BitsAllocated"));
     }
     let base = out.len();
     let frame_len = pixels * samples * bytes_per_sample;
     // PackBits expands at most 64 times (2 bytes to 128): a header that asks for more than that
     // is corrupt, and is refused before the frame buffer is zero-filled.
     if frame_len > frame.len().saturating_mul(64) {
-        return Err(corrupt(
-            "fragment too short for Rows x Columns x SamplesPerPixel",
-        ));
+        return Err(corrupt("fragment too short for Rows x Columns x SamplesPerPixel"));
     }
     out.resize(base + frame_len, 0);
     let mut decoded = Vec::with_capacity(pixels);
     for s in 0..segments {
         let start = u32_at(4 + 4 * s).ok_or_else(|| corrupt("no header"))?;
-        let end = if s + 1 < segments {
-            u32_at(8 + 4 * s).ok_or_else(|| corrupt("no header"))?
-        } else {
-            frame.len()
-        };
-        let segment = frame
-            .get(start..end)
-            .ok_or_else(|| corrupt("segment offsets out of range"))?;
+        let end = if s + 1 < segments { u32_at(8 + 4 * s).ok_or_else(|| corrupt("no header"))? } else { frame.len() };
+        let segment = frame.get(start..end).ok_or_else(|| corrupt("segment offsets out of range"))?;
         packbits(segment, pixels, &mut decoded);
         if decoded.len() < pixels {
             return Err(corrupt("segment shorter than Rows x Columns"));
@@ -214,25 +184,14 @@ pub(crate) fn decode_jpeg_frame(
     samples: usize,
     out: &mut Vec<u8>,
 ) -> Result<bool, DecodeError> {
-    let corrupt = |detail: String| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail,
-    };
+    let corrupt = |detail: String| DecodeError::DecodePixelData { uid: ts.into(), detail };
     let header = jpeg_header(frame).ok_or_else(|| corrupt("not a JPEG stream".into()))?;
     if header.precision != 8 {
-        return Err(DecodeError::UnsupportedJpegPrecision {
-            uid: ts.into(),
-            precision: header.precision,
-        });
+        return Err(DecodeError::UnsupportedJpegPrecision { uid: ts.into(), precision: header.precision });
     }
     // jpeg-decoder fills a truncated entropy-coded segment instead of failing; we refuse it.
-    if !frame[frame.len().saturating_sub(16)..]
-        .windows(2)
-        .any(|w| w == [0xFF, 0xD9])
-    {
-        return Err(corrupt(
-            "JPEG stream has no end-of-image marker (truncated)".into(),
-        ));
+    if !frame[frame.len().saturating_sub(16)..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(corrupt("JPEG stream has no end-of-image marker (truncated)".into()));
     }
     let expected = rows as usize * columns as usize * samples;
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -263,9 +222,7 @@ pub(crate) fn decode_jpeg_frame(
         jpeg_decoder::PixelFormat::RGB24 => 3,
         other => return Err(corrupt(format!("JPEG: pixel format {other:?}"))),
     };
-    if (u32::from(info.width), u32::from(info.height), components) != (columns, rows, samples)
-        || data.len() != expected
-    {
+    if (u32::from(info.width), u32::from(info.height), components) != (columns, rows, samples) || data.len() != expected {
         return Err(corrupt(format!(
             "JPEG frame is {}x{} with {components} components, the header says {columns}x{rows} with {samples}",
             info.width, info.height
@@ -278,37 +235,15 @@ pub(crate) fn decode_jpeg_frame(
 /// One JPEG Lossless frame (Process 14, any predictor, SV1 included; 2 to 16 bits) into `out`
 /// as little-endian words of `bytes_per_sample` bytes, pixel-interleaved, as coded (lossless
 /// streams carry no colour transform). jpeg-decoder runs inside `catch_unwind`.
-pub(crate) fn decode_jpeg_lossless_frame(
-    ts: &str,
-    frame: &[u8],
-    geometry: FrameGeometry,
-    out: &mut Vec<u8>,
-) -> Result<(), DecodeError> {
-    let corrupt = |detail: String| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail,
-    };
-    let FrameGeometry {
-        rows,
-        columns,
-        samples,
-        bytes_per_sample,
-    } = geometry;
+pub(crate) fn decode_jpeg_lossless_frame(ts: &str, frame: &[u8], geometry: FrameGeometry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData { uid: ts.into(), detail };
+    let FrameGeometry { rows, columns, samples, bytes_per_sample } = geometry;
     let header = jpeg_header(frame).ok_or_else(|| corrupt("not a JPEG stream".into()))?;
     if !(2..=16).contains(&header.precision) || (header.precision > 8 && bytes_per_sample < 2) {
-        return Err(corrupt(format!(
-            "JPEG Lossless precision {} with BitsAllocated {}",
-            header.precision,
-            bytes_per_sample * 8
-        )));
+        return Err(corrupt(format!("JPEG Lossless precision {} with BitsAllocated {}", header.precision, bytes_per_sample * 8)));
     }
-    if !frame[frame.len().saturating_sub(16)..]
-        .windows(2)
-        .any(|w| w == [0xFF, 0xD9])
-    {
-        return Err(corrupt(
-            "JPEG stream has no end-of-image marker (truncated)".into(),
-        ));
+    if !frame[frame.len().saturating_sub(16)..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(corrupt("JPEG stream has no end-of-image marker (truncated)".into()));
     }
     let pixels = rows as usize * columns as usize * samples;
     let word = if header.precision > 8 { 2 } else { 1 };
@@ -316,9 +251,7 @@ pub(crate) fn decode_jpeg_lossless_frame(
         let mut decoder = jpeg_decoder::Decoder::new(frame);
         decoder.set_max_decoding_buffer_size((pixels * word).max(1));
         decoder.read_info()?;
-        let size = decoder
-            .info()
-            .map(|i| (u32::from(i.width), u32::from(i.height)));
+        let size = decoder.info().map(|i| (u32::from(i.width), u32::from(i.height)));
         if size != Some((columns, rows)) {
             return Ok((Vec::new(), size));
         }
@@ -335,20 +268,13 @@ pub(crate) fn decode_jpeg_lossless_frame(
             data.len()
         )));
     }
-    out.try_reserve(pixels * bytes_per_sample)
-        .map_err(|_| DecodeError::Allocate {
-            bytes: (pixels * bytes_per_sample) as u64,
-        })?;
+    out.try_reserve(pixels * bytes_per_sample).map_err(|_| DecodeError::Allocate { bytes: (pixels * bytes_per_sample) as u64 })?;
     if word == bytes_per_sample && word == 1 {
         out.extend_from_slice(&data);
     } else {
         // jpeg-decoder gives native-endian u16 for precision > 8, bytes otherwise.
         for i in 0..pixels {
-            let v = if word == 2 {
-                u16::from_ne_bytes([data[2 * i], data[2 * i + 1]])
-            } else {
-                u16::from(data[i])
-            };
+            let v = if word == 2 { u16::from_ne_bytes([data[2 * i], data[2 * i + 1]]) } else { u16::from(data[i]) };
             out.extend_from_slice(&v.to_le_bytes()[..bytes_per_sample.min(2)]);
             out.extend(std::iter::repeat_n(0, bytes_per_sample.saturating_sub(2)));
         }
@@ -387,13 +313,7 @@ pub(crate) fn j2k_size(data: &[u8]) -> Option<J2kSize> {
             let kind = data.get(pos + 4..pos + 8)?;
             let (header, len) = match len {
                 0 => (8, data.len() - pos),
-                1 => (
-                    16,
-                    usize::try_from(u64::from_be_bytes(
-                        data.get(pos + 8..pos + 16)?.try_into().ok()?,
-                    ))
-                    .ok()?,
-                ),
+                1 => (16, usize::try_from(u64::from_be_bytes(data.get(pos + 8..pos + 16)?.try_into().ok()?)).ok()?),
                 n => (8, n),
             };
             if kind == b"jp2c" {
@@ -411,8 +331,7 @@ pub(crate) fn j2k_size(data: &[u8]) -> Option<J2kSize> {
     if d.get(0..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
         return None;
     }
-    let be32 =
-        |i: usize| -> Option<u32> { Some(u32::from_be_bytes(d.get(i..i + 4)?.try_into().ok()?)) };
+    let be32 = |i: usize| -> Option<u32> { Some(u32::from_be_bytes(d.get(i..i + 4)?.try_into().ok()?)) };
     // FF4F FF51 Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz(2)
     let (xsiz, ysiz, xo, yo) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
     let (xt, yt, xto, yto) = (be32(24)?, be32(28)?, be32(32)?, be32(36)?);
@@ -425,20 +344,9 @@ pub(crate) fn j2k_size(data: &[u8]) -> Option<J2kSize> {
     for c in 0..usize::from(components.min(16384)) {
         let at = 42 + 3 * c;
         let s = *d.get(at)?;
-        component_info.push((
-            (s & 0x7F) + 1,
-            s & 0x80 != 0,
-            *d.get(at + 1)?,
-            *d.get(at + 2)?,
-        ));
+        component_info.push(((s & 0x7F) + 1, s & 0x80 != 0, *d.get(at + 1)?, *d.get(at + 2)?));
     }
-    Some(J2kSize {
-        width: xsiz - xo,
-        height: ysiz - yo,
-        components,
-        component_info,
-        tiles,
-    })
+    Some(J2kSize { width: xsiz - xo, height: ysiz - yo, components, component_info, tiles })
 }
 
 /// One JPEG 2000 frame (lossless or lossy; raw codestream or JP2) into `out` as little-endian
@@ -448,22 +356,9 @@ pub(crate) fn j2k_size(data: &[u8]) -> Option<J2kSize> {
 /// inverted by the decoder, so colour comes out as RGB. Truncated codestreams (no EOC marker at
 /// the end) are refused; the call runs inside `catch_unwind`. Returns whether the
 /// codestream's components are signed.
-pub(crate) fn decode_j2k_frame(
-    ts: &str,
-    frame: &[u8],
-    geometry: FrameGeometry,
-    out: &mut Vec<u8>,
-) -> Result<bool, DecodeError> {
-    let corrupt = |detail: String| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail: format!("JPEG 2000: {detail}"),
-    };
-    let FrameGeometry {
-        rows,
-        columns,
-        samples,
-        bytes_per_sample,
-    } = geometry;
+pub(crate) fn decode_j2k_frame(ts: &str, frame: &[u8], geometry: FrameGeometry, out: &mut Vec<u8>) -> Result<bool, DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData { uid: ts.into(), detail: format!("JPEG 2000: {detail}") };
+    let FrameGeometry { rows, columns, samples, bytes_per_sample } = geometry;
     let size = j2k_size(frame).ok_or_else(|| corrupt("no readable SIZ marker segment".into()))?;
     if (size.width, size.height, usize::from(size.components)) != (columns, rows, samples) {
         return Err(corrupt(format!(
@@ -479,33 +374,21 @@ pub(crate) fn decode_j2k_frame(
             return Err(corrupt("subsampled components".into()));
         }
         if usize::from(precision) > 8 * bytes_per_sample.min(2) {
-            return Err(corrupt(format!(
-                "precision {precision} with BitsAllocated {}",
-                8 * bytes_per_sample
-            )));
+            return Err(corrupt(format!("precision {precision} with BitsAllocated {}", 8 * bytes_per_sample)));
         }
     }
     // A truncated codestream would be decoded partially: it must end with EOC (0xFFD9),
     // allowing for the padding byte of an even-length fragment.
-    if !frame[frame.len().saturating_sub(4)..]
-        .windows(2)
-        .any(|w| w == [0xFF, 0xD9])
-    {
-        return Err(corrupt(
-            "codestream has no end-of-codestream marker (truncated)".into(),
-        ));
+    if !frame[frame.len().saturating_sub(4)..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(corrupt("codestream has no end-of-codestream marker (truncated)".into()));
     }
     let pixels = rows as usize * columns as usize;
     let result = catch_unwind(AssertUnwindSafe(|| {
         // Not OpenJPEG's strict mode: with it, 2.5.3 decodes pydicom's GDCMJ2K_TextGBR.dcm
         // differently from pylibjpeg-openjpeg (by up to 60 grey levels).
-        let image = jpeg2k::Image::from_bytes_with(frame, jpeg2k::DecodeParameters::new())
-            .map_err(|e| e.to_string())?;
+        let image = jpeg2k::Image::from_bytes_with(frame, jpeg2k::DecodeParameters::new()).map_err(|e| e.to_string())?;
         let components = image.components();
-        if components.len() != samples
-            || components
-                .iter()
-                .any(|c| (c.width(), c.height()) != (columns, rows) || c.data().len() != pixels)
+        if components.len() != samples || components.iter().any(|c| (c.width(), c.height()) != (columns, rows) || c.data().len() != pixels)
         {
             return Err("decoded components differ from the header".to_string());
         }
@@ -532,22 +415,9 @@ pub(crate) fn decode_j2k_frame(
 
 /// One 12-bit JPEG Extended (Process 4) frame into `out` as little-endian 16-bit words,
 /// pixel-interleaved, as coded (`jpeg12`, ours). Runs inside `catch_unwind` like the others.
-pub(crate) fn decode_jpeg12_frame(
-    ts: &str,
-    frame: &[u8],
-    geometry: FrameGeometry,
-    out: &mut Vec<u8>,
-) -> Result<(), DecodeError> {
-    let corrupt = |detail: String| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail: format!("JPEG 12-bit: {detail}"),
-    };
-    let FrameGeometry {
-        rows,
-        columns,
-        samples,
-        bytes_per_sample,
-    } = geometry;
+pub(crate) fn decode_jpeg12_frame(ts: &str, frame: &[u8], geometry: FrameGeometry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let corrupt = |detail: String| DecodeError::DecodePixelData { uid: ts.into(), detail: format!("JPEG 12-bit: {detail}") };
+    let FrameGeometry { rows, columns, samples, bytes_per_sample } = geometry;
     if bytes_per_sample != 2 {
         return Err(corrupt(format!("BitsAllocated {}", 8 * bytes_per_sample)));
     }
@@ -555,13 +425,7 @@ pub(crate) fn decode_jpeg12_frame(
     let decoded = catch_unwind(AssertUnwindSafe(|| crate::jpeg12::decode(frame, pixels)))
         .map_err(|_| DecodeError::CodecPanicked { uid: ts.into() })?
         .map_err(corrupt)?;
-    if (
-        u32::from(decoded.width),
-        u32::from(decoded.height),
-        decoded.components,
-        decoded.precision,
-    ) != (columns, rows, samples, 12)
-    {
+    if (u32::from(decoded.width), u32::from(decoded.height), decoded.components, decoded.precision) != (columns, rows, samples, 12) {
         return Err(corrupt(format!(
             "frame is {}x{} with {} components of {} bits, the header says {columns}x{rows} with {samples} of 12",
             decoded.width, decoded.height, decoded.components, decoded.precision
@@ -574,34 +438,17 @@ pub(crate) fn decode_jpeg12_frame(
 /// One JPEG-LS frame (lossless or near-lossless) into `out` as little-endian words of
 /// `bytes_per_sample` bytes, pixel-interleaved (`jpegls`, ours). A feature the decoder does not
 /// carry (sample interleave, mapping tables) is [`DecodeError::UnsupportedImage`].
-pub(crate) fn decode_jpegls_frame(
-    ts: &str,
-    frame: &[u8],
-    geometry: FrameGeometry,
-    out: &mut Vec<u8>,
-) -> Result<(), DecodeError> {
+pub(crate) fn decode_jpegls_frame(ts: &str, frame: &[u8], geometry: FrameGeometry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     let corrupt = |detail: String| match detail.strip_prefix("unsupported: ") {
-        Some(reason) => DecodeError::UnsupportedImage {
-            reason: reason.into(),
-        },
-        None => DecodeError::DecodePixelData {
-            uid: ts.into(),
-            detail: format!("JPEG-LS: {detail}"),
-        },
+        Some(reason) => DecodeError::UnsupportedImage { reason: reason.into() },
+        None => DecodeError::DecodePixelData { uid: ts.into(), detail: format!("JPEG-LS: {detail}") },
     };
-    let FrameGeometry {
-        rows,
-        columns,
-        samples,
-        bytes_per_sample,
-    } = geometry;
+    let FrameGeometry { rows, columns, samples, bytes_per_sample } = geometry;
     let pixels = rows as usize * columns as usize;
     let decoded = catch_unwind(AssertUnwindSafe(|| crate::jpegls::decode(frame, pixels)))
         .map_err(|_| DecodeError::CodecPanicked { uid: ts.into() })?
         .map_err(corrupt)?;
-    if (decoded.width, decoded.height, decoded.components) != (columns, rows, samples)
-        || (decoded.precision > 8 && bytes_per_sample < 2)
-    {
+    if (decoded.width, decoded.height, decoded.components) != (columns, rows, samples) || (decoded.precision > 8 && bytes_per_sample < 2) {
         return Err(corrupt(format!(
             "frame is {}x{} with {} components of {} bits, the header says {columns}x{rows} with {samples} in {} bits",
             decoded.width,

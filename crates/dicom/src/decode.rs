@@ -29,30 +29,15 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     (IMPLICIT_VR_LE, "Implicit VR Little Endian"),
     (EXPLICIT_VR_LE, "Explicit VR Little Endian"),
     (EXPLICIT_VR_BE, "Explicit VR Big Endian (retired)"),
-    (
-        DEFLATED_EXPLICIT_VR_LE,
-        "Deflated Explicit VR Little Endian",
-    ),
+    (DEFLATED_EXPLICIT_VR_LE, "Deflated Explicit VR Little Endian"),
     (RLE_LOSSLESS, "RLE Lossless"),
     (JPEG_BASELINE, "JPEG Baseline (Process 1), 8-bit"),
-    (
-        JPEG_EXTENDED,
-        "JPEG Extended (Process 2 & 4), 8 and 12 bits",
-    ),
-    (
-        JPEG_LOSSLESS,
-        "JPEG Lossless, Non-Hierarchical (Process 14), 2 to 16 bits",
-    ),
-    (
-        JPEG_LOSSLESS_SV1,
-        "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 SV1), 2 to 16 bits",
-    ),
+    (JPEG_EXTENDED, "JPEG Extended (Process 2 & 4), 8 and 12 bits"),
+    (JPEG_LOSSLESS, "JPEG Lossless, Non-Hierarchical (Process 14), 2 to 16 bits"),
+    (JPEG_LOSSLESS_SV1, "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 SV1), 2 to 16 bits"),
     (JPEG_LS_LOSSLESS, "JPEG-LS Lossless"),
     (JPEG_LS_NEAR_LOSSLESS, "JPEG-LS Lossy (Near-Lossless)"),
-    (
-        JPEG_2000_LOSSLESS,
-        "JPEG 2000 Image Compression (Lossless Only)",
-    ),
+    (JPEG_2000_LOSSLESS, "JPEG 2000 Image Compression (Lossless Only)"),
     (JPEG_2000, "JPEG 2000 Image Compression"),
 ];
 
@@ -87,12 +72,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_rows: 16384,
-            max_columns: 16384,
-            max_frames: 2000,
-            max_pixel_bytes: 1 << 30,
-        }
+        DecodeLimits { max_rows: 16384, max_columns: 16384, max_frames: 2000, max_pixel_bytes: 1 << 30 }
     }
 }
 
@@ -109,11 +89,7 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions {
-            limits: DecodeLimits::default(),
-            percentiles: Percentiles::default(),
-            max_pixels_per_frame: 64 << 20,
-        }
+        DecodeOptions { limits: DecodeLimits::default(), percentiles: Percentiles::default(), max_pixels_per_frame: 64 << 20 }
     }
 }
 
@@ -159,13 +135,7 @@ pub struct DecodedImage {
 /// Decodes a DICOM Part 10 object (with or without the 128-byte preamble, as WADO-RS returns it)
 /// with default options. See [`decode_with`].
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
-    decode_with(
-        bytes,
-        &DecodeOptions {
-            limits: *limits,
-            ..DecodeOptions::default()
-        },
-    )
+    decode_with(bytes, &DecodeOptions { limits: *limits, ..DecodeOptions::default() })
 }
 
 /// Decodes a DICOM Part 10 object into modality values and a window.
@@ -176,32 +146,18 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     let start = part10_start(bytes)?;
     let body = &bytes[start..];
     let (data_set_start, ts) = scan::check_meta(body)?;
-    if !SUPPORTED_TRANSFER_SYNTAXES
-        .iter()
-        .any(|(uid, _)| *uid == ts)
-    {
+    if !SUPPORTED_TRANSFER_SYNTAXES.iter().any(|(uid, _)| *uid == ts) {
         return Err(DecodeError::UnsupportedTransferSyntax { uid: ts });
     }
     let encoding = match ts.as_str() {
-        IMPLICIT_VR_LE => scan::Encoding {
-            explicit: false,
-            big: false,
-        },
-        EXPLICIT_VR_BE => scan::Encoding {
-            explicit: true,
-            big: true,
-        },
-        _ => scan::Encoding {
-            explicit: true,
-            big: false,
-        },
+        IMPLICIT_VR_LE => scan::Encoding { explicit: false, big: false },
+        EXPLICIT_VR_BE => scan::Encoding { explicit: true, big: true },
+        _ => scan::Encoding { explicit: true, big: false },
     };
     // The deflated data set is inflated with a cap derived from the image it declares, checked
     // against the limits before its pixels are inflated.
     let budget = |d: &scan::DeclaredImage| -> Result<u64, DecodeError> {
-        let missing = |keyword: &str| DecodeError::NotImage {
-            reason: format!("no {keyword}"),
-        };
+        let missing = |keyword: &str| DecodeError::NotImage { reason: format!("no {keyword}") };
         check_image_limits(
             d.rows.ok_or_else(|| missing("Rows"))?,
             d.columns.ok_or_else(|| missing("Columns"))?,
@@ -220,57 +176,25 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
     // The header is parsed without the pixel data, which is read from `data` in place: nothing
     // the size of the pixels is allocated before the limits are checked.
     let header_end = scanned.pixel_data.map_or(data.len(), |p| p.header_start);
-    let parse_ts = if ts == DEFLATED_EXPLICIT_VR_LE {
-        EXPLICIT_VR_LE
-    } else {
-        ts.as_str()
-    };
-    let parse_ts = TransferSyntaxRegistry
-        .get(parse_ts)
-        .ok_or_else(|| DecodeError::UnsupportedTransferSyntax { uid: ts.clone() })?;
-    let obj =
-        InMemDicomObject::read_dataset_with_ts(&data[..header_end], parse_ts).map_err(|e| {
-            DecodeError::ReadDataSet {
-                detail: e.to_string(),
-            }
-        })?;
+    let parse_ts = if ts == DEFLATED_EXPLICIT_VR_LE { EXPLICIT_VR_LE } else { ts.as_str() };
+    let parse_ts = TransferSyntaxRegistry.get(parse_ts).ok_or_else(|| DecodeError::UnsupportedTransferSyntax { uid: ts.clone() })?;
+    let obj = InMemDicomObject::read_dataset_with_ts(&data[..header_end], parse_ts)
+        .map_err(|e| DecodeError::ReadDataSet { detail: e.to_string() })?;
 
     let header = ImageHeader::read(&obj, scanned.pixel_data.is_some())?;
-    check_image_limits(
-        header.rows,
-        header.columns,
-        header.frames,
-        header.samples_per_pixel.into(),
-        header.bits_allocated.into(),
-        options,
-    )?;
+    check_image_limits(header.rows, header.columns, header.frames, header.samples_per_pixel.into(), header.bits_allocated.into(), options)?;
 
-    let pixel = scanned.pixel_data.ok_or_else(|| DecodeError::NotImage {
-        reason: "no PixelData".into(),
-    })?;
+    let pixel = scanned.pixel_data.ok_or_else(|| DecodeError::NotImage { reason: "no PixelData".into() })?;
     let native = pixel.length.is_some() && codec_of(&ts).is_none();
-    if native
-        && matches!(
-            header.photometric,
-            Photometric::YbrIct | Photometric::YbrRct
-        )
-    {
-        return Err(DecodeError::UnsupportedImage {
-            reason: format!("{} in native pixel data", header.photometric_text),
-        });
+    if native && matches!(header.photometric, Photometric::YbrIct | Photometric::YbrRct) {
+        return Err(DecodeError::UnsupportedImage { reason: format!("{} in native pixel data", header.photometric_text) });
     }
     let (stored, photometric_after, value_bits) = match pixel.length {
         Some(length) if native => {
             let value = data
                 .get(pixel.value_start..pixel.value_start.saturating_add(length))
-                .ok_or_else(|| DecodeError::ReadDataSet {
-                    detail: "PixelData runs past the end".into(),
-                })?;
-            (
-                native_le_bytes(value, &ts, header.bits_allocated, pixel.vr),
-                header.photometric,
-                header.bits_stored,
-            )
+                .ok_or_else(|| DecodeError::ReadDataSet { detail: "PixelData runs past the end".into() })?;
+            (native_le_bytes(value, &ts, header.bits_allocated, pixel.vr), header.photometric, header.bits_stored)
         }
         None if !native => {
             let (offset_table, fragments) = encapsulated_items(&ts, data, pixel.value_start)?;
@@ -280,39 +204,22 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         }
         // Encapsulated data in a native syntax, or a defined length in an encapsulated one.
         _ => {
-            return Err(DecodeError::InvalidAttribute {
-                keyword: "PixelData",
-            });
+            return Err(DecodeError::InvalidAttribute { keyword: "PixelData" });
         }
     };
-    let layout = Layout {
-        header: &header,
-        photometric: photometric_after,
-        planar: native && header.planar,
-        value_bits,
-    };
+    let layout = Layout { header: &header, photometric: photometric_after, planar: native && header.planar, value_bits };
     let expected = layout.stored_bytes();
     if (stored.len() as u64) < expected {
         return Err(if native {
-            DecodeError::TruncatedPixelData {
-                expected,
-                actual: stored.len() as u64,
-            }
+            DecodeError::TruncatedPixelData { expected, actual: stored.len() as u64 }
         } else {
-            DecodeError::DecodePixelData {
-                uid: ts.clone(),
-                detail: format!("codec produced {} bytes, expected {expected}", stored.len()),
-            }
+            DecodeError::DecodePixelData { uid: ts.clone(), detail: format!("codec produced {} bytes, expected {expected}", stored.len()) }
         });
     }
     let (modality_values, pixel_sha256) = layout.unpack(&stored[..expected as usize])?;
 
     let default_frame = header.frames / 2;
-    let voi_lut = if header.samples_per_pixel == 1 {
-        voi_lut(&obj, header.signed)
-    } else {
-        None
-    };
+    let voi_lut = if header.samples_per_pixel == 1 { voi_lut(&obj, header.signed) } else { None };
     let window = match (header.window, &voi_lut) {
         (Some(w), None) => w,
         (_, Some(lut)) => lut.window(),
@@ -323,8 +230,7 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
             Window::from_percentiles(frame, options.percentiles)
         }
     };
-    let presentation_inverse =
-        string(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
+    let presentation_inverse = string(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
 
     Ok(DecodedImage {
         rows: header.rows,
@@ -358,43 +264,15 @@ fn voi_lut(obj: &Obj, signed: bool) -> Option<VoiLut> {
         .ok()
         .flatten()
         .and_then(|e| e.items()?.first())
-        .or_else(|| {
-            functional_group(obj, tags::FRAME_VOILUT_SEQUENCE)?
-                .element_opt(tags::VOILUT_SEQUENCE)
-                .ok()??
-                .items()?
-                .first()
-        })?;
-    let descriptor = item
-        .element_opt(tags::LUT_DESCRIPTOR)
-        .ok()??
-        .to_multi_int::<i32>()
-        .ok()?;
-    let (count, first, bits) = (
-        *descriptor.first()?,
-        *descriptor.get(1)?,
-        *descriptor.get(2)?,
-    );
-    let count = if count == 0 {
-        65536
-    } else {
-        count as usize & 0xFFFF
-    };
+        .or_else(|| functional_group(obj, tags::FRAME_VOILUT_SEQUENCE)?.element_opt(tags::VOILUT_SEQUENCE).ok()??.items()?.first())?;
+    let descriptor = item.element_opt(tags::LUT_DESCRIPTOR).ok()??.to_multi_int::<i32>().ok()?;
+    let (count, first, bits) = (*descriptor.first()?, *descriptor.get(1)?, *descriptor.get(2)?);
+    let count = if count == 0 { 65536 } else { count as usize & 0xFFFF };
     // The first mapped value is signed when the pixels are (PS3.3 C.11.2.1.1), whatever the VR.
-    let first = if signed && (32768..65536).contains(&first) {
-        first - 65536
-    } else {
-        first
-    };
+    let first = if signed && (32768..65536).contains(&first) { first - 65536 } else { first };
     let bits = u8::try_from(bits).ok().filter(|b| (1..=16).contains(b))?;
-    let data: Vec<u16> = item
-        .element_opt(tags::LUT_DATA)
-        .ok()??
-        .to_multi_int::<u32>()
-        .ok()?
-        .into_iter()
-        .map(|v| v.min(0xFFFF) as u16)
-        .collect();
+    let data: Vec<u16> =
+        item.element_opt(tags::LUT_DATA).ok()??.to_multi_int::<u32>().ok()?.into_iter().map(|v| v.min(0xFFFF) as u16).collect();
     (data.len() == count).then_some(VoiLut { first, bits, data })
 }
 
@@ -404,20 +282,11 @@ fn extended_offset_table(obj: &Obj) -> Result<Option<Vec<u64>>, DecodeError> {
     let Some(e) = obj.element_opt(tags::EXTENDED_OFFSET_TABLE).ok().flatten() else {
         return Ok(None);
     };
-    let bytes = e.to_bytes().map_err(|_| DecodeError::InvalidAttribute {
-        keyword: "ExtendedOffsetTable",
-    })?;
+    let bytes = e.to_bytes().map_err(|_| DecodeError::InvalidAttribute { keyword: "ExtendedOffsetTable" })?;
     if bytes.len() % 8 != 0 {
-        return Err(DecodeError::InvalidAttribute {
-            keyword: "ExtendedOffsetTable",
-        });
+        return Err(DecodeError::InvalidAttribute { keyword: "ExtendedOffsetTable" });
     }
-    Ok(Some(
-        bytes
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0xFF; 8])))
-            .collect(),
-    ))
+    Ok(Some(bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0xFF; 8]))).collect()))
 }
 
 /// Where the file meta group starts: after a 128-byte preamble, or at 0.
@@ -427,9 +296,7 @@ fn part10_start(bytes: &[u8]) -> Result<usize, DecodeError> {
     } else if bytes.get(0..4) == Some(b"DICM") {
         Ok(0)
     } else {
-        Err(DecodeError::ReadFileMeta {
-            detail: "no DICM magic at offset 0 or 128".into(),
-        })
+        Err(DecodeError::ReadFileMeta { detail: "no DICM magic at offset 0 or 128".into() })
     }
 }
 
@@ -445,17 +312,12 @@ fn uint(obj: &Obj, tag: Tag, keyword: &'static str) -> Result<Option<u32>, Decod
     match obj.element_opt(tag).ok().flatten() {
         None => Ok(None),
         Some(e) if e.is_empty() => Ok(None),
-        Some(e) => e
-            .to_int::<u32>()
-            .map(Some)
-            .map_err(|_| DecodeError::InvalidAttribute { keyword }),
+        Some(e) => e.to_int::<u32>().map(Some).map_err(|_| DecodeError::InvalidAttribute { keyword }),
     }
 }
 
 fn required(obj: &Obj, tag: Tag, keyword: &'static str) -> Result<u32, DecodeError> {
-    uint(obj, tag, keyword)?.ok_or_else(|| DecodeError::NotImage {
-        reason: format!("no {keyword}"),
-    })
+    uint(obj, tag, keyword)?.ok_or_else(|| DecodeError::NotImage { reason: format!("no {keyword}") })
 }
 
 /// First value of a decimal-string attribute, looked up in `item`.
@@ -498,21 +360,15 @@ impl ImageHeader {
         if !has_pixel_data {
             let has = |tag| obj.element_opt(tag).ok().flatten().is_some();
             if has(tags::FLOAT_PIXEL_DATA) || has(tags::DOUBLE_FLOAT_PIXEL_DATA) {
-                return Err(DecodeError::UnsupportedImage {
-                    reason: "float pixel data".into(),
-                });
+                return Err(DecodeError::UnsupportedImage { reason: "float pixel data".into() });
             }
             // dicom-parser ends a data set quietly at end of input between elements, so a file
             // cut before its PixelData parses. An object with image attributes but no pixels is
             // taken as truncated, not as a non-image.
             if has(tags::ROWS) && has(tags::COLUMNS) && has(tags::BITS_ALLOCATED) {
-                return Err(DecodeError::ReadDataSet {
-                    detail: "image attributes but no PixelData: truncated object?".into(),
-                });
+                return Err(DecodeError::ReadDataSet { detail: "image attributes but no PixelData: truncated object?".into() });
             }
-            return Err(DecodeError::NotImage {
-                reason: "no PixelData".into(),
-            });
+            return Err(DecodeError::NotImage { reason: "no PixelData".into() });
         }
         let rows = required(obj, tags::ROWS, "Rows")?;
         let columns = required(obj, tags::COLUMNS, "Columns")?;
@@ -524,32 +380,23 @@ impl ImageHeader {
         }
         let frames = uint(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")?.unwrap_or(1);
         if frames == 0 {
-            return Err(DecodeError::InvalidAttribute {
-                keyword: "NumberOfFrames",
-            });
+            return Err(DecodeError::InvalidAttribute { keyword: "NumberOfFrames" });
         }
         let samples = required(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?;
         let bits_allocated = required(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
         let bits_stored = uint(obj, tags::BITS_STORED, "BitsStored")?.unwrap_or(bits_allocated);
-        let high_bit =
-            uint(obj, tags::HIGH_BIT, "HighBit")?.unwrap_or(bits_stored.saturating_sub(1));
-        let signed =
-            uint(obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation")?.unwrap_or(0) == 1;
-        let planar =
-            uint(obj, tags::PLANAR_CONFIGURATION, "PlanarConfiguration")?.unwrap_or(0) == 1;
-        let photometric_text =
-            string(obj, tags::PHOTOMETRIC_INTERPRETATION).ok_or_else(|| DecodeError::NotImage {
-                reason: "no PhotometricInterpretation".into(),
-            })?;
+        let high_bit = uint(obj, tags::HIGH_BIT, "HighBit")?.unwrap_or(bits_stored.saturating_sub(1));
+        let signed = uint(obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation")?.unwrap_or(0) == 1;
+        let planar = uint(obj, tags::PLANAR_CONFIGURATION, "PlanarConfiguration")?.unwrap_or(0) == 1;
+        let photometric_text = string(obj, tags::PHOTOMETRIC_INTERPRETATION)
+            .ok_or_else(|| DecodeError::NotImage { reason: "no PhotometricInterpretation".into() })?;
         let unsupported = |reason: String| Err(DecodeError::UnsupportedImage { reason });
 
         if !matches!(bits_allocated, 1 | 8 | 16 | 32) {
             return unsupported(format!("BitsAllocated {bits_allocated}"));
         }
         if bits_stored == 0 || bits_stored > bits_allocated {
-            return Err(DecodeError::InvalidAttribute {
-                keyword: "BitsStored",
-            });
+            return Err(DecodeError::InvalidAttribute { keyword: "BitsStored" });
         }
         if high_bit + 1 != bits_stored {
             return unsupported(format!("HighBit {high_bit} with BitsStored {bits_stored}"));
@@ -563,28 +410,17 @@ impl ImageHeader {
             ("YBR_ICT", 3) => Photometric::YbrIct,
             ("YBR_RCT", 3) => Photometric::YbrRct,
             (pi, s) => {
-                return unsupported(format!(
-                    "PhotometricInterpretation {pi} with SamplesPerPixel {s}"
-                ));
+                return unsupported(format!("PhotometricInterpretation {pi} with SamplesPerPixel {s}"));
             }
         };
         if samples == 3 && (signed || bits_allocated == 1) {
-            return unsupported(format!(
-                "colour with BitsAllocated {bits_allocated}, signed {signed}"
-            ));
+            return unsupported(format!("colour with BitsAllocated {bits_allocated}, signed {signed}"));
         }
         if photometric == Photometric::YbrFull422 && (columns % 2 != 0 || bits_allocated != 8) {
             return unsupported("YBR_FULL_422 with odd Columns or not 8 bits".into());
         }
-        if obj
-            .element_opt(tags::MODALITY_LUT_SEQUENCE)
-            .ok()
-            .flatten()
-            .is_some()
-        {
-            return unsupported(
-                "Modality LUT Sequence (only rescale slope/intercept is applied)".into(),
-            );
+        if obj.element_opt(tags::MODALITY_LUT_SEQUENCE).ok().flatten().is_some() {
+            return unsupported("Modality LUT Sequence (only rescale slope/intercept is applied)".into());
         }
 
         let rescale = rescale(obj, frames)?;
@@ -618,11 +454,7 @@ fn check_image_limits(
 ) -> Result<u64, DecodeError> {
     let limits = &options.limits;
     let check = |what, value: u64, limit: u64| {
-        if value > limit {
-            Err(DecodeError::TooLarge { what, value, limit })
-        } else {
-            Ok(())
-        }
+        if value > limit { Err(DecodeError::TooLarge { what, value, limit }) } else { Ok(()) }
     };
     check("Rows", rows.into(), limits.max_rows.into())?;
     check("Columns", columns.into(), limits.max_columns.into())?;
@@ -631,16 +463,9 @@ fn check_image_limits(
     check("pixels per frame", per_frame, options.max_pixels_per_frame)?;
     // u32 x u32 x u32 can overflow u64; saturate, which still exceeds any limit.
     let pixels = per_frame.saturating_mul(frames.into());
-    let stored = pixels
-        .saturating_mul(samples.into())
-        .saturating_mul(bits_allocated.into())
-        .div_ceil(8);
+    let stored = pixels.saturating_mul(samples.into()).saturating_mul(bits_allocated.into()).div_ceil(8);
     check("decoded pixel bytes", stored, limits.max_pixel_bytes)?;
-    check(
-        "modality value bytes",
-        pixels.saturating_mul(4),
-        limits.max_pixel_bytes,
-    )?;
+    check("modality value bytes", pixels.saturating_mul(4), limits.max_pixel_bytes)?;
     Ok(stored)
 }
 
@@ -650,28 +475,16 @@ fn check_image_limits(
 /// or whose count is not NumberOfFrames, are refused rather than guessed.
 fn rescale(obj: &Obj, frames: u32) -> Result<Vec<(f64, f64)>, DecodeError> {
     let top: &InMemDicomObject = obj;
-    let from = |item: &InMemDicomObject| {
-        Some((
-            first_f64(item, tags::RESCALE_SLOPE)?,
-            first_f64(item, tags::RESCALE_INTERCEPT)?,
-        ))
-    };
+    let from = |item: &InMemDicomObject| Some((first_f64(item, tags::RESCALE_SLOPE)?, first_f64(item, tags::RESCALE_INTERCEPT)?));
     let in_group = |group: &InMemDicomObject| {
-        let item = group
-            .element_opt(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE)
-            .ok()??
-            .items()?
-            .first()?;
+        let item = group.element_opt(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).ok()??.items()?.first()?;
         from(item)
     };
     if let Some(r) = from(top) {
         return Ok(vec![r]);
     }
-    let shared = top
-        .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items()?.first().and_then(in_group));
+    let shared =
+        top.element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).ok().flatten().and_then(|e| e.items()?.first().and_then(in_group));
     if let Some(r) = shared {
         return Ok(vec![r]);
     }
@@ -686,21 +499,14 @@ fn rescale(obj: &Obj, frames: u32) -> Result<Vec<(f64, f64)>, DecodeError> {
         return Ok(vec![(1.0, 0.0)]);
     }
     if per_frame.len() != frames as usize || per_frame.iter().any(Option::is_none) {
-        return Err(DecodeError::InvalidAttribute {
-            keyword: "PerFrameFunctionalGroupsSequence",
-        });
+        return Err(DecodeError::InvalidAttribute { keyword: "PerFrameFunctionalGroupsSequence" });
     }
     Ok(per_frame.into_iter().flatten().collect())
 }
 
 /// The first item of `seq` inside the shared functional groups, else inside the first frame's.
 fn functional_group(obj: &InMemDicomObject, seq: Tag) -> Option<&InMemDicomObject> {
-    [
-        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
-        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
-    ]
-    .into_iter()
-    .find_map(|group| {
+    [tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE].into_iter().find_map(|group| {
         let group = obj.element_opt(group).ok()??.items()?.first()?;
         group.element_opt(seq).ok()??.items()?.first()
     })
@@ -727,12 +533,7 @@ fn file_window(obj: &Obj) -> Option<Window> {
             VoiFunction::Linear => width >= 1.0,
             _ => width > 0.0,
         };
-        usable.then_some(Window {
-            center,
-            width,
-            function,
-            source: WindowSource::File,
-        })
+        usable.then_some(Window { center, width, function, source: WindowSource::File })
     };
     from(top).or_else(|| functional_group(top, tags::FRAME_VOILUT_SEQUENCE).and_then(from))
 }
@@ -743,12 +544,7 @@ fn file_window(obj: &Obj) -> Option<Window> {
 /// Little endian: as stored. Big endian: each BitsAllocated word (16/32) reversed; 1- and 8-bit
 /// data in OW is a byte stream in little-endian word order (each 16-bit word swapped), as
 /// pydicom reads it; in OB it is as stored.
-fn native_le_bytes<'a>(
-    value: &'a [u8],
-    ts: &str,
-    bits_allocated: u16,
-    vr: Option<[u8; 2]>,
-) -> Cow<'a, [u8]> {
+fn native_le_bytes<'a>(value: &'a [u8], ts: &str, bits_allocated: u16, vr: Option<[u8; 2]>) -> Cow<'a, [u8]> {
     if ts != EXPLICIT_VR_BE {
         return Cow::Borrowed(value);
     }
@@ -768,30 +564,18 @@ fn native_le_bytes<'a>(
 
 /// The Basic Offset Table and the fragments of encapsulated pixel data starting at `start`
 /// (item lengths were checked by the pre-scan; checked again here).
-fn encapsulated_items<'a>(
-    ts: &str,
-    data: &'a [u8],
-    start: usize,
-) -> Result<(Vec<u64>, Vec<&'a [u8]>), DecodeError> {
-    let corrupt = |detail: &str| DecodeError::DecodePixelData {
-        uid: ts.into(),
-        detail: detail.into(),
-    };
+fn encapsulated_items<'a>(ts: &str, data: &'a [u8], start: usize) -> Result<(Vec<u64>, Vec<&'a [u8]>), DecodeError> {
+    let corrupt = |detail: &str| DecodeError::DecodePixelData { uid: ts.into(), detail: detail.into() };
     let mut pos = start;
     let mut items = Vec::new();
     while let Some(h) = data.get(pos..pos + 8) {
-        let (group, element) = (
-            u16::from_le_bytes([h[0], h[1]]),
-            u16::from_le_bytes([h[2], h[3]]),
-        );
+        let (group, element) = (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]));
         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
         pos += 8;
         match (group, element) {
             (0xFFFE, 0xE0DD) => break,
             (0xFFFE, 0xE000) => {
-                let item = data
-                    .get(pos..pos.saturating_add(len))
-                    .ok_or_else(|| corrupt("pixel data item runs past the end"))?;
+                let item = data.get(pos..pos.saturating_add(len)).ok_or_else(|| corrupt("pixel data item runs past the end"))?;
                 items.push(item);
                 pos += len;
             }
@@ -799,14 +583,9 @@ fn encapsulated_items<'a>(
         }
     }
     let Some((table, fragments)) = items.split_first() else {
-        return Err(corrupt(
-            "encapsulated pixel data without a Basic Offset Table item",
-        ));
+        return Err(corrupt("encapsulated pixel data without a Basic Offset Table item"));
     };
-    let offsets = table
-        .chunks_exact(4)
-        .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-        .collect();
+    let offsets = table.chunks_exact(4).map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
     Ok((offsets, fragments.to_vec()))
 }
 
@@ -849,28 +628,16 @@ fn decode_encapsulated(
 ) -> Result<(Vec<u8>, Photometric, u16), DecodeError> {
     let Some(codec) = codec_of(ts) else {
         // Encapsulated data in a native transfer syntax.
-        return Err(DecodeError::InvalidAttribute {
-            keyword: "PixelData",
-        });
+        return Err(DecodeError::InvalidAttribute { keyword: "PixelData" });
     };
     let jpeg = codec == Codec::Jpeg;
     // The precision first: a JPEG precision other than 8 or 12 must say so, not "BitsAllocated".
-    let jpeg_precision = if jpeg {
-        fragments
-            .first()
-            .and_then(|f| codec::jpeg_header(f))
-            .map(|h| h.precision)
-    } else {
-        None
-    };
+    let jpeg_precision = if jpeg { fragments.first().and_then(|f| codec::jpeg_header(f)).map(|h| h.precision) } else { None };
     if let Some(precision) = jpeg_precision
         && precision != 8
         && precision != 12
     {
-        return Err(DecodeError::UnsupportedJpegPrecision {
-            uid: ts.into(),
-            precision,
-        });
+        return Err(DecodeError::UnsupportedJpegPrecision { uid: ts.into(), precision });
     }
     let jpeg12 = jpeg_precision == Some(12);
     let starts_frame = |f: &[u8]| match codec {
@@ -890,41 +657,22 @@ fn decode_encapsulated(
     let bytes = usize::from(header.bits_allocated.div_ceil(8));
     let total = pixels * samples * bytes * frames.len(); // bounded by check_limits
     let mut out = Vec::new();
-    out.try_reserve_exact(total)
-        .map_err(|_| DecodeError::Allocate {
-            bytes: total as u64,
-        })?;
+    out.try_reserve_exact(total).map_err(|_| DecodeError::Allocate { bytes: total as u64 })?;
     let mut photometric = match header.photometric {
         Photometric::YbrFull422 => Photometric::YbrFull,
         Photometric::YbrIct | Photometric::YbrRct => Photometric::Rgb,
         other => other,
     };
     if jpeg && header.bits_allocated != if jpeg12 { 16 } else { 8 } {
-        return Err(DecodeError::UnsupportedImage {
-            reason: format!("JPEG with BitsAllocated {}", header.bits_allocated),
-        });
+        return Err(DecodeError::UnsupportedImage { reason: format!("JPEG with BitsAllocated {}", header.bits_allocated) });
     }
-    if codec != Codec::Jpeg2000
-        && matches!(
-            header.photometric,
-            Photometric::YbrIct | Photometric::YbrRct
-        )
-    {
-        return Err(DecodeError::UnsupportedImage {
-            reason: format!("{} outside JPEG 2000", header.photometric_text),
-        });
+    if codec != Codec::Jpeg2000 && matches!(header.photometric, Photometric::YbrIct | Photometric::YbrRct) {
+        return Err(DecodeError::UnsupportedImage { reason: format!("{} outside JPEG 2000", header.photometric_text) });
     }
     if header.bits_allocated == 1 {
-        return Err(DecodeError::UnsupportedImage {
-            reason: "encapsulated pixel data with BitsAllocated 1".into(),
-        });
+        return Err(DecodeError::UnsupportedImage { reason: "encapsulated pixel data with BitsAllocated 1".into() });
     }
-    let geometry = codec::FrameGeometry {
-        rows: header.rows,
-        columns: header.columns,
-        samples,
-        bytes_per_sample: bytes,
-    };
+    let geometry = codec::FrameGeometry { rows: header.rows, columns: header.columns, samples, bytes_per_sample: bytes };
     let mut value_bits = header.bits_stored;
     let mut joined = Vec::new();
     for group in frames {
@@ -938,14 +686,7 @@ fn decode_encapsulated(
         match codec {
             Codec::Jpeg if jpeg12 => codec::decode_jpeg12_frame(ts, frame, geometry, &mut out)?,
             Codec::Jpeg => {
-                if codec::decode_jpeg_frame(
-                    ts,
-                    frame,
-                    header.rows,
-                    header.columns,
-                    samples,
-                    &mut out,
-                )? {
+                if codec::decode_jpeg_frame(ts, frame, header.rows, header.columns, samples, &mut out)? {
                     photometric = Photometric::Rgb;
                 }
             }
@@ -981,11 +722,7 @@ impl Layout<'_> {
     /// Stored bytes all frames need (saturating; `check_limits` bounded it already).
     fn stored_bytes(&self) -> u64 {
         let h = self.header;
-        let samples_per_pixel = if self.photometric == Photometric::YbrFull422 {
-            2
-        } else {
-            h.samples_per_pixel.into()
-        };
+        let samples_per_pixel = if self.photometric == Photometric::YbrFull422 { 2 } else { h.samples_per_pixel.into() };
         let bits = (self.pixels_per_frame() as u64)
             .saturating_mul(h.frames.into())
             .saturating_mul(samples_per_pixel)
@@ -998,26 +735,15 @@ impl Layout<'_> {
         let h = self.header;
         let n = self.pixels_per_frame() * h.frames as usize;
         let mut out: Vec<f32> = Vec::new();
-        out.try_reserve_exact(n)
-            .map_err(|_| DecodeError::Allocate {
-                bytes: n as u64 * 4,
-            })?;
+        out.try_reserve_exact(n).map_err(|_| DecodeError::Allocate { bytes: n as u64 * 4 })?;
         let mut hasher = Sha256::new();
         let bytes_per_sample = usize::from(h.bits_allocated / 8);
         let bits = self.value_bits;
-        let mask: u32 = if bits >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << bits) - 1
-        };
+        let mask: u32 = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
         let sign_bit: u32 = 1u32 << (bits - 1);
         let value = |raw: u32| -> f64 {
             let v = raw & mask;
-            if h.signed && v & sign_bit != 0 {
-                f64::from(v) - 2f64.powi(bits.into())
-            } else {
-                f64::from(v)
-            }
+            if h.signed && v & sign_bit != 0 { f64::from(v) - 2f64.powi(bits.into()) } else { f64::from(v) }
         };
         let word = |i: usize| -> u32 {
             let b = &stored[i * bytes_per_sample..(i + 1) * bytes_per_sample];
@@ -1029,13 +755,7 @@ impl Layout<'_> {
         };
         let ppf = self.pixels_per_frame();
         // Modality LUT of frame f.
-        let rescale_of = |f: usize| {
-            h.rescale
-                .get(f)
-                .or(h.rescale.first())
-                .copied()
-                .unwrap_or((1.0, 0.0))
-        };
+        let rescale_of = |f: usize| h.rescale.get(f).or(h.rescale.first()).copied().unwrap_or((1.0, 0.0));
         let frames = h.frames as usize;
         match (h.samples_per_pixel, self.photometric) {
             (1, _) if h.bits_allocated == 1 => {
@@ -1043,21 +763,14 @@ impl Layout<'_> {
                 hasher.update(&bits);
                 for (f, frame) in bits.chunks(ppf).enumerate() {
                     let (slope, intercept) = rescale_of(f);
-                    out.extend(
-                        frame
-                            .iter()
-                            .map(|&b| (value(b.into()) * slope + intercept) as f32),
-                    );
+                    out.extend(frame.iter().map(|&b| (value(b.into()) * slope + intercept) as f32));
                 }
             }
             (1, _) => {
                 hasher.update(stored);
                 for f in 0..frames {
                     let (slope, intercept) = rescale_of(f);
-                    out.extend(
-                        (f * ppf..(f + 1) * ppf)
-                            .map(|i| (value(word(i)) * slope + intercept) as f32),
-                    );
+                    out.extend((f * ppf..(f + 1) * ppf).map(|i| (value(word(i)) * slope + intercept) as f32));
                 }
             }
             (_, Photometric::YbrFull422) => {
@@ -1067,19 +780,11 @@ impl Layout<'_> {
             }
             (_, pi) => {
                 let mut interleaved = Vec::new();
-                interleaved
-                    .try_reserve_exact(stored.len())
-                    .map_err(|_| DecodeError::Allocate {
-                        bytes: stored.len() as u64,
-                    })?;
+                interleaved.try_reserve_exact(stored.len()).map_err(|_| DecodeError::Allocate { bytes: stored.len() as u64 })?;
                 for f in 0..h.frames as usize {
                     for p in 0..ppf {
                         let idx = |c: usize| {
-                            if self.planar {
-                                f * ppf * 3 + c * ppf + p
-                            } else {
-                                (f * ppf + p) * 3 + c
-                            }
+                            if self.planar { f * ppf * 3 + c * ppf + p } else { (f * ppf + p) * 3 + c }
                         };
                         let (a, b, c) = (word(idx(0)), word(idx(1)), word(idx(2)));
                         for s in [a, b, c] {

@@ -16,9 +16,7 @@ pub enum DecodeError {
     UnsupportedTransferSyntax { uid: String },
     /// JPEG (baseline or extended) with a sample precision other than 8 bits. The codec in
     /// dicom-pixeldata 0.10 cannot decode 12-bit JPEG extended, and we do not guess.
-    #[error(
-        "unsupported JPEG sample precision of {precision} bits in transfer syntax {uid}: only 8-bit JPEG is decoded"
-    )]
+    #[error("unsupported JPEG sample precision of {precision} bits in transfer syntax {uid}: only 8-bit JPEG is decoded")]
     UnsupportedJpegPrecision { uid: String, precision: u8 },
     /// The object has pixels, but in a form this crate refuses (photometric interpretation,
     /// bit depth, Modality LUT Sequence, ...).
@@ -30,11 +28,7 @@ pub enum DecodeError {
     /// A header value exceeds a [`crate::DecodeLimits`] bound; checked before any pixel is
     /// allocated or decoded.
     #[error("image too large: {what} is {value}, the limit is {limit}")]
-    TooLarge {
-        what: &'static str,
-        value: u64,
-        limit: u64,
-    },
+    TooLarge { what: &'static str, value: u64, limit: u64 },
     /// The data set could not be parsed (truncated element, bad length, bad encoding).
     #[error("could not read the DICOM data set: {detail}")]
     ReadDataSet { detail: String },

@@ -19,11 +19,7 @@ impl GrayImage {
     /// `None` unless `data.len() == width * height` and both are > 0.
     pub fn new(width: u32, height: u32, data: Vec<f32>) -> Option<Self> {
         let n = (width as usize).checked_mul(height as usize)?;
-        (n > 0 && data.len() == n).then_some(GrayImage {
-            width,
-            height,
-            data,
-        })
+        (n > 0 && data.len() == n).then_some(GrayImage { width, height, data })
     }
 
     pub fn width(&self) -> u32 {
@@ -47,9 +43,7 @@ impl GrayImage {
         if x >= self.width || y >= self.height {
             return None;
         }
-        self.data
-            .get(y as usize * self.width as usize + x as usize)
-            .copied()
+        self.data.get(y as usize * self.width as usize + x as usize).copied()
     }
 
     /// An 8-bit grey PNG: each value clamped to [0, 1], times 255, rounded.
@@ -59,11 +53,7 @@ impl GrayImage {
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(io::Error::other)?;
-        let bytes: Vec<u8> = self
-            .data
-            .iter()
-            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-            .collect();
+        let bytes: Vec<u8> = self.data.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
         writer.write_image_data(&bytes).map_err(io::Error::other)?;
         writer.finish().map_err(io::Error::other)?;
         Ok(out)
@@ -80,28 +70,16 @@ impl GrayImage {
         for y in 0..self.height as usize {
             let row = &self.data[y * sw..(y + 1) * sw];
             for (x, (start, w)) in horizontal.taps.iter().enumerate() {
-                tmp[y * tw + x] = w
-                    .iter()
-                    .zip(&row[*start..])
-                    .map(|(w, v)| w * f64::from(*v))
-                    .sum::<f64>() as f32;
+                tmp[y * tw + x] = w.iter().zip(&row[*start..]).map(|(w, v)| w * f64::from(*v)).sum::<f64>() as f32;
             }
         }
         let mut data = vec![0f32; height as usize * tw];
         for (y, (start, w)) in vertical.taps.iter().enumerate() {
             for x in 0..tw {
-                data[y * tw + x] = w
-                    .iter()
-                    .enumerate()
-                    .map(|(k, w)| w * f64::from(tmp[(start + k) * tw + x]))
-                    .sum::<f64>() as f32;
+                data[y * tw + x] = w.iter().enumerate().map(|(k, w)| w * f64::from(tmp[(start + k) * tw + x])).sum::<f64>() as f32;
             }
         }
-        GrayImage {
-            width,
-            height,
-            data,
-        }
+        GrayImage { width, height, data }
     }
 
     /// Bilinear sample at continuous coordinates (pixel centres at +0.5), clamped to the edges.
@@ -132,13 +110,9 @@ impl Weights {
             .map(|i| {
                 let center = (f64::from(i) + 0.5) * scale;
                 let min = ((center - support + 0.5).floor().max(0.0)) as usize;
-                let max = ((center + support + 0.5).floor() as usize)
-                    .min(input as usize)
-                    .max(min + 1);
-                let mut w: Vec<f64> = (min..max)
-                    .map(|x| ((x as f64 - center + 0.5) / filter_scale).abs())
-                    .map(|d| (1.0 - d).max(0.0))
-                    .collect();
+                let max = ((center + support + 0.5).floor() as usize).min(input as usize).max(min + 1);
+                let mut w: Vec<f64> =
+                    (min..max).map(|x| ((x as f64 - center + 0.5) / filter_scale).abs()).map(|d| (1.0 - d).max(0.0)).collect();
                 let sum: f64 = w.iter().sum();
                 if sum > 0.0 {
                     w.iter_mut().for_each(|v| *v /= sum);
@@ -211,43 +185,26 @@ pub fn letterbox(image: &GrayImage, size: u32) -> (GrayImage, Letterbox) {
     let mut data = vec![0f32; size as usize * size as usize];
     for y in 0..sh as usize {
         let dst = (y + geometry.pad_y as usize) * size as usize + geometry.pad_x as usize;
-        data[dst..dst + sw as usize]
-            .copy_from_slice(&resized.data[y * sw as usize..(y + 1) * sw as usize]);
+        data[dst..dst + sw as usize].copy_from_slice(&resized.data[y * sw as usize..(y + 1) * sw as usize]);
     }
-    (
-        GrayImage {
-            width: size,
-            height: size,
-            data,
-        },
-        geometry,
-    )
+    (GrayImage { width: size, height: size, data }, geometry)
 }
 
 impl Letterbox {
     fn factors(&self) -> (f64, f64) {
-        (
-            f64::from(self.scaled_width) / f64::from(self.source_width),
-            f64::from(self.scaled_height) / f64::from(self.source_height),
-        )
+        (f64::from(self.scaled_width) / f64::from(self.source_width), f64::from(self.scaled_height) / f64::from(self.source_height))
     }
 
     /// A model-input point to source pixel coordinates (not clamped: padding maps outside).
     pub fn to_source_point(&self, x: f64, y: f64) -> (f64, f64) {
         let (fx, fy) = self.factors();
-        (
-            (x - f64::from(self.pad_x)) / fx,
-            (y - f64::from(self.pad_y)) / fy,
-        )
+        ((x - f64::from(self.pad_x)) / fx, (y - f64::from(self.pad_y)) / fy)
     }
 
     /// A source point to model-input coordinates.
     pub fn to_model_point(&self, x: f64, y: f64) -> (f64, f64) {
         let (fx, fy) = self.factors();
-        (
-            x * fx + f64::from(self.pad_x),
-            y * fy + f64::from(self.pad_y),
-        )
+        (x * fx + f64::from(self.pad_x), y * fy + f64::from(self.pad_y))
     }
 
     /// A model-input box to source pixel coordinates, clamped to the source image.
@@ -255,12 +212,7 @@ impl Letterbox {
         let (x0, y0) = self.to_source_point(b.x0, b.y0);
         let (x1, y1) = self.to_source_point(b.x1, b.y1);
         let (w, h) = (f64::from(self.source_width), f64::from(self.source_height));
-        PixelBox {
-            x0: x0.clamp(0.0, w),
-            y0: y0.clamp(0.0, h),
-            x1: x1.clamp(0.0, w),
-            y1: y1.clamp(0.0, h),
-        }
+        PixelBox { x0: x0.clamp(0.0, w), y0: y0.clamp(0.0, h), x1: x1.clamp(0.0, w), y1: y1.clamp(0.0, h) }
     }
 
     /// Maps a `size` x `size` map (e.g. a saliency map on the model input) onto the source grid:
@@ -269,11 +221,7 @@ impl Letterbox {
     /// bilinear neighbour at the content border.
     pub fn map_to_source(&self, map: &GrayImage) -> Result<GrayImage, MapSizeMismatch> {
         if map.width != self.size || map.height != self.size {
-            return Err(MapSizeMismatch {
-                width: map.width,
-                height: map.height,
-                size: self.size,
-            });
+            return Err(MapSizeMismatch { width: map.width, height: map.height, size: self.size });
         }
         let (w, h) = (self.source_width, self.source_height);
         let mut data = Vec::with_capacity(w as usize * h as usize);
@@ -283,10 +231,6 @@ impl Letterbox {
                 data.push(map.sample(mx, my));
             }
         }
-        Ok(GrayImage {
-            width: w,
-            height: h,
-            data,
-        })
+        Ok(GrayImage { width: w, height: h, data })
     }
 }

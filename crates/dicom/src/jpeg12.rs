@@ -20,9 +20,8 @@
 
 /// Zigzag index → natural (row-major) index.
 const ZIGZAG: [usize; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
-    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
-    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56,
+    57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
 /// A decoded frame: samples per component interleaved, row-major.
@@ -43,10 +42,7 @@ struct Huffman {
 
 impl Huffman {
     fn new(counts: &[u8; 16], values: Vec<u8>) -> Result<Self, String> {
-        let mut h = Huffman {
-            first: [(0, 0, 0); 17],
-            values,
-        };
+        let mut h = Huffman { first: [(0, 0, 0); 17], values };
         let (mut code, mut index) = (0u32, 0usize);
         for len in 1..=16 {
             let n = u32::from(counts[len - 1]);
@@ -123,11 +119,7 @@ impl Bits<'_> {
         for _ in 0..size {
             v = (v << 1) | self.bit() as i32;
         }
-        Ok(if v < 1 << (size - 1) {
-            v - (1 << size) + 1
-        } else {
-            v
-        })
+        Ok(if v < 1 << (size - 1) { v - (1 << size) + 1 } else { v })
     }
 
     /// Byte-aligns and consumes an RSTn marker, if one is next.
@@ -158,22 +150,15 @@ fn idct_basis() -> [[f32; 8]; 8] {
     let mut b = [[0f32; 8]; 8];
     for (x, row) in b.iter_mut().enumerate() {
         for (u, v) in row.iter_mut().enumerate() {
-            let c = if u == 0 {
-                std::f64::consts::FRAC_1_SQRT_2
-            } else {
-                1.0
-            };
-            *v = (c / 2.0 * (((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI) / 16.0).cos())
-                as f32;
+            let c = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+            *v = (c / 2.0 * (((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI) / 16.0).cos()) as f32;
         }
     }
     b
 }
 
 fn be16(d: &[u8], i: usize) -> Result<usize, String> {
-    d.get(i..i + 2)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        .ok_or_else(|| "truncated marker segment".to_string())
+    d.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))).ok_or_else(|| "truncated marker segment".to_string())
 }
 
 /// Decodes one sequential-DCT JPEG frame (precision 8 or 12). `max_pixels` bounds the frame
@@ -203,10 +188,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
             0xD0..=0xD7 | 0x01 => {}
             _ => {
                 let len = be16(data, pos)?;
-                let seg = data
-                    .get(pos + 2..pos + len)
-                    .filter(|_| len >= 2)
-                    .ok_or("marker segment runs past the end")?;
+                let seg = data.get(pos + 2..pos + len).filter(|_| len >= 2).ok_or("marker segment runs past the end")?;
                 match marker {
                     0xC0 | 0xC1 => {
                         if !components.is_empty() {
@@ -226,44 +208,26 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
                         if pixels > max_pixels {
                             return Err(format!("frame {width}x{height} exceeds the header"));
                         }
-                        let (blocks_w, blocks_h) = (
-                            usize::from(width).div_ceil(8),
-                            usize::from(height).div_ceil(8),
-                        );
+                        let (blocks_w, blocks_h) = (usize::from(width).div_ceil(8), usize::from(height).div_ceil(8));
                         for c in 0..n {
                             let s = seg.get(6 + 3 * c..9 + 3 * c).ok_or("short SOF")?;
                             if s[1] != 0x11 {
                                 return Err("subsampled components".into());
                             }
                             let mut plane = Vec::new();
-                            plane
-                                .try_reserve_exact(blocks_w * blocks_h * 64)
-                                .map_err(|_| "allocation failed")?;
+                            plane.try_reserve_exact(blocks_w * blocks_h * 64).map_err(|_| "allocation failed")?;
                             plane.resize(blocks_w * blocks_h * 64, 0.0);
-                            components.push(Component {
-                                id: s[0],
-                                quant: usize::from(s[2] & 3),
-                                blocks_w,
-                                blocks_h,
-                                plane,
-                            });
+                            components.push(Component { id: s[0], quant: usize::from(s[2] & 3), blocks_w, blocks_h, plane });
                         }
                     }
                     0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                        return Err(format!(
-                            "coding process of SOF{} is not sequential Huffman DCT",
-                            marker - 0xC0
-                        ));
+                        return Err(format!("coding process of SOF{} is not sequential Huffman DCT", marker - 0xC0));
                     }
                     0xC4 => {
                         let mut i = 0;
                         while i < seg.len() {
                             let tc_th = seg[i];
-                            let counts: [u8; 16] = seg
-                                .get(i + 1..i + 17)
-                                .ok_or("short DHT")?
-                                .try_into()
-                                .map_err(|_| "short DHT")?;
+                            let counts: [u8; 16] = seg.get(i + 1..i + 17).ok_or("short DHT")?.try_into().map_err(|_| "short DHT")?;
                             let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
                             let values = seg.get(i + 17..i + 17 + n).ok_or("short DHT")?.to_vec();
                             let table = Huffman::new(&counts, values)?;
@@ -283,11 +247,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
                             let size = if pq == 0 { 64 } else { 128 };
                             let t = seg.get(i + 1..i + 1 + size).ok_or("short DQT")?;
                             for k in 0..64 {
-                                let q = if pq == 0 {
-                                    u16::from(t[k])
-                                } else {
-                                    u16::from_be_bytes([t[2 * k], t[2 * k + 1]])
-                                };
+                                let q = if pq == 0 { u16::from(t[k]) } else { u16::from_be_bytes([t[2 * k], t[2 * k + 1]]) };
                                 quant[tq][ZIGZAG[k]] = f32::from(q);
                             }
                             i += 1 + size;
@@ -299,33 +259,15 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
                         let mut scan = Vec::new();
                         for s in 0..ns {
                             let b = seg.get(1 + 2 * s..3 + 2 * s).ok_or("short SOS")?;
-                            let c = components
-                                .iter()
-                                .position(|c| c.id == b[0])
-                                .ok_or("scan names an unknown component")?;
+                            let c = components.iter().position(|c| c.id == b[0]).ok_or("scan names an unknown component")?;
                             scan.push((c, usize::from(b[1] >> 4 & 3), usize::from(b[1] & 3)));
                         }
                         if scan.is_empty() {
                             return Err("empty scan".into());
                         }
                         let (entropy_start, end) = (pos + len, entropy_end(data, pos + len));
-                        let mut bits = Bits {
-                            data: &data[entropy_start..end],
-                            pos: 0,
-                            acc: 0,
-                            count: 0,
-                            overrun: false,
-                        };
-                        decode_scan(
-                            &mut bits,
-                            &mut components,
-                            &scan,
-                            &quant,
-                            &dc,
-                            &ac,
-                            restart_interval,
-                            &basis,
-                        )?;
+                        let mut bits = Bits { data: &data[entropy_start..end], pos: 0, acc: 0, count: 0, overrun: false };
+                        decode_scan(&mut bits, &mut components, &scan, &quant, &dc, &ac, restart_interval, &basis)?;
                         if bits.overrun {
                             return Err("entropy-coded data ends early (truncated)".into());
                         }
@@ -346,9 +288,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
     let max = f32::from((1u16 << precision) - 1);
     let shift = f32::from(1u16 << (precision - 1));
     let mut samples = Vec::new();
-    samples
-        .try_reserve_exact(w * h * n)
-        .map_err(|_| "allocation failed")?;
+    samples.try_reserve_exact(w * h * n).map_err(|_| "allocation failed")?;
     for y in 0..h {
         for x in 0..w {
             for c in &components {
@@ -358,13 +298,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
             }
         }
     }
-    Ok(Frame {
-        precision,
-        width,
-        height,
-        components: n,
-        samples,
-    })
+    Ok(Frame { precision, width, height, components: n, samples })
 }
 
 /// Where the entropy-coded segment starting at `start` ends: the first marker other than RSTn.
@@ -392,10 +326,7 @@ fn decode_scan(
 ) -> Result<(), String> {
     // No subsampling: an MCU is one block of each scan component; a single-component scan
     // walks that component's blocks.
-    let (blocks_w, blocks_h) = (
-        components[scan[0].0].blocks_w,
-        components[scan[0].0].blocks_h,
-    );
+    let (blocks_w, blocks_h) = (components[scan[0].0].blocks_w, components[scan[0].0].blocks_h);
     let mut pred = vec![0i32; scan.len()];
     let mut coef = [0f32; 64];
     for mcu in 0..blocks_w * blocks_h {
@@ -473,9 +404,7 @@ mod tests {
             &b""[..],
             &[0xFF, 0xD8][..],
             &[0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x02][..],
-            &[
-                0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x0B, 12, 0, 8, 0, 8, 1, 1, 0x11, 0,
-            ][..],
+            &[0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x0B, 12, 0, 8, 0, 8, 1, 1, 0x11, 0][..],
         ] {
             assert!(decode(data, 1 << 20).is_err());
         }

@@ -11,10 +11,7 @@
 //! All input is untrusted: reads past the end feed zeros and mark the scan as truncated (an
 //! error), every length and index is checked, the work is bounded by the frame size.
 
-const J: [u32; 32] = [
-    0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 12, 13,
-    14, 15,
-];
+const J: [u32; 32] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /// A decoded frame: samples per component interleaved, row-major.
 pub(crate) struct Frame {
@@ -147,17 +144,7 @@ impl Params {
         let range = (maxval + 2 * near) / (2 * near + 1) + 1;
         let qbpp = 32 - ((range - 1) as u32).leading_zeros();
         let bpp = (32 - (maxval as u32).leading_zeros()).max(2);
-        Ok(Params {
-            maxval,
-            near,
-            t1,
-            t2,
-            t3,
-            reset,
-            range,
-            qbpp,
-            limit: 2 * (bpp + bpp.max(8)),
-        })
+        Ok(Params { maxval, near, t1, t2, t3, reset, range, qbpp, limit: 2 * (bpp + bpp.max(8)) })
     }
 }
 
@@ -300,12 +287,7 @@ impl Coder<'_, '_> {
     }
 
     /// ILV 2: every component of an interrupting pixel uses the first run context and Rb.
-    fn run_interruption_component(
-        &mut self,
-        ra: i32,
-        rb: i32,
-        run_index: usize,
-    ) -> Result<i32, String> {
+    fn run_interruption_component(&mut self, ra: i32, rb: i32, run_index: usize) -> Result<i32, String> {
         self.run_interruption_with(ra, rb, run_index, 0)
     }
 
@@ -314,13 +296,7 @@ impl Coder<'_, '_> {
         self.run_interruption_with(ra, rb, run_index, ritype)
     }
 
-    fn run_interruption_with(
-        &mut self,
-        ra: i32,
-        rb: i32,
-        run_index: usize,
-        ritype: usize,
-    ) -> Result<i32, String> {
+    fn run_interruption_with(&mut self, ra: i32, rb: i32, run_index: usize, ritype: usize) -> Result<i32, String> {
         let rc = self.run[ritype];
         let temp = rc.a + (rc.n >> 1) * rc.ritype;
         let mut k = 0;
@@ -336,11 +312,7 @@ impl Coder<'_, '_> {
         let t = em + rc.ritype;
         let map = t & 1;
         let abs = (t + map) / 2;
-        let e = if (k != 0 || 2 * rc.nn >= rc.n) == (map == 1) {
-            -abs
-        } else {
-            abs
-        };
+        let e = if (k != 0 || 2 * rc.nn >= rc.n) == (map == 1) { -abs } else { abs };
         let ctx = &mut self.run[ritype];
         if e < 0 {
             ctx.nn += 1;
@@ -419,26 +391,15 @@ impl Coder<'_, '_> {
     /// Sample-interleaved (ILV 2) line of three components: `cur`/`prev` hold (w + 2) pixels of
     /// three values. Run mode needs all three flat; an interrupted run codes each component
     /// against Rb with the first run context (as CharLS does, T.87 A.7.2 for ILV 2).
-    fn line3(
-        &mut self,
-        prev: &[i32],
-        cur: &mut [i32],
-        run_index: &mut usize,
-    ) -> Result<(), String> {
+    fn line3(&mut self, prev: &[i32], cur: &mut [i32], run_index: &mut usize) -> Result<(), String> {
         let w = cur.len() / 3 - 2;
         let mut x = 1;
         while x <= w {
             let at = |line: &[i32], i: usize, c: usize| line[3 * i + c];
             let mut q = [0i32; 3];
             for (c, qc) in q.iter_mut().enumerate() {
-                let (ra, rb, rc, rd) = (
-                    at(cur, x - 1, c),
-                    at(prev, x, c),
-                    at(prev, x - 1, c),
-                    at(prev, x + 1, c),
-                );
-                *qc = (self.quantize(rd - rb) * 9 + self.quantize(rb - rc)) * 9
-                    + self.quantize(rc - ra);
+                let (ra, rb, rc, rd) = (at(cur, x - 1, c), at(prev, x, c), at(prev, x - 1, c), at(prev, x + 1, c));
+                *qc = (self.quantize(rd - rb) * 9 + self.quantize(rb - rc)) * 9 + self.quantize(rc - ra);
             }
             if q == [0, 0, 0] {
                 let remaining = w + 1 - x;
@@ -483,12 +444,7 @@ impl Coder<'_, '_> {
                 }
             } else {
                 for c in 0..3 {
-                    let (ra, rb, rc, rd) = (
-                        cur[3 * (x - 1) + c],
-                        prev[3 * x + c],
-                        prev[3 * (x - 1) + c],
-                        prev[3 * (x + 1) + c],
-                    );
+                    let (ra, rb, rc, rd) = (cur[3 * (x - 1) + c], prev[3 * x + c], prev[3 * (x - 1) + c], prev[3 * (x + 1) + c]);
                     cur[3 * x + c] = self.regular(ra, rb, rc, rd)?;
                 }
                 x += 1;
@@ -499,9 +455,7 @@ impl Coder<'_, '_> {
 }
 
 fn be16(d: &[u8], i: usize) -> Result<usize, String> {
-    d.get(i..i + 2)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        .ok_or_else(|| "truncated marker segment".to_string())
+    d.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))).ok_or_else(|| "truncated marker segment".to_string())
 }
 
 /// Decodes one JPEG-LS frame. `max_pixels` bounds the frame before anything is allocated.
@@ -526,10 +480,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
             0xD9 => break,
             _ => {
                 let len = be16(data, pos)?;
-                let seg = data
-                    .get(pos + 2..pos + len)
-                    .filter(|_| len >= 2)
-                    .ok_or("marker segment runs past the end")?;
+                let seg = data.get(pos + 2..pos + len).filter(|_| len >= 2).ok_or("marker segment runs past the end")?;
                 match marker {
                     0xF7 => {
                         precision = *seg.first().ok_or("short SOF55")?;
@@ -552,9 +503,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
                             }
                             ids.push(s[0]);
                             let mut plane = Vec::new();
-                            plane
-                                .try_reserve_exact(width * height)
-                                .map_err(|_| "allocation failed")?;
+                            plane.try_reserve_exact(width * height).map_err(|_| "allocation failed")?;
                             plane.resize(width * height, 0u16);
                             planes.push(plane);
                         }
@@ -578,11 +527,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
                             if b[1] != 0 {
                                 return Err("unsupported: JPEG-LS mapping table".into());
                             }
-                            comps.push(
-                                ids.iter()
-                                    .position(|&id| id == b[0])
-                                    .ok_or("scan names an unknown component")?,
-                            );
+                            comps.push(ids.iter().position(|&id| id == b[0]).ok_or("scan names an unknown component")?);
                         }
                         let near = i32::from(*seg.get(1 + 2 * ns).ok_or("short SOS")?);
                         let ilv = *seg.get(2 + 2 * ns).ok_or("short SOS")?;
@@ -590,24 +535,12 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
                         if pt & 0x0F != 0 {
                             return Err("unsupported: JPEG-LS point transform".into());
                         }
-                        if comps.is_empty()
-                            || (ns > 1) != (ilv != 0)
-                            || ilv > 2
-                            || (ilv == 2 && ns != 3)
-                        {
-                            return Err(format!(
-                                "unsupported: JPEG-LS interleave mode {ilv} with {ns} components"
-                            ));
+                        if comps.is_empty() || (ns > 1) != (ilv != 0) || ilv > 2 || (ilv == 2 && ns != 3) {
+                            return Err(format!("unsupported: JPEG-LS interleave mode {ilv} with {ns} components"));
                         }
                         let params = Params::new(precision, near, preset)?;
                         let start = pos + len;
-                        let mut bits = Bits {
-                            data: &data[start..],
-                            pos: 0,
-                            acc: 0,
-                            count: 0,
-                            fake: 0,
-                        };
+                        let mut bits = Bits { data: &data[start..], pos: 0, acc: 0, count: 0, fake: 0 };
                         decode_scan(&mut bits, params, &comps, ilv, &mut planes, width, height)?;
                         if bits.truncated() {
                             return Err("scan data ends early (truncated)".into());
@@ -635,9 +568,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
     }
     let n = planes.len();
     let mut samples = Vec::new();
-    samples
-        .try_reserve_exact(width * height * n)
-        .map_err(|_| "allocation failed")?;
+    samples.try_reserve_exact(width * height * n).map_err(|_| "allocation failed")?;
     if n == 1 {
         samples.extend_from_slice(&planes[0]);
     } else {
@@ -645,13 +576,7 @@ pub(crate) fn decode(data: &[u8], max_pixels: usize) -> Result<Frame, String> {
             samples.extend(planes.iter().map(|p| p[i]));
         }
     }
-    Ok(Frame {
-        precision,
-        width: width as u32,
-        height: height as u32,
-        components: n,
-        samples,
-    })
+    Ok(Frame { precision, width: width as u32, height: height as u32, components: n, samples })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -668,36 +593,11 @@ fn decode_scan(
     let mut coder = Coder {
         p: params,
         bits,
-        ctx: vec![
-            Context {
-                a: a0,
-                b: 0,
-                c: 0,
-                n: 1
-            };
-            365
-        ],
-        run: [
-            RunContext {
-                a: a0,
-                n: 1,
-                nn: 0,
-                ritype: 0,
-            },
-            RunContext {
-                a: a0,
-                n: 1,
-                nn: 0,
-                ritype: 1,
-            },
-        ],
+        ctx: vec![Context { a: a0, b: 0, c: 0, n: 1 }; 365],
+        run: [RunContext { a: a0, n: 1, nn: 0, ritype: 0 }, RunContext { a: a0, n: 1, nn: 0, ritype: 1 }],
     };
     if ilv == 2 {
-        let (mut prev, mut cur, mut run_index) = (
-            vec![0i32; 3 * (width + 2)],
-            vec![0i32; 3 * (width + 2)],
-            0usize,
-        );
+        let (mut prev, mut cur, mut run_index) = (vec![0i32; 3 * (width + 2)], vec![0i32; 3 * (width + 2)], 0usize);
         for y in 0..height {
             for c in 0..3 {
                 prev[3 * (width + 1) + c] = prev[3 * width + c];
@@ -718,10 +618,8 @@ fn decode_scan(
         return Ok(());
     }
     // Per component: previous and current line (w + 2, with edges), run index.
-    let mut lines: Vec<(Vec<i32>, Vec<i32>, usize)> = comps
-        .iter()
-        .map(|_| (vec![0i32; width + 2], vec![0i32; width + 2], 0usize))
-        .collect();
+    let mut lines: Vec<(Vec<i32>, Vec<i32>, usize)> =
+        comps.iter().map(|_| (vec![0i32; width + 2], vec![0i32; width + 2], 0usize)).collect();
     for y in 0..height {
         for (s, &c) in comps.iter().enumerate() {
             let (prev, cur, run_index) = &mut lines[s];
@@ -748,10 +646,7 @@ mod tests {
     #[test]
     fn default_thresholds_follow_t87_for_8_and_16_bits() {
         let p = Params::new(8, 0, None).unwrap();
-        assert_eq!(
-            (p.t1, p.t2, p.t3, p.range, p.qbpp, p.limit),
-            (3, 7, 21, 256, 8, 32)
-        );
+        assert_eq!((p.t1, p.t2, p.t3, p.range, p.qbpp, p.limit), (3, 7, 21, 256, 8, 32));
         let p = Params::new(16, 0, None).unwrap();
         assert_eq!((p.t1, p.t2, p.t3), (18, 67, 276));
     }
@@ -761,13 +656,8 @@ mod tests {
         for data in [
             &b""[..],
             &[0xFF, 0xD8][..],
-            &[
-                0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0,
-            ][..],
-            &[
-                0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 0, 8,
-                1, 1, 0, 0, 0, 0,
-            ][..],
+            &[0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0][..],
+            &[0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 0, 0][..],
         ] {
             assert!(decode(data, 1 << 20).is_err());
         }

@@ -116,9 +116,7 @@ mod jpegls;
 mod scan;
 mod voi;
 
-pub use decode::{
-    DecodeLimits, DecodeOptions, DecodedImage, SUPPORTED_TRANSFER_SYNTAXES, decode, decode_with,
-};
+pub use decode::{DecodeLimits, DecodeOptions, DecodedImage, SUPPORTED_TRANSFER_SYNTAXES, decode, decode_with};
 pub use error::DecodeError;
 pub use image::{GrayImage, Letterbox, MapSizeMismatch, PixelBox, letterbox};
 pub use voi::{Percentiles, VoiFunction, VoiLut, Window, WindowSource};
@@ -174,9 +172,6 @@ impl DecodedImage {
 
     /// [`DecodedImage::pixel_sha256`] as lowercase hex.
     pub fn pixel_sha256_hex(&self) -> String {
-        self.pixel_sha256
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        self.pixel_sha256.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

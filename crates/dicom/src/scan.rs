@@ -28,39 +28,29 @@ pub(crate) struct Encoding {
     pub big: bool,
 }
 
-const IMPLICIT_LE: Encoding = Encoding {
-    explicit: false,
-    big: false,
-};
+const IMPLICIT_LE: Encoding = Encoding { explicit: false, big: false };
 
 /// Checks the file meta group of the Part 10 stream `body` (starting at `DICM`); returns where
 /// the data set starts and the Transfer Syntax UID (0002,0010), read here rather than by
 /// dicom-object's meta reader, which reserves a string element's declared length before it
 /// reads it (the fuzz target found a 3 GB allocation there).
 pub(crate) fn check_meta(body: &[u8]) -> Result<(usize, String), DecodeError> {
-    let corrupt = |detail: &str| DecodeError::ReadFileMeta {
-        detail: detail.into(),
-    };
+    let corrupt = |detail: &str| DecodeError::ReadFileMeta { detail: detail.into() };
     // Always explicit VR little endian, group 0002.
-    let meta = Encoding {
-        explicit: true,
-        big: false,
-    };
+    let meta = Encoding { explicit: true, big: false };
     let mut pos = 4;
     let mut transfer_syntax = None;
     while let Some(g) = u16_at(body, pos, false) {
         if g != 0x0002 {
             break;
         }
-        let (len, header) =
-            element_header(body, pos, meta).ok_or_else(|| corrupt("truncated file meta group"))?;
+        let (len, header) = element_header(body, pos, meta).ok_or_else(|| corrupt("truncated file meta group"))?;
         if len == UNDEFINED || len as usize > body.len() - pos - header {
             return Err(corrupt("file meta element length exceeds the input"));
         }
         if u16_at(body, pos + 2, false) == Some(0x0010) {
             let value = &body[pos + header..pos + header + len as usize];
-            let uid = std::str::from_utf8(value)
-                .map_err(|_| corrupt("Transfer Syntax UID is not text"))?;
+            let uid = std::str::from_utf8(value).map_err(|_| corrupt("Transfer Syntax UID is not text"))?;
             transfer_syntax = Some(uid.trim_end_matches(['\0', ' ']).to_string());
         }
         pos += header + len as usize;
@@ -129,11 +119,7 @@ pub(crate) fn check_data_set<'a>(
 
 /// Inflates `data` in chunks; once the top-level PixelData element is in view, the image it
 /// declares sets the cap (pixel bytes by `budget`, times 2 for encapsulated data, plus slack).
-fn inflate_bounded(
-    data: &[u8],
-    encoding: Encoding,
-    budget: PixelBudget<'_>,
-) -> Result<Vec<u8>, DecodeError> {
+fn inflate_bounded(data: &[u8], encoding: Encoding, budget: PixelBudget<'_>) -> Result<Vec<u8>, DecodeError> {
     const CHUNK: usize = 256 << 10;
     let mut decoder = flate2::read::DeflateDecoder::new(data);
     let mut out: Vec<u8> = Vec::new();
@@ -143,15 +129,9 @@ fn inflate_bounded(
     loop {
         let len = out.len();
         let want = CHUNK.min(cap + 1 - len);
-        out.try_reserve(want).map_err(|_| DecodeError::Allocate {
-            bytes: (len + want) as u64,
-        })?;
+        out.try_reserve(want).map_err(|_| DecodeError::Allocate { bytes: (len + want) as u64 })?;
         out.resize(len + want, 0);
-        let n = decoder
-            .read(&mut out[len..])
-            .map_err(|e| DecodeError::ReadDataSet {
-                detail: format!("inflate: {e}"),
-            })?;
+        let n = decoder.read(&mut out[len..]).map_err(|e| DecodeError::ReadDataSet { detail: format!("inflate: {e}") })?;
         out.truncate(len + n);
         let done = n == 0;
         if !capped && (done || out.len() >= next_probe) {
@@ -162,14 +142,10 @@ fn inflate_bounded(
                     Some(_) => pixel_bytes,
                     None => pixel_bytes.saturating_mul(2),
                 };
-                cap = at
-                    .value_start
-                    .saturating_add(pixels)
-                    .saturating_add(TRAILER_SLACK);
+                cap = at.value_start.saturating_add(pixels).saturating_add(TRAILER_SLACK);
                 capped = true;
                 if let Some(extra) = cap.checked_sub(out.len()) {
-                    out.try_reserve_exact(extra.min(1 << 31))
-                        .map_err(|_| DecodeError::Allocate { bytes: cap as u64 })?;
+                    out.try_reserve_exact(extra.min(1 << 31)).map_err(|_| DecodeError::Allocate { bytes: cap as u64 })?;
                 }
             }
         }
@@ -178,11 +154,7 @@ fn inflate_bounded(
         }
         if out.len() > cap {
             return Err(DecodeError::TooLarge {
-                what: if capped {
-                    "inflated data set bytes for the declared image"
-                } else {
-                    "inflated data set bytes before PixelData"
-                },
+                what: if capped { "inflated data set bytes for the declared image" } else { "inflated data set bytes before PixelData" },
                 value: out.len() as u64,
                 limit: cap as u64,
             });
@@ -200,18 +172,9 @@ fn probe(d: &[u8], enc: Encoding) -> Option<(DeclaredImage, PixelDataAt)> {
         let group = u16_at(d, pos, enc.big)?;
         let element = u16_at(d, pos + 2, enc.big)?;
         let (len, header) = element_header(d, pos, enc)?;
-        let vr = if enc.explicit {
-            d.get(pos + 4..pos + 6).map(|v| [v[0], v[1]])
-        } else {
-            None
-        };
+        let vr = if enc.explicit { d.get(pos + 4..pos + 6).map(|v| [v[0], v[1]]) } else { None };
         if (group, element) == (0x7FE0, 0x0010) {
-            let at = PixelDataAt {
-                header_start: pos,
-                value_start: pos + header,
-                length: (len != UNDEFINED).then_some(len as usize),
-                vr,
-            };
+            let at = PixelDataAt { header_start: pos, value_start: pos + header, length: (len != UNDEFINED).then_some(len as usize), vr };
             return Some((declared, at));
         }
         let value_start = pos.checked_add(header)?;
@@ -224,11 +187,7 @@ fn probe(d: &[u8], enc: Encoding) -> Option<(DeclaredImage, PixelDataAt)> {
         let value = d.get(value_start..end)?;
         let us = || -> Option<u32> {
             let b = value.get(0..2)?;
-            Some(u32::from(if enc.big {
-                u16::from_be_bytes([b[0], b[1]])
-            } else {
-                u16::from_le_bytes([b[0], b[1]])
-            }))
+            Some(u32::from(if enc.big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) }))
         };
         match (group, element) {
             (0x0028, 0x0010) => declared.rows = us(),
@@ -236,9 +195,7 @@ fn probe(d: &[u8], enc: Encoding) -> Option<(DeclaredImage, PixelDataAt)> {
             (0x0028, 0x0002) => declared.samples = us(),
             (0x0028, 0x0100) => declared.bits_allocated = us(),
             (0x0028, 0x0008) => {
-                declared.frames = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|s| s.trim_matches(['\0', ' ']).parse().ok());
+                declared.frames = std::str::from_utf8(value).ok().and_then(|s| s.trim_matches(['\0', ' ']).parse().ok());
             }
             _ => {}
         }
@@ -248,21 +205,13 @@ fn probe(d: &[u8], enc: Encoding) -> Option<(DeclaredImage, PixelDataAt)> {
 
 fn u16_at(d: &[u8], pos: usize, big: bool) -> Option<u16> {
     let b = d.get(pos..pos.checked_add(2)?)?;
-    Some(if big {
-        u16::from_be_bytes([b[0], b[1]])
-    } else {
-        u16::from_le_bytes([b[0], b[1]])
-    })
+    Some(if big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) })
 }
 
 fn u32_at(d: &[u8], pos: usize, big: bool) -> Option<u32> {
     let b = d.get(pos..pos.checked_add(4)?)?;
     let b = [b[0], b[1], b[2], b[3]];
-    Some(if big {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    })
+    Some(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
 }
 
 /// (declared length, header size) of the element at `pos`.
@@ -284,56 +233,38 @@ fn element_header(d: &[u8], pos: usize, enc: Encoding) -> Option<(u32, usize)> {
 /// Walks elements from `pos` to `end` or to a delimiter; returns where it stopped.
 /// Headers that cannot be read are left to the parser (the walk stops); only a length beyond
 /// the input, or too deep nesting, is an error.
-fn walk(
-    d: &[u8],
-    mut pos: usize,
-    end: usize,
-    enc: Encoding,
-    depth: usize,
-    pixel_data: &mut Option<PixelDataAt>,
-) -> Result<usize, String> {
+fn walk(d: &[u8], mut pos: usize, end: usize, enc: Encoding, depth: usize, pixel_data: &mut Option<PixelDataAt>) -> Result<usize, String> {
     if depth > MAX_DEPTH {
         return Err(format!("sequences nested deeper than {MAX_DEPTH}"));
     }
     while pos < end {
-        let (Some(group), Some(element)) = (u16_at(d, pos, enc.big), u16_at(d, pos + 2, enc.big))
-        else {
+        let (Some(group), Some(element)) = (u16_at(d, pos, enc.big), u16_at(d, pos + 2, enc.big)) else {
             return Ok(end);
         };
         let Some((len, header)) = element_header(d, pos, enc) else {
             return Ok(end);
         };
         if header > end - pos {
-            return Err(format!(
-                "element header crosses the end of its container at {pos}"
-            ));
+            return Err(format!("element header crosses the end of its container at {pos}"));
         }
         if group == 0xFFFE && (element == 0xE00D || element == 0xE0DD) {
             // A delimiter outside any item, or with a length, is refused: dicom-parser reads its
             // length as a value (a fuzzed 0xFF000000 cost 4 GB; fuzz/regressions/).
             if depth == 0 || len != 0 {
-                return Err(format!(
-                    "misplaced delimiter ({group:04X},{element:04X}) at {pos}"
-                ));
+                return Err(format!("misplaced delimiter ({group:04X},{element:04X}) at {pos}"));
             }
             return Ok(pos + 8);
         }
         let tag = Tag(group, element);
-        let vr = if enc.explicit && group != 0xFFFE {
-            d.get(pos + 4..pos + 6)
-        } else {
-            None
-        };
+        let vr = if enc.explicit && group != 0xFFFE { d.get(pos + 4..pos + 6) } else { None };
         // A binary VR whose length is not a whole number of values desynchronises dicom-parser
         // (fuzz: SamplesPerPixel as SL of length 2 led it to reserve 1.2 GB).
         // In implicit VR the parser takes the dictionary's VR, so that one is checked.
         let dictionary_vr = if vr.is_none() && group != 0xFFFE {
-            StandardDataDictionary
-                .by_tag(tag)
-                .and_then(|e| match e.vr() {
-                    VirtualVr::Exact(v) => Some(v.to_bytes()),
-                    _ => None,
-                })
+            StandardDataDictionary.by_tag(tag).and_then(|e| match e.vr() {
+                VirtualVr::Exact(v) => Some(v.to_bytes()),
+                _ => None,
+            })
         } else {
             None
         };
@@ -367,30 +298,21 @@ fn walk(
             None => !enc.explicit && is_dictionary_sequence(tag),
         };
         // Items of UN with undefined length are implicit VR little endian.
-        let item_enc = if vr.is_some_and(is_un) {
-            IMPLICIT_LE
-        } else {
-            enc
-        };
+        let item_enc = if vr.is_some_and(is_un) { IMPLICIT_LE } else { enc };
         if len == UNDEFINED {
             let raw_items = tag == Tag(0x7FE0, 0x0010);
             pos = items(d, pos, end, item_enc, depth + 1, raw_items, pixel_data)?;
         } else {
             let len = len as usize;
             if len > end - pos {
-                return Err(format!(
-                    "element ({group:04X},{element:04X}) declares {len} bytes, {} remain",
-                    end - pos
-                ));
+                return Err(format!("element ({group:04X},{element:04X}) declares {len} bytes, {} remain", end - pos));
             }
             if is_sq {
                 let stop = items(d, pos, pos + len, item_enc, depth + 1, false, pixel_data)?;
                 // A sequence of defined length ends at its length, not at a delimiter: the parser
                 // would stop at the delimiter and read on from there (fuzz/open/ before this).
                 if stop != pos + len {
-                    return Err(format!(
-                        "sequence ({group:04X},{element:04X}) of length {len} ends at a delimiter"
-                    ));
+                    return Err(format!("sequence ({group:04X},{element:04X}) of length {len} ends at a delimiter"));
                 }
             }
             pos += len;
@@ -415,15 +337,10 @@ fn items(
     }
     while pos < end {
         if end - pos < 8 {
-            return Err(format!(
-                "item header crosses the end of its container at {pos}"
-            ));
+            return Err(format!("item header crosses the end of its container at {pos}"));
         }
-        let (Some(group), Some(element), Some(len)) = (
-            u16_at(d, pos, enc.big),
-            u16_at(d, pos + 2, enc.big),
-            u32_at(d, pos + 4, enc.big),
-        ) else {
+        let (Some(group), Some(element), Some(len)) = (u16_at(d, pos, enc.big), u16_at(d, pos + 2, enc.big), u32_at(d, pos + 4, enc.big))
+        else {
             return Ok(end);
         };
         pos += 8;
@@ -434,10 +351,7 @@ fn items(
             // as implicit VR items) and zero-fills whatever lengths it then finds: one changed
             // length byte in pydicom's ExplVR_BigEnd.dcm cost 1.4 GB and 4 s per decode.
             _ => {
-                return Err(format!(
-                    "({group:04X},{element:04X}) where a sequence item was expected at {}",
-                    pos - 8
-                ));
+                return Err(format!("({group:04X},{element:04X}) where a sequence item was expected at {}", pos - 8));
             }
         }
         if len == UNDEFINED {
@@ -488,26 +402,9 @@ fn is_short_vr(vr: &[u8]) -> bool {
 
 /// Explicit VR bytes the parser reads as UN (UN itself, or not a VR at all).
 fn is_un(vr: &[u8]) -> bool {
-    !is_short_vr(vr)
-        && !matches!(
-            vr,
-            b"OB"
-                | b"OD"
-                | b"OF"
-                | b"OL"
-                | b"OV"
-                | b"OW"
-                | b"SQ"
-                | b"SV"
-                | b"UC"
-                | b"UR"
-                | b"UT"
-                | b"UV"
-        )
+    !is_short_vr(vr) && !matches!(vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UR" | b"UT" | b"UV")
 }
 
 fn is_dictionary_sequence(tag: Tag) -> bool {
-    StandardDataDictionary
-        .by_tag(tag)
-        .is_some_and(|e| e.vr() == VirtualVr::Exact(VR::SQ))
+    StandardDataDictionary.by_tag(tag).is_some_and(|e| e.vr() == VirtualVr::Exact(VR::SQ))
 }

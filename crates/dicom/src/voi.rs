@@ -45,12 +45,7 @@ impl VoiLut {
     /// The linear window over the LUT's input range.
     pub fn window(&self) -> Window {
         let width = (self.data.len() as f64).max(1.0);
-        Window {
-            center: f64::from(self.first) + width / 2.0,
-            width,
-            function: VoiFunction::LinearExact,
-            source: WindowSource::VoiLut,
-        }
+        Window { center: f64::from(self.first) + width / 2.0, width, function: VoiFunction::LinearExact, source: WindowSource::VoiLut }
     }
 }
 
@@ -72,10 +67,7 @@ pub struct Percentiles {
 
 impl Default for Percentiles {
     fn default() -> Self {
-        Percentiles {
-            low: 0.5,
-            high: 99.5,
-        }
+        Percentiles { low: 0.5, high: 99.5 }
     }
 }
 
@@ -114,11 +106,7 @@ impl Window {
     /// width 1.
     pub fn from_percentiles(values: &[f32], p: Percentiles) -> Window {
         let clean = |x: f64, default: f64| {
-            if x.is_nan() {
-                default
-            } else {
-                x.clamp(0.0, 100.0)
-            }
+            if x.is_nan() { default } else { x.clamp(0.0, 100.0) }
         };
         let (mut low, mut high) = (clean(p.low, 0.5), clean(p.high, 99.5));
         if low > high {
@@ -126,12 +114,7 @@ impl Window {
         }
         let (lo, hi) = percentile_pair(values, low, high);
         let width = if hi > lo { hi - lo } else { 1.0 };
-        Window {
-            center: (lo + hi) / 2.0,
-            width,
-            function: VoiFunction::LinearExact,
-            source: WindowSource::Percentile { low, high },
-        }
+        Window { center: (lo + hi) / 2.0, width, function: VoiFunction::LinearExact, source: WindowSource::Percentile { low, high } }
     }
 }
 
@@ -167,12 +150,7 @@ fn percentile_pair(values: &[f32], low: f64, high: f64) -> (f64, f64) {
             counts[(f64::from(v) - f64::from(min)) as usize] += 1;
         }
         // Values at sorted ranks k_lo, k_lo+1, k_hi, k_hi+1 (clamped), in one cumulative pass.
-        let wanted = [
-            k_lo,
-            (k_lo + 1).min(count - 1),
-            k_hi,
-            (k_hi + 1).min(count - 1),
-        ];
+        let wanted = [k_lo, (k_lo + 1).min(count - 1), k_hi, (k_hi + 1).min(count - 1)];
         let mut found = [f64::from(min); 4];
         let (mut seen, mut next) = (0usize, 0usize);
         for (offset, &c) in counts.iter().enumerate() {
@@ -186,10 +164,7 @@ fn percentile_pair(values: &[f32], low: f64, high: f64) -> (f64, f64) {
             }
         }
         let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
-        return (
-            lerp(found[0], found[1], f_lo),
-            lerp(found[2], found[3], f_hi),
-        );
+        return (lerp(found[0], found[1], f_lo), lerp(found[2], found[3], f_hi));
     }
     let mut sorted: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
     (percentile(&mut sorted, low), percentile(&mut sorted, high))
@@ -202,11 +177,7 @@ fn percentile(values: &mut [f32], p: f64) -> f64 {
     let frac = rank - k as f64;
     let (_, nth, upper) = values.select_nth_unstable_by(k, f32::total_cmp);
     let a = f64::from(*nth);
-    let b = upper
-        .iter()
-        .copied()
-        .min_by(f32::total_cmp)
-        .map_or(a, f64::from);
+    let b = upper.iter().copied().min_by(f32::total_cmp).map_or(a, f64::from);
     a + (b - a) * frac
 }
 
@@ -215,17 +186,9 @@ mod tests {
     use super::*;
 
     fn check(function: VoiFunction, center: f64, width: f64, x: f64, expected: f64) {
-        let w = Window {
-            center,
-            width,
-            function,
-            source: WindowSource::File,
-        };
+        let w = Window { center, width, function, source: WindowSource::File };
         let got = w.apply(x);
-        assert!(
-            (got - expected).abs() < 1e-12,
-            "{function:?} c={center} w={width} x={x}: {got} != {expected}"
-        );
+        assert!((got - expected).abs() < 1e-12, "{function:?} c={center} w={width} x={x}: {got} != {expected}");
     }
 
     #[test]
@@ -234,13 +197,7 @@ mod tests {
         check(VoiFunction::Linear, 40.0, 400.0, 39.5, 0.5);
         check(VoiFunction::Linear, 40.0, 400.0, 239.5, 1.0);
         check(VoiFunction::Linear, 40.0, 400.0, 240.0, 1.0);
-        check(
-            VoiFunction::Linear,
-            40.0,
-            400.0,
-            0.0,
-            (0.0 - 39.5) / 399.0 + 0.5,
-        );
+        check(VoiFunction::Linear, 40.0, 400.0, 0.0, (0.0 - 39.5) / 399.0 + 0.5);
         check(VoiFunction::Linear, 100.0, 1.0, 99.5, 0.0);
         check(VoiFunction::Linear, 100.0, 1.0, 99.6, 1.0);
     }
@@ -250,50 +207,23 @@ mod tests {
         check(VoiFunction::LinearExact, 0.0, 10.0, 2.5, 0.75);
         check(VoiFunction::LinearExact, 0.0, 10.0, -5.0, 0.0);
         check(VoiFunction::Sigmoid, 0.0, 10.0, 0.0, 0.5);
-        check(
-            VoiFunction::Sigmoid,
-            0.0,
-            10.0,
-            5.0,
-            1.0 / (1.0 + (-2.0f64).exp()),
-        );
+        check(VoiFunction::Sigmoid, 0.0, 10.0, 5.0, 1.0 / (1.0 + (-2.0f64).exp()));
     }
 
     #[test]
     fn percentiles_interpolate_like_numpy() {
         let values: Vec<f32> = (0..=100).rev().map(|v| v as f32).collect();
-        let w = Window::from_percentiles(
-            &values,
-            Percentiles {
-                low: 0.5,
-                high: 99.5,
-            },
-        );
+        let w = Window::from_percentiles(&values, Percentiles { low: 0.5, high: 99.5 });
         // numpy.percentile(range(101), [0.5, 99.5]) == [0.5, 99.5]
         assert_eq!((w.center, w.width), (50.0, 99.0));
         let w = Window::from_percentiles(&[7.0; 9], Percentiles::default());
         assert_eq!((w.center, w.width, w.apply(7.0)), (7.0, 1.0, 0.5));
         // The selection path (non-integers) agrees with numpy too.
         let halves: Vec<f32> = (0..=100).map(|v| v as f32 + 0.5).collect();
-        let w = Window::from_percentiles(
-            &halves,
-            Percentiles {
-                low: 10.0,
-                high: 75.0,
-            },
-        );
+        let w = Window::from_percentiles(&halves, Percentiles { low: 10.0, high: 75.0 });
         assert_eq!((w.center, w.width), ((10.5 + 75.5) / 2.0, 65.0));
         // numpy.percentile([0, 10, 10, 30], [25, 90]) == [7.5, 24.0]
-        let w = Window::from_percentiles(
-            &[30.0, 10.0, 0.0, 10.0],
-            Percentiles {
-                low: 25.0,
-                high: 90.0,
-            },
-        );
-        assert!(
-            (w.center - 15.75).abs() < 1e-12 && (w.width - 16.5).abs() < 1e-12,
-            "{w:?}"
-        );
+        let w = Window::from_percentiles(&[30.0, 10.0, 0.0, 10.0], Percentiles { low: 25.0, high: 90.0 });
+        assert!((w.center - 15.75).abs() < 1e-12 && (w.width - 16.5).abs() < 1e-12, "{w:?}");
     }
 }

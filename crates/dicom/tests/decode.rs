@@ -14,8 +14,7 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use radsight_dicom::{
-    DecodeError, DecodeLimits, DecodeOptions, GrayImage, Percentiles, PixelBox, VoiFunction,
-    WindowSource, decode, decode_with, letterbox,
+    DecodeError, DecodeLimits, DecodeOptions, GrayImage, Percentiles, PixelBox, VoiFunction, WindowSource, decode, decode_with, letterbox,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -33,20 +32,13 @@ fn fixture_dir() -> &'static Path {
         });
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/dicom_fixture.py");
         // A fresh directory per test process under the target dir (removed by `cargo clean`).
-        let dir = tempfile::Builder::new()
-            .prefix("dicom-fixture-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        let out = std::process::Command::new(&python).arg(&script).arg(&dir).output().unwrap_or_else(|e| {
-            panic!("could not run {python} {}: {e}", script.display())
-        });
-        assert!(
-            out.status.success(),
-            "the DICOM fixture script failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dir = tempfile::Builder::new().prefix("dicom-fixture-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap().keep();
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {python} {}: {e}", script.display()));
+        assert!(out.status.success(), "the DICOM fixture script failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         dir
     })
 }
@@ -57,10 +49,7 @@ fn fixture_file(name: &str) -> Vec<u8> {
 }
 
 fn read_f32(name: &str) -> Vec<f32> {
-    fixture_file(name)
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    fixture_file(name).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn manifest() -> serde_json::Value {
@@ -68,10 +57,7 @@ fn manifest() -> serde_json::Value {
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 /// Tolerance against pydicom's modality values (luma for colour). Lossless data matches exactly
@@ -98,38 +84,22 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
         let result = decode(&fixture_file(name), &DecodeLimits::default());
         match (expect, result) {
             ("ok", Ok(img)) => {
-                let (rows, cols, frames) = (
-                    entry["rows"].as_u64().unwrap(),
-                    entry["columns"].as_u64().unwrap(),
-                    entry["frames"].as_u64().unwrap(),
-                );
-                if (
-                    u64::from(img.rows),
-                    u64::from(img.columns),
-                    u64::from(img.frames),
-                ) != (rows, cols, frames)
-                {
-                    failures.push(format!(
-                        "{name}: shape {}x{}x{} != {frames}x{rows}x{cols}",
-                        img.frames, img.rows, img.columns
-                    ));
+                let (rows, cols, frames) =
+                    (entry["rows"].as_u64().unwrap(), entry["columns"].as_u64().unwrap(), entry["frames"].as_u64().unwrap());
+                if (u64::from(img.rows), u64::from(img.columns), u64::from(img.frames)) != (rows, cols, frames) {
+                    failures.push(format!("{name}: shape {}x{}x{} != {frames}x{rows}x{cols}", img.frames, img.rows, img.columns));
                     continue;
                 }
                 let expected = read_f32(entry["modality"].as_str().unwrap());
                 let ts = entry["transfer_syntax"].as_str().unwrap();
                 let diff = max_abs_diff(&img.modality_values, &expected);
-                let tolerance = entry["tolerance"]
-                    .as_f64()
-                    .map_or_else(|| modality_tolerance(ts), |t| t as f32);
+                let tolerance = entry["tolerance"].as_f64().map_or_else(|| modality_tolerance(ts), |t| t as f32);
                 report.push(format!("{name}: max |modality diff| {diff}"));
                 if img.modality_values.len() != expected.len() || diff > tolerance {
                     failures.push(format!("{name}: modality values differ from pydicom by {diff} (tolerance {tolerance})"));
                 }
                 if img.transfer_syntax != ts {
-                    failures.push(format!(
-                        "{name}: transfer syntax {} != {ts}",
-                        img.transfer_syntax
-                    ));
+                    failures.push(format!("{name}: transfer syntax {} != {ts}", img.transfer_syntax));
                 }
                 if let Some(p) = entry["percentiles"].as_array() {
                     let (lo, hi) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
@@ -138,12 +108,8 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
                     let expected_width = if hi > lo { hi - lo } else { 1.0 };
                     // Lossy syntaxes: the percentiles move with the values, by the same tolerance.
                     let t = entry["tolerance"].as_f64().unwrap_or(1e-3);
-                    if (w.width - expected_width).abs() > 2.0 * t
-                        || (hi > lo && ((got_lo - lo).abs() > t || (got_hi - hi).abs() > t))
-                    {
-                        failures.push(format!(
-                            "{name}: percentile window {got_lo}..{got_hi}, numpy {lo}..{hi}"
-                        ));
+                    if (w.width - expected_width).abs() > 2.0 * t || (hi > lo && ((got_lo - lo).abs() > t || (got_hi - hi).abs() > t)) {
+                        failures.push(format!("{name}: percentile window {got_lo}..{got_hi}, numpy {lo}..{hi}"));
                     }
                 }
                 if let Some(voi) = entry["voi"].as_str() {
@@ -155,27 +121,17 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
                         WindowSource::File
                     };
                     assert_eq!(img.window.source, source, "{name}");
-                    let got: Vec<f32> = (0..img.frames)
-                        .flat_map(|f| img.normalised_frame(f).unwrap().into_data())
-                        .collect();
+                    let got: Vec<f32> = (0..img.frames).flat_map(|f| img.normalised_frame(f).unwrap().into_data()).collect();
                     let diff = max_abs_diff(&got, &expected);
                     report.push(format!("{name}: max |VOI diff| {diff}"));
                     // Lossy: the value tolerance through the window's slope.
-                    let voi_tolerance = 1e-4
-                        + entry["tolerance"]
-                            .as_f64()
-                            .map_or(0.0, |t| t / img.window.width) as f32;
+                    let voi_tolerance = 1e-4 + entry["tolerance"].as_f64().map_or(0.0, |t| t / img.window.width) as f32;
                     if diff > voi_tolerance {
-                        failures.push(format!(
-                            "{name}: windowed values differ from pydicom's apply_voi_lut by {diff}"
-                        ));
+                        failures.push(format!("{name}: windowed values differ from pydicom's apply_voi_lut by {diff}"));
                     }
                 }
             }
-            ("ok", Err(e)) => failures.push(format!(
-                "{name}: expected to decode, got {} ({e})",
-                e.code()
-            )),
+            ("ok", Err(e)) => failures.push(format!("{name}: expected to decode, got {} ({e})", e.code())),
             (code, Ok(_)) => failures.push(format!("{name}: expected {code}, but it decoded")),
             (code, Err(e)) => {
                 report.push(format!("{name}: {} ({e})", e.code()));
@@ -186,28 +142,14 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
         }
     }
     println!("{}", report.join("\n"));
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn the_same_pixels_hash_the_same_in_every_lossless_transfer_syntax() {
-    let hash = |name: &str| {
-        decode(&fixture_file(name), &DecodeLimits::default())
-            .unwrap()
-            .pixel_sha256_hex()
-    };
+    let hash = |name: &str| decode(&fixture_file(name), &DecodeLimits::default()).unwrap().pixel_sha256_hex();
     let reference = hash("MR_small.dcm");
-    for name in [
-        "MR_small_implicit.dcm",
-        "MR_small_bigendian.dcm",
-        "MR_small_expb.dcm",
-        "MR_small_RLE.dcm",
-    ] {
+    for name in ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_RLE.dcm"] {
         assert_eq!(hash(name), reference, "{name}");
     }
     assert_eq!(hash("rtdose.dcm"), hash("rtdose_rle.dcm"));
@@ -228,10 +170,7 @@ fn a_stream_without_the_128_byte_preamble_decodes_the_same() {
 fn a_jpeg_precision_other_than_8_or_12_is_refused_with_its_precision_and_uid() {
     let mut bytes = fixture_file("JPGExtended.dcm");
     // The SOF1 segment's precision byte: 12 -> 16 (no DCT process has 16-bit samples).
-    let sof = bytes
-        .windows(4)
-        .position(|w| w[0] == 0xFF && w[1] == 0xC1 && w[3] == 0x0B)
-        .expect("an SOF1 marker");
+    let sof = bytes.windows(4).position(|w| w[0] == 0xFF && w[1] == 0xC1 && w[3] == 0x0B).expect("an SOF1 marker");
     assert_eq!(bytes[sof + 4], 12);
     bytes[sof + 4] = 16;
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
@@ -247,13 +186,7 @@ fn a_jpeg_precision_other_than_8_or_12_is_refused_with_its_precision_and_uid() {
 #[test]
 fn a_file_without_a_window_gets_the_percentile_window_and_values_in_unit_range() {
     let img = decode(&fixture_file("CT_small.dcm"), &DecodeLimits::default()).unwrap();
-    assert_eq!(
-        img.window.source,
-        WindowSource::Percentile {
-            low: 0.5,
-            high: 99.5
-        }
-    );
+    assert_eq!(img.window.source, WindowSource::Percentile { low: 0.5, high: 99.5 });
     let frame = img.normalised_frame(0).unwrap();
     assert_eq!((frame.width(), frame.height()), (128, 128));
     assert!(frame.data().iter().all(|v| (0.0..=1.0).contains(v)));
@@ -268,13 +201,7 @@ fn a_file_without_a_window_gets_the_percentile_window_and_values_in_unit_range()
 
 #[test]
 fn truncated_copies_give_corrupt_errors() {
-    let originals = [
-        "CT_small.dcm",
-        "MR_small_RLE.dcm",
-        "SC_rgb_jpeg_dcmtk.dcm",
-        "image_dfl.dcm",
-        "rtdose_rle.dcm",
-    ];
+    let originals = ["CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm", "image_dfl.dcm", "rtdose_rle.dcm"];
     for name in originals {
         let bytes = fixture_file(name);
         // Cut in the header, in the pixel data and one byte short.
@@ -282,27 +209,14 @@ fn truncated_copies_give_corrupt_errors() {
         // or exactly the pixels of the whole file.
         let whole = decode(&bytes, &DecodeLimits::default()).unwrap();
         if let Ok(img) = decode(&bytes[..bytes.len() - 1], &DecodeLimits::default()) {
-            assert_eq!(
-                img.modality_values, whole.modality_values,
-                "{name} one byte short"
-            );
+            assert_eq!(img.modality_values, whole.modality_values, "{name} one byte short");
         }
         for cut in [140, 400, bytes.len() / 2, bytes.len() - 200] {
             let err = decode(&bytes[..cut], &DecodeLimits::default());
-            let err = err
-                .err()
-                .unwrap_or_else(|| panic!("{name} cut at {cut} decoded"));
+            let err = err.err().unwrap_or_else(|| panic!("{name} cut at {cut} decoded"));
             // Cut before Rows/Columns, a data set is indistinguishable from a non-image.
-            let allowed: &[&str] = if cut == 400 {
-                &["dicom-corrupt", "dicom-not-image"]
-            } else {
-                &["dicom-corrupt"]
-            };
-            assert!(
-                allowed.contains(&err.code()),
-                "{name} cut at {cut}: {} {err}",
-                err.code()
-            );
+            let allowed: &[&str] = if cut == 400 { &["dicom-corrupt", "dicom-not-image"] } else { &["dicom-corrupt"] };
+            assert!(allowed.contains(&err.code()), "{name} cut at {cut}: {} {err}", err.code());
         }
     }
     let err = decode(b"not dicom at all", &DecodeLimits::default()).unwrap_err();
@@ -336,12 +250,7 @@ fn random_garbage_anywhere_in_any_fixture_file_gives_an_error_or_an_image_never_
             let t = std::time::Instant::now();
             let r = decode(&copy, &DecodeLimits::default());
             // A corrupt length once made dicom-parser zero-fill gigabytes (10-50 s here).
-            assert!(
-                t.elapsed().as_secs() < 10,
-                "{} mutation took {:?}",
-                entry["name"],
-                t.elapsed()
-            );
+            assert!(t.elapsed().as_secs() < 10, "{} mutation took {:?}", entry["name"], t.elapsed());
             match r {
                 Ok(_) => images += 1,
                 Err(_) => errors += 1,
@@ -355,24 +264,13 @@ fn random_garbage_anywhere_in_any_fixture_file_gives_an_error_or_an_image_never_
 fn a_corrupt_element_length_is_refused_before_the_parser_allocates_it() {
     // PixelData of CT_small (explicit VR LE, OW): 7FE0,0010 'OW' 00 00 then the 4-byte length.
     let mut bytes = fixture_file("CT_small.dcm");
-    let at = bytes
-        .windows(6)
-        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W'])
-        .unwrap();
+    let at = bytes.windows(6).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W']).unwrap();
     bytes[at + 8..at + 12].copy_from_slice(&0xF000_0000u32.to_le_bytes());
     let started = std::time::Instant::now();
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
     assert!(matches!(err, DecodeError::ReadDataSet { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("(7FE0,0010) declares 4026531840 bytes"),
-        "{err}"
-    );
-    assert!(
-        started.elapsed().as_secs() < 2,
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(err.to_string().contains("(7FE0,0010) declares 4026531840 bytes"), "{err}");
+    assert!(started.elapsed().as_secs() < 2, "took {:?}", started.elapsed());
 }
 
 #[test]
@@ -380,17 +278,12 @@ fn sequences_nested_too_deep_are_refused() {
     // Forty undefined-length sequences, each holding one undefined-length item.
     let mut data = Vec::new();
     for _ in 0..40 {
-        data.extend_from_slice(&[
-            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-        ]);
+        data.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
         data.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
     }
     let bytes = Spec::grey16(1, 1, vec![1]).bytes();
     // Insert the nest right after the file meta group (before the first data set element).
-    let at = bytes
-        .windows(4)
-        .position(|w| w == [0x08, 0x00, 0x16, 0x00])
-        .unwrap();
+    let at = bytes.windows(4).position(|w| w == [0x08, 0x00, 0x16, 0x00]).unwrap();
     let mut nested = bytes[..at].to_vec();
     nested.extend_from_slice(&data);
     nested.extend_from_slice(&bytes[at..]);
@@ -433,33 +326,13 @@ impl Spec {
     fn bytes(self) -> Vec<u8> {
         let mut obj = InMemDicomObject::new_empty();
         let us = |tag: Tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
-        obj.put(DataElement::new(
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
-        ));
-        obj.put(DataElement::new(
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from("1.2.3.4"),
-        ));
-        obj.put(DataElement::new(
-            tags::MODALITY,
-            VR::CS,
-            PrimitiveValue::from("OT"),
-        ));
+        obj.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7")));
+        obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")));
+        obj.put(DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("OT")));
         obj.put(us(tags::SAMPLES_PER_PIXEL, 1));
-        obj.put(DataElement::new(
-            tags::PHOTOMETRIC_INTERPRETATION,
-            VR::CS,
-            PrimitiveValue::from(self.photometric),
-        ));
+        obj.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(self.photometric)));
         if let Some(frames) = self.frames {
-            obj.put(DataElement::new(
-                tags::NUMBER_OF_FRAMES,
-                VR::IS,
-                PrimitiveValue::from(frames),
-            ));
+            obj.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from(frames)));
         }
         obj.put(us(tags::ROWS, self.rows));
         obj.put(us(tags::COLUMNS, self.columns));
@@ -470,11 +343,7 @@ impl Spec {
         for e in self.extra {
             obj.put(e);
         }
-        let vr = if self.bits_allocated > 8 {
-            VR::OW
-        } else {
-            VR::OB
-        };
+        let vr = if self.bits_allocated > 8 { VR::OW } else { VR::OB };
         obj.put(DataElement::new(tags::PIXEL_DATA, vr, self.pixels));
         let meta = FileMetaTableBuilder::new()
             .transfer_syntax(self.ts)
@@ -493,10 +362,7 @@ fn ds(tag: Tag, value: &str) -> DataElement<InMemDicomObject> {
 
 fn close(got: &[f32], expected: &[f32]) {
     assert_eq!(got.len(), expected.len(), "{got:?} vs {expected:?}");
-    assert!(
-        max_abs_diff(got, expected) < 1e-6,
-        "{got:?} vs {expected:?}"
-    );
+    assert!(max_abs_diff(got, expected) < 1e-6, "{got:?} vs {expected:?}");
 }
 
 #[test]
@@ -504,21 +370,12 @@ fn monochrome1_is_inverted_after_the_file_window() {
     let mut spec = Spec::grey16(1, 4, vec![0, 100, 200, 300]);
     spec.photometric = "MONOCHROME1";
     // Multi-valued: the first value is used.
-    spec.extra = vec![
-        ds(tags::WINDOW_CENTER, "150\\40"),
-        ds(tags::WINDOW_WIDTH, "201\\400"),
-    ];
+    spec.extra = vec![ds(tags::WINDOW_CENTER, "150\\40"), ds(tags::WINDOW_WIDTH, "201\\400")];
     let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
-    assert_eq!(
-        (img.window.center, img.window.width, img.window.function),
-        (150.0, 201.0, VoiFunction::Linear)
-    );
+    assert_eq!((img.window.center, img.window.width, img.window.function), (150.0, 201.0, VoiFunction::Linear));
     assert_eq!(img.window.source, WindowSource::File);
     // LINEAR: ((x - 149.5) / 200 + 0.5), clamped; then 1 - y.
-    close(
-        img.normalised_frame(0).unwrap().data(),
-        &[1.0, 0.7475, 0.2475, 0.0],
-    );
+    close(img.normalised_frame(0).unwrap().data(), &[1.0, 0.7475, 0.2475, 0.0]);
 }
 
 #[test]
@@ -527,10 +384,7 @@ fn signed_pixels_with_bits_stored_below_bits_allocated_are_masked_sign_extended_
     let mut spec = Spec::grey16(1, 5, vec![0x0FFF, 0x0800, 0x07FF, 0xF001, 0xA000]);
     spec.bits_stored = 12;
     spec.signed = true;
-    spec.extra = vec![
-        ds(tags::RESCALE_SLOPE, "2"),
-        ds(tags::RESCALE_INTERCEPT, "-10"),
-    ];
+    spec.extra = vec![ds(tags::RESCALE_SLOPE, "2"), ds(tags::RESCALE_INTERCEPT, "-10")];
     let img = decode(&spec.bytes(), &DecodeLimits::default()).unwrap();
     // raw: -1, -2048, 2047, 1, 0  -> x2 - 10
     close(&img.modality_values, &[-12.0, -4106.0, 4084.0, -8.0, -10.0]);
@@ -555,13 +409,7 @@ fn multi_frame_objects_expose_every_frame_and_default_to_the_middle_one() {
     close(img.frame_values(2).unwrap(), &[8.0, 9.0, 10.0, 11.0]);
     assert!(img.frame_values(3).is_none() && img.normalised_frame(3).is_none());
     // No window in the file: percentiles of the middle frame (4..7), here 0 % to 100 %.
-    let options = DecodeOptions {
-        percentiles: Percentiles {
-            low: 0.0,
-            high: 100.0,
-        },
-        ..DecodeOptions::default()
-    };
+    let options = DecodeOptions { percentiles: Percentiles { low: 0.0, high: 100.0 }, ..DecodeOptions::default() };
     let img = decode_with(
         &{
             let mut s = Spec::grey16(2, 2, (0..12).collect());
@@ -572,14 +420,8 @@ fn multi_frame_objects_expose_every_frame_and_default_to_the_middle_one() {
     )
     .unwrap();
     assert_eq!((img.window.center, img.window.width), (5.5, 3.0));
-    close(
-        img.normalised_frame(1).unwrap().data(),
-        &[0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0],
-    );
-    close(
-        img.normalised_frame(0).unwrap().data(),
-        &[0.0, 0.0, 0.0, 0.0],
-    );
+    close(img.normalised_frame(1).unwrap().data(), &[0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]);
+    close(img.normalised_frame(0).unwrap().data(), &[0.0, 0.0, 0.0, 0.0]);
 }
 
 #[test]
@@ -589,11 +431,7 @@ fn enhanced_multi_frame_rescale_is_taken_per_frame_from_the_functional_groups() 
         pvt.put(ds(tags::RESCALE_SLOPE, slope));
         pvt.put(ds(tags::RESCALE_INTERCEPT, intercept));
         let mut group = InMemDicomObject::new_empty();
-        group.put(DataElement::new(
-            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::from(vec![pvt]),
-        ));
+        group.put(DataElement::new(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, VR::SQ, DataSetSequence::from(vec![pvt])));
         group
     };
     let mut spec = Spec::grey16(1, 2, vec![1, 2, 1, 2]);
@@ -615,32 +453,18 @@ fn enhanced_multi_frame_rescale_is_taken_per_frame_from_the_functional_groups() 
         DataSetSequence::from(vec![item("1", "0"), InMemDicomObject::new_empty()]),
     )];
     let err = decode(&spec.bytes(), &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::InvalidAttribute {
-                keyword: "PerFrameFunctionalGroupsSequence"
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, DecodeError::InvalidAttribute { keyword: "PerFrameFunctionalGroupsSequence" }), "{err:?}");
 }
 
 #[test]
 fn an_unknown_transfer_syntax_is_refused_with_its_uid() {
     let bytes = Spec::grey16(1, 1, vec![1]).bytes();
     // Same length as 1.2.840.10008.1.2.1, so the meta group length stays right.
-    let at = bytes
-        .windows(19)
-        .position(|w| w == b"1.2.840.10008.1.2.1")
-        .unwrap();
+    let at = bytes.windows(19).position(|w| w == b"1.2.840.10008.1.2.1").unwrap();
     let mut patched = bytes.clone();
     patched[at..at + 19].copy_from_slice(b"1.2.840.99999.1.2.1");
     let err = decode(&patched, &DecodeLimits::default()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "unsupported transfer syntax 1.2.840.99999.1.2.1"
-    );
+    assert_eq!(err.to_string(), "unsupported transfer syntax 1.2.840.99999.1.2.1");
 }
 
 #[test]
@@ -648,91 +472,24 @@ fn a_60000_by_60000_header_is_refused_before_any_pixel_is_read() {
     // Eight bytes of pixel data: if the limit were checked late, this would be a truncation error.
     let bytes = Spec::grey16(60000, 60000, vec![0; 4]).bytes();
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                what: "Rows",
-                value: 60000,
-                limit: 16384
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, DecodeError::TooLarge { what: "Rows", value: 60000, limit: 16384 }), "{err:?}");
     assert_eq!(err.code(), "dicom-too-large");
-    let limits = DecodeLimits {
-        max_rows: 65535,
-        max_columns: 65535,
-        ..DecodeLimits::default()
-    };
+    let limits = DecodeLimits { max_rows: 65535, max_columns: 65535, ..DecodeLimits::default() };
     let err = decode(&bytes, &limits).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                what: "pixels per frame",
-                value: 3_600_000_000,
-                limit: 67_108_864,
-            }
-        ),
-        "{err:?}"
-    );
-    let options = DecodeOptions {
-        limits,
-        max_pixels_per_frame: u64::MAX,
-        ..DecodeOptions::default()
-    };
+    assert!(matches!(err, DecodeError::TooLarge { what: "pixels per frame", value: 3_600_000_000, limit: 67_108_864 }), "{err:?}");
+    let options = DecodeOptions { limits, max_pixels_per_frame: u64::MAX, ..DecodeOptions::default() };
     let err = decode_with(&bytes, &options).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                what: "decoded pixel bytes",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, DecodeError::TooLarge { what: "decoded pixel bytes", .. }), "{err:?}");
     let mut spec = Spec::grey16(1, 1, vec![0; 3]);
     spec.frames = Some("3");
-    let err = decode(
-        &spec.bytes(),
-        &DecodeLimits {
-            max_frames: 2,
-            ..DecodeLimits::default()
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                what: "NumberOfFrames",
-                value: 3,
-                limit: 2
-            }
-        ),
-        "{err:?}"
-    );
+    let err = decode(&spec.bytes(), &DecodeLimits { max_frames: 2, ..DecodeLimits::default() }).unwrap_err();
+    assert!(matches!(err, DecodeError::TooLarge { what: "NumberOfFrames", value: 3, limit: 2 }), "{err:?}");
 }
 
 #[test]
 fn native_pixel_data_shorter_than_the_header_says_is_truncated() {
-    let err = decode(
-        &Spec::grey16(4, 4, vec![0; 10]).bytes(),
-        &DecodeLimits::default(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TruncatedPixelData {
-                expected: 32,
-                actual: 20
-            }
-        ),
-        "{err:?}"
-    );
+    let err = decode(&Spec::grey16(4, 4, vec![0; 10]).bytes(), &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(err, DecodeError::TruncatedPixelData { expected: 32, actual: 20 }), "{err:?}");
     assert_eq!(err.code(), "dicom-corrupt");
 }
 
@@ -743,14 +500,8 @@ fn encapsulated(mut spec: Spec, ts: &'static str, bits: u16, fragments: Vec<Vec<
     spec.bits_stored = bits;
     spec.pixels = PrimitiveValue::Empty;
     let bytes = spec.bytes();
-    let mut obj = dicom_object::OpenFileOptions::new()
-        .from_reader(&bytes[128..])
-        .unwrap();
-    obj.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OB,
-        PixelFragmentSequence::new_fragments(fragments),
-    ));
+    let mut obj = dicom_object::OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new_fragments(fragments)));
     let mut out = Vec::new();
     obj.write_all(&mut out).unwrap();
     out
@@ -759,15 +510,8 @@ fn encapsulated(mut spec: Spec, ts: &'static str, bits: u16, fragments: Vec<Vec<
 #[test]
 fn garbage_in_a_jpeg_fragment_is_a_codec_error() {
     // SOI, an 8-bit SOF0 header cut short, SOS, no data.
-    let fragment = vec![
-        0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2,
-    ];
-    let bytes = encapsulated(
-        Spec::grey16(8, 8, vec![]),
-        "1.2.840.10008.1.2.4.50",
-        8,
-        vec![fragment],
-    );
+    let fragment = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0, 0xFF, 0xDA, 1, 2];
+    let bytes = encapsulated(Spec::grey16(8, 8, vec![]), "1.2.840.10008.1.2.4.50", 8, vec![fragment]);
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
     assert_eq!(err.code(), "dicom-corrupt", "{err}");
 }
@@ -779,36 +523,15 @@ fn an_rle_fragment_too_short_for_the_header_is_refused_before_allocating_the_fra
     fragment[0] = 1;
     fragment[4] = 64;
     fragment.extend_from_slice(&[0x81, 0x00, 0x81, 0x00, 0x81, 0x00]);
-    let bytes = encapsulated(
-        Spec::grey16(16384, 16384, vec![]),
-        "1.2.840.10008.1.2.5",
-        8,
-        vec![fragment],
-    );
+    let bytes = encapsulated(Spec::grey16(16384, 16384, vec![]), "1.2.840.10008.1.2.5", 8, vec![fragment]);
     // By default the per-frame pixel budget (64 Mi) refuses it from the header alone.
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                what: "pixels per frame",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let options = DecodeOptions {
-        max_pixels_per_frame: u64::MAX,
-        ..DecodeOptions::default()
-    };
+    assert!(matches!(err, DecodeError::TooLarge { what: "pixels per frame", .. }), "{err:?}");
+    let options = DecodeOptions { max_pixels_per_frame: u64::MAX, ..DecodeOptions::default() };
     let started = std::time::Instant::now();
     let err = decode_with(&bytes, &options).unwrap_err();
     assert!(err.to_string().contains("fragment too short"), "{err}");
-    assert!(
-        started.elapsed().as_secs() < 2,
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed().as_secs() < 2, "took {:?}", started.elapsed());
 }
 
 #[test]
@@ -820,17 +543,9 @@ fn a_small_rle_object_decodes_exactly() {
     fragment[8] = 64 + 7;
     fragment.extend_from_slice(&[0x05, 0, 0, 0, 1, 1, 0xFF]); // literal run of 6 high bytes
     fragment.extend_from_slice(&[0xFB, 0x02, 0x00]); // repeat 0x02 six times
-    let bytes = encapsulated(
-        Spec::grey16(2, 3, vec![]),
-        "1.2.840.10008.1.2.5",
-        16,
-        vec![fragment],
-    );
+    let bytes = encapsulated(Spec::grey16(2, 3, vec![]), "1.2.840.10008.1.2.5", 16, vec![fragment]);
     let img = decode(&bytes, &DecodeLimits::default()).unwrap();
-    close(
-        &img.modality_values,
-        &[2.0, 2.0, 2.0, 258.0, 258.0, 65282.0],
-    );
+    close(&img.modality_values, &[2.0, 2.0, 2.0, 258.0, 258.0, 65282.0]);
 }
 
 #[test]
@@ -847,23 +562,13 @@ fn palette_colour_and_missing_pixels_are_refused_clearly() {
 
 #[test]
 fn resize_matches_pillow_bilinear() {
-    let reference: serde_json::Value =
-        serde_json::from_slice(&fixture_file("resize.json")).unwrap();
-    let f32s = |v: &serde_json::Value| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect::<Vec<_>>()
-    };
+    let reference: serde_json::Value = serde_json::from_slice(&fixture_file("resize.json")).unwrap();
+    let f32s = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
     let w = reference["width"].as_u64().unwrap() as u32;
     let h = reference["height"].as_u64().unwrap() as u32;
     let src = GrayImage::new(w, h, f32s(&reference["data"])).unwrap();
     for case in reference["cases"].as_array().unwrap() {
-        let (tw, th) = (
-            case["width"].as_u64().unwrap() as u32,
-            case["height"].as_u64().unwrap() as u32,
-        );
+        let (tw, th) = (case["width"].as_u64().unwrap() as u32, case["height"].as_u64().unwrap() as u32);
         let got = src.resize(tw, th);
         let diff = max_abs_diff(got.data(), &f32s(&case["data"]));
         assert!(diff < 1e-5, "{tw}x{th}: differs from Pillow by {diff}");
@@ -872,22 +577,11 @@ fn resize_matches_pillow_bilinear() {
 
 #[test]
 fn letterbox_records_scale_and_padding_and_round_trips_points() {
-    let src = GrayImage::new(
-        200,
-        100,
-        (0..20000).map(|i| (i % 200) as f32 / 199.0).collect(),
-    )
-    .unwrap();
+    let src = GrayImage::new(200, 100, (0..20000).map(|i| (i % 200) as f32 / 199.0).collect()).unwrap();
     let (input, lb) = letterbox(&src, 128);
     assert_eq!((input.width(), input.height()), (128, 128));
-    assert_eq!(
-        (lb.scaled_width, lb.scaled_height, lb.pad_x, lb.pad_y),
-        (128, 64, 0, 32)
-    );
-    assert_eq!(
-        (lb.source_width, lb.source_height, lb.size, lb.scale),
-        (200, 100, 128, 0.64)
-    );
+    assert_eq!((lb.scaled_width, lb.scaled_height, lb.pad_x, lb.pad_y), (128, 64, 0, 32));
+    assert_eq!((lb.source_width, lb.source_height, lb.size, lb.scale), (200, 100, 128, 0.64));
     // Padding rows are black, content rows are not.
     assert_eq!(input.get(127, 0), Some(0.0));
     assert_eq!(input.get(127, 127), Some(0.0));
@@ -895,40 +589,16 @@ fn letterbox_records_scale_and_padding_and_round_trips_points() {
     for (x, y) in [(0.0, 0.0), (37.25, 81.5), (200.0, 100.0), (199.5, 0.5)] {
         let (mx, my) = lb.to_model_point(x, y);
         let (sx, sy) = lb.to_source_point(mx, my);
-        assert!(
-            (sx - x).abs() < 1e-9 && (sy - y).abs() < 1e-9,
-            "({x},{y}) -> ({sx},{sy})"
-        );
+        assert!((sx - x).abs() < 1e-9 && (sy - y).abs() < 1e-9, "({x},{y}) -> ({sx},{sy})");
     }
     assert_eq!(lb.to_source_point(0.0, 32.0), (0.0, 0.0));
     assert_eq!(lb.to_source_point(128.0, 96.0), (200.0, 100.0));
-    let b = lb.to_source_box(PixelBox {
-        x0: 64.0,
-        y0: 0.0,
-        x1: 96.0,
-        y1: 64.0,
-    });
-    assert_eq!(
-        b,
-        PixelBox {
-            x0: 100.0,
-            y0: 0.0,
-            x1: 150.0,
-            y1: 50.0
-        }
-    );
+    let b = lb.to_source_box(PixelBox { x0: 64.0, y0: 0.0, x1: 96.0, y1: 64.0 });
+    assert_eq!(b, PixelBox { x0: 100.0, y0: 0.0, x1: 150.0, y1: 50.0 });
 
     // A tall image pads left and right.
     let (_, tall) = letterbox(&GrayImage::new(30, 90, vec![0.5; 2700]).unwrap(), 96);
-    assert_eq!(
-        (
-            tall.scaled_width,
-            tall.scaled_height,
-            tall.pad_x,
-            tall.pad_y
-        ),
-        (32, 96, 32, 0)
-    );
+    assert_eq!((tall.scaled_width, tall.scaled_height, tall.pad_x, tall.pad_y), (32, 96, 32, 0));
 }
 
 #[test]
@@ -937,12 +607,7 @@ fn a_model_map_maps_back_onto_the_source_grid() {
     let (_, lb) = letterbox(&src, 128);
     // A map that is the model x coordinate of each pixel centre: back on the source it must be
     // the model x of each source pixel centre (bilinear reproduces linear functions).
-    let map = GrayImage::new(
-        128,
-        128,
-        (0..128 * 128).map(|i| (i % 128) as f32 + 0.5).collect(),
-    )
-    .unwrap();
+    let map = GrayImage::new(128, 128, (0..128 * 128).map(|i| (i % 128) as f32 + 0.5).collect()).unwrap();
     let back = lb.map_to_source(&map).unwrap();
     assert_eq!((back.width(), back.height()), (200, 100));
     for x in [1u32, 57, 198] {
@@ -992,53 +657,29 @@ fn memory_case_child_entry_point() {
         _ => record(decode(&bytes, &DecodeLimits::default())),
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .to_string();
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim().to_string();
     println!("VMHWM_KB={hwm}");
-    println!(
-        "OUTCOMES={}",
-        outcomes.into_iter().collect::<Vec<_>>().join(",")
-    );
+    println!("OUTCOMES={}", outcomes.into_iter().collect::<Vec<_>>().join(","));
 }
 
 /// Runs one memory case in a child process; returns (peak RSS in kB, outcomes, seconds).
 fn run_memory_case(case: &str) -> (u64, String, f64) {
     let started = std::time::Instant::now();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "memory_case_child_entry_point",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "memory_case_child_entry_point", "--nocapture", "--test-threads=1"])
         .env(MEMORY_CASE_ENV, case)
         .output()
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child for {case} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "child for {case} failed: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     let field = |name: &str| {
         stdout
             .lines()
             .find_map(|l| l.split_once(name).map(|(_, v)| v.trim().to_string()))
             .unwrap_or_else(|| panic!("no {name} in {stdout}"))
     };
-    (
-        field("VMHWM_KB=").parse().unwrap(),
-        field("OUTCOMES="),
-        seconds,
-    )
+    (field("VMHWM_KB=").parse().unwrap(), field("OUTCOMES="), seconds)
 }
 
 fn memory_case_dir() -> PathBuf {
@@ -1174,24 +815,12 @@ fn memory_cases_a_deflated_16384_square_image_is_refused_before_inflating_its_pi
     let path = memory_case_dir().join("deflated_16384.dcm");
     std::fs::write(&path, &file).unwrap();
     let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
-    println!(
-        "deflated 16384x16384 ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}",
-        file.len()
-    );
+    println!("deflated 16384x16384 ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}", file.len());
     assert_eq!(outcomes, "dicom-too-large");
     assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
     // And in-process: the per-frame pixel budget names it.
     let err = decode(&file, &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                what: "pixels per frame",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, DecodeError::TooLarge { what: "pixels per frame", .. }), "{err:?}");
 }
 
 #[test]
@@ -1206,10 +835,7 @@ fn memory_cases_a_deflated_gigabyte_before_the_pixels_is_refused_at_the_header_c
     let path = memory_case_dir().join("deflated_gigabyte.dcm");
     std::fs::write(&path, &file).unwrap();
     let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
-    println!(
-        "deflated 1 GiB before PixelData ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}",
-        file.len()
-    );
+    println!("deflated 1 GiB before PixelData ({} bytes): peak {kb} kB, {seconds:.1} s, outcome {outcomes}", file.len());
     assert_eq!(outcomes, "dicom-too-large");
     assert!(kb < PEAK_RSS_LIMIT_KB, "peak RSS {kb} kB");
     // A deflated image whose pixels follow a small header decodes (the cap is derived from it).
@@ -1228,23 +854,13 @@ fn a_two_gigabyte_pixel_data_in_a_small_header_is_refused_without_allocating_it(
         let mut spec = Spec::grey16(rows, rows, vec![0; 4]);
         spec.frames = frames;
         let mut bytes = spec.bytes();
-        let pos = bytes
-            .windows(4)
-            .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
-            .unwrap();
+        let pos = bytes.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
         bytes[pos + 8..pos + 12].copy_from_slice(&2_147_483_648u32.to_le_bytes());
         assert!(bytes.len() < 2048, "{}", bytes.len());
         let started = std::time::Instant::now();
         let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
-        assert!(
-            started.elapsed().as_millis() < 500,
-            "{:?}",
-            started.elapsed()
-        );
-        assert!(
-            matches!(err.code(), "dicom-corrupt" | "dicom-too-large"),
-            "{err:?}"
-        );
+        assert!(started.elapsed().as_millis() < 500, "{:?}", started.elapsed());
+        assert!(matches!(err.code(), "dicom-corrupt" | "dicom-too-large"), "{err:?}");
     }
 }
 
@@ -1257,11 +873,7 @@ fn every_fuzz_regression_input_gives_an_image_or_a_typed_error() {
         let path = entry.unwrap().path();
         let started = std::time::Instant::now();
         let result = decode(&std::fs::read(&path).unwrap(), &DecodeLimits::default());
-        println!(
-            "{}: {:?}",
-            path.display(),
-            result.as_ref().map(|_| ()).map_err(|e| e.code())
-        );
+        println!("{}: {:?}", path.display(), result.as_ref().map(|_| ()).map_err(|e| e.code()));
         assert!(started.elapsed().as_secs() < 10, "{}", path.display());
         seen += 1;
     }
@@ -1280,30 +892,18 @@ fn the_extended_offset_table_groups_frames_split_over_fragments() {
     frame.extend_from_slice(&[0x05, 0, 0, 0, 1, 1, 0xFF]);
     frame.extend_from_slice(&[0xFB, 0x02, 0x00]);
     let (head, data) = frame.split_at(64);
-    let fragments: Vec<Vec<u8>> = (0..3)
-        .flat_map(|_| [head.to_vec(), data.to_vec()])
-        .collect();
+    let fragments: Vec<Vec<u8>> = (0..3).flat_map(|_| [head.to_vec(), data.to_vec()]).collect();
     let build = |eot: Option<Vec<u64>>| {
         let mut spec = Spec::grey16(2, 3, vec![]);
         spec.frames = Some("3");
         spec.ts = "1.2.840.10008.1.2.5";
         spec.pixels = PrimitiveValue::Empty;
         let bytes = spec.bytes();
-        let mut obj = dicom_object::OpenFileOptions::new()
-            .from_reader(&bytes[128..])
-            .unwrap();
+        let mut obj = dicom_object::OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
         if let Some(offsets) = eot {
-            obj.put(DataElement::new(
-                tags::EXTENDED_OFFSET_TABLE,
-                VR::OV,
-                PrimitiveValue::U64(offsets.into_iter().collect()),
-            ));
+            obj.put(DataElement::new(tags::EXTENDED_OFFSET_TABLE, VR::OV, PrimitiveValue::U64(offsets.into_iter().collect())));
         }
-        obj.put(DataElement::new(
-            tags::PIXEL_DATA,
-            VR::OB,
-            PixelFragmentSequence::new_fragments(fragments.clone()),
-        ));
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new_fragments(fragments.clone())));
         let mut out = Vec::new();
         obj.write_all(&mut out).unwrap();
         out

@@ -62,9 +62,7 @@ impl Concept {
 
     /// True when any coding of `self` equals (system and code) any coding of `other`.
     pub fn shares_code_with(&self, other: &Concept) -> bool {
-        self.codings.iter().any(|a| {
-            a.code.is_some() && other.codings.iter().any(|b| a.system == b.system && a.code == b.code)
-        })
+        self.codings.iter().any(|a| a.code.is_some() && other.codings.iter().any(|b| a.system == b.system && a.code == b.code))
     }
 }
 
@@ -244,20 +242,14 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
         }
         "AllergyIntolerance" => {
             let a: r::AllergyIntolerance = serde_json::from_value(value.clone()).map_err(invalid)?;
-            let first_code = |c: &Option<t::CodeableConcept>| {
-                c.as_ref().and_then(|c| c.coding.iter().flatten().find_map(|c| c.code.clone()))
-            };
+            let first_code =
+                |c: &Option<t::CodeableConcept>| c.as_ref().and_then(|c| c.coding.iter().flatten().find_map(|c| c.code.clone()));
             Resource::AllergyIntolerance(AllergyIntolerance {
                 id: a.id.clone(),
                 code: a.code.as_ref().map(concept),
                 clinical_status: first_code(&a.clinical_status),
                 verification_status: first_code(&a.verification_status),
-                reaction_substances: a
-                    .reaction
-                    .iter()
-                    .flatten()
-                    .filter_map(|r| r.substance.as_ref().map(concept))
-                    .collect(),
+                reaction_substances: a.reaction.iter().flatten().filter_map(|r| r.substance.as_ref().map(concept)).collect(),
             })
         }
         "Observation" => {
@@ -351,10 +343,8 @@ pub fn parse_notification(value: &Value) -> Result<Vec<NotifiedStudy>, FhirError
         }
         other => return Err(FhirError::WrongResourceType { expected: "Bundle or ImagingStudy", found: other.to_owned() }),
     };
-    let bundle_endpoints: Vec<(Option<&str>, &Endpoint)> = entries
-        .iter()
-        .filter_map(|(url, r)| if let Resource::Endpoint(e) = r { Some((url.as_deref(), e)) } else { None })
-        .collect();
+    let bundle_endpoints: Vec<(Option<&str>, &Endpoint)> =
+        entries.iter().filter_map(|(url, r)| if let Resource::Endpoint(e) = r { Some((url.as_deref(), e)) } else { None }).collect();
     let resolve = |reference: &str, study: &ImagingStudy| -> Option<Endpoint> {
         if let Some(id) = reference.strip_prefix('#') {
             return study.contained_endpoints.iter().find(|e| e.id.as_deref() == Some(id)).cloned();
@@ -363,7 +353,9 @@ pub fn parse_notification(value: &Value) -> Result<Vec<NotifiedStudy>, FhirError
             .iter()
             .find(|(url, e)| {
                 *url == Some(reference)
-                    || e.id.as_deref().is_some_and(|id| reference == format!("Endpoint/{id}") || reference.ends_with(&format!("/Endpoint/{id}")))
+                    || e.id
+                        .as_deref()
+                        .is_some_and(|id| reference == format!("Endpoint/{id}") || reference.ends_with(&format!("/Endpoint/{id}")))
             })
             .map(|(_, e)| (*e).clone())
     };
@@ -431,9 +423,7 @@ fn date_time(d: &fhir_sdk::DateTime) -> OffsetDateTime {
         DateTime::DateTime(i) => return i.0,
         DateTime::Date(Date::Date(d)) => *d,
         DateTime::Date(Date::YearMonth(y, m)) => time::Date::from_calendar_date(*y, *m, 1).unwrap_or(time::Date::MIN),
-        DateTime::Date(Date::Year(y)) => {
-            time::Date::from_calendar_date(*y, time::Month::January, 1).unwrap_or(time::Date::MIN)
-        }
+        DateTime::Date(Date::Year(y)) => time::Date::from_calendar_date(*y, time::Month::January, 1).unwrap_or(time::Date::MIN),
     };
     date.midnight().assume_utc()
 }
@@ -491,7 +481,10 @@ mod tests {
             "effectiveDateTime": "2026-11-20T10:00:00Z",
             "valueQuantity": {"value": 24.5, "unit": "mL/min/{1.73_m2}"}});
         let Resource::Observation(o) = parse_resource(&o).unwrap() else { panic!() };
-        assert_eq!(o.value, Some(ObservationValue::Quantity { value: Some(24.5), unit: Some("mL/min/{1.73_m2}".into()), comparator: None }));
+        assert_eq!(
+            o.value,
+            Some(ObservationValue::Quantity { value: Some(24.5), unit: Some("mL/min/{1.73_m2}".into()), comparator: None })
+        );
         let s = json!({"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": "Patient/p"},
             "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4"}],
             "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}]});
@@ -502,10 +495,12 @@ mod tests {
 
     #[test]
     fn notifications_resolve_study_endpoints_from_the_bundle_or_contained() {
-        let study = |endpoint: &str| json!({"resourceType": "ImagingStudy", "id": "s1", "status": "available",
+        let study = |endpoint: &str| {
+            json!({"resourceType": "ImagingStudy", "id": "s1", "status": "available",
             "subject": {"reference": "Patient/p1"},
             "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}],
-            "endpoint": [{"reference": endpoint}]});
+            "endpoint": [{"reference": endpoint}]})
+        };
         let endpoint = json!({"resourceType": "Endpoint", "id": "pacs", "status": "active",
             "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "dicom-wado-rs"},
             "payloadType": [{"text": "DICOM"}], "address": "https://pacs.example.org/dicom-web"});

@@ -35,15 +35,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().unwrap_or_else(|| "models".into());
     let iters: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(50);
-    let model = Registry::open(&dir)
-        .expect("open registry")
-        .load("radsight-phantom-cxr")
-        .expect("load model");
+    let model = Registry::open(&dir).expect("open registry").load("radsight-phantom-cxr").expect("load model");
     let size = model.input_size();
-    let cfg = PhantomConfig {
-        size,
-        ..Default::default()
-    };
+    let cfg = PhantomConfig { size, ..Default::default() };
     let imgs: Vec<_> = (0..8).map(|i| generate(&cfg, 4242, i).image).collect();
     let refs: Vec<_> = imgs.iter().collect();
     let x1 = model.input_tensor(&refs[..1]).unwrap();
@@ -57,9 +51,7 @@ fn main() {
         net.forward(&x8).unwrap().to_vec2::<f32>().unwrap();
     });
     let g1 = time(iters, || {
-        model
-            .saliency(&imgs[0], 0, &SaliencyMethod::GradCam)
-            .unwrap();
+        model.saliency(&imgs[0], 0, &SaliencyMethod::GradCam).unwrap();
     });
     let g8 = time(iters, || {
         for img in &imgs {
@@ -72,12 +64,7 @@ fn main() {
     let flops = 2 * net.macs(size);
     println!("model {} {}", model.card().id, model.card().version);
     println!("input {size}x{size}");
-    println!(
-        "threads {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
+    println!("threads {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!("flops_per_image {flops}");
     println!("forward_b1_ms {f1:.3}");
     println!("forward_b8_ms {f8:.3}");

@@ -33,20 +33,9 @@ fn main() {
     let iters: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
     let tmp = tempfile::tempdir().expect("temporary registry");
     let imported = import_model(&weights, &description, tmp.path()).expect("import");
-    let model = Registry::open(tmp.path())
-        .expect("open")
-        .load(&imported.id)
-        .expect("load");
+    let model = Registry::open(tmp.path()).expect("open").load(&imported.id).expect("load");
     let size = model.input_size();
-    let img = generate(
-        &PhantomConfig {
-            size,
-            ..Default::default()
-        },
-        4242,
-        0,
-    )
-    .image;
+    let img = generate(&PhantomConfig { size, ..Default::default() }, 4242, 0).image;
     let x1 = model.input_tensor(&[&img]).unwrap();
     let net = model.network();
     let f1 = time(iters, || {

@@ -26,9 +26,7 @@ fn pillow_resize(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec
                 let c = (i as f64 + 0.5) * scale;
                 let min = ((c - fs + 0.5).floor().max(0.0)) as usize;
                 let max = ((c + fs + 0.5).floor() as usize).min(input).max(min + 1);
-                let mut w: Vec<f64> = (min..max)
-                    .map(|x| (1.0 - ((x as f64 - c + 0.5) / fs).abs()).max(0.0))
-                    .collect();
+                let mut w: Vec<f64> = (min..max).map(|x| (1.0 - ((x as f64 - c + 0.5) / fs).abs()).max(0.0)).collect();
                 let s: f64 = w.iter().sum();
                 w.iter_mut().for_each(|v| *v /= s);
                 (min, w)
@@ -39,21 +37,13 @@ fn pillow_resize(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec
     let mut tmp = vec![0f32; sh * dw];
     for y in 0..sh {
         for (x, (s, w)) in hx.iter().enumerate() {
-            tmp[y * dw + x] = w
-                .iter()
-                .enumerate()
-                .map(|(k, w)| w * src[y * sw + s + k] as f64)
-                .sum::<f64>() as f32;
+            tmp[y * dw + x] = w.iter().enumerate().map(|(k, w)| w * src[y * sw + s + k] as f64).sum::<f64>() as f32;
         }
     }
     let mut out = vec![0f32; dh * dw];
     for (y, (s, w)) in vy.iter().enumerate() {
         for x in 0..dw {
-            out[y * dw + x] = w
-                .iter()
-                .enumerate()
-                .map(|(k, w)| w * tmp[(s + k) * dw + x] as f64)
-                .sum::<f64>() as f32;
+            out[y * dw + x] = w.iter().enumerate().map(|(k, w)| w * tmp[(s + k) * dw + x] as f64).sum::<f64>() as f32;
         }
     }
     out
@@ -69,10 +59,7 @@ fn main() {
             root = a;
         }
     }
-    let model = Registry::open(&root)
-        .unwrap()
-        .load("radsight-phantom-cxr")
-        .unwrap();
+    let model = Registry::open(&root).unwrap().load("radsight-phantom-cxr").unwrap();
     let cfg = PhantomConfig::default();
     let n = cfg.size;
     let t0 = Instant::now();
@@ -98,15 +85,10 @@ fn main() {
             let hit = mask[s.peak.y * n + s.peak.x];
             hits[l] += hit as usize;
             if !hit && l == 1 {
-                let on_nodule =
-                    p.labels[0] && dilate(&p.masks[0], n, n, 3)[s.peak.y * n + s.peak.x];
+                let on_nodule = p.labels[0] && dilate(&p.masks[0], n, n, 3)[s.peak.y * n + s.peak.x];
                 let d = (0..n * n)
                     .filter(|&j| p.masks[1][j])
-                    .map(|j| {
-                        (((j % n) as f64 - s.peak.x as f64).powi(2)
-                            + ((j / n) as f64 - s.peak.y as f64).powi(2))
-                        .sqrt()
-                    })
+                    .map(|j| (((j % n) as f64 - s.peak.x as f64).powi(2) + ((j / n) as f64 - s.peak.y as f64).powi(2)).sqrt())
                     .fold(f64::INFINITY, f64::min);
                 cons_miss.push(format!("{}{:.0}", if on_nodule { "N" } else { "" }, d));
             }
@@ -119,8 +101,7 @@ fn main() {
                         c += 1.0;
                     }
                 }
-                let d = ((sx / c - s.peak.x as f64).powi(2) + (sy / c - s.peak.y as f64).powi(2))
-                    .sqrt();
+                let d = ((sx / c - s.peak.x as f64).powi(2) + (sy / c - s.peak.y as f64).powi(2)).sqrt();
                 nodule_miss_dist.push((d * 10.0).round() / 10.0);
             }
         }
@@ -151,16 +132,7 @@ fn main() {
             }
             let x = model.input_tensor(&[&p.image]).unwrap();
             let s = grad_cam(model.network(), &x, class, "c").unwrap();
-            let f = deletion_faithfulness(
-                model.network(),
-                &x,
-                class,
-                model.card().platt(class),
-                &s.map,
-                10,
-                i,
-            )
-            .unwrap();
+            let f = deletion_faithfulness(model.network(), &x, class, model.card().platt(class), &s.map, 10, i).unwrap();
             tot[class] += 1;
             better[class] += (f.deletion_auc < f.random_deletion_auc) as usize;
             sr += f.deletion_auc as f64;
@@ -185,10 +157,7 @@ fn main() {
     }
 
     // Service-style input: 256×256 phantoms shrunk to 96.
-    let big = PhantomConfig {
-        size: 256,
-        ..cfg.clone()
-    };
+    let big = PhantomConfig { size: 256, ..cfg.clone() };
     let mut scores = vec![Vec::new(); 2];
     let mut native = vec![Vec::new(); 2];
     let mut labels = vec![Vec::new(); 2];
@@ -196,8 +165,7 @@ fn main() {
     let mut probs_by_index = Vec::new();
     for i in 0..100u64 {
         let p = generate(&big, 424_242, i);
-        let small =
-            GrayImage::new(96, 96, pillow_resize(p.image.data(), 256, 256, 96, 96)).unwrap();
+        let small = GrayImage::new(96, 96, pillow_resize(p.image.data(), 256, 256, 96, 96)).unwrap();
         let pr = model.predict(&[&small]).unwrap().remove(0);
         let q = generate(&cfg, 424_242, i);
         let prn = model.predict(&[&q.image]).unwrap().remove(0);

@@ -9,14 +9,7 @@ use radsight_vision::train::{TrainConfig, train};
 use std::path::PathBuf;
 
 fn list(v: Option<String>, name: &str) -> Vec<usize> {
-    v.unwrap_or_default()
-        .split(',')
-        .map(|x| {
-            x.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{name} needs a comma-separated list"))
-        })
-        .collect()
+    v.unwrap_or_default().split(',').map(|x| x.trim().parse().unwrap_or_else(|_| panic!("{name} needs a comma-separated list"))).collect()
 }
 
 fn main() {
@@ -24,23 +17,14 @@ fn main() {
     let mut out = PathBuf::from("models/radsight-phantom-cxr");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut num = |name: &str| -> u64 {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a number"))
-        };
+        let mut num = |name: &str| -> u64 { args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a number")) };
         match a.as_str() {
             "--steps" => config.steps = num("--steps") as usize,
             "--batch" => config.batch_size = num("--batch") as usize,
             "--seed" => config.seed = num("--seed"),
             "--test" => config.test_images = num("--test") as usize,
             "--calibration" => config.calibration_images = num("--calibration") as usize,
-            "--lr" => {
-                config.learning_rate = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--lr needs a number")
-            }
+            "--lr" => config.learning_rate = args.next().and_then(|v| v.parse().ok()).expect("--lr needs a number"),
             "--widths" => config.architecture.widths = list(args.next(), "--widths"),
             "--strides" => config.architecture.strides = list(args.next(), "--strides"),
             other => out = PathBuf::from(other),
@@ -48,22 +32,11 @@ fn main() {
     }
     match train(&config, &out, |line| eprintln!("{line}")) {
         Ok(report) => {
-            println!(
-                "wrote {} in {:.1} s (final loss {:.4})",
-                out.display(),
-                report.seconds,
-                report.final_loss
-            );
+            println!("wrote {} in {:.1} s (final loss {:.4})", out.display(), report.seconds, report.final_loss);
             for m in &report.card.validation.labels {
                 println!(
                     "{}: AUROC {:.4}  sens {:.3} spec {:.3} @ {:.3}  ECE {:.4} (uncalibrated {:.4})",
-                    m.label,
-                    m.auroc,
-                    m.sensitivity,
-                    m.specificity,
-                    m.threshold,
-                    m.ece,
-                    m.ece_uncalibrated
+                    m.label, m.auroc, m.sensitivity, m.specificity, m.threshold, m.ece, m.ece_uncalibrated
                 );
             }
         }

@@ -114,19 +114,11 @@ pub struct AppliesTo {
 impl AppliesTo {
     /// Case-insensitive match; an empty list in the card matches any value, and a missing
     /// value (`None`) matches only an empty list.
-    pub fn matches(
-        &self,
-        modality: Option<&str>,
-        body_part: Option<&str>,
-        procedure_code: Option<&str>,
-    ) -> bool {
+    pub fn matches(&self, modality: Option<&str>, body_part: Option<&str>, procedure_code: Option<&str>) -> bool {
         fn one(list: &[String], value: Option<&str>) -> bool {
-            list.is_empty()
-                || value.is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v.trim())))
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v.trim())))
         }
-        one(&self.modalities, modality)
-            && one(&self.body_parts, body_part)
-            && one(&self.procedure_codes, procedure_code)
+        one(&self.modalities, modality) && one(&self.body_parts, body_part) && one(&self.procedure_codes, procedure_code)
     }
 }
 
@@ -194,10 +186,7 @@ pub struct LabelPlatt {
 
 impl LabelPlatt {
     pub fn platt(&self) -> Platt {
-        Platt {
-            a: self.a,
-            b: self.b,
-        }
+        Platt { a: self.a, b: self.b }
     }
 }
 
@@ -253,44 +242,23 @@ impl ModelCard {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(format!(
-                "id {:?} must be lowercase ASCII letters, digits and '-'",
-                self.id
-            ));
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return Err(format!("id {:?} must be lowercase ASCII letters, digits and '-'", self.id));
         }
         let parts: Vec<&str> = self.version.split('.').collect();
-        if parts.len() != 3
-            || parts
-                .iter()
-                .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
-        {
-            return Err(format!(
-                "version {:?} is not MAJOR.MINOR.PATCH",
-                self.version
-            ));
+        if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+            return Err(format!("version {:?} is not MAJOR.MINOR.PATCH", self.version));
         }
-        if self.weights.sha256.len() != 64
-            || !self.weights.sha256.chars().all(|c| c.is_ascii_hexdigit())
-        {
+        if self.weights.sha256.len() != 64 || !self.weights.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err("weights.sha256 must be 64 hex digits".into());
         }
-        if self.weights.file.contains('/')
-            || self.weights.file.contains('\\')
-            || self.weights.file.starts_with('.')
-        {
+        if self.weights.file.contains('/') || self.weights.file.contains('\\') || self.weights.file.starts_with('.') {
             return Err("weights.file must be a plain file name inside the model folder".into());
         }
         if self.labels.is_empty() {
             return Err("a model needs at least one label".into());
         }
-        if self.calibration.method == "platt" && self.calibration.params.len() != self.labels.len()
-        {
+        if self.calibration.method == "platt" && self.calibration.params.len() != self.labels.len() {
             return Err("platt calibration needs one (a, b) per label".into());
         }
         Ok(())

@@ -19,14 +19,8 @@ pub enum Error {
     },
     #[error("parsing model card {path}: {reason}")]
     ParseCard { path: PathBuf, reason: String },
-    #[error(
-        "model {model}: weights SHA-256 mismatch (card says {expected}, file has {actual}); refusing to load"
-    )]
-    WeightsHashMismatch {
-        model: String,
-        expected: String,
-        actual: String,
-    },
+    #[error("model {model}: weights SHA-256 mismatch (card says {expected}, file has {actual}); refusing to load")]
+    WeightsHashMismatch { model: String, expected: String, actual: String },
     #[error("model {model}: loading weights")]
     LoadWeights {
         model: String,
@@ -40,11 +34,7 @@ pub enum Error {
     #[error("invalid image: {reason}")]
     InvalidImage { reason: String },
     #[error("image is {width}x{height}, model expects {expected}x{expected}")]
-    InputSize {
-        expected: usize,
-        width: usize,
-        height: usize,
-    },
+    InputSize { expected: usize, width: usize, height: usize },
     #[error("unknown label {label}")]
     UnknownLabel { label: String },
     #[error("{reason}")]

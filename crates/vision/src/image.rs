@@ -16,25 +16,13 @@ impl GrayImage {
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Result<Self, Error> {
         if width == 0 || height == 0 || data.len() != width * height {
             return Err(Error::InvalidImage {
-                reason: format!(
-                    "{}x{} image needs {} pixels, got {}",
-                    width,
-                    height,
-                    width * height,
-                    data.len()
-                ),
+                reason: format!("{}x{} image needs {} pixels, got {}", width, height, width * height, data.len()),
             });
         }
         if data.iter().any(|v| !v.is_finite()) {
-            return Err(Error::InvalidImage {
-                reason: "non-finite pixel value".into(),
-            });
+            return Err(Error::InvalidImage { reason: "non-finite pixel value".into() });
         }
-        Ok(Self {
-            width,
-            height,
-            data,
-        })
+        Ok(Self { width, height, data })
     }
 
     /// Copies a row-major slice.
@@ -78,8 +66,7 @@ pub fn box_blur(data: &[f32], width: usize, height: usize, radius: usize) -> Vec
         for x in 0..width {
             let x0 = x.saturating_sub(radius);
             let x1 = (x + radius + 1).min(width);
-            let sum = integral[y1 * w1 + x1] - integral[y0 * w1 + x1] - integral[y1 * w1 + x0]
-                + integral[y0 * w1 + x0];
+            let sum = integral[y1 * w1 + x1] - integral[y0 * w1 + x1] - integral[y1 * w1 + x0] + integral[y0 * w1 + x0];
             out[y * width + x] = (sum / ((y1 - y0) * (x1 - x0)) as f64) as f32;
         }
     }
@@ -93,20 +80,14 @@ fn rank_filter(data: &[f32], width: usize, height: usize, radius: usize, max: bo
     for y in 0..height {
         for x in 0..width {
             let row = &data[y * width..(y + 1) * width];
-            tmp[y * width + x] = row[x.saturating_sub(radius)..(x + radius + 1).min(width)]
-                .iter()
-                .copied()
-                .reduce(pick)
-                .unwrap_or(0.0);
+            tmp[y * width + x] = row[x.saturating_sub(radius)..(x + radius + 1).min(width)].iter().copied().reduce(pick).unwrap_or(0.0);
         }
     }
     let mut out = vec![0f32; data.len()];
     for y in 0..height {
         for x in 0..width {
-            out[y * width + x] = (y.saturating_sub(radius)..(y + radius + 1).min(height))
-                .map(|yy| tmp[yy * width + x])
-                .reduce(pick)
-                .unwrap_or(0.0);
+            out[y * width + x] =
+                (y.saturating_sub(radius)..(y + radius + 1).min(height)).map(|yy| tmp[yy * width + x]).reduce(pick).unwrap_or(0.0);
         }
     }
     out
@@ -116,11 +97,5 @@ fn rank_filter(data: &[f32], width: usize, height: usize, radius: usize, max: bo
 /// structures narrower than the square and keeps the darker background under them (the
 /// "rolling ball" background estimate of radiography).
 pub fn grey_opening(data: &[f32], width: usize, height: usize, radius: usize) -> Vec<f32> {
-    rank_filter(
-        &rank_filter(data, width, height, radius, false),
-        width,
-        height,
-        radius,
-        true,
-    )
+    rank_filter(&rank_filter(data, width, height, radius, false), width, height, radius, true)
 }

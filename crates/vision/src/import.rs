@@ -27,8 +27,8 @@
 //! `input_mean = (mean − lo) / (hi − lo)`, `input_std = std / (hi − lo)`.
 
 use crate::card::{
-    AppliesTo, Architecture, CARD_FILE, Calibration, InputSpec, IntendedUse, LabelCode, LabelPlatt,
-    LabelSpec, ModelCard, SaliencySpec, TrainingInfo, Validation, WeightsSpec,
+    AppliesTo, Architecture, CARD_FILE, Calibration, InputSpec, IntendedUse, LabelCode, LabelPlatt, LabelSpec, ModelCard, SaliencySpec,
+    TrainingInfo, Validation, WeightsSpec,
 };
 use crate::image::GrayImage;
 use crate::model::{Built, Model, build_network};
@@ -50,14 +50,7 @@ use std::sync::{Arc, Mutex};
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 
 /// Architectures an import may name (torchvision / MONAI spelling; `-` and `_` are equal).
-pub const ARCHITECTURES: [&str; 6] = [
-    "densenet121",
-    "efficientnet_b0",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "basic_unet",
-];
+pub const ARCHITECTURES: [&str; 6] = ["densenet121", "efficientnet_b0", "resnet18", "resnet34", "resnet50", "basic_unet"];
 
 /// What the importer says about its model (the import's second input).
 #[derive(Debug, Clone, Deserialize)]
@@ -186,29 +179,14 @@ pub enum ImportError {
     #[error("reading the weights {path} as safetensors: {reason}")]
     ReadWeights { path: PathBuf, reason: String },
     #[error("tensor {name} is missing (the {architecture} expects shape {expected:?})")]
-    MissingTensor {
-        name: String,
-        architecture: String,
-        expected: Vec<usize>,
-    },
+    MissingTensor { name: String, architecture: String, expected: Vec<usize> },
     #[error("tensor {name} has shape {found:?}, the {architecture} expects {expected:?}")]
-    TensorShape {
-        name: String,
-        architecture: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    #[error(
-        "tensor {name} has dtype {dtype:?}; only float32, float16, bfloat16 and float64 weights can be imported"
-    )]
+    TensorShape { name: String, architecture: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor {name} has dtype {dtype:?}; only float32, float16, bfloat16 and float64 weights can be imported")]
     TensorDtype { name: String, dtype: String },
-    #[error(
-        "tensor {name} is not part of the {architecture} (a different architecture or extra heads?)"
-    )]
+    #[error("tensor {name} is not part of the {architecture} (a different architecture or extra heads?)")]
     UnexpectedTensor { name: String, architecture: String },
-    #[error(
-        "model {id} already exists in the registry ({dir}); choose another id or version folder"
-    )]
+    #[error("model {id} already exists in the registry ({dir}); choose another id or version folder")]
     AlreadyExists { id: String, dir: PathBuf },
     #[error("the imported model does not load or run")]
     Verify(#[source] crate::Error),
@@ -216,63 +194,29 @@ pub enum ImportError {
 
 /// Imports `weights` (safetensors) described by `description` (TOML, or JSON when the file
 /// ends in `.json`) into `registry_dir/<id>/`. See the module docs for the checks.
-pub fn import_model(
-    weights: &Path,
-    description: &Path,
-    registry_dir: &Path,
-) -> Result<ImportedModel, ImportError> {
-    let text = std::fs::read_to_string(description).map_err(|source| ImportError::ReadFile {
-        path: description.into(),
-        source,
-    })?;
-    let desc: ModelDescription = if description
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    {
-        serde_json::from_str(&text).map_err(|e| ImportError::ParseDescription {
-            path: description.into(),
-            reason: e.to_string(),
-        })?
+pub fn import_model(weights: &Path, description: &Path, registry_dir: &Path) -> Result<ImportedModel, ImportError> {
+    let text = std::fs::read_to_string(description).map_err(|source| ImportError::ReadFile { path: description.into(), source })?;
+    let desc: ModelDescription = if description.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        serde_json::from_str(&text).map_err(|e| ImportError::ParseDescription { path: description.into(), reason: e.to_string() })?
     } else {
-        toml::from_str(&text).map_err(|e| ImportError::ParseDescription {
-            path: description.into(),
-            reason: e.to_string(),
-        })?
+        toml::from_str(&text).map_err(|e| ImportError::ParseDescription { path: description.into(), reason: e.to_string() })?
     };
-    let bytes = std::fs::read(weights).map_err(|source| ImportError::ReadFile {
-        path: weights.into(),
-        source,
-    })?;
+    let bytes = std::fs::read(weights).map_err(|source| ImportError::ReadFile { path: weights.into(), source })?;
     import_from_parts(&desc, &bytes, weights, registry_dir)
 }
 
 /// [`import_model`] on an already-parsed description and the weights' bytes (`source` names
 /// them in errors and in the card).
-pub fn import_from_parts(
-    desc: &ModelDescription,
-    bytes: &[u8],
-    source: &Path,
-    registry_dir: &Path,
-) -> Result<ImportedModel, ImportError> {
+pub fn import_from_parts(desc: &ModelDescription, bytes: &[u8], source: &Path, registry_dir: &Path) -> Result<ImportedModel, ImportError> {
     let architecture = architecture_of(desc)?;
     let arch_name = normalise_arch(&desc.architecture);
     let dir = registry_dir.join(&desc.id);
     if dir.exists() {
-        return Err(ImportError::AlreadyExists {
-            id: desc.id.clone(),
-            dir,
-        });
+        return Err(ImportError::AlreadyExists { id: desc.id.clone(), dir });
     }
-    let expected =
-        expected_tensors(&architecture).map_err(|e| ImportError::InvalidDescription {
-            reason: e.to_string(),
-        })?;
-    let read_err = |reason: String| ImportError::ReadWeights {
-        path: source.into(),
-        reason,
-    };
-    let file = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
-        .map_err(|e| read_err(e.to_string()))?;
+    let expected = expected_tensors(&architecture).map_err(|e| ImportError::InvalidDescription { reason: e.to_string() })?;
+    let read_err = |reason: String| ImportError::ReadWeights { path: source.into(), reason };
+    let file = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| read_err(e.to_string()))?;
 
     let mut out: HashMap<String, Tensor> = HashMap::new();
     let mut converted: Vec<String> = Vec::new();
@@ -297,28 +241,18 @@ pub fn import_from_parts(
                 if !converted.contains(&d) {
                     converted.push(d);
                 }
-                t.to_dtype(DType::F32)
-                    .map_err(|e| read_err(e.to_string()))?
+                t.to_dtype(DType::F32).map_err(|e| read_err(e.to_string()))?
             }
             d => {
-                return Err(ImportError::TensorDtype {
-                    name: name.clone(),
-                    dtype: format!("{d:?}"),
-                });
+                return Err(ImportError::TensorDtype { name: name.clone(), dtype: format!("{d:?}") });
             }
         };
         out.insert(name.clone(), t);
     }
-    let mut extra: Vec<&String> = file
-        .keys()
-        .filter(|k| !out.contains_key(*k) && !k.ends_with("num_batches_tracked"))
-        .collect();
+    let mut extra: Vec<&String> = file.keys().filter(|k| !out.contains_key(*k) && !k.ends_with("num_batches_tracked")).collect();
     extra.sort();
     if let Some(name) = extra.first() {
-        return Err(ImportError::UnexpectedTensor {
-            name: (*name).clone(),
-            architecture: arch_name,
-        });
+        return Err(ImportError::UnexpectedTensor { name: (*name).clone(), architecture: arch_name });
     }
 
     // Assemble in a hidden folder, then rename (see the module's invariant).
@@ -331,42 +265,19 @@ pub fn import_from_parts(
     std::fs::create_dir_all(&staging).map_err(write_err(&staging))?;
     let result = (|| {
         let weights_path = staging.join(WEIGHTS_FILE);
-        candle_core::safetensors::save(&out, &weights_path).map_err(|e| {
-            ImportError::WriteFile {
-                path: weights_path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        let written = std::fs::read(&weights_path).map_err(|source| ImportError::ReadFile {
-            path: weights_path.clone(),
-            source,
-        })?;
+        candle_core::safetensors::save(&out, &weights_path)
+            .map_err(|e| ImportError::WriteFile { path: weights_path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let written = std::fs::read(&weights_path).map_err(|source| ImportError::ReadFile { path: weights_path.clone(), source })?;
         let sha256 = hex::encode(Sha256::digest(&written));
         let source_sha = hex::encode(Sha256::digest(bytes));
-        let dtype = if converted.is_empty() {
-            "F32".to_string()
-        } else {
-            format!("F32 (converted from {})", converted.join(", "))
-        };
-        let card = card_for(
-            desc,
-            architecture.clone(),
-            &sha256,
-            &dtype,
-            source,
-            &source_sha,
-        )?;
+        let dtype = if converted.is_empty() { "F32".to_string() } else { format!("F32 (converted from {})", converted.join(", ")) };
+        let card = card_for(desc, architecture.clone(), &sha256, &dtype, source, &source_sha)?;
         verify(&card, written)?;
         let sha_path = staging.join("weights.sha256");
-        std::fs::write(&sha_path, format!("{sha256}  {WEIGHTS_FILE}\n"))
-            .map_err(write_err(&sha_path))?;
+        std::fs::write(&sha_path, format!("{sha256}  {WEIGHTS_FILE}\n")).map_err(write_err(&sha_path))?;
         let pending = staging.join(format!("{CARD_FILE}.pending"));
-        std::fs::write(
-            &pending,
-            card.to_toml()
-                .map_err(|reason| ImportError::InvalidDescription { reason })?,
-        )
-        .map_err(write_err(&pending))?;
+        std::fs::write(&pending, card.to_toml().map_err(|reason| ImportError::InvalidDescription { reason })?)
+            .map_err(write_err(&pending))?;
         Ok((card, sha256))
     })();
     let (card, sha256) = match result {
@@ -378,8 +289,7 @@ pub fn import_from_parts(
     };
     std::fs::rename(&staging, &dir).map_err(write_err(&dir))?;
     let card_path = dir.join(CARD_FILE);
-    std::fs::rename(dir.join(format!("{CARD_FILE}.pending")), &card_path)
-        .map_err(write_err(&card_path))?;
+    std::fs::rename(dir.join(format!("{CARD_FILE}.pending")), &card_path).map_err(write_err(&card_path))?;
     Ok(ImportedModel {
         id: card.id.clone(),
         version: card.version.clone(),
@@ -396,22 +306,12 @@ fn normalise_arch(a: &str) -> String {
 }
 
 /// Broadcasts a one-or-per-channel list.
-fn per_channel(
-    v: &Option<Vec<f64>>,
-    default: f64,
-    channels: usize,
-    what: &str,
-) -> Result<Vec<f64>, ImportError> {
+fn per_channel(v: &Option<Vec<f64>>, default: f64, channels: usize, what: &str) -> Result<Vec<f64>, ImportError> {
     match v {
         None => Ok(vec![default; channels]),
         Some(v) if v.len() == 1 => Ok(vec![v[0]; channels]),
         Some(v) if v.len() == channels => Ok(v.clone()),
-        Some(v) => Err(ImportError::InvalidDescription {
-            reason: format!(
-                "input.{what} has {} values for {channels} channels",
-                v.len()
-            ),
-        }),
+        Some(v) => Err(ImportError::InvalidDescription { reason: format!("input.{what} has {} values for {channels} channels", v.len()) }),
     }
 }
 
@@ -419,9 +319,7 @@ fn per_channel(
 pub fn architecture_of(desc: &ModelDescription) -> Result<Architecture, ImportError> {
     let arch = normalise_arch(&desc.architecture);
     if !ARCHITECTURES.contains(&arch.as_str()) {
-        return Err(ImportError::UnknownArchitecture {
-            architecture: desc.architecture.clone(),
-        });
+        return Err(ImportError::UnknownArchitecture { architecture: desc.architecture.clone() });
     }
     if desc.labels.is_empty() {
         return Err(ImportError::MissingLabels);
@@ -432,16 +330,11 @@ pub fn architecture_of(desc: &ModelDescription) -> Result<Architecture, ImportEr
         return Err(invalid(format!("input.channels = {c}")));
     }
     if desc.input.size < 16 || desc.input.size > 2048 {
-        return Err(invalid(format!(
-            "input.size = {} (16..=2048)",
-            desc.input.size
-        )));
+        return Err(invalid(format!("input.size = {} (16..=2048)", desc.input.size)));
     }
     let [lo, hi] = desc.input.intensity_range.unwrap_or([0.0, 1.0]);
     if hi <= lo || !lo.is_finite() || !hi.is_finite() {
-        return Err(invalid(format!(
-            "input.intensity_range [{lo}, {hi}] is empty"
-        )));
+        return Err(invalid(format!("input.intensity_range [{lo}, {hi}] is empty")));
     }
     let mean = per_channel(&desc.input.mean, 0.0, c, "mean")?;
     let std = per_channel(&desc.input.std, 1.0, c, "std")?;
@@ -453,42 +346,25 @@ pub fn architecture_of(desc: &ModelDescription) -> Result<Architecture, ImportEr
     if let Some(r) = &desc.input.resize
         && !["letterbox", "resize", "center-crop"].contains(&r.as_str())
     {
-        return Err(invalid(format!(
-            "input.resize {r:?} (letterbox, resize, center-crop)"
-        )));
+        return Err(invalid(format!("input.resize {r:?} (letterbox, resize, center-crop)")));
     }
     let mut names = std::collections::HashSet::new();
     for l in &desc.labels {
         if l.name.trim().is_empty() || !names.insert(l.name.as_str()) {
-            return Err(invalid(format!(
-                "label name {:?} is empty or repeated",
-                l.name
-            )));
+            return Err(invalid(format!("label name {:?} is empty or repeated", l.name)));
         }
         if let Some(t) = l.threshold
             && !(0.0..=1.0).contains(&t)
         {
-            return Err(invalid(format!(
-                "label {}: threshold {t} outside [0, 1]",
-                l.name
-            )));
+            return Err(invalid(format!("label {}: threshold {t} outside [0, 1]", l.name)));
         }
     }
     if let Some(cal) = &desc.calibration {
         match cal.method.as_str() {
             "none" => {}
             "platt" => {
-                if cal.params.len() != desc.labels.len()
-                    || cal
-                        .params
-                        .iter()
-                        .zip(&desc.labels)
-                        .any(|(p, l)| p.label != l.name)
-                {
-                    return Err(invalid(
-                        "platt calibration needs one {label, a, b} per label, in label order"
-                            .into(),
-                    ));
+                if cal.params.len() != desc.labels.len() || cal.params.iter().zip(&desc.labels).any(|(p, l)| p.label != l.name) {
+                    return Err(invalid("platt calibration needs one {label, a, b} per label, in label order".into()));
                 }
             }
             m => return Err(invalid(format!("calibration.method {m:?} (platt, none)"))),
@@ -496,44 +372,24 @@ pub fn architecture_of(desc: &ModelDescription) -> Result<Architecture, ImportEr
     }
     let n = desc.labels.len();
     Ok(match arch.as_str() {
-        "densenet121" => Architecture::DenseNet(DenseNetConfig {
-            input_mean,
-            input_std,
-            ..DenseNetConfig::densenet121(c, n)
-        }),
-        "efficientnet_b0" => Architecture::EfficientNet(EfficientNetConfig {
-            input_mean,
-            input_std,
-            ..EfficientNetConfig::b0(c, n)
-        }),
+        "densenet121" => Architecture::DenseNet(DenseNetConfig { input_mean, input_std, ..DenseNetConfig::densenet121(c, n) }),
+        "efficientnet_b0" => Architecture::EfficientNet(EfficientNetConfig { input_mean, input_std, ..EfficientNetConfig::b0(c, n) }),
         "basic_unet" => {
-            let mut cfg = BasicUNetConfig {
-                input_mean,
-                input_std,
-                ..BasicUNetConfig::new(c, n + 1)
-            };
+            let mut cfg = BasicUNetConfig { input_mean, input_std, ..BasicUNetConfig::new(c, n + 1) };
             if let Some(f) = &desc.unet_features {
                 cfg.features = f.clone();
             }
             if !desc.input.size.is_multiple_of(16) {
-                return Err(invalid(format!(
-                    "basic_unet needs input.size a multiple of 16, got {}",
-                    desc.input.size
-                )));
+                return Err(invalid(format!("basic_unet needs input.size a multiple of 16, got {}", desc.input.size)));
             }
             Architecture::BasicUnet(cfg)
         }
         r => {
-            let depth: usize = r.trim_start_matches("resnet").parse().map_err(|_| {
-                ImportError::UnknownArchitecture {
-                    architecture: desc.architecture.clone(),
-                }
-            })?;
-            Architecture::Resnet(ResNetConfig {
-                input_mean,
-                input_std,
-                ..ResNetConfig::new(depth, c, n)
-            })
+            let depth: usize = r
+                .trim_start_matches("resnet")
+                .parse()
+                .map_err(|_| ImportError::UnknownArchitecture { architecture: desc.architecture.clone() })?;
+            Architecture::Resnet(ResNetConfig { input_mean, input_std, ..ResNetConfig::new(depth, c, n) })
         }
     })
 }
@@ -545,18 +401,8 @@ type Requests = Arc<Mutex<Vec<(String, Vec<usize>)>>>;
 struct Recorder(Requests);
 
 impl SimpleBackend for Recorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0
-            .lock()
-            .expect("recorder lock")
-            .push((name.to_string(), s.dims().to_vec()));
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.lock().expect("recorder lock").push((name.to_string(), s.dims().to_vec()));
         Tensor::zeros(s, dtype, dev)
     }
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
@@ -586,29 +432,16 @@ fn card_for(
     source: &Path,
     source_sha: &str,
 ) -> Result<ModelCard, ImportError> {
-    let target_layer =
-        match build_network(&architecture, VarBuilder::zeros(DType::F32, &Device::Cpu)).map_err(
-            |e| ImportError::InvalidDescription {
-                reason: e.to_string(),
-            },
-        )? {
-            Built::Classifier(n) => n.target_layer(),
-            Built::Segmenter(n) => n.target_layer(),
-        };
+    let target_layer = match build_network(&architecture, VarBuilder::zeros(DType::F32, &Device::Cpu))
+        .map_err(|e| ImportError::InvalidDescription { reason: e.to_string() })?
+    {
+        Built::Classifier(n) => n.target_layer(),
+        Built::Segmenter(n) => n.target_layer(),
+    };
     let segmentation = architecture.is_segmentation();
     let calibration = match &desc.calibration {
-        Some(c) => Calibration {
-            method: c.method.clone(),
-            fitted_on: c.fitted_on.clone(),
-            n: c.n,
-            params: c.params.clone(),
-        },
-        None => Calibration {
-            method: "none".into(),
-            fitted_on: "not stated by the importer".into(),
-            n: 0,
-            params: vec![],
-        },
+        Some(c) => Calibration { method: c.method.clone(), fitted_on: c.fitted_on.clone(), n: c.n, params: c.params.clone() },
+        None => Calibration { method: "none".into(), fitted_on: "not stated by the importer".into(), n: 0, params: vec![] },
     };
     let input = &desc.input;
     let card = ModelCard {
@@ -673,9 +506,7 @@ fn card_for(
         },
         weights: WeightsSpec { file: WEIGHTS_FILE.into(), format: "safetensors".into(), dtype: dtype.into(), sha256: sha256.into() },
     };
-    let text = card
-        .to_toml()
-        .map_err(|reason| ImportError::InvalidDescription { reason })?;
+    let text = card.to_toml().map_err(|reason| ImportError::InvalidDescription { reason })?;
     ModelCard::parse(&text).map_err(|reason| ImportError::InvalidDescription { reason })
 }
 
@@ -684,13 +515,10 @@ fn verify(card: &ModelCard, weights: Vec<u8>) -> Result<(), ImportError> {
     let s = card.input.size;
     let blank = GrayImage::new(s, s, vec![0.5; s * s]).map_err(ImportError::Verify)?;
     if card.architecture.is_segmentation() {
-        let m = Segmenter::from_safetensors(card.clone(), weights, &Device::Cpu)
-            .map_err(ImportError::Verify)?;
-        m.segment(&blank, &SegmentOptions::default())
-            .map_err(ImportError::Verify)?;
+        let m = Segmenter::from_safetensors(card.clone(), weights, &Device::Cpu).map_err(ImportError::Verify)?;
+        m.segment(&blank, &SegmentOptions::default()).map_err(ImportError::Verify)?;
     } else {
-        let m = Model::from_safetensors(card.clone(), weights, &Device::Cpu)
-            .map_err(ImportError::Verify)?;
+        let m = Model::from_safetensors(card.clone(), weights, &Device::Cpu).map_err(ImportError::Verify)?;
         m.logits(&[&blank]).map_err(ImportError::Verify)?;
     }
     Ok(())

@@ -87,12 +87,7 @@ pub fn auroc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     if n_pos == 0.0 || n_neg == 0.0 {
         return None;
     }
-    let sum_pos: f64 = ranks
-        .iter()
-        .zip(labels)
-        .filter(|(_, l)| **l)
-        .map(|(r, _)| r)
-        .sum();
+    let sum_pos: f64 = ranks.iter().zip(labels).filter(|(_, l)| **l).map(|(r, _)| r).sum();
     Some((sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
 }
 
@@ -139,20 +134,12 @@ pub fn ece(probs: &[f64], labels: &[bool], bins: usize) -> f64 {
         pos[b] += l as u8 as f64;
     }
     let n = probs.len() as f64;
-    (0..bins)
-        .filter(|&b| count[b] > 0.0)
-        .map(|b| (pos[b] - conf[b]).abs() / n)
-        .sum()
+    (0..bins).filter(|&b| count[b] > 0.0).map(|b| (pos[b] - conf[b]).abs() / n).sum()
 }
 
 /// Mean squared error of the probabilities.
 pub fn brier(probs: &[f64], labels: &[bool]) -> f64 {
-    probs
-        .iter()
-        .zip(labels)
-        .map(|(&p, &l)| (p - l as u8 as f64).powi(2))
-        .sum::<f64>()
-        / probs.len() as f64
+    probs.iter().zip(labels).map(|(&p, &l)| (p - l as u8 as f64).powi(2)).sum::<f64>() / probs.len() as f64
 }
 
 /// Spearman rank correlation (average ranks for ties).
@@ -183,11 +170,7 @@ pub fn spearman(a: &[f32], b: &[f32]) -> f64 {
         va += (x - ma).powi(2);
         vb += (y - mb).powi(2);
     }
-    if va == 0.0 || vb == 0.0 {
-        0.0
-    } else {
-        cov / (va * vb).sqrt()
-    }
+    if va == 0.0 || vb == 0.0 { 0.0 } else { cov / (va * vb).sqrt() }
 }
 
 #[cfg(test)]

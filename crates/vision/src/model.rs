@@ -29,10 +29,7 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("id", &self.card.id)
-            .field("version", &self.card.version)
-            .finish()
+        f.debug_struct("Model").field("id", &self.card.id).field("version", &self.card.version).finish()
     }
 }
 
@@ -61,13 +58,7 @@ pub struct AnalyzeOptions {
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self {
-            method: SaliencyMethod::GradCam,
-            target: None,
-            deletion_steps: 10,
-            random_seed: 0,
-            road: Some(RoadOptions::default()),
-        }
+        Self { method: SaliencyMethod::GradCam, target: None, deletion_steps: 10, random_seed: 0, road: Some(RoadOptions::default()) }
     }
 }
 
@@ -98,44 +89,24 @@ pub struct Analysis {
 impl Model {
     /// Builds the card's architecture from safetensors bytes (already hash-checked by the
     /// registry; this function does not check the hash).
-    pub fn from_safetensors(
-        card: ModelCard,
-        weights: Vec<u8>,
-        device: &Device,
-    ) -> Result<Self, Error> {
+    pub fn from_safetensors(card: ModelCard, weights: Vec<u8>, device: &Device) -> Result<Self, Error> {
         let model = card.id.clone();
-        let wrap = |source| Error::LoadWeights {
-            model: model.clone(),
-            source,
-        };
-        let vb =
-            VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
+        let wrap = |source| Error::LoadWeights { model: model.clone(), source };
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
         match build_network(&card.architecture, vb).map_err(wrap)? {
             Built::Classifier(net) => Self::from_network(card, net, device),
             Built::Segmenter(_) => Err(Error::Unsupported {
-                reason: format!(
-                    "model {model} is a segmentation model: load it with Registry::load_segmenter or Registry::load_any"
-                ),
+                reason: format!("model {model} is a segmentation model: load it with Registry::load_segmenter or Registry::load_any"),
             }),
         }
     }
 
     /// Wraps an already-built network (tests, sanity checks with randomised weights).
-    pub fn from_network(
-        card: ModelCard,
-        net: Box<dyn Network>,
-        device: &Device,
-    ) -> Result<Self, Error> {
+    pub fn from_network(card: ModelCard, net: Box<dyn Network>, device: &Device) -> Result<Self, Error> {
         if card.platt_count() != card.labels.len() && card.calibration.method == "platt" {
-            return Err(Error::Unsupported {
-                reason: "calibration parameters do not match the labels".into(),
-            });
+            return Err(Error::Unsupported { reason: "calibration parameters do not match the labels".into() });
         }
-        Ok(Self {
-            card,
-            net,
-            device: device.clone(),
-        })
+        Ok(Self { card, net, device: device.clone() })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -155,17 +126,11 @@ impl Model {
     pub fn input_tensor(&self, images: &[&GrayImage]) -> Result<Tensor, Error> {
         let s = self.input_size();
         if images.is_empty() {
-            return Err(Error::InvalidImage {
-                reason: "no images".into(),
-            });
+            return Err(Error::InvalidImage { reason: "no images".into() });
         }
         for img in images {
             if img.width() != s || img.height() != s {
-                return Err(Error::InputSize {
-                    expected: s,
-                    width: img.width(),
-                    height: img.height(),
-                });
+                return Err(Error::InputSize { expected: s, width: img.width(), height: img.height() });
             }
         }
         Ok(batch_tensor(images, self.net.in_channels(), &self.device)?)
@@ -184,42 +149,23 @@ impl Model {
             .enumerate()
             .map(|(i, l)| {
                 let p = self.card.platt(i).apply(logits[i] as f64) as f32;
-                LabelProbability {
-                    label: l.name.clone(),
-                    probability: p,
-                    threshold: l.threshold as f32,
-                    positive: p as f64 >= l.threshold,
-                }
+                LabelProbability { label: l.name.clone(), probability: p, threshold: l.threshold as f32, positive: p as f64 >= l.threshold }
             })
             .collect()
     }
 
     /// Calibrated probabilities for a batch of images.
     pub fn predict(&self, images: &[&GrayImage]) -> Result<Vec<Vec<LabelProbability>>, Error> {
-        Ok(self
-            .logits(images)?
-            .iter()
-            .map(|z| self.probabilities_from_logits(z))
-            .collect())
+        Ok(self.logits(images)?.iter().map(|z| self.probabilities_from_logits(z)).collect())
     }
 
     /// Saliency for one label with the given method.
-    pub fn saliency(
-        &self,
-        image: &GrayImage,
-        label: usize,
-        method: &SaliencyMethod,
-    ) -> Result<Saliency, Error> {
+    pub fn saliency(&self, image: &GrayImage, label: usize, method: &SaliencyMethod) -> Result<Saliency, Error> {
         let x = self.input_tensor(&[image])?;
         self.saliency_for(&x, label, method)
     }
 
-    fn saliency_for(
-        &self,
-        x: &Tensor,
-        label: usize,
-        method: &SaliencyMethod,
-    ) -> Result<Saliency, Error> {
+    fn saliency_for(&self, x: &Tensor, label: usize, method: &SaliencyMethod) -> Result<Saliency, Error> {
         let name = &self.card.labels[label].name;
         let net = self.net.as_ref();
         Ok(match method {
@@ -235,21 +181,13 @@ impl Model {
                 }
                 saliency::integrated_gradients(net, x, label, name, *steps, *baseline)?
             }
-            SaliencyMethod::Occlusion { patch, stride, .. } => {
-                saliency::occlusion(net, x, label, name, *patch, *stride)?
-            }
+            SaliencyMethod::Occlusion { patch, stride, .. } => saliency::occlusion(net, x, label, name, *patch, *stride)?,
         })
     }
 
     /// ROAD of `map` and of a seeded per-pixel uniform random map (seed `options.seed`) for
     /// label `class` of the single image `x`, on the calibrated probability.
-    pub fn road(
-        &self,
-        x: &Tensor,
-        class: usize,
-        map: &[f32],
-        options: &RoadOptions,
-    ) -> Result<RoadFaithfulness, Error> {
+    pub fn road(&self, x: &Tensor, class: usize, map: &[f32], options: &RoadOptions) -> Result<RoadFaithfulness, Error> {
         let platt = self.card.platt(class);
         let score = move |z: f32| platt.apply(z as f64) as f32;
         let net = self.net.as_ref();
@@ -257,11 +195,7 @@ impl Model {
         let mut rng = Pcg32::new(options.seed, 0x7a4d);
         let random: Vec<f32> = (0..map.len()).map(|_| rng.uniform()).collect();
         let random_road = road::road(net, x, class, &score, &random, options)?;
-        Ok(RoadFaithfulness {
-            beats_random: map_road.combined > random_road.combined,
-            map: map_road,
-            random: random_road,
-        })
+        Ok(RoadFaithfulness { beats_random: map_road.combined > random_road.combined, map: map_road, random: random_road })
     }
 
     /// Probabilities, saliency for the target label and its deletion faithfulness.
@@ -271,19 +205,10 @@ impl Model {
         let logits: Vec<f32> = self.net.forward(&x)?.flatten_all()?.to_vec1()?;
         let probabilities = self.probabilities_from_logits(&logits);
         let target = match &options.target {
-            Some(name) => self
-                .card
-                .label_index(name)
-                .ok_or_else(|| Error::UnknownLabel {
-                    label: name.clone(),
-                })?,
-            None => (0..probabilities.len())
-                .max_by(|&a, &b| {
-                    probabilities[a]
-                        .probability
-                        .total_cmp(&probabilities[b].probability)
-                })
-                .unwrap_or(0),
+            Some(name) => self.card.label_index(name).ok_or_else(|| Error::UnknownLabel { label: name.clone() })?,
+            None => {
+                (0..probabilities.len()).max_by(|&a, &b| probabilities[a].probability.total_cmp(&probabilities[b].probability)).unwrap_or(0)
+            }
         };
         let saliency = self.saliency_for(&x, target, &options.method)?;
         let faithfulness = saliency::deletion_faithfulness(

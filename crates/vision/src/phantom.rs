@@ -90,10 +90,7 @@ impl Ellipse {
     fn sample(&self, rng: &mut Pcg32, margin: f32) -> (f32, f32) {
         let r = margin * rng.uniform().sqrt();
         let t = rng.range(0.0, std::f32::consts::TAU);
-        (
-            self.cx + r * self.rx * t.cos(),
-            self.cy + r * self.ry * t.sin(),
-        )
+        (self.cx + r * self.rx * t.cos(), self.cy + r * self.ry * t.sin())
     }
 }
 
@@ -112,18 +109,8 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
     };
     let lung_dy = rng.range(-0.03, 0.03);
     let lungs = [
-        Ellipse {
-            cx: 0.31 + rng.range(-0.02, 0.02),
-            cy: 0.47 + lung_dy,
-            rx: rng.range(0.13, 0.17),
-            ry: rng.range(0.26, 0.32),
-        },
-        Ellipse {
-            cx: 0.69 + rng.range(-0.02, 0.02),
-            cy: 0.47 + lung_dy,
-            rx: rng.range(0.13, 0.17),
-            ry: rng.range(0.26, 0.32),
-        },
+        Ellipse { cx: 0.31 + rng.range(-0.02, 0.02), cy: 0.47 + lung_dy, rx: rng.range(0.13, 0.17), ry: rng.range(0.26, 0.32) },
+        Ellipse { cx: 0.69 + rng.range(-0.02, 0.02), cy: 0.47 + lung_dy, rx: rng.range(0.13, 0.17), ry: rng.range(0.26, 0.32) },
     ];
     let heart = Ellipse {
         cx: 0.53 + rng.range(-0.02, 0.02),
@@ -137,16 +124,8 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
     let rib_start = rng.range(0.20, 0.26);
     let rib_gap = rng.range(0.065, 0.08);
     let rib_curve = rng.range(0.8, 1.4);
-    let waves: Vec<(f32, f32, f32, f32)> = (0..4)
-        .map(|_| {
-            (
-                rng.range(1.0, 4.0),
-                rng.range(1.0, 4.0),
-                rng.range(0.0, std::f32::consts::TAU),
-                rng.range(0.005, 0.02),
-            )
-        })
-        .collect();
+    let waves: Vec<(f32, f32, f32, f32)> =
+        (0..4).map(|_| (rng.range(1.0, 4.0), rng.range(1.0, 4.0), rng.range(0.0, std::f32::consts::TAU), rng.range(0.005, 0.02))).collect();
 
     let mut img = vec![0f32; n * n];
     for y in 0..n {
@@ -167,8 +146,7 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
                     continue;
                 }
                 for k in 0..8 {
-                    let vk =
-                        rib_start + k as f32 * rib_gap + rib_curve * (u - lung.cx) * (u - lung.cx);
+                    let vk = rib_start + k as f32 * rib_gap + rib_curve * (u - lung.cx) * (u - lung.cx);
                     let d = (v - vk).abs();
                     rib = rib.max(1.0 - smoothstep(0.006, 0.014, d));
                 }
@@ -208,10 +186,7 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
         labels[1] = true;
         let lung = &lungs[rng.below(2)];
         let (cx, cy) = lung.sample(&mut rng, 0.6);
-        let c = rng.range(
-            config.consolidation_contrast.0,
-            config.consolidation_contrast.1,
-        );
+        let c = rng.range(config.consolidation_contrast.0, config.consolidation_contrast.1);
         let blobs: Vec<(f32, f32, f32)> = (0..3 + rng.below(3))
             .map(|_| {
                 let r = rng.range(config.consolidation_radius.0, config.consolidation_radius.1);
@@ -242,11 +217,7 @@ pub fn generate(config: &PhantomConfig, seed: u64, index: u64) -> Phantom {
         *p = (*p + sigma * rng.normal()).clamp(0.0, 1.0);
     }
 
-    Phantom {
-        image: GrayImage::new(n, n, img).expect("phantom size is consistent"),
-        labels,
-        masks,
-    }
+    Phantom { image: GrayImage::new(n, n, img).expect("phantom size is consistent"), labels, masks }
 }
 
 /// Dilates a boolean mask by `radius` pixels (square structuring element).

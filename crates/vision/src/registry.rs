@@ -54,29 +54,17 @@ impl Registry {
     /// declared twice. Weights are not read here.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
         let root = root.as_ref().to_path_buf();
-        let read_dir = std::fs::read_dir(&root).map_err(|source| Error::ReadFile {
-            path: root.clone(),
-            source,
-        })?;
+        let read_dir = std::fs::read_dir(&root).map_err(|source| Error::ReadFile { path: root.clone(), source })?;
         let mut entries = Vec::new();
         for item in read_dir {
-            let item = item.map_err(|source| Error::ReadFile {
-                path: root.clone(),
-                source,
-            })?;
+            let item = item.map_err(|source| Error::ReadFile { path: root.clone(), source })?;
             let dir = item.path();
             let card_path = dir.join(CARD_FILE);
             if !dir.is_dir() || !card_path.is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(&card_path).map_err(|source| Error::ReadFile {
-                path: card_path.clone(),
-                source,
-            })?;
-            let card = ModelCard::parse(&text).map_err(|reason| Error::ParseCard {
-                path: card_path.clone(),
-                reason,
-            })?;
+            let text = std::fs::read_to_string(&card_path).map_err(|source| Error::ReadFile { path: card_path.clone(), source })?;
+            let card = ModelCard::parse(&text).map_err(|reason| Error::ParseCard { path: card_path.clone(), reason })?;
             if entries.iter().any(|e: &RegistryEntry| e.card.id == card.id) {
                 return Err(Error::DuplicateModel { id: card.id });
             }
@@ -96,52 +84,28 @@ impl Registry {
     }
 
     pub fn get(&self, id: &str) -> Result<&RegistryEntry, Error> {
-        self.entries
-            .iter()
-            .find(|e| e.card.id == id)
-            .ok_or_else(|| Error::ModelNotFound { id: id.into() })
+        self.entries.iter().find(|e| e.card.id == id).ok_or_else(|| Error::ModelNotFound { id: id.into() })
     }
 
     /// Reads the weights and checks them against the card (and `weights.sha256` if present).
     fn read_verified(&self, entry: &RegistryEntry) -> Result<(Vec<u8>, Verified), Error> {
         let path = entry.weights_path();
-        let bytes = std::fs::read(&path).map_err(|source| Error::ReadFile {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(&path).map_err(|source| Error::ReadFile { path: path.clone(), source })?;
         let actual = hex::encode(Sha256::digest(&bytes));
         let expected = entry.card.weights.sha256.to_ascii_lowercase();
-        let mismatch = |expected: String| Error::WeightsHashMismatch {
-            model: entry.card.id.clone(),
-            expected,
-            actual: actual.clone(),
-        };
+        let mismatch = |expected: String| Error::WeightsHashMismatch { model: entry.card.id.clone(), expected, actual: actual.clone() };
         if actual != expected {
             return Err(mismatch(expected));
         }
         let sha_file = entry.dir.join("weights.sha256");
         if sha_file.is_file() {
-            let text = std::fs::read_to_string(&sha_file).map_err(|source| Error::ReadFile {
-                path: sha_file.clone(),
-                source,
-            })?;
-            let listed = text
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            let text = std::fs::read_to_string(&sha_file).map_err(|source| Error::ReadFile { path: sha_file.clone(), source })?;
+            let listed = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
             if listed != actual {
                 return Err(mismatch(listed));
             }
         }
-        Ok((
-            bytes,
-            Verified {
-                id: entry.card.id.clone(),
-                version: entry.card.version.clone(),
-                sha256: actual,
-            },
-        ))
+        Ok((bytes, Verified { id: entry.card.id.clone(), version: entry.card.version.clone(), sha256: actual }))
     }
 
     /// Hash-checks one model's weights without building it.
@@ -151,10 +115,7 @@ impl Registry {
 
     /// Hash-checks every model; one result per model, in id order.
     pub fn verify_all(&self) -> Vec<(String, Result<Verified, Error>)> {
-        self.entries
-            .iter()
-            .map(|e| (e.card.id.clone(), self.read_verified(e).map(|(_, v)| v)))
-            .collect()
+        self.entries.iter().map(|e| (e.card.id.clone(), self.read_verified(e).map(|(_, v)| v))).collect()
     }
 
     /// Loads a model on the CPU after checking its weights' hash.
@@ -189,19 +150,7 @@ impl Registry {
 
     /// Models whose `applies_to` matches the study (see [`crate::card::AppliesTo::matches`]),
     /// in id order.
-    pub fn route(
-        &self,
-        modality: Option<&str>,
-        body_part: Option<&str>,
-        procedure_code: Option<&str>,
-    ) -> Vec<&RegistryEntry> {
-        self.entries
-            .iter()
-            .filter(|e| {
-                e.card
-                    .applies_to
-                    .matches(modality, body_part, procedure_code)
-            })
-            .collect()
+    pub fn route(&self, modality: Option<&str>, body_part: Option<&str>, procedure_code: Option<&str>) -> Vec<&RegistryEntry> {
+        self.entries.iter().filter(|e| e.card.applies_to.matches(modality, body_part, procedure_code)).collect()
     }
 }

@@ -9,41 +9,13 @@ use crate::error::Error;
 /// Viridis is perceptually uniform and readable with the common colour-vision deficiencies.
 pub fn viridis_lut() -> [[u8; 3]; 256] {
     const C: [[f64; 3]; 7] = [
-        [
-            0.277_727_327_223_417_7,
-            0.005_407_344_544_966_578,
-            0.334_099_805_335_306_1,
-        ],
-        [
-            0.105_093_043_108_577_4,
-            1.404_613_529_898_575,
-            1.384_590_162_594_685,
-        ],
-        [
-            -0.330_861_828_725_556_3,
-            0.214_847_559_468_213,
-            0.095_095_163_028_236_59,
-        ],
-        [
-            -4.634_230_498_983_486,
-            -5.799_100_973_351_585,
-            -19.332_440_956_279_87,
-        ],
-        [
-            6.228_269_936_347_081,
-            14.179_933_366_805_09,
-            56.690_552_600_681_05,
-        ],
-        [
-            4.776_384_997_670_288,
-            -13.745_145_377_746_01,
-            -65.353_032_633_372_34,
-        ],
-        [
-            -5.435_455_855_934_631,
-            4.645_852_612_178_535,
-            26.312_435_249_583_2,
-        ],
+        [0.277_727_327_223_417_7, 0.005_407_344_544_966_578, 0.334_099_805_335_306_1],
+        [0.105_093_043_108_577_4, 1.404_613_529_898_575, 1.384_590_162_594_685],
+        [-0.330_861_828_725_556_3, 0.214_847_559_468_213, 0.095_095_163_028_236_59],
+        [-4.634_230_498_983_486, -5.799_100_973_351_585, -19.332_440_956_279_87],
+        [6.228_269_936_347_081, 14.179_933_366_805_09, 56.690_552_600_681_05],
+        [4.776_384_997_670_288, -13.745_145_377_746_01, -65.353_032_633_372_34],
+        [-5.435_455_855_934_631, 4.645_852_612_178_535, 26.312_435_249_583_2],
     ];
     let mut lut = [[0u8; 3]; 256];
     for (i, entry) in lut.iter_mut().enumerate() {
@@ -63,12 +35,7 @@ fn to_u8(v: f32) -> u8 {
     (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
-fn encode(
-    width: usize,
-    height: usize,
-    color: png::ColorType,
-    data: &[u8],
-) -> Result<Vec<u8>, Error> {
+fn encode(width: usize, height: usize, color: png::ColorType, data: &[u8]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
@@ -82,9 +49,7 @@ fn encode(
 
 fn check_len(what: &str, len: usize, width: usize, height: usize) -> Result<(), Error> {
     if width == 0 || height == 0 || len != width * height {
-        return Err(Error::InvalidImage {
-            reason: format!("{what}: {len} values for {width}x{height}"),
-        });
+        return Err(Error::InvalidImage { reason: format!("{what}: {len} values for {width}x{height}") });
     }
     Ok(())
 }
@@ -107,38 +72,21 @@ pub struct OverlayOptions {
 
 impl Default for OverlayOptions {
     fn default() -> Self {
-        Self {
-            alpha: 0.45,
-            min_value: 0.2,
-        }
+        Self { alpha: 0.45, min_value: 0.2 }
     }
 }
 
 /// RGB PNG of a saliency map (values in [0, 1], same size as the base) blended in viridis over
 /// a grayscale base (values in [0, 1]).
-pub fn overlay_png(
-    base: &[f32],
-    map: &[f32],
-    width: usize,
-    height: usize,
-    options: OverlayOptions,
-) -> Result<Vec<u8>, Error> {
+pub fn overlay_png(base: &[f32], map: &[f32], width: usize, height: usize, options: OverlayOptions) -> Result<Vec<u8>, Error> {
     check_len("base image", base.len(), width, height)?;
     check_len("saliency map", map.len(), width, height)?;
     let lut = viridis_lut();
     let mut rgb = Vec::with_capacity(width * height * 3);
     for (&g, &m) in base.iter().zip(map) {
         let g = g.clamp(0.0, 1.0);
-        let m = if m.is_finite() {
-            m.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let a = if m >= options.min_value {
-            options.alpha * m
-        } else {
-            0.0
-        };
+        let m = if m.is_finite() { m.clamp(0.0, 1.0) } else { 0.0 };
+        let a = if m >= options.min_value { options.alpha * m } else { 0.0 };
         let c = lut[to_u8(m) as usize];
         for ch in c {
             rgb.push(to_u8((1.0 - a) * g + a * ch as f32 / 255.0));
@@ -155,11 +103,7 @@ mod tests {
     fn viridis_runs_from_dark_purple_to_yellow() {
         let lut = viridis_lut();
         // matplotlib viridis: #440154 at 0, #21918c near 0.5, #fde725 at 1.
-        let near = |a: [u8; 3], b: [u8; 3]| {
-            a.iter()
-                .zip(b)
-                .all(|(x, y)| (*x as i32 - y as i32).abs() <= 4)
-        };
+        let near = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| (*x as i32 - y as i32).abs() <= 4);
         assert!(near(lut[0], [0x44, 0x01, 0x54]), "{:?}", lut[0]);
         assert!(near(lut[128], [0x21, 0x91, 0x8c]), "{:?}", lut[128]);
         assert!(near(lut[255], [0xfd, 0xe7, 0x25]), "{:?}", lut[255]);
@@ -170,14 +114,7 @@ mod tests {
         assert!(grayscale_png(&[0.0; 5], 2, 2).is_err());
         let png = grayscale_png(&[0.0, 0.5, 1.0, 0.25], 2, 2).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        let png = overlay_png(
-            &[0.5; 6],
-            &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            3,
-            2,
-            OverlayOptions::default(),
-        )
-        .unwrap();
+        let png = overlay_png(&[0.5; 6], &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 3, 2, OverlayOptions::default()).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
 }

@@ -16,10 +16,7 @@ impl Pcg32 {
 
     /// A generator for `seed` on `stream`; different streams give independent sequences.
     pub fn new(seed: u64, stream: u64) -> Self {
-        let mut rng = Self {
-            state: 0,
-            inc: (stream << 1) | 1,
-        };
+        let mut rng = Self { state: 0, inc: (stream << 1) | 1 };
         rng.next_u32();
         rng.state = rng.state.wrapping_add(seed);
         rng.next_u32();

@@ -52,11 +52,7 @@ pub struct RoadOptions {
 
 impl Default for RoadOptions {
     fn default() -> Self {
-        Self {
-            percentiles: (1..=9).map(|k| 10.0 * k as f32).collect(),
-            noise: 0.01,
-            seed: 0,
-        }
+        Self { percentiles: (1..=9).map(|k| 10.0 * k as f32).collect(), noise: 0.01, seed: 0 }
     }
 }
 
@@ -109,14 +105,7 @@ pub fn noisy_linear_impute(
 }
 
 /// Linear imputation without noise, CG to a squared relative residual `tol`.
-fn impute(
-    img: &[f32],
-    channels: usize,
-    height: usize,
-    width: usize,
-    keep: &[bool],
-    tol: f64,
-) -> Vec<f32> {
+fn impute(img: &[f32], channels: usize, height: usize, width: usize, keep: &[bool], tol: f64) -> Vec<f32> {
     let n = height * width;
     let unknown: Vec<usize> = (0..n).filter(|&p| !keep[p]).collect();
     let mut index = vec![u32::MAX; n];
@@ -127,11 +116,7 @@ fn impute(
     // pixels (CSR).
     let m = unknown.len();
     let mut diag = vec![0f64; m];
-    let (mut c_start, mut c_idx, mut c_w) = (
-        Vec::with_capacity(m + 1),
-        Vec::with_capacity(8 * m),
-        Vec::with_capacity(8 * m),
-    );
+    let (mut c_start, mut c_idx, mut c_w) = (Vec::with_capacity(m + 1), Vec::with_capacity(8 * m), Vec::with_capacity(8 * m));
     let (mut k_start, mut k_idx, mut k_w) = (Vec::with_capacity(m + 1), Vec::new(), Vec::new());
     c_start.push(0);
     k_start.push(0);
@@ -155,22 +140,11 @@ fn impute(
         c_start.push(c_idx.len());
         k_start.push(k_idx.len());
     }
-    let system = System {
-        diag,
-        start: c_start,
-        idx: c_idx,
-        w: c_w,
-    };
+    let system = System { diag, start: c_start, idx: c_idx, w: c_w };
     let mut out = img.to_vec();
     for c in 0..channels {
         let plane = &img[c * n..(c + 1) * n];
-        let b: Vec<f64> = (0..m)
-            .map(|k| {
-                (k_start[k]..k_start[k + 1])
-                    .map(|e| k_w[e] * plane[k_idx[e] as usize] as f64)
-                    .sum()
-            })
-            .collect();
+        let b: Vec<f64> = (0..m).map(|k| (k_start[k]..k_start[k + 1]).map(|e| k_w[e] * plane[k_idx[e] as usize] as f64).sum()).collect();
         let x = system.solve(&b, tol);
         for (k, &p) in unknown.iter().enumerate() {
             out[c * n + p] = x[k] as f32;
@@ -203,11 +177,7 @@ impl System {
     /// Jacobi-preconditioned conjugate gradients to a relative residual of 1e-8.
     fn solve(&self, b: &[f64], tol: f64) -> Vec<f64> {
         let m = self.diag.len();
-        let inv: Vec<f64> = self
-            .diag
-            .iter()
-            .map(|&d| if d > 0.0 { 1.0 / d } else { 0.0 })
-            .collect();
+        let inv: Vec<f64> = self.diag.iter().map(|&d| if d > 0.0 { 1.0 / d } else { 0.0 }).collect();
         // Start from the weighted mean of the kept neighbours (exact for isolated pixels).
         let mut x: Vec<f64> = (0..m).map(|k| b[k] * inv[k]).collect();
         let mut ax = vec![0f64; m];
@@ -247,14 +217,7 @@ impl System {
 
 /// ROAD MoRF and LeRF of `map` (input resolution, row-major) for `class` on the single image
 /// `x` `(1, C, H, W)`; `score` maps the class logit to the reported score.
-pub fn road(
-    net: &dyn Network,
-    x: &Tensor,
-    class: usize,
-    score: &dyn Fn(f32) -> f32,
-    map: &[f32],
-    options: &RoadOptions,
-) -> Result<Road> {
+pub fn road(net: &dyn Network, x: &Tensor, class: usize, score: &dyn Fn(f32) -> f32, map: &[f32], options: &RoadOptions) -> Result<Road> {
     let (b, c, h, w) = x.dims4()?;
     if b != 1 {
         candle_core::bail!("road expects a single image, got a batch of {b}");
@@ -271,15 +234,7 @@ pub fn road(
         for &p in &options.percentiles {
             let t = percentile(ranking, p);
             let keep: Vec<bool> = ranking.iter().map(|&v| v < t).collect();
-            batch.extend(noisy_linear_impute(
-                &img,
-                c,
-                h,
-                w,
-                &keep,
-                options.noise,
-                &mut rng,
-            ));
+            batch.extend(noisy_linear_impute(&img, c, h, w, &keep, options.noise, &mut rng));
         }
     }
     let total = batch.len() / img.len();
@@ -332,10 +287,7 @@ mod tests {
             .collect();
         let t = std::time::Instant::now();
         let out = noisy_linear_impute(&img, 1, h, w, &keep, 0.0, &mut Pcg32::new(1, 1));
-        println!(
-            "224² with 83% removed: {:.1} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
+        println!("224² with 83% removed: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         assert!(out.iter().all(|v| v.is_finite()));
     }
 
@@ -351,12 +303,7 @@ mod tests {
         }
         let out = noisy_linear_impute(&img, 1, h, w, &keep, 0.0, &mut Pcg32::new(1, 1));
         for p in 0..h * w {
-            assert!(
-                (out[p] - img[p]).abs() < 1e-5,
-                "pixel {p}: {} vs {}",
-                out[p],
-                img[p]
-            );
+            assert!((out[p] - img[p]).abs() < 1e-5, "pixel {p}: {} vs {}", out[p], img[p]);
         }
     }
 }

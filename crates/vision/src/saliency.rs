@@ -57,11 +57,7 @@ pub enum SaliencyMethod {
     IntegratedGradients { steps: usize, baseline: f32 },
     /// Occlusion with a square `patch`, moved by `stride`, filled with a box blur of the image.
     /// In a request `fill_blur_radius` is ignored (the radius is side/12); results record it.
-    Occlusion {
-        patch: usize,
-        stride: usize,
-        fill_blur_radius: usize,
-    },
+    Occlusion { patch: usize, stride: usize, fill_blur_radius: usize },
 }
 
 /// A pixel position (column `x`, row `y`) in input coordinates.
@@ -148,15 +144,10 @@ pub fn grad_cam_raw(net: &dyn Network, x: &Tensor, class: usize) -> Result<RawGr
 pub fn grad_cam_from(a: &Tensor, var: &Var, y: &Tensor) -> Result<RawGradCam> {
     let a = a.clone();
     let grads = y.backward()?;
-    let g = grads.get(var.as_tensor()).ok_or_else(|| {
-        candle_core::Error::Msg("grad-cam: no gradient reached the target layer".into())
-    })?;
+    let g = grads.get(var.as_tensor()).ok_or_else(|| candle_core::Error::Msg("grad-cam: no gradient reached the target layer".into()))?;
     let (_, k, h, w) = a.dims4()?;
     let alpha = g.mean((2, 3))?; // (1, K)
-    let cam = a
-        .broadcast_mul(&alpha.reshape((1, k, 1, 1))?)?
-        .sum(1)?
-        .relu()?; // (1, h, w)
+    let cam = a.broadcast_mul(&alpha.reshape((1, k, 1, 1))?)?.sum(1)?.relu()?; // (1, h, w)
     Ok(RawGradCam {
         map: cam.flatten_all()?.to_vec1()?,
         h,
@@ -175,14 +166,7 @@ pub fn resize_bilinear(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) 
 /// Bilinear upsampling of a feature map whose cell `(0, 0)` is centred at `origin` (continuous
 /// destination pixel coordinates; cell `i` at `origin + i · dw/sw`), clamped at the borders.
 /// `origin = None` is the half-pixel convention (`origin = dw/sw / 2`).
-pub fn resize_bilinear_from(
-    src: &[f32],
-    sw: usize,
-    sh: usize,
-    dw: usize,
-    dh: usize,
-    origin: Option<f32>,
-) -> Vec<f32> {
+pub fn resize_bilinear_from(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize, origin: Option<f32>) -> Vec<f32> {
     let mut out = vec![0f32; dw * dh];
     let (sx, sy) = (sw as f32 / dw as f32, sh as f32 / dh as f32);
     // Source coordinate of destination pixel centre p + 0.5: (p + 0.5 − origin) · s.
@@ -217,11 +201,7 @@ pub fn normalise(map: &mut [f32]) {
     }
     let range = hi - lo;
     for v in map.iter_mut() {
-        *v = if range > 1e-12 {
-            (*v - lo) / range
-        } else {
-            0.0
-        };
+        *v = if range > 1e-12 { (*v - lo) / range } else { 0.0 };
     }
 }
 
@@ -233,30 +213,16 @@ pub fn peak(map: &[f32], width: usize) -> Point {
             best = i;
         }
     }
-    Point {
-        x: best % width,
-        y: best / width,
-    }
+    Point { x: best % width, y: best / width }
 }
 
 /// Bounding box of the 4-connected region containing `peak` where `map ≥ threshold · map[peak]`.
-pub fn peak_region_bbox(
-    map: &[f32],
-    width: usize,
-    height: usize,
-    peak: Point,
-    threshold: f32,
-) -> BBox {
+pub fn peak_region_bbox(map: &[f32], width: usize, height: usize, peak: Point, threshold: f32) -> BBox {
     let cut = threshold * map[peak.y * width + peak.x];
     let mut seen = vec![false; map.len()];
     let mut stack = vec![(peak.x, peak.y)];
     seen[peak.y * width + peak.x] = true;
-    let mut b = BBox {
-        x0: peak.x,
-        y0: peak.y,
-        x1: peak.x,
-        y1: peak.y,
-    };
+    let mut b = BBox { x0: peak.x, y0: peak.y, x1: peak.x, y1: peak.y };
     while let Some((x, y)) = stack.pop() {
         b.x0 = b.x0.min(x);
         b.x1 = b.x1.max(x);
@@ -311,19 +277,7 @@ fn finish(
     let peak = peak(&map, width);
     let bbox_threshold = 0.5;
     let bbox = peak_region_bbox(&map, width, height, peak, bbox_threshold);
-    Saliency {
-        label: label.into(),
-        method,
-        target_layer,
-        width,
-        height,
-        map,
-        peak,
-        bbox,
-        bbox_threshold,
-        raw_max,
-        completeness,
-    }
+    Saliency { label: label.into(), method, target_layer, width, height, map, peak, bbox, bbox_threshold, raw_max, completeness }
 }
 
 fn input_hw(x: &Tensor) -> Result<(usize, usize)> {
@@ -339,15 +293,7 @@ pub fn grad_cam(net: &dyn Network, x: &Tensor, class: usize, label: &str) -> Res
     let (h, w) = input_hw(x)?;
     let raw = grad_cam_raw(net, x, class)?;
     let map = resize_bilinear_from(&raw.map, raw.w, raw.h, w, h, net.feature_origin());
-    Ok(finish(
-        label,
-        SaliencyMethod::GradCam,
-        Some(net.target_layer()),
-        map,
-        w,
-        h,
-        None,
-    ))
+    Ok(finish(label, SaliencyMethod::GradCam, Some(net.target_layer()), map, w, h, None))
 }
 
 /// Integrated gradients: per-pixel attributions (summed over channels), their sum and
@@ -375,9 +321,7 @@ pub fn integrated_gradients_raw(
     while k0 <= steps {
         let k1 = (k0 + chunk).min(steps + 1);
         let alphas: Vec<f32> = (k0..k1).map(|k| k as f32 / steps as f32).collect();
-        let weights: Vec<f32> = (k0..k1)
-            .map(|k| if k == 0 || k == steps { 0.5 } else { 1.0 })
-            .collect();
+        let weights: Vec<f32> = (k0..k1).map(|k| if k == 0 || k == steps { 0.5 } else { 1.0 }).collect();
         let n = alphas.len();
         let a = Tensor::from_vec(alphas, (n, 1, 1, 1), x.device())?;
         let path = base.broadcast_add(&delta.broadcast_mul(&a)?)?;
@@ -392,46 +336,23 @@ pub fn integrated_gradients_raw(
         }
         let wt = Tensor::from_vec(weights, n, x.device())?;
         let grads = (logits * wt)?.sum_all()?.backward()?;
-        let g = grads.get(var.as_tensor()).ok_or_else(|| {
-            candle_core::Error::Msg("integrated gradients: no input gradient".into())
-        })?;
+        let g = grads.get(var.as_tensor()).ok_or_else(|| candle_core::Error::Msg("integrated gradients: no input gradient".into()))?;
         grad_sum = (grad_sum + g.sum_keepdim(0)?)?;
         k0 = k1;
     }
     let attr = ((grad_sum / steps as f64)? * delta)?.sum(1)?; // (1, H, W)
     let attr: Vec<f32> = attr.flatten_all()?.to_vec1()?;
     let sum = attr.iter().map(|&v| v as f64).sum::<f64>() as f32;
-    Ok((
-        attr,
-        Completeness {
-            attribution_sum: sum,
-            logit_difference: ends.1 - ends.0,
-        },
-    ))
+    Ok((attr, Completeness { attribution_sum: sum, logit_difference: ends.1 - ends.0 }))
 }
 
 /// Integrated gradients as a display map (positive part, box blur radius 1, normalised).
-pub fn integrated_gradients(
-    net: &dyn Network,
-    x: &Tensor,
-    class: usize,
-    label: &str,
-    steps: usize,
-    baseline: f32,
-) -> Result<Saliency> {
+pub fn integrated_gradients(net: &dyn Network, x: &Tensor, class: usize, label: &str, steps: usize, baseline: f32) -> Result<Saliency> {
     let (h, w) = input_hw(x)?;
     let (attr, completeness) = integrated_gradients_raw(net, x, class, steps, baseline)?;
     let pos: Vec<f32> = attr.iter().map(|&v| v.max(0.0)).collect();
     let map = box_blur(&pos, w, h, 1);
-    Ok(finish(
-        label,
-        SaliencyMethod::IntegratedGradients { steps, baseline },
-        None,
-        map,
-        w,
-        h,
-        Some(completeness),
-    ))
+    Ok(finish(label, SaliencyMethod::IntegratedGradients { steps, baseline }, None, map, w, h, Some(completeness)))
 }
 
 fn window_starts(size: usize, patch: usize, stride: usize) -> Vec<usize> {
@@ -446,30 +367,16 @@ fn window_starts(size: usize, patch: usize, stride: usize) -> Vec<usize> {
 }
 
 /// Occlusion sensitivity (forward passes only, batched by 16).
-pub fn occlusion(
-    net: &dyn Network,
-    x: &Tensor,
-    class: usize,
-    label: &str,
-    patch: usize,
-    stride: usize,
-) -> Result<Saliency> {
+pub fn occlusion(net: &dyn Network, x: &Tensor, class: usize, label: &str, patch: usize, stride: usize) -> Result<Saliency> {
     let (h, w) = input_hw(x)?;
     let c = x.dim(1)?;
     let img: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let radius = (h.max(w) / 12).max(1);
-    let fill: Vec<f32> = img
-        .chunks(h * w)
-        .flat_map(|ch| box_blur(ch, w, h, radius))
-        .collect();
+    let fill: Vec<f32> = img.chunks(h * w).flat_map(|ch| box_blur(ch, w, h, radius)).collect();
     let base_logit: f32 = net.forward(x)?.i((0, class))?.to_scalar()?;
     let windows: Vec<(usize, usize)> = window_starts(h, patch, stride)
         .into_iter()
-        .flat_map(|y| {
-            window_starts(w, patch, stride)
-                .into_iter()
-                .map(move |x| (x, y))
-        })
+        .flat_map(|y| window_starts(w, patch, stride).into_iter().map(move |x| (x, y)))
         .collect();
     let mut sum = vec![0f32; h * w];
     let mut count = vec![0f32; h * w];
@@ -499,24 +406,8 @@ pub fn occlusion(
             }
         }
     }
-    let map: Vec<f32> = sum
-        .iter()
-        .zip(&count)
-        .map(|(s, n)| if *n > 0.0 { (s / n).max(0.0) } else { 0.0 })
-        .collect();
-    Ok(finish(
-        label,
-        SaliencyMethod::Occlusion {
-            patch,
-            stride,
-            fill_blur_radius: radius,
-        },
-        None,
-        map,
-        w,
-        h,
-        None,
-    ))
+    let map: Vec<f32> = sum.iter().zip(&count).map(|(s, n)| if *n > 0.0 { (s / n).max(0.0) } else { 0.0 }).collect();
+    Ok(finish(label, SaliencyMethod::Occlusion { patch, stride, fill_blur_radius: radius }, None, map, w, h, None))
 }
 
 /// Calibrated probabilities of `class` along a deletion curve for one ranking of the pixels.
@@ -547,10 +438,7 @@ fn deletion_curve(
     }
     let t = Tensor::from_vec(batch, (steps + 1, c, h, w), x.device())?;
     let logits: Vec<f32> = net.forward(&t)?.i((.., class))?.to_vec1()?;
-    Ok(logits
-        .into_iter()
-        .map(|z| platt.apply(z as f64) as f32)
-        .collect())
+    Ok(logits.into_iter().map(|z| platt.apply(z as f64) as f32).collect())
 }
 
 fn trapezoid(curve: &[f32]) -> f32 {
@@ -584,14 +472,8 @@ pub fn deletion_faithfulness(
     let steps = steps.max(1);
     let img: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let side = h.max(w) as f32;
-    let (open_r, blur_r) = (
-        ((side / 10.0).round() as usize).max(1),
-        ((side / 20.0).round() as usize).max(1),
-    );
-    let fill: Vec<f32> = img
-        .chunks(h * w)
-        .flat_map(|ch| box_blur(&grey_opening(ch, w, h, open_r), w, h, blur_r))
-        .collect();
+    let (open_r, blur_r) = (((side / 10.0).round() as usize).max(1), ((side / 20.0).round() as usize).max(1));
+    let fill: Vec<f32> = img.chunks(h * w).flat_map(|ch| box_blur(&grey_opening(ch, w, h, open_r), w, h, blur_r)).collect();
     let curve = deletion_curve(net, x, class, platt, &rank(map), &fill, steps)?;
     let (_, _, fh, fw) = net.features(x)?.dims4()?;
     let mut rng = Pcg32::new(seed, 0xde1e7e);
@@ -654,14 +536,6 @@ mod tests {
         ];
         let p = peak(&map, 5);
         assert_eq!(p, Point { x: 2, y: 1 });
-        assert_eq!(
-            peak_region_bbox(&map, 5, 4, p, 0.5),
-            BBox {
-                x0: 1,
-                y0: 1,
-                x1: 2,
-                y1: 2
-            }
-        );
+        assert_eq!(peak_region_bbox(&map, 5, 4, p, 0.5), BBox { x0: 1, y0: 1, x1: 2, y1: 2 });
     }
 }

@@ -33,10 +33,7 @@ pub struct Segmenter {
 
 impl std::fmt::Debug for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segmenter")
-            .field("id", &self.card.id)
-            .field("version", &self.card.version)
-            .finish()
+        f.debug_struct("Segmenter").field("id", &self.card.id).field("version", &self.card.version).finish()
     }
 }
 
@@ -77,11 +74,7 @@ impl Segmentation {
 
     /// The mask of label `index` as an 8-bit grayscale PNG (255 inside, 0 outside).
     pub fn mask_png(&self, index: usize) -> Result<Vec<u8>, Error> {
-        let data: Vec<f32> = self
-            .mask(index)
-            .iter()
-            .map(|&m| if m { 1.0 } else { 0.0 })
-            .collect();
+        let data: Vec<f32> = self.mask(index).iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
         crate::render::grayscale_png(&data, self.width, self.height)
     }
 }
@@ -100,23 +93,15 @@ pub struct SegmentOptions {
 impl Segmenter {
     /// Builds a `basic-unet` card's network from safetensors bytes (already hash-checked by the
     /// registry; this does not check the hash).
-    pub fn from_safetensors(
-        card: ModelCard,
-        weights: Vec<u8>,
-        device: &Device,
-    ) -> Result<Self, Error> {
+    pub fn from_safetensors(card: ModelCard, weights: Vec<u8>, device: &Device) -> Result<Self, Error> {
         let model = card.id.clone();
-        let wrap = |source| Error::LoadWeights {
-            model: model.clone(),
-            source,
-        };
-        let vb =
-            VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
+        let wrap = |source| Error::LoadWeights { model: model.clone(), source };
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device).map_err(wrap)?;
         match build_network(&card.architecture, vb).map_err(wrap)? {
             Built::Segmenter(net) => Self::from_network(card, *net, device),
-            Built::Classifier(_) => Err(Error::Unsupported {
-                reason: format!("model {model} is a classifier: load it with Registry::load"),
-            }),
+            Built::Classifier(_) => {
+                Err(Error::Unsupported { reason: format!("model {model} is a classifier: load it with Registry::load") })
+            }
         }
     }
 
@@ -124,18 +109,10 @@ impl Segmenter {
     pub fn from_network(card: ModelCard, net: BasicUNet, device: &Device) -> Result<Self, Error> {
         if net.config().out_channels != card.labels.len() + 1 {
             return Err(Error::Unsupported {
-                reason: format!(
-                    "{} output channels for {} labels (+ background)",
-                    net.config().out_channels,
-                    card.labels.len()
-                ),
+                reason: format!("{} output channels for {} labels (+ background)", net.config().out_channels, card.labels.len()),
             });
         }
-        Ok(Self {
-            card,
-            net,
-            device: device.clone(),
-        })
+        Ok(Self { card, net, device: device.clone() })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -151,44 +128,24 @@ impl Segmenter {
     fn input_tensor(&self, image: &GrayImage) -> Result<Tensor, Error> {
         let s = self.input_size();
         if image.width() != s || image.height() != s {
-            return Err(Error::InputSize {
-                expected: s,
-                width: image.width(),
-                height: image.height(),
-            });
+            return Err(Error::InputSize { expected: s, width: image.width(), height: image.height() });
         }
-        Ok(batch_tensor(
-            &[image],
-            self.net.in_channels(),
-            &self.device,
-        )?)
+        Ok(batch_tensor(&[image], self.net.in_channels(), &self.device)?)
     }
 
     /// Per-pixel logits `(channels, H, W)` as nested vectors (tests, parity checks).
     pub fn logits(&self, image: &GrayImage) -> Result<Vec<Vec<Vec<f32>>>, Error> {
-        Ok(self
-            .net
-            .forward(&self.input_tensor(image)?)?
-            .squeeze(0)?
-            .to_vec3()?)
+        Ok(self.net.forward(&self.input_tensor(image)?)?.squeeze(0)?.to_vec3()?)
     }
 
     /// Segments one image and explains the target label's mask.
-    pub fn segment(
-        &self,
-        image: &GrayImage,
-        options: &SegmentOptions,
-    ) -> Result<Segmentation, Error> {
+    pub fn segment(&self, image: &GrayImage, options: &SegmentOptions) -> Result<Segmentation, Error> {
         let start = Instant::now();
         let x = self.input_tensor(image)?;
         let a = self.net.features(&x)?.detach();
         let logits = self.net.head(&a)?;
         let (_, _, h, w) = logits.dims4()?;
-        let class_map: Vec<u8> = logits
-            .argmax(1)?
-            .flatten_all()?
-            .to_dtype(DType::U8)?
-            .to_vec1()?;
+        let class_map: Vec<u8> = logits.argmax(1)?.flatten_all()?.to_dtype(DType::U8)?.to_vec1()?;
         let regions: Vec<SegmentedRegion> = self
             .card
             .labels
@@ -202,54 +159,22 @@ impl Segmenter {
                     area += 1;
                     let (px, py) = (p % w, p / w);
                     bbox = Some(match bbox {
-                        None => saliency::BBox {
-                            x0: px,
-                            y0: py,
-                            x1: px,
-                            y1: py,
-                        },
-                        Some(b) => saliency::BBox {
-                            x0: b.x0.min(px),
-                            y0: b.y0.min(py),
-                            x1: b.x1.max(px),
-                            y1: b.y1.max(py),
-                        },
+                        None => saliency::BBox { x0: px, y0: py, x1: px, y1: py },
+                        Some(b) => saliency::BBox { x0: b.x0.min(px), y0: b.y0.min(py), x1: b.x1.max(px), y1: b.y1.max(py) },
                     });
                 }
-                SegmentedRegion {
-                    label: l.name.clone(),
-                    code: l.code.clone(),
-                    channel: i + 1,
-                    area_px: area,
-                    bbox,
-                }
+                SegmentedRegion { label: l.name.clone(), code: l.code.clone(), channel: i + 1, area_px: area, bbox }
             })
             .collect();
         let target = match &options.target {
-            Some(name) => self
-                .card
-                .label_index(name)
-                .ok_or_else(|| Error::UnknownLabel {
-                    label: name.clone(),
-                })?,
-            None => (0..regions.len())
-                .max_by_key(|&i| (regions[i].area_px, std::cmp::Reverse(i)))
-                .unwrap_or(0),
+            Some(name) => self.card.label_index(name).ok_or_else(|| Error::UnknownLabel { label: name.clone() })?,
+            None => (0..regions.len()).max_by_key(|&i| (regions[i].area_px, std::cmp::Reverse(i))).unwrap_or(0),
         };
-        let mask: Vec<f32> = class_map
-            .iter()
-            .map(|&v| if v as usize == target + 1 { 1.0 } else { 0.0 })
-            .collect();
+        let mask: Vec<f32> = class_map.iter().map(|&v| if v as usize == target + 1 { 1.0 } else { 0.0 }).collect();
         let raw = grad_cam_mask_raw(&self.net, &a, target + 1, &mask)?;
         let map = saliency::resize_bilinear(&raw.map, raw.w, raw.h, w, h);
-        let saliency = saliency::finish_map(
-            &self.card.labels[target].name,
-            SaliencyMethod::GradCam,
-            Some(self.net.target_layer()),
-            map,
-            w,
-            h,
-        );
+        let saliency =
+            saliency::finish_map(&self.card.labels[target].name, SaliencyMethod::GradCam, Some(self.net.target_layer()), map, w, h);
         Ok(Segmentation {
             model_id: self.card.id.clone(),
             model_version: self.card.version.clone(),
@@ -265,12 +190,7 @@ impl Segmenter {
 
 /// Raw Grad-CAM of the mask score `Σ_ij logit_channel(i, j) · mask(i, j)` at the target layer,
 /// from its (detached) activations `a` `(1, K, h, w)`.
-pub fn grad_cam_mask_raw(
-    net: &BasicUNet,
-    a: &Tensor,
-    channel: usize,
-    mask: &[f32],
-) -> candle_core::Result<RawGradCam> {
+pub fn grad_cam_mask_raw(net: &BasicUNet, a: &Tensor, channel: usize, mask: &[f32]) -> candle_core::Result<RawGradCam> {
     let var = Var::from_tensor(a)?;
     let logits = net.head(var.as_tensor())?;
     let (_, _, h, w) = logits.dims4()?;

@@ -71,11 +71,7 @@ pub struct TrainReport {
 }
 
 /// Stacks images into a `(B, C, H, W)` tensor, repeating a grayscale image over `channels`.
-pub fn batch_tensor(
-    images: &[&GrayImage],
-    channels: usize,
-    device: &Device,
-) -> candle_core::Result<Tensor> {
+pub fn batch_tensor(images: &[&GrayImage], channels: usize, device: &Device) -> candle_core::Result<Tensor> {
     let (w, h) = (images[0].width(), images[0].height());
     let mut data = Vec::with_capacity(images.len() * channels * w * h);
     for img in images {
@@ -120,20 +116,12 @@ pub fn init_vars(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
 type SplitLogits = (Vec<Vec<f64>>, Vec<Vec<bool>>);
 
 /// Logits of a whole split, in batches.
-pub(crate) fn split_logits(
-    net: &dyn Network,
-    cfg: &PhantomConfig,
-    seed: u64,
-    n: usize,
-    device: &Device,
-) -> Result<SplitLogits, Error> {
+pub(crate) fn split_logits(net: &dyn Network, cfg: &PhantomConfig, seed: u64, n: usize, device: &Device) -> Result<SplitLogits, Error> {
     let mut logits = vec![Vec::with_capacity(n); PHANTOM_LABELS.len()];
     let mut labels = vec![Vec::with_capacity(n); PHANTOM_LABELS.len()];
     let bs = 64;
     for start in (0..n).step_by(bs) {
-        let ph: Vec<_> = (start..(start + bs).min(n))
-            .map(|i| phantom::generate(cfg, seed, i as u64))
-            .collect();
+        let ph: Vec<_> = (start..(start + bs).min(n)).map(|i| phantom::generate(cfg, seed, i as u64)).collect();
         let imgs: Vec<&GrayImage> = ph.iter().map(|p| &p.image).collect();
         let x = batch_tensor(&imgs, net.in_channels(), device)?;
         let z = net.forward(&x)?.to_vec2::<f32>()?;
@@ -149,32 +137,18 @@ pub(crate) fn split_logits(
 
 /// Trains the phantom model and writes it to `out_dir` (created if needed). `log` receives
 /// progress lines.
-pub fn train(
-    config: &TrainConfig,
-    out_dir: &Path,
-    mut log: impl FnMut(&str),
-) -> Result<TrainReport, Error> {
+pub fn train(config: &TrainConfig, out_dir: &Path, mut log: impl FnMut(&str)) -> Result<TrainReport, Error> {
     let start = Instant::now();
     let device = Device::Cpu;
-    let arch = CompactCnnConfig {
-        num_labels: PHANTOM_LABELS.len(),
-        in_channels: 1,
-        ..config.architecture.clone()
-    };
+    let arch = CompactCnnConfig { num_labels: PHANTOM_LABELS.len(), in_channels: 1, ..config.architecture.clone() };
     let size = config.phantom.size;
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = CompactCnn::new_for_training(&arch, vb)?;
     init_vars(&varmap, config.seed)?;
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: config.learning_rate,
-            weight_decay: config.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt =
+        AdamW::new(varmap.all_vars(), ParamsAdamW { lr: config.learning_rate, weight_decay: config.weight_decay, ..Default::default() })?;
 
     let mut final_loss = f32::NAN;
     let mut running = 0f32;
@@ -182,55 +156,30 @@ pub fn train(
         let lr = if step < config.warmup_steps {
             config.learning_rate * (step + 1) as f64 / config.warmup_steps as f64
         } else {
-            let t = (step - config.warmup_steps) as f64
-                / (config.steps - config.warmup_steps).max(1) as f64;
+            let t = (step - config.warmup_steps) as f64 / (config.steps - config.warmup_steps).max(1) as f64;
             config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
         };
         opt.set_learning_rate(lr);
         let base = (step * config.batch_size) as u64;
-        let ph: Vec<_> = (0..config.batch_size as u64)
-            .map(|i| phantom::generate(&config.phantom, config.seed, base + i))
-            .collect();
+        let ph: Vec<_> = (0..config.batch_size as u64).map(|i| phantom::generate(&config.phantom, config.seed, base + i)).collect();
         let imgs: Vec<&GrayImage> = ph.iter().map(|p| &p.image).collect();
         let x = batch_tensor(&imgs, 1, &device)?;
-        let y: Vec<f32> = ph
-            .iter()
-            .flat_map(|p| p.labels.iter().map(|&l| l as u8 as f32))
-            .collect();
+        let y: Vec<f32> = ph.iter().flat_map(|p| p.labels.iter().map(|&l| l as u8 as f32)).collect();
         let y = Tensor::from_vec(y, (config.batch_size, PHANTOM_LABELS.len()), &device)?;
         let loss = bce_with_logits(&net.forward_train(&x)?, &y)?;
         opt.backward_step(&loss)?;
         let l = loss.to_scalar::<f32>()?;
-        running = if step == 0 {
-            l
-        } else {
-            0.95 * running + 0.05 * l
-        };
+        running = if step == 0 { l } else { 0.95 * running + 0.05 * l };
         final_loss = running;
         if config.log_every > 0 && (step + 1) % config.log_every == 0 {
-            log(&format!(
-                "step {:>5}/{} loss {:.4} lr {:.2e} {:.0}s",
-                step + 1,
-                config.steps,
-                running,
-                lr,
-                start.elapsed().as_secs_f64()
-            ));
+            log(&format!("step {:>5}/{} loss {:.4} lr {:.2e} {:.0}s", step + 1, config.steps, running, lr, start.elapsed().as_secs_f64()));
         }
     }
     let train_seconds = start.elapsed().as_secs_f64();
 
     // Calibration split: Platt per label, then the Youden threshold on calibrated probabilities.
-    let (cal_z, cal_y) = split_logits(
-        &net,
-        &config.phantom,
-        config.seed + 1,
-        config.calibration_images,
-        &device,
-    )?;
-    let platts: Vec<Platt> = (0..PHANTOM_LABELS.len())
-        .map(|l| Platt::fit(&cal_z[l], &cal_y[l]))
-        .collect();
+    let (cal_z, cal_y) = split_logits(&net, &config.phantom, config.seed + 1, config.calibration_images, &device)?;
+    let platts: Vec<Platt> = (0..PHANTOM_LABELS.len()).map(|l| Platt::fit(&cal_z[l], &cal_y[l])).collect();
     let thresholds: Vec<f64> = (0..PHANTOM_LABELS.len())
         .map(|l| {
             let p: Vec<f64> = cal_z[l].iter().map(|&z| platts[l].apply(z)).collect();
@@ -239,13 +188,7 @@ pub fn train(
         .collect();
 
     // Held-out test split.
-    let (test_z, test_y) = split_logits(
-        &net,
-        &config.phantom,
-        config.seed + 2,
-        config.test_images,
-        &device,
-    )?;
+    let (test_z, test_y) = split_logits(&net, &config.phantom, config.seed + 2, config.test_images, &device)?;
     let mut label_metrics = Vec::new();
     for l in 0..PHANTOM_LABELS.len() {
         let p: Vec<f64> = test_z[l].iter().map(|&z| platts[l].apply(z)).collect();
@@ -266,53 +209,21 @@ pub fn train(
         label_metrics.push(m);
     }
 
-    std::fs::create_dir_all(out_dir).map_err(|source| Error::WriteFile {
-        path: out_dir.into(),
-        source,
-    })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::WriteFile { path: out_dir.into(), source })?;
     let weights_path = out_dir.join("weights.safetensors");
     varmap.save(&weights_path)?;
-    let bytes = std::fs::read(&weights_path).map_err(|source| Error::ReadFile {
-        path: weights_path.clone(),
-        source,
-    })?;
+    let bytes = std::fs::read(&weights_path).map_err(|source| Error::ReadFile { path: weights_path.clone(), source })?;
     let sha = hex::encode(Sha256::digest(&bytes));
     let sha_path = out_dir.join("weights.sha256");
-    std::fs::write(&sha_path, format!("{sha}  weights.safetensors\n")).map_err(|source| {
-        Error::WriteFile {
-            path: sha_path,
-            source,
-        }
-    })?;
+    std::fs::write(&sha_path, format!("{sha}  weights.safetensors\n")).map_err(|source| Error::WriteFile { path: sha_path, source })?;
 
     let seconds = start.elapsed().as_secs_f64();
-    let card = phantom_card(
-        config,
-        &arch,
-        &platts,
-        &thresholds,
-        label_metrics,
-        sha,
-        seconds,
-        train_seconds,
-        size,
-        &net,
-    );
+    let card = phantom_card(config, &arch, &platts, &thresholds, label_metrics, sha, seconds, train_seconds, size, &net);
     let card_path = out_dir.join(CARD_FILE);
-    let text = card.to_toml().map_err(|reason| Error::ParseCard {
-        path: card_path.clone(),
-        reason,
-    })?;
+    let text = card.to_toml().map_err(|reason| Error::ParseCard { path: card_path.clone(), reason })?;
     let header = "# Model card for radsight-phantom-cxr. Written by `radsight_vision::train::train`; do not edit by hand\n# (the registry checks weights.sha256 against the weights file).\n\n";
-    std::fs::write(&card_path, format!("{header}{text}")).map_err(|source| Error::WriteFile {
-        path: card_path,
-        source,
-    })?;
-    Ok(TrainReport {
-        card,
-        final_loss,
-        seconds,
-    })
+    std::fs::write(&card_path, format!("{header}{text}")).map_err(|source| Error::WriteFile { path: card_path, source })?;
+    Ok(TrainReport { card, final_loss, seconds })
 }
 
 fn round4(x: f64) -> f64 {

@@ -8,26 +8,18 @@ use super::{Rule, RuleInput, non_contrast_update};
 use crate::cds_hooks::cards::{Card, Indicator, standard_override_reasons};
 use crate::imaging::procedure::{Contrast, matches_token};
 
-pub const RULE: Rule = Rule {
-    id: "contrast-allergy",
-    version: "1.0.0",
-    title: "Contrast allergy",
-    needs: &[("allergies", "allergy list")],
-    applies,
-    check,
-};
+pub const RULE: Rule =
+    Rule { id: "contrast-allergy", version: "1.0.0", title: "Contrast allergy", needs: &[("allergies", "allergy list")], applies, check };
 
 /// Only orders that give contrast.
 fn applies(input: &RuleInput) -> bool {
     input.procedure.contrast.is_given()
 }
 
-const IODINATED: &[&str] = &[
-    "iodin", "iohexol", "iopamidol", "iodixanol", "ioversol", "iopromide", "iomeprol", "ioxaglate", "ioxilan", "diatrizoate",
-];
-const GADOLINIUM: &[&str] = &[
-    "gadolin", "gadobutrol", "gadoterate", "gadopentetate", "gadobenate", "gadoteridol", "gadoxetate", "gadodiamide", "gadopiclenol",
-];
+const IODINATED: &[&str] =
+    &["iodin", "iohexol", "iopamidol", "iodixanol", "ioversol", "iopromide", "iomeprol", "ioxaglate", "ioxilan", "diatrizoate"];
+const GADOLINIUM: &[&str] =
+    &["gadolin", "gadobutrol", "gadoterate", "gadopentetate", "gadobenate", "gadoteridol", "gadoxetate", "gadodiamide", "gadopiclenol"];
 
 /// Which contrast family an allergy concerns, if any.
 fn allergy_family(allergy: &AllergyIntolerance, codes: &[String]) -> Option<Contrast> {

@@ -5,7 +5,8 @@ use super::{Rule, RuleInput};
 use crate::cds_hooks::cards::{Card, Coding, Indicator, OVERRIDE_REASON_SYSTEM};
 
 /// Reads only the order itself.
-pub const RULE: Rule = Rule { id: "missing-reason", version: "1.0.0", title: "Missing clinical indication", needs: &[], applies: |_| true, check };
+pub const RULE: Rule =
+    Rule { id: "missing-reason", version: "1.0.0", title: "Missing clinical indication", needs: &[], applies: |_| true, check };
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
     if input.order.reason_code_count + input.order.reason_reference_count > 0 {
@@ -23,8 +24,8 @@ fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use super::super::RuleInput;
+    use super::super::test_support::*;
     use super::*;
     use serde_json::json;
 
@@ -32,7 +33,8 @@ mod tests {
     fn fires_only_when_neither_reason_element_is_present() {
         assert!(fire(&RULE, &data(vec![])).is_none(), "the test order has a reasonCode");
         let (_, procedure) = ct_chest_contrast();
-        let bare = order(json!({"resourceType": "ServiceRequest", "status": "draft", "intent": "order", "subject": {"reference": "Patient/p1"}}));
+        let bare =
+            order(json!({"resourceType": "ServiceRequest", "status": "draft", "intent": "order", "subject": {"reference": "Patient/p1"}}));
         let s = settings();
         let d = data(vec![]);
         let input = RuleInput { order: &bare, procedure: &procedure, data: &d, settings: &s, now: now() };

@@ -35,12 +35,7 @@ pub struct RuleInput<'a> {
 impl RuleInput<'_> {
     /// How the order is named on a card.
     pub fn order_label(&self) -> String {
-        self.order
-            .code
-            .as_ref()
-            .and_then(|c| c.labels().next())
-            .map(str::to_owned)
-            .unwrap_or_else(|| "This imaging order".to_owned())
+        self.order.code.as_ref().and_then(|c| c.labels().next()).map(str::to_owned).unwrap_or_else(|| "This imaging order".to_owned())
     }
 
     pub fn within_days(&self, when: Option<OffsetDateTime>, days: i64) -> bool {
@@ -61,13 +56,7 @@ pub struct Rule {
     pub check: fn(&RuleInput, &Rule) -> Option<Card>,
 }
 
-pub const RULES: &[Rule] = &[
-    duplicate_order::RULE,
-    contrast_allergy::RULE,
-    renal_function::RULE,
-    pregnancy::RULE,
-    missing_reason::RULE,
-];
+pub const RULES: &[Rule] = &[duplicate_order::RULE, contrast_allergy::RULE, renal_function::RULE, pregnancy::RULE, missing_reason::RULE];
 
 impl Rule {
     pub fn card(&self, summary: &str, indicator: Indicator) -> Card {
@@ -123,7 +112,8 @@ fn not_checked(input: &RuleInput, rule: &Rule, slot: &UnusableSlot, what: &str) 
 pub fn non_contrast_update(input: &RuleInput) -> Option<(String, Vec<Action>)> {
     let alt = input.procedure.non_contrast_alternative.as_ref()?;
     let mut resource = input.order.raw.clone();
-    resource["code"] = serde_json::json!({"coding": [{"system": alt.system, "code": alt.code, "display": alt.display}], "text": alt.display});
+    resource["code"] =
+        serde_json::json!({"coding": [{"system": alt.system, "code": alt.code, "display": alt.display}], "text": alt.display});
     let label = format!("Order {} instead", alt.display);
     let action = Action {
         kind: ActionType::Update,
@@ -168,7 +158,9 @@ pub(crate) mod test_support {
             body_region: vec!["chest".into()],
             contrast: Contrast::Iodinated,
             non_contrast_alternative: Some(crate::imaging::procedure::CodeRef {
-                system: "http://loinc.org".into(), code: "29252-4".into(), display: "CT Chest WO contrast".into(),
+                system: "http://loinc.org".into(),
+                code: "29252-4".into(),
+                display: "CT Chest WO contrast".into(),
             }),
         };
         (sr, procedure)

@@ -23,8 +23,7 @@ fn applies(input: &RuleInput) -> bool {
 const LOINC: &str = "http://loinc.org";
 
 fn is_egfr(o: &Observation, codes: &[String]) -> bool {
-    codes.iter().any(|code| o.code.has(LOINC, code))
-        && matches!(o.status.as_str(), "final" | "amended" | "corrected" | "preliminary")
+    codes.iter().any(|code| o.code.has(LOINC, code)) && matches!(o.status.as_str(), "final" | "amended" | "corrected" | "preliminary")
 }
 
 fn check(input: &RuleInput, rule: &Rule) -> Option<Card> {

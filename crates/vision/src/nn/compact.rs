@@ -75,23 +75,14 @@ impl CompactCnn {
     }
 
     fn build(config: &CompactCnnConfig, vb: VarBuilder, fold: bool) -> Result<Self> {
-        if config.widths.is_empty()
-            || config.widths.len() != config.strides.len()
-            || config.kernel.is_multiple_of(2)
-        {
-            candle_core::bail!(
-                "compact-cnn: widths and strides must be non-empty and equal in length, kernel odd"
-            );
+        if config.widths.is_empty() || config.widths.len() != config.strides.len() || config.kernel.is_multiple_of(2) {
+            candle_core::bail!("compact-cnn: widths and strides must be non-empty and equal in length, kernel odd");
         }
         let mut convs = Vec::with_capacity(config.widths.len());
         let mut bns = Vec::new();
         let mut c_in = config.in_channels;
         for (i, (&w, &s)) in config.widths.iter().zip(&config.strides).enumerate() {
-            let cfg = Conv2dConfig {
-                padding: config.kernel / 2,
-                stride: s,
-                ..Default::default()
-            };
+            let cfg = Conv2dConfig { padding: config.kernel / 2, stride: s, ..Default::default() };
             let vbl = vb.pp(format!("features.{i}"));
             if config.batch_norm {
                 let conv = candle_nn::conv2d_no_bias(c_in, w, config.kernel, cfg, vbl.pp("conv"))?;
@@ -109,20 +100,11 @@ impl CompactCnn {
         }
         let head_w = vb.get((config.num_labels, c_in), "head.weight")?;
         let head_b = vb.get(config.num_labels, "head.bias")?;
-        Ok(Self {
-            config: config.clone(),
-            convs,
-            bns,
-            head_w,
-            head_b,
-        })
+        Ok(Self { config: config.clone(), convs, bns, head_w, head_b })
     }
 
     fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = x.affine(
-            1.0 / self.config.input_std,
-            -self.config.input_mean / self.config.input_std,
-        )?;
+        let mut h = x.affine(1.0 / self.config.input_std, -self.config.input_mean / self.config.input_std)?;
         for (i, conv) in self.convs.iter().enumerate() {
             h = conv.forward(&h)?;
             if let Some(bn) = self.bns.get(i) {

@@ -99,23 +99,12 @@ pub struct DenseNet {
 
 impl DenseNet {
     pub fn new(config: &DenseNetConfig, vb: VarBuilder) -> Result<Self> {
-        if config.input_mean.len() != config.in_channels
-            || config.input_std.len() != config.in_channels
-        {
+        if config.input_mean.len() != config.in_channels || config.input_std.len() != config.in_channels {
             candle_core::bail!("densenet: input_mean/input_std need one value per input channel");
         }
         let f = vb.pp("features");
         let mut c = config.num_init_features;
-        let stem = ConvBn::load(
-            &f,
-            "conv0",
-            "norm0",
-            ConvSpec {
-                padding: 3,
-                ..ConvSpec::new(config.in_channels, c, 7, 2)
-            },
-            BN_EPS,
-        )?;
+        let stem = ConvBn::load(&f, "conv0", "norm0", ConvSpec { padding: 3, ..ConvSpec::new(config.in_channels, c, 7, 2) }, BN_EPS)?;
         let (mut blocks, mut transitions) = (Vec::new(), Vec::new());
         let inner = config.bn_size * config.growth_rate;
         for (b, &n) in config.block_config.iter().enumerate() {
@@ -124,19 +113,8 @@ impl DenseNet {
                 let p = f.pp(format!("denseblock{}.denselayer{}", b + 1, l + 1));
                 layers.push(DenseLayer {
                     norm1: BnAffine::load(&p, "norm1", c, BN_EPS)?,
-                    conv1: ConvBn::load(
-                        &p,
-                        "conv1",
-                        "norm2",
-                        ConvSpec::new(c, inner, 1, 1),
-                        BN_EPS,
-                    )?,
-                    conv2: conv(
-                        &p,
-                        "conv2",
-                        ConvSpec::new(inner, config.growth_rate, 3, 1),
-                        false,
-                    )?,
+                    conv1: ConvBn::load(&p, "conv1", "norm2", ConvSpec::new(c, inner, 1, 1), BN_EPS)?,
+                    conv2: conv(&p, "conv2", ConvSpec::new(inner, config.growth_rate, 3, 1), false)?,
                     c_in: c,
                     growth: config.growth_rate,
                 });
@@ -158,15 +136,7 @@ impl DenseNet {
         let norm5 = BnAffine::load(&f, "norm5", c, BN_EPS)?;
         let fc_w = vb.get((config.num_labels, c), "classifier.weight")?;
         let fc_b = vb.get(config.num_labels, "classifier.bias")?;
-        Ok(Self {
-            config: config.clone(),
-            stem,
-            blocks,
-            transitions,
-            norm5,
-            fc_w,
-            fc_b,
-        })
+        Ok(Self { config: config.clone(), stem, blocks, transitions, norm5, fc_w, fc_b })
     }
 
     pub fn config(&self) -> &DenseNetConfig {
@@ -181,11 +151,7 @@ impl Network for DenseNet {
         for (b, layers) in self.blocks.iter().enumerate() {
             let mut parts = vec![h];
             for layer in layers {
-                let input = if parts.len() == 1 {
-                    parts[0].clone()
-                } else {
-                    Tensor::cat(&parts, 1)?
-                };
+                let input = if parts.len() == 1 { parts[0].clone() } else { Tensor::cat(&parts, 1)? };
                 parts.push(layer.forward(&input)?);
             }
             h = Tensor::cat(&parts, 1)?;
@@ -223,8 +189,7 @@ impl Network for DenseNet {
         for (b, layers) in self.blocks.iter().enumerate() {
             for l in layers {
                 let hw = (side * side) as u64;
-                total += hw * (l.c_in * l.conv1.c_out) as u64
-                    + hw * (l.conv1.c_out * l.growth * 9) as u64;
+                total += hw * (l.c_in * l.conv1.c_out) as u64 + hw * (l.conv1.c_out * l.growth * 9) as u64;
             }
             if let Some(t) = self.transitions.get(b) {
                 side /= 2;

@@ -111,27 +111,14 @@ pub struct EfficientNet {
 impl EfficientNet {
     pub fn new(config: &EfficientNetConfig, vb: VarBuilder) -> Result<Self> {
         if config.variant != "b0" {
-            candle_core::bail!(
-                "efficientnet variant {:?} not supported (b0)",
-                config.variant
-            );
+            candle_core::bail!("efficientnet variant {:?} not supported (b0)", config.variant);
         }
-        if config.input_mean.len() != config.in_channels
-            || config.input_std.len() != config.in_channels
-        {
-            candle_core::bail!(
-                "efficientnet: input_mean/input_std need one value per input channel"
-            );
+        if config.input_mean.len() != config.in_channels || config.input_std.len() != config.in_channels {
+            candle_core::bail!("efficientnet: input_mean/input_std need one value per input channel");
         }
         let eps = config.bn_eps;
         let f = vb.pp("features");
-        let stem = ConvBn::load(
-            &f,
-            "0.0",
-            "0.1",
-            ConvSpec::new(config.in_channels, B0_STEM, 3, 2),
-            eps,
-        )?;
+        let stem = ConvBn::load(&f, "0.0", "0.1", ConvSpec::new(config.in_channels, B0_STEM, 3, 2), eps)?;
         let mut blocks = Vec::new();
         for (s, &(expand, k, stride, c_in, c_out, n)) in B0_STAGES.iter().enumerate() {
             for i in 0..n {
@@ -146,73 +133,26 @@ impl EfficientNet {
                 };
                 let expand_conv = if expand != 1 {
                     let j = next();
-                    Some(ConvBn::load(
-                        &p,
-                        &format!("{j}.0"),
-                        &format!("{j}.1"),
-                        ConvSpec::new(cin, wide, 1, 1),
-                        eps,
-                    )?)
+                    Some(ConvBn::load(&p, &format!("{j}.0"), &format!("{j}.1"), ConvSpec::new(cin, wide, 1, 1), eps)?)
                 } else {
                     None
                 };
                 let jd = next();
-                let depthwise = ConvBn::load(
-                    &p,
-                    &format!("{jd}.0"),
-                    &format!("{jd}.1"),
-                    ConvSpec::new(wide, wide, k, st).groups(wide),
-                    eps,
-                )?;
+                let depthwise =
+                    ConvBn::load(&p, &format!("{jd}.0"), &format!("{jd}.1"), ConvSpec::new(wide, wide, k, st).groups(wide), eps)?;
                 let js = next();
                 let squeeze = (cin / 4).max(1);
-                let se_fc1 = conv(
-                    &p,
-                    &format!("{js}.fc1"),
-                    ConvSpec::new(wide, squeeze, 1, 1),
-                    true,
-                )?;
-                let se_fc2 = conv(
-                    &p,
-                    &format!("{js}.fc2"),
-                    ConvSpec::new(squeeze, wide, 1, 1),
-                    true,
-                )?;
+                let se_fc1 = conv(&p, &format!("{js}.fc1"), ConvSpec::new(wide, squeeze, 1, 1), true)?;
+                let se_fc2 = conv(&p, &format!("{js}.fc2"), ConvSpec::new(squeeze, wide, 1, 1), true)?;
                 let jp = next();
-                let project = ConvBn::load(
-                    &p,
-                    &format!("{jp}.0"),
-                    &format!("{jp}.1"),
-                    ConvSpec::new(wide, c_out, 1, 1),
-                    eps,
-                )?;
-                blocks.push(MbConv {
-                    expand: expand_conv,
-                    depthwise,
-                    se_fc1,
-                    se_fc2,
-                    project,
-                    residual: st == 1 && cin == c_out,
-                });
+                let project = ConvBn::load(&p, &format!("{jp}.0"), &format!("{jp}.1"), ConvSpec::new(wide, c_out, 1, 1), eps)?;
+                blocks.push(MbConv { expand: expand_conv, depthwise, se_fc1, se_fc2, project, residual: st == 1 && cin == c_out });
             }
         }
-        let last = ConvBn::load(
-            &f,
-            "8.0",
-            "8.1",
-            ConvSpec::new(B0_STAGES[6].4, B0_LAST, 1, 1),
-            eps,
-        )?;
+        let last = ConvBn::load(&f, "8.0", "8.1", ConvSpec::new(B0_STAGES[6].4, B0_LAST, 1, 1), eps)?;
         let fc_w = vb.get((config.num_labels, B0_LAST), "classifier.1.weight")?;
         let fc_b = vb.get(config.num_labels, "classifier.1.bias")?;
-        Ok(Self {
-            config: config.clone(),
-            stem,
-            blocks,
-            last,
-            fc_w,
-            fc_b,
-        })
+        Ok(Self { config: config.clone(), stem, blocks, last, fc_w, fc_b })
     }
 
     pub fn config(&self) -> &EfficientNetConfig {

@@ -36,14 +36,7 @@ pub(crate) struct ConvSpec {
 impl ConvSpec {
     /// "Same" padding (`kernel / 2`), no groups.
     pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> Self {
-        Self {
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding: kernel / 2,
-            groups: 1,
-        }
+        Self { c_in, c_out, kernel, stride, padding: kernel / 2, groups: 1 }
     }
     pub fn groups(self, groups: usize) -> Self {
         Self { groups, ..self }
@@ -53,12 +46,7 @@ impl ConvSpec {
 impl ConvBn {
     /// Loads `{conv}.weight` (no bias) and the BatchNorm `{bn}.*` with `eps`, and folds them.
     pub fn load(vb: &VarBuilder, conv: &str, bn: &str, spec: ConvSpec, eps: f64) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: spec.padding,
-            stride: spec.stride,
-            groups: spec.groups,
-            ..Default::default()
-        };
+        let cfg = Conv2dConfig { padding: spec.padding, stride: spec.stride, groups: spec.groups, ..Default::default() };
         let c = candle_nn::conv2d_no_bias(spec.c_in, spec.c_out, spec.kernel, cfg, vb.pp(conv))?;
         let b = candle_nn::batch_norm(spec.c_out, eps, vb.pp(bn))?;
         Ok(Self {
@@ -79,22 +67,13 @@ impl ConvBn {
     /// Multiply-accumulates at input side `side_in`, and the output side.
     pub fn macs(&self, side_in: usize) -> (u64, usize) {
         let side = conv_out(side_in, self.kernel, self.stride, self.padding);
-        (
-            (side * side * self.c_out * (self.c_in / self.groups) * self.kernel * self.kernel)
-                as u64,
-            side,
-        )
+        ((side * side * self.c_out * (self.c_in / self.groups) * self.kernel * self.kernel) as u64, side)
     }
 }
 
 /// A plain convolution without BatchNorm (`{name}.weight`, optional `{name}.bias`).
 pub(crate) fn conv(vb: &VarBuilder, name: &str, spec: ConvSpec, bias: bool) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: spec.padding,
-        stride: spec.stride,
-        groups: spec.groups,
-        ..Default::default()
-    };
+    let cfg = Conv2dConfig { padding: spec.padding, stride: spec.stride, groups: spec.groups, ..Default::default() };
     if bias {
         candle_nn::conv2d(spec.c_in, spec.c_out, spec.kernel, cfg, vb.pp(name))
     } else {
@@ -119,10 +98,7 @@ impl BnAffine {
         let var = vb.get(channels, "running_var")?;
         let scale = w.div(&(var + eps)?.sqrt()?)?;
         let shift = b.sub(&mean.mul(&scale)?)?;
-        Ok(Self {
-            scale: scale.reshape((1, channels, 1, 1))?,
-            shift: shift.reshape((1, channels, 1, 1))?,
-        })
+        Ok(Self { scale: scale.reshape((1, channels, 1, 1))?, shift: shift.reshape((1, channels, 1, 1))? })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -142,7 +118,5 @@ pub(crate) fn standardise(x: &Tensor, mean: &[f32], std: &[f32]) -> Result<Tenso
 
 /// 3×3/2 max-pool with padding 1 on a non-negative input (after ReLU zero padding is exact).
 pub(crate) fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
-    x.pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .max_pool2d_with_stride(3, 2)
+    x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)
 }

@@ -30,18 +30,9 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     pub fn new(depth: usize, in_channels: usize, num_labels: usize) -> Self {
         let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
-        let (input_mean, input_std) = if in_channels == 3 {
-            (mean.to_vec(), std.to_vec())
-        } else {
-            (vec![0.449; in_channels], vec![0.226; in_channels])
-        };
-        Self {
-            depth,
-            in_channels,
-            num_labels,
-            input_mean,
-            input_std,
-        }
+        let (input_mean, input_std) =
+            if in_channels == 3 { (mean.to_vec(), std.to_vec()) } else { (vec![0.449; in_channels], vec![0.226; in_channels]) };
+        Self { depth, in_channels, num_labels, input_mean, input_std }
     }
 
     fn layout(&self) -> Result<(&'static [usize; 4], bool)> {
@@ -65,39 +56,18 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn load(
-        vb: &VarBuilder,
-        conv: &str,
-        bn: &str,
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        stride: usize,
-    ) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride,
-            ..Default::default()
-        };
+    fn load(vb: &VarBuilder, conv: &str, bn: &str, c_in: usize, c_out: usize, k: usize, stride: usize) -> Result<Self> {
+        let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
         let c = candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp(conv))?;
         let b = candle_nn::batch_norm(c_out, 1e-5, vb.pp(bn))?;
-        Ok(Self {
-            conv: c.absorb_bn(&b)?,
-            kernel: k,
-            stride,
-            c_in,
-            c_out,
-        })
+        Ok(Self { conv: c.absorb_bn(&b)?, kernel: k, stride, c_in, c_out })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.conv.forward(x)
     }
     fn macs(&self, side_in: usize) -> (u64, usize) {
         let side = conv_out(side_in, self.kernel, self.stride, self.kernel / 2);
-        (
-            (side * side * self.c_out * self.c_in * self.kernel * self.kernel) as u64,
-            side,
-        )
+        ((side * side * self.c_out * self.c_in * self.kernel * self.kernel) as u64, side)
     }
 }
 
@@ -149,9 +119,7 @@ pub struct ResNet {
 impl ResNet {
     pub fn new(config: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         let (counts, bottleneck) = config.layout()?;
-        if config.input_mean.len() != config.in_channels
-            || config.input_std.len() != config.in_channels
-        {
+        if config.input_mean.len() != config.in_channels || config.input_std.len() != config.in_channels {
             candle_core::bail!("resnet: input_mean/input_std need one value per input channel");
         }
         let stem = ConvBn::load(&vb, "conv1", "bn1", config.in_channels, 64, 7, 2)?;
@@ -177,15 +145,7 @@ impl ResNet {
                     ]
                 };
                 let downsample = if stride != 1 || c_in != planes * expansion {
-                    Some(ConvBn::load(
-                        &vbb,
-                        "downsample.0",
-                        "downsample.1",
-                        c_in,
-                        planes * expansion,
-                        1,
-                        stride,
-                    )?)
+                    Some(ConvBn::load(&vbb, "downsample.0", "downsample.1", c_in, planes * expansion, 1, stride)?)
                 } else {
                     None
                 };
@@ -195,13 +155,7 @@ impl ResNet {
         }
         let fc_w = vb.get((config.num_labels, c_in), "fc.weight")?;
         let fc_b = vb.get(config.num_labels, "fc.bias")?;
-        Ok(Self {
-            config: config.clone(),
-            stem,
-            blocks,
-            fc_w,
-            fc_b,
-        })
+        Ok(Self { config: config.clone(), stem, blocks, fc_w, fc_b })
     }
 
     pub fn config(&self) -> &ResNetConfig {

@@ -55,10 +55,7 @@ struct ConvNormAct {
 
 impl ConvNormAct {
     fn load(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
+        let cfg = Conv2dConfig { padding: 1, ..Default::default() };
         let conv = candle_nn::conv2d(c_in, c_out, 3, cfg, vb.pp("conv"))?;
         let n = vb.pp("adn.N");
         let gamma = n.get(c_out, "weight")?.reshape((1, c_out, 1, 1))?;
@@ -73,12 +70,8 @@ impl ConvNormAct {
         let mean = flat.mean_keepdim(D::Minus1)?;
         let centred = flat.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred
-            .broadcast_div(&(var + IN_EPS)?.sqrt()?)?
-            .reshape((b, c, hh, ww))?;
-        let y = normed
-            .broadcast_mul(&self.gamma)?
-            .broadcast_add(&self.beta)?;
+        let normed = centred.broadcast_div(&(var + IN_EPS)?.sqrt()?)?.reshape((b, c, hh, ww))?;
+        let y = normed.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)?;
         y.maximum(&(&y * LEAKY_SLOPE)?)
     }
 }
@@ -88,10 +81,7 @@ struct TwoConv(ConvNormAct, ConvNormAct);
 
 impl TwoConv {
     fn load(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
-        Ok(Self(
-            ConvNormAct::load(&vb.pp("conv_0"), c_in, c_out)?,
-            ConvNormAct::load(&vb.pp("conv_1"), c_out, c_out)?,
-        ))
+        Ok(Self(ConvNormAct::load(&vb.pp("conv_0"), c_in, c_out)?, ConvNormAct::load(&vb.pp("conv_1"), c_out, c_out)?))
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.1.forward(&self.0.forward(x)?)
@@ -109,23 +99,11 @@ struct UpCat {
 }
 
 impl UpCat {
-    fn load(
-        vb: &VarBuilder,
-        c_in: usize,
-        c_cat: usize,
-        c_out: usize,
-        halves: bool,
-    ) -> Result<Self> {
+    fn load(vb: &VarBuilder, c_in: usize, c_cat: usize, c_out: usize, halves: bool) -> Result<Self> {
         let c_up = if halves { c_in / 2 } else { c_in };
-        let cfg = ConvTranspose2dConfig {
-            stride: 2,
-            ..Default::default()
-        };
+        let cfg = ConvTranspose2dConfig { stride: 2, ..Default::default() };
         let up = candle_nn::conv_transpose2d(c_in, c_up, 2, cfg, vb.pp("upsample.deconv"))?;
-        Ok(Self {
-            up,
-            convs: TwoConv::load(&vb.pp("convs"), c_cat + c_up, c_out)?,
-        })
+        Ok(Self { up, convs: TwoConv::load(&vb.pp("convs"), c_cat + c_up, c_out)? })
     }
     fn forward(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
         let u = self.up.forward(x)?;
@@ -150,39 +128,21 @@ impl BasicUNet {
             candle_core::bail!("basic-unet: features needs 6 values, got {}", f.len());
         }
         if config.out_channels < 2 {
-            candle_core::bail!(
-                "basic-unet: out_channels must include background and at least one class"
-            );
+            candle_core::bail!("basic-unet: out_channels must include background and at least one class");
         }
-        if config.input_mean.len() != config.in_channels
-            || config.input_std.len() != config.in_channels
-        {
+        if config.input_mean.len() != config.in_channels || config.input_std.len() != config.in_channels {
             candle_core::bail!("basic-unet: input_mean/input_std need one value per input channel");
         }
         let conv_0 = TwoConv::load(&vb.pp("conv_0"), config.in_channels, f[0])?;
-        let downs = (1..=4)
-            .map(|i| TwoConv::load(&vb.pp(format!("down_{i}.convs")), f[i - 1], f[i]))
-            .collect::<Result<Vec<_>>>()?;
+        let downs = (1..=4).map(|i| TwoConv::load(&vb.pp(format!("down_{i}.convs")), f[i - 1], f[i])).collect::<Result<Vec<_>>>()?;
         let ups = vec![
             UpCat::load(&vb.pp("upcat_4"), f[4], f[3], f[3], true)?,
             UpCat::load(&vb.pp("upcat_3"), f[3], f[2], f[2], true)?,
             UpCat::load(&vb.pp("upcat_2"), f[2], f[1], f[1], true)?,
             UpCat::load(&vb.pp("upcat_1"), f[1], f[0], f[5], false)?,
         ];
-        let final_conv = candle_nn::conv2d(
-            f[5],
-            config.out_channels,
-            1,
-            Default::default(),
-            vb.pp("final_conv"),
-        )?;
-        Ok(Self {
-            config: config.clone(),
-            conv_0,
-            downs,
-            ups,
-            final_conv,
-        })
+        let final_conv = candle_nn::conv2d(f[5], config.out_channels, 1, Default::default(), vb.pp("final_conv"))?;
+        Ok(Self { config: config.clone(), conv_0, downs, ups, final_conv })
     }
 
     pub fn config(&self) -> &BasicUNetConfig {

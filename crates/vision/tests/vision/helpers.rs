@@ -26,20 +26,13 @@ pub fn committed_tensors() -> (ModelCard, HashMap<String, Tensor>) {
     let reg = registry();
     let entry = reg.get(MODEL_ID).unwrap();
     let bytes = std::fs::read(entry.weights_path()).unwrap();
-    let tensors =
-        radsight_vision::candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let tensors = radsight_vision::candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     (entry.card.clone(), tensors)
 }
 
 pub fn compact_from(card: &ModelCard, tensors: HashMap<String, Tensor>) -> CompactCnn {
-    let radsight_vision::card::Architecture::CompactCnn(cfg) = &card.architecture else {
-        panic!("compact model expected")
-    };
-    let vb = VarBuilder::from_tensors(
-        tensors,
-        radsight_vision::candle_core::DType::F32,
-        &Device::Cpu,
-    );
+    let radsight_vision::card::Architecture::CompactCnn(cfg) = &card.architecture else { panic!("compact model expected") };
+    let vb = VarBuilder::from_tensors(tensors, radsight_vision::candle_core::DType::F32, &Device::Cpu);
     CompactCnn::new(cfg, vb).unwrap()
 }
 

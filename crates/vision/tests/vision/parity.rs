@@ -25,9 +25,7 @@ fn workspace() -> PathBuf {
 }
 
 fn torch_python() -> PathBuf {
-    let p = std::env::var_os("RADSIGHT_TEST_TORCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv-test/bin/python"));
+    let p = std::env::var_os("RADSIGHT_TEST_TORCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace().join(".venv-test/bin/python"));
     assert!(
         p.exists(),
         "PyTorch is needed for the parity tests: {} does not exist (run scripts/test.sh, whose ensure_torch installs it, or set RADSIGHT_TEST_TORCH_PYTHON)",
@@ -42,11 +40,7 @@ fn reference(arch: &str) -> (tempfile::TempDir, PathBuf, HashMap<String, Tensor>
     // Developer aid: reuse references made earlier with `torch_parity.py ARCH DIR/ARCH`.
     if let Some(dir) = std::env::var_os("RADSIGHT_TEST_TORCH_REFERENCES") {
         let out = PathBuf::from(dir).join(arch);
-        let refs = radsight_vision::candle_core::safetensors::load(
-            out.join("reference.safetensors"),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let refs = radsight_vision::candle_core::safetensors::load(out.join("reference.safetensors"), &Device::Cpu).unwrap();
         return (tmp, out, refs);
     }
     let out = tmp.path().join("torch");
@@ -57,55 +51,28 @@ fn reference(arch: &str) -> (tempfile::TempDir, PathBuf, HashMap<String, Tensor>
         .arg(&out)
         .status()
         .expect("run tests/python/torch_parity.py");
-    assert!(
-        status.success(),
-        "tests/python/torch_parity.py {arch} failed ({status}); is PyTorch installed in the test venv?"
-    );
-    println!(
-        "{arch}: PyTorch reference in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    let refs = radsight_vision::candle_core::safetensors::load(
-        out.join("reference.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    assert!(status.success(), "tests/python/torch_parity.py {arch} failed ({status}); is PyTorch installed in the test venv?");
+    println!("{arch}: PyTorch reference in {:.1} s", start.elapsed().as_secs_f64());
+    let refs = radsight_vision::candle_core::safetensors::load(out.join("reference.safetensors"), &Device::Cpu).unwrap();
     (tmp, out, refs)
 }
 
 fn import(tmp: &Path, out: &Path) -> (Registry, String) {
     let reg = tmp.join("models");
     std::fs::create_dir_all(&reg).unwrap();
-    let imported = import_model(
-        &out.join("weights.safetensors"),
-        &out.join("description.toml"),
-        &reg,
-    )
-    .expect("import");
+    let imported = import_model(&out.join("weights.safetensors"), &out.join("description.toml"), &reg).expect("import");
     (Registry::open(&reg).unwrap(), imported.id)
 }
 
 fn images(refs: &HashMap<String, Tensor>) -> Vec<GrayImage> {
     let x = &refs["inputs"];
     let (n, _, h, w) = x.dims4().unwrap();
-    (0..n)
-        .map(|i| {
-            GrayImage::new(
-                w,
-                h,
-                x.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
-            )
-            .unwrap()
-        })
-        .collect()
+    (0..n).map(|i| GrayImage::new(w, h, x.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap()).unwrap()).collect()
 }
 
 pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     let n = a.len() as f64;
-    let (ma, mb) = (
-        a.iter().map(|&v| v as f64).sum::<f64>() / n,
-        b.iter().map(|&v| v as f64).sum::<f64>() / n,
-    );
+    let (ma, mb) = (a.iter().map(|&v| v as f64).sum::<f64>() / n, b.iter().map(|&v| v as f64).sum::<f64>() / n);
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
     for (&x, &y) in a.iter().zip(b) {
         let (dx, dy) = (x as f64 - ma, y as f64 - mb);
@@ -132,23 +99,15 @@ fn check_classifier(arch: &str, check_road: bool) {
             scale = scale.max(y.abs());
         }
     }
-    println!(
-        "{arch}: logits max |radsight − PyTorch| = {worst:.2e} (max |logit| {scale:.3}) on {} images",
-        imgs.len()
-    );
+    println!("{arch}: logits max |radsight − PyTorch| = {worst:.2e} (max |logit| {scale:.3}) on {} images", imgs.len());
     assert!(worst <= 1e-4, "{arch}: logits differ by {worst}");
 
     let cams: Vec<Vec<Vec<f32>>> = refs["cams"].to_vec3().unwrap();
     let classes: Vec<i64> = refs["classes"].to_vec1().unwrap();
     for (i, img) in imgs.iter().enumerate() {
-        let s = model
-            .saliency(img, classes[i] as usize, &SaliencyMethod::GradCam)
-            .unwrap();
+        let s = model.saliency(img, classes[i] as usize, &SaliencyMethod::GradCam).unwrap();
         let r = pearson(&s.map, &cams[i].concat());
-        println!(
-            "{arch}: image {i} class {}: Grad-CAM Pearson vs pytorch-grad-cam {r:.5}",
-            classes[i]
-        );
+        println!("{arch}: image {i} class {}: Grad-CAM Pearson vs pytorch-grad-cam {r:.5}", classes[i]);
         assert!(r >= 0.99, "{arch} image {i}: Pearson {r}");
     }
 
@@ -164,10 +123,7 @@ fn check_classifier(arch: &str, check_road: bool) {
             let r = road(model.network(), &x, c, &score, &map, &opts).unwrap();
             let mut worst = 0f32;
             for (k, p) in opts.percentiles.iter().enumerate() {
-                let (dm, dl) = (
-                    (r.morf[k] - morf[i][k]).abs(),
-                    (r.lerf[k] - lerf[i][k]).abs(),
-                );
+                let (dm, dl) = ((r.morf[k] - morf[i][k]).abs(), (r.lerf[k] - lerf[i][k]).abs());
                 println!(
                     "{arch}: image {i} ROAD p{p}: MoRF {:.4} vs {:.4}, LeRF {:.4} vs {:.4}",
                     r.morf[k], morf[i][k], r.lerf[k], lerf[i][k]
@@ -202,29 +158,16 @@ fn basic_unet_imported_from_monai_matches_pytorch_mask_and_grad_cam() {
     let seg = reg.load_segmenter(&id).unwrap();
     let imgs = images(&refs);
     let masks: Vec<Vec<Vec<i64>>> = refs["mask"].to_vec3().unwrap();
-    let logits: Vec<Vec<Vec<Vec<f32>>>> = (0..imgs.len())
-        .map(|i| refs["logits"].get(i).unwrap().to_vec3().unwrap())
-        .collect();
+    let logits: Vec<Vec<Vec<Vec<f32>>>> = (0..imgs.len()).map(|i| refs["logits"].get(i).unwrap().to_vec3().unwrap()).collect();
     let cams: Vec<Vec<Vec<f32>>> = refs["cams"].to_vec3().unwrap();
     let classes: Vec<i64> = refs["classes"].to_vec1().unwrap();
     for (i, img) in imgs.iter().enumerate() {
         let ours = seg.logits(img).unwrap();
-        let worst = ours
-            .iter()
-            .flatten()
-            .flatten()
-            .zip(logits[i].iter().flatten().flatten())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst =
+            ours.iter().flatten().flatten().zip(logits[i].iter().flatten().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         let s = seg.segment(img, &SegmentOptions::default()).unwrap();
         let theirs: Vec<u8> = masks[i].concat().iter().map(|&v| v as u8).collect();
-        let agree = s
-            .class_map
-            .iter()
-            .zip(&theirs)
-            .filter(|(a, b)| a == b)
-            .count() as f64
-            / theirs.len() as f64;
+        let agree = s.class_map.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / theirs.len() as f64;
         let fg: Vec<usize> = s.regions.iter().map(|r| r.area_px).collect();
         let r = pearson(&s.saliency.map, &cams[i].concat());
         println!(
@@ -233,15 +176,8 @@ fn basic_unet_imported_from_monai_matches_pytorch_mask_and_grad_cam() {
         );
         assert!(worst <= 1e-4, "U-Net logits differ by {worst}");
         assert!(agree >= 0.999, "mask agreement {agree}");
-        assert_eq!(
-            s.saliency.label,
-            seg.card().labels[classes[i] as usize].name,
-            "the same class is explained"
-        );
+        assert_eq!(s.saliency.label, seg.card().labels[classes[i] as usize].name, "the same class is explained");
         assert!(r >= 0.99, "U-Net Grad-CAM Pearson {r}");
-        assert_eq!(
-            s.mask(classes[i] as usize).iter().filter(|&&m| m).count(),
-            s.regions[classes[i] as usize].area_px
-        );
+        assert_eq!(s.mask(classes[i] as usize).iter().filter(|&&m| m).count(), s.regions[classes[i] as usize].area_px);
     }
 }

@@ -18,16 +18,9 @@ fn masks_are_non_empty_exactly_when_the_finding_is_present_and_pixels_stay_in_ra
         let p = generate(&cfg, 9, i);
         assert!(p.image.data().iter().all(|v| (0.0..=1.0).contains(v)));
         for l in 0..PHANTOM_LABELS.len() {
-            assert_eq!(
-                p.labels[l],
-                p.masks[l].iter().any(|&m| m),
-                "phantom {i} label {l}"
-            );
+            assert_eq!(p.labels[l], p.masks[l].iter().any(|&m| m), "phantom {i} label {l}");
             seen[l] += p.labels[l] as usize;
         }
     }
-    assert!(
-        seen.iter().all(|&n| n > 10 && n < 50),
-        "both findings occur with about 50% prevalence: {seen:?}"
-    );
+    assert!(seen.iter().all(|&n| n > 10 && n < 50), "both findings occur with about 50% prevalence: {seen:?}");
 }

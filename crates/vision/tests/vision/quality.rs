@@ -67,15 +67,9 @@ fn randomising_the_head_and_last_block_decorrelates_grad_cam_maps() {
         .map(|(name, t)| {
             if name.starts_with("head.") || name.starts_with(&format!("{last}.")) {
                 let n = t.elem_count();
-                let std = if t.rank() > 1 {
-                    (2.0 / (t.dims()[1..].iter().product::<usize>() as f32)).sqrt()
-                } else {
-                    0.5
-                };
+                let std = if t.rank() > 1 { (2.0 / (t.dims()[1..].iter().product::<usize>() as f32)).sqrt() } else { 0.5 };
                 let keep_stats = name.ends_with("running_var");
-                let v: Vec<f32> = (0..n)
-                    .map(|_| if keep_stats { 1.0 } else { std * rng.normal() })
-                    .collect();
+                let v: Vec<f32> = (0..n).map(|_| if keep_stats { 1.0 } else { std * rng.normal() }).collect();
                 (name, Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap())
             } else {
                 (name, t)
@@ -99,13 +93,8 @@ fn randomising_the_head_and_last_block_decorrelates_grad_cam_maps() {
     }
     let mean = rhos.iter().sum::<f64>() / rhos.len() as f64;
     let med = median(&mut rhos.clone());
-    println!(
-        "sanity: Spearman(trained, randomised head+{last}) mean {mean:.3}, median {med:.3}, per image {rhos:.2?}"
-    );
-    assert!(
-        mean < 0.5,
-        "mean Spearman {mean:.3} ≥ 0.5: the map does not depend on the learned weights enough"
-    );
+    println!("sanity: Spearman(trained, randomised head+{last}) mean {mean:.3}, median {med:.3}, per image {rhos:.2?}");
+    assert!(mean < 0.5, "mean Spearman {mean:.3} ≥ 0.5: the map does not depend on the learned weights enough");
 }
 
 #[test]
@@ -124,16 +113,7 @@ fn deletion_auc_of_grad_cam_beats_the_random_map_on_at_least_90_percent_of_posit
             }
             let x = model.input_tensor(&[&p.image]).unwrap();
             let s = grad_cam(model.network(), &x, class, "c").unwrap();
-            let f = deletion_faithfulness(
-                model.network(),
-                &x,
-                class,
-                model.card().platt(class),
-                &s.map,
-                10,
-                i,
-            )
-            .unwrap();
+            let f = deletion_faithfulness(model.network(), &x, class, model.card().platt(class), &s.map, 10, i).unwrap();
             total += 1;
             better += (f.deletion_auc < f.random_deletion_auc) as usize;
             sum_real += f.deletion_auc as f64;
@@ -159,12 +139,8 @@ fn the_committed_model_reproduces_the_aurocs_in_its_card() {
     let mut scores = vec![Vec::new(); 2];
     let mut labels = vec![Vec::new(); 2];
     for start in (0..n).step_by(100) {
-        let ph: Vec<_> = (start..(start + 100).min(n))
-            .map(|i| generate(&cfg, seed, i as u64))
-            .collect();
-        let probs = model
-            .predict(&ph.iter().map(|p| &p.image).collect::<Vec<_>>())
-            .unwrap();
+        let ph: Vec<_> = (start..(start + 100).min(n)).map(|i| generate(&cfg, seed, i as u64)).collect();
+        let probs = model.predict(&ph.iter().map(|p| &p.image).collect::<Vec<_>>()).unwrap();
         for (p, pr) in ph.iter().zip(probs) {
             for l in 0..2 {
                 scores[l].push(pr[l].probability as f64);
@@ -175,12 +151,7 @@ fn the_committed_model_reproduces_the_aurocs_in_its_card() {
     for (l, m) in card.validation.labels.iter().enumerate() {
         let a = auroc(&scores[l], &labels[l]).unwrap();
         println!("{}: AUROC {a:.4} (card {:.4})", m.label, m.auroc);
-        assert!(
-            (a - m.auroc).abs() < 2e-3,
-            "{}: AUROC {a} differs from the card's {}",
-            m.label,
-            m.auroc
-        );
+        assert!((a - m.auroc).abs() < 2e-3, "{}: AUROC {a} differs from the card's {}", m.label, m.auroc);
     }
 }
 
@@ -190,43 +161,20 @@ fn analyze_returns_calibrated_probabilities_a_map_and_faithfulness() {
     let p = generate(&PhantomConfig::default(), TEST_SEED + 5, 0);
     let a = model.analyze(&p.image, &Default::default()).unwrap();
     assert_eq!(a.probabilities.len(), 2);
-    assert!(
-        a.probabilities
-            .iter()
-            .all(|l| (0.0..=1.0).contains(&l.probability)
-                && l.positive == (l.probability >= l.threshold))
-    );
+    assert!(a.probabilities.iter().all(|l| (0.0..=1.0).contains(&l.probability) && l.positive == (l.probability >= l.threshold)));
     assert_eq!(a.saliency.map.len(), 96 * 96);
     assert!(a.saliency.bbox.x0 <= a.saliency.peak.x && a.saliency.peak.x <= a.saliency.bbox.x1);
     assert_eq!(a.faithfulness.curve.len(), 11);
     let json = serde_json::to_value(&a).unwrap();
     assert_eq!(json["saliency"]["method"]["name"], "grad-cam");
     let wrong = radsight_vision::GrayImage::new(10, 10, vec![0.0; 100]).unwrap();
-    assert!(matches!(
-        model.analyze(&wrong, &Default::default()),
-        Err(radsight_vision::Error::InputSize { .. })
-    ));
+    assert!(matches!(model.analyze(&wrong, &Default::default()), Err(radsight_vision::Error::InputSize { .. })));
     // The other methods through the same entry point.
     for method in [
-        radsight_vision::SaliencyMethod::IntegratedGradients {
-            steps: 16,
-            baseline: 0.0,
-        },
-        radsight_vision::SaliencyMethod::Occlusion {
-            patch: 16,
-            stride: 8,
-            fill_blur_radius: 0,
-        },
+        radsight_vision::SaliencyMethod::IntegratedGradients { steps: 16, baseline: 0.0 },
+        radsight_vision::SaliencyMethod::Occlusion { patch: 16, stride: 8, fill_blur_radius: 0 },
     ] {
-        let a = model
-            .analyze(
-                &p.image,
-                &radsight_vision::AnalyzeOptions {
-                    method,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let a = model.analyze(&p.image, &radsight_vision::AnalyzeOptions { method, ..Default::default() }).unwrap();
         assert!(a.saliency.map.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 }
@@ -250,10 +198,7 @@ fn road_of_grad_cam_beats_a_random_map_on_positive_held_out_images() {
             }
             let x = model.input_tensor(&[&p.image]).unwrap();
             let s = grad_cam(model.network(), &x, class, "c").unwrap();
-            let options = radsight_vision::RoadOptions {
-                seed: i,
-                ..Default::default()
-            };
+            let options = radsight_vision::RoadOptions { seed: i, ..Default::default() };
             let r = model.road(&x, class, &s.map, &options).unwrap();
             total += 1;
             better += r.beats_random as usize;
@@ -272,10 +217,7 @@ fn road_of_grad_cam_beats_a_random_map_on_positive_held_out_images() {
         sum_morf / n,
         sum_rand_morf / n
     );
-    assert!(
-        rate >= ROAD_TARGET,
-        "ROAD: Grad-CAM beat the random map on only {rate:.3}"
-    );
+    assert!(rate >= ROAD_TARGET, "ROAD: Grad-CAM beat the random map on only {rate:.3}");
 }
 
 /// The target for ROAD against a random map.

@@ -36,27 +36,15 @@ fn a_tampered_weight_file_is_refused_with_the_hash_error() {
 
     let reg = Registry::open(tmp.path()).unwrap();
     match reg.load(MODEL_ID) {
-        Err(Error::WeightsHashMismatch {
-            model,
-            expected,
-            actual,
-        }) => {
+        Err(Error::WeightsHashMismatch { model, expected, actual }) => {
             assert_eq!(model, MODEL_ID);
             assert_eq!(expected, reg.get(MODEL_ID).unwrap().card.weights.sha256);
             assert_ne!(expected, actual);
         }
         other => panic!("expected WeightsHashMismatch, got {other:?}"),
     }
-    assert!(matches!(
-        reg.verify_all()[0].1,
-        Err(Error::WeightsHashMismatch { .. })
-    ));
-    assert!(
-        reg.load(MODEL_ID)
-            .unwrap_err()
-            .to_string()
-            .contains("refusing to load")
-    );
+    assert!(matches!(reg.verify_all()[0].1, Err(Error::WeightsHashMismatch { .. })));
+    assert!(reg.load(MODEL_ID).unwrap_err().to_string().contains("refusing to load"));
 }
 
 #[test]
@@ -64,16 +52,9 @@ fn a_weights_sha256_file_that_disagrees_with_the_card_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join(MODEL_ID);
     copy_dir(&models_dir().join(MODEL_ID), &dir);
-    std::fs::write(
-        dir.join("weights.sha256"),
-        format!("{}  weights.safetensors\n", "0".repeat(64)),
-    )
-    .unwrap();
+    std::fs::write(dir.join("weights.sha256"), format!("{}  weights.safetensors\n", "0".repeat(64))).unwrap();
     let reg = Registry::open(tmp.path()).unwrap();
-    assert!(matches!(
-        reg.load(MODEL_ID),
-        Err(Error::WeightsHashMismatch { .. })
-    ));
+    assert!(matches!(reg.load(MODEL_ID), Err(Error::WeightsHashMismatch { .. })));
 }
 
 #[test]
@@ -87,26 +68,16 @@ fn routing_matches_modality_and_body_part_case_insensitively() {
     check(Some("CT"), Some("CHEST"), 0);
     check(Some("DX"), Some("KNEE"), 0);
     check(None, Some("CHEST"), 0);
-    assert_eq!(
-        reg.route(Some("DX"), Some("CHEST"), Some("any-code")).len(),
-        1,
-        "an empty code list matches any code"
-    );
+    assert_eq!(reg.route(Some("DX"), Some("CHEST"), Some("any-code")).len(), 1, "an empty code list matches any code");
 }
 
 #[test]
 fn an_unknown_model_and_an_invalid_card_are_reported() {
-    assert!(matches!(
-        registry().load("nope"),
-        Err(Error::ModelNotFound { .. })
-    ));
+    assert!(matches!(registry().load("nope"), Err(Error::ModelNotFound { .. })));
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("bad")).unwrap();
     std::fs::write(tmp.path().join("bad/model-card.toml"), "id = \"Bad Id\"\n").unwrap();
-    assert!(matches!(
-        Registry::open(tmp.path()),
-        Err(Error::ParseCard { .. })
-    ));
+    assert!(matches!(Registry::open(tmp.path()), Err(Error::ParseCard { .. })));
 }
 
 #[test]

@@ -40,34 +40,15 @@ fn torchvision_resnet18_keys() -> BTreeSet<String> {
 /// `num_batches_tracked` entries torchvision also saves).
 fn random_resnet18_safetensors(config: &ResNetConfig) -> Vec<u8> {
     let varmap = VarMap::new();
-    ResNet::new(
-        config,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    ResNet::new(config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
     init_vars(&varmap, 18).unwrap();
-    let mut tensors: HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let mut tensors: HashMap<String, Tensor> =
+        varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     let names: BTreeSet<String> = tensors.keys().cloned().collect();
-    assert_eq!(
-        names,
-        torchvision_resnet18_keys(),
-        "our ResNet-18 asks for exactly torchvision's names"
-    );
+    assert_eq!(names, torchvision_resnet18_keys(), "our ResNet-18 asks for exactly torchvision's names");
     for k in names.iter().filter(|k| k.ends_with("running_var")) {
         let nbt = k.replace("running_var", "num_batches_tracked");
-        tensors.insert(
-            nbt,
-            Tensor::new(&[100i64], &Device::Cpu)
-                .unwrap()
-                .squeeze(0)
-                .unwrap(),
-        );
+        tensors.insert(nbt, Tensor::new(&[100i64], &Device::Cpu).unwrap().squeeze(0).unwrap());
     }
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("resnet18.safetensors");
@@ -93,17 +74,9 @@ fn resnet18_with_torchvision_names_loads_runs_forward_and_gives_a_grad_cam_map()
     assert_eq!((s.width, s.height, s.map.len()), (128, 128, 128 * 128));
     assert!(s.map.iter().all(|v| (0.0..=1.0).contains(v)));
     assert!(s.raw_max >= 0.0);
-    assert!(
-        integrated_gradients_raw(&net, &x1, 0, 4, 0.0).is_err(),
-        "IG is refused (max-pool has no backward)"
-    );
+    assert!(integrated_gradients_raw(&net, &x1, 0, 4, 0.0).is_err(), "IG is refused (max-pool has no backward)");
     // ~1.8 GMAC at 224x224 with 3 channels, as torchvision's ResNet-18 is usually quoted.
-    let macs = ResNet::new(
-        &ResNetConfig::new(18, 3, 1000),
-        VarBuilder::zeros(DType::F32, &Device::Cpu),
-    )
-    .unwrap()
-    .macs(224);
+    let macs = ResNet::new(&ResNetConfig::new(18, 3, 1000), VarBuilder::zeros(DType::F32, &Device::Cpu)).unwrap().macs(224);
     assert!((1.75e9..1.9e9).contains(&(macs as f64)), "{macs}");
 }
 
