@@ -219,6 +219,7 @@ async fn demo_ehr(
 
 /// Stands in for the demo EHR in builds without it.
 #[cfg(not(feature = "demo"))]
+#[derive(Clone)]
 enum NoDemo {}
 
 #[cfg(feature = "demo")]
