@@ -342,29 +342,7 @@ impl Coder<'_, '_> {
             let (ra, rb, rc, rd) = (cur[x - 1], prev[x], prev[x - 1], prev[x + 1]);
             if (rd - rb).abs() <= near && (rb - rc).abs() <= near && (rc - ra).abs() <= near {
                 // Run mode.
-                let remaining = w + 1 - x;
-                let mut count = 0usize;
-                let mut ended = false;
-                while self.bits.bit() {
-                    let step = (1usize << J[*run_index]).min(remaining - count);
-                    count += step;
-                    if step == 1 << J[*run_index] {
-                        *run_index = (*run_index + 1).min(31);
-                    }
-                    if count == remaining {
-                        ended = true;
-                        break;
-                    }
-                    if self.bits.truncated() {
-                        return Err("truncated run".into());
-                    }
-                }
-                if !ended {
-                    count += self.bits.bits(J[*run_index]) as usize;
-                }
-                if count > remaining {
-                    return Err("run past the end of the line".into());
-                }
+                let (count, ended) = self.run_length(w + 1 - x, run_index)?;
                 for v in &mut cur[x..x + count] {
                     *v = ra;
                 }
@@ -388,6 +366,31 @@ impl Coder<'_, '_> {
 }
 
 impl Coder<'_, '_> {
+    /// Reads a run's length in run mode (T.87 A.7.1): whole `2^J` blocks while the bits say so,
+    /// then the remainder; `ended` when the run reaches the end of the line (no interruption
+    /// follows). `remaining` is what is left of the line; a longer run is an error.
+    fn run_length(&mut self, remaining: usize, run_index: &mut usize) -> Result<(usize, bool), String> {
+        let mut count = 0usize;
+        while self.bits.bit() {
+            let step = (1usize << J[*run_index]).min(remaining - count);
+            count += step;
+            if step == 1 << J[*run_index] {
+                *run_index = (*run_index + 1).min(31);
+            }
+            if count == remaining {
+                return Ok((count, true));
+            }
+            if self.bits.truncated() {
+                return Err("truncated run".into());
+            }
+        }
+        count += self.bits.bits(J[*run_index]) as usize;
+        if count > remaining {
+            return Err("run past the end of the line".into());
+        }
+        Ok((count, false))
+    }
+
     /// Sample-interleaved (ILV 2) line of three components: `cur`/`prev` hold (w + 2) pixels of
     /// three values. Run mode needs all three flat; an interrupted run codes each component
     /// against Rb with the first run context (as CharLS does, T.87 A.7.2 for ILV 2).
@@ -402,29 +405,7 @@ impl Coder<'_, '_> {
                 *qc = (self.quantize(rd - rb) * 9 + self.quantize(rb - rc)) * 9 + self.quantize(rc - ra);
             }
             if q == [0, 0, 0] {
-                let remaining = w + 1 - x;
-                let mut count = 0usize;
-                let mut ended = false;
-                while self.bits.bit() {
-                    let step = (1usize << J[*run_index]).min(remaining - count);
-                    count += step;
-                    if step == 1 << J[*run_index] {
-                        *run_index = (*run_index + 1).min(31);
-                    }
-                    if count == remaining {
-                        ended = true;
-                        break;
-                    }
-                    if self.bits.truncated() {
-                        return Err("truncated run".into());
-                    }
-                }
-                if !ended {
-                    count += self.bits.bits(J[*run_index]) as usize;
-                }
-                if count > remaining {
-                    return Err("run past the end of the line".into());
-                }
+                let (count, ended) = self.run_length(w + 1 - x, run_index)?;
                 for i in x..x + count {
                     for c in 0..3 {
                         cur[3 * i + c] = cur[3 * (x - 1) + c];
