@@ -63,18 +63,15 @@ impl AuditedFailure for HookError {
 
 impl From<HookError> for HttpError {
     fn from(e: HookError) -> HttpError {
-        let (status, code) = match &e {
-            HookError::Body(_) | HookError::Internal(_) | HookError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid"),
-            HookError::UnknownService(_) | HookError::UnknownCard(_) => (StatusCode::NOT_FOUND, "not-found"),
-            HookError::HookMismatch { .. } => (StatusCode::BAD_REQUEST, "invalid"),
-            HookError::FhirServerNotRegistered => (StatusCode::FORBIDDEN, "forbidden"),
-            HookError::PrefetchUnavailable { .. } => (StatusCode::PRECONDITION_FAILED, "incomplete"),
-        };
+        let outcome = |status, code, e: HookError| HttpError::outcome(status, code, e.to_string());
         match e {
             HookError::Body(b) => b.into(),
             HookError::Internal(e) => HttpError::Internal(e),
             HookError::InvalidRequest { field, problem } => HttpError::invalid(field, problem),
-            other => HttpError::outcome(status, code, other.to_string()),
+            e @ (HookError::UnknownService(_) | HookError::UnknownCard(_)) => outcome(StatusCode::NOT_FOUND, "not-found", e),
+            e @ HookError::HookMismatch { .. } => outcome(StatusCode::BAD_REQUEST, "invalid", e),
+            e @ HookError::FhirServerNotRegistered => outcome(StatusCode::FORBIDDEN, "forbidden", e),
+            e @ HookError::PrefetchUnavailable { .. } => outcome(StatusCode::PRECONDITION_FAILED, "incomplete", e),
         }
     }
 }

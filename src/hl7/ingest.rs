@@ -14,7 +14,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection
 use tokio::sync::Notify;
 
 use super::ack::build_ack;
-use super::message::{AckCode, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message};
+use super::message::{AckCode, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, rejection};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::jobs::JobSource;
 use crate::jobs::announce::{AnnouncedStudy, announce_study};
@@ -54,26 +54,14 @@ pub async fn handle_message(ctx: &IngestContext, bytes: &[u8]) -> String {
             build_ack(&msg.header, AckCode::AA, None)
         }
         Ok(Stored::IdentityConflict) => {
-            let r = Rejection {
-                ack: AckCode::AE,
-                error_code: error_code::DUPLICATE_KEY,
-                location: None,
-                reason: "identity-conflict",
-                text: "the Study Instance UID already belongs to another patient; nothing was stored",
-                header: Box::new(msg.header.clone()),
-            };
+            let text = "the Study Instance UID already belongs to another patient; nothing was stored";
+            let r = rejection(&msg.header, AckCode::AE, error_code::DUPLICATE_KEY, None, "identity-conflict", text);
             build_ack(&r.header, r.ack, Some(&r))
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store an HL7 message; answered AE so that it is resent");
-            let r = Rejection {
-                ack: AckCode::AE,
-                error_code: error_code::INTERNAL,
-                location: None,
-                reason: "internal-error",
-                text: "radsight could not store the message; send it again",
-                header: Box::new(msg.header.clone()),
-            };
+            let text = "radsight could not store the message; send it again";
+            let r = rejection(&msg.header, AckCode::AE, error_code::INTERNAL, None, "internal-error", text);
             build_ack(&r.header, r.ack, Some(&r))
         }
     }

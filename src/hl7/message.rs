@@ -156,7 +156,8 @@ pub struct ParseOptions {
     pub study_uid_field: Option<LocationQuery>,
 }
 
-fn reject(
+/// A rejection of a message with this header, answered with `ack`.
+pub fn rejection(
     header: &Header,
     ack: AckCode,
     error_code: u16,
@@ -200,7 +201,7 @@ pub fn read_header(text: &str) -> Option<Header> {
 /// A rejection for a message that never got as far as parsing (too large, not text).
 pub fn reject_unreadable(head: &str, reason: &'static str, text: &'static str) -> Rejection {
     let header = read_header(head).unwrap_or_default();
-    reject(&header, AckCode::AR, error_code::MESSAGE_TOO_LARGE, None, reason, text)
+    rejection(&header, AckCode::AR, error_code::MESSAGE_TOO_LARGE, None, reason, text)
 }
 
 /// Reads an imaging order or result.
@@ -211,7 +212,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
     // the header without its NULs.
     if text.contains('\0') {
         let header = read_header(&text.replace('\0', "")).unwrap_or_default();
-        return Err(reject(
+        return Err(rejection(
             &header,
             AckCode::AR,
             error_code::DATA_TYPE,
@@ -222,7 +223,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
     }
     let Some(header) = read_header(text) else {
         let empty = Header::default();
-        return Err(reject(
+        return Err(rejection(
             &empty,
             AckCode::AR,
             error_code::SEGMENT_SEQUENCE,
@@ -232,7 +233,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         ));
     };
     let Some(control_id) = header.control_id.clone() else {
-        return Err(reject(
+        return Err(rejection(
             &header,
             AckCode::AR,
             error_code::REQUIRED_FIELD_MISSING,
@@ -242,7 +243,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         ));
     };
     if !header.version.starts_with("2.") {
-        return Err(reject(
+        return Err(rejection(
             &header,
             AckCode::AR,
             error_code::UNSUPPORTED_VERSION,
@@ -256,7 +257,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         ("ORM", "O01") | ("OMI", "O23") => MessageKind::Order,
         ("ORU", "R01") => MessageKind::Result,
         ("ORM" | "OMI" | "ORU", _) => {
-            return Err(reject(
+            return Err(rejection(
                 &header,
                 AckCode::AR,
                 error_code::UNSUPPORTED_EVENT,
@@ -266,7 +267,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
             ));
         }
         _ => {
-            return Err(reject(
+            return Err(rejection(
                 &header,
                 AckCode::AR,
                 error_code::UNSUPPORTED_MESSAGE_TYPE,
@@ -277,15 +278,22 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         }
     };
     let msg = Message::parse_with_lenient_newlines(text, true).map_err(|_| {
-        reject(&header, AckCode::AR, error_code::SEGMENT_SEQUENCE, None, "unparseable", "the message structure could not be parsed")
+        rejection(&header, AckCode::AR, error_code::SEGMENT_SEQUENCE, None, "unparseable", "the message structure could not be parsed")
     })?;
     let get = |q: &str| value(&msg, q);
 
     if msg.segment("PID").is_none() {
-        return Err(reject(&header, AckCode::AE, error_code::SEGMENT_SEQUENCE, Some("PID"), "missing-pid", "the PID segment is missing"));
+        return Err(rejection(
+            &header,
+            AckCode::AE,
+            error_code::SEGMENT_SEQUENCE,
+            Some("PID"),
+            "missing-pid",
+            "the PID segment is missing",
+        ));
     }
     let patient_raw = patient_identifier(&msg).ok_or_else(|| {
-        reject(
+        rejection(
             &header,
             AckCode::AE,
             error_code::REQUIRED_FIELD_MISSING,
@@ -295,7 +303,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         )
     })?;
     let patient = PatientId::parse(&patient_raw).map_err(|_| {
-        reject(
+        rejection(
             &header,
             AckCode::AE,
             error_code::DATA_TYPE,
@@ -305,10 +313,17 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         )
     })?;
     if msg.segment("OBR").is_none() {
-        return Err(reject(&header, AckCode::AE, error_code::SEGMENT_SEQUENCE, Some("OBR"), "missing-obr", "the OBR segment is missing"));
+        return Err(rejection(
+            &header,
+            AckCode::AE,
+            error_code::SEGMENT_SEQUENCE,
+            Some("OBR"),
+            "missing-obr",
+            "the OBR segment is missing",
+        ));
     }
     if kind == MessageKind::Order && msg.segment("ORC").is_none() {
-        return Err(reject(
+        return Err(rejection(
             &header,
             AckCode::AE,
             error_code::SEGMENT_SEQUENCE,
@@ -330,7 +345,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
     let study_uid = match uid_sources.into_iter().find_map(|(at, v)| v.map(|v| (at, v))) {
         None => None,
         Some((_, v)) => Some(StudyInstanceUid::parse(&v).map_err(|_| {
-            reject(
+            rejection(
                 &header,
                 AckCode::AE,
                 error_code::DATA_TYPE,
