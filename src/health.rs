@@ -1,4 +1,5 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers).
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers and
+//! the instance is not draining for shutdown).
 
 use actix_web::{HttpResponse, web};
 use sea_orm::ConnectionTrait;
@@ -11,6 +12,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.shutdown.is_draining() {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "shutting down"}));
+    }
     match state.db.execute_unprepared("SELECT 1").await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => {

@@ -15,7 +15,11 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match runtime.block_on(radsight::cli::run(cli)) {
+    let outcome = runtime.block_on(radsight::cli::run(cli));
+    // A model still running on a blocking thread (its job already handed back at shutdown)
+    // must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(code) => code,
         Err(e) => fail(&e),
     }

@@ -8,7 +8,9 @@
 //! root from an `endpoint` with `connectionType` `dicom-wado-rs`, which must be one of
 //! `dicomweb.endpoints` (else 403 and nothing is queued). Then, in one transaction with the
 //! audit entries, each study is stored and its analysis job queued; the answer (202) comes
-//! after the commit.
+//! after the commit. A study UID that already belongs to another patient refuses the whole
+//! notification (409, `identity.conflict`), and a client may announce at most
+//! `limits.studies_per_client_per_minute` studies (429 beyond).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,9 +20,10 @@ use crate::auth::client_jwt::VerifiedClient;
 use crate::domain::{PatientId, StudyInstanceUid};
 use crate::http::body::{self, BodyError};
 use crate::http::client_auth::{AuditedFailure, CdsClient, audit_failures};
+use crate::http::throttle::{RetryAfter, Throttle, too_many_requests};
 use crate::http::{HttpError, error::operation_outcome};
 use crate::jobs::JobSource;
-use crate::jobs::announce::{AnnouncedStudy, announce_study};
+use crate::jobs::announce::{AnnouncedStudy, announce_study, conflicting_owner};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -37,6 +40,10 @@ pub enum NotificationError {
     EndpointNotAllowed,
     #[error("the notification announces {count} imaging studies; at most {limit} are taken in one notification")]
     TooManyStudies { count: usize, limit: usize },
+    #[error("this client announced more studies than it may per minute")]
+    Throttled(RetryAfter),
+    #[error("ImagingStudy[{index}] names a study that already belongs to another patient; nothing was queued")]
+    IdentityConflict { index: usize },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -48,6 +55,8 @@ impl AuditedFailure for NotificationError {
             NotificationError::Invalid(_) => "invalid-notification",
             NotificationError::EndpointNotAllowed => "endpoint-not-allowed",
             NotificationError::TooManyStudies { .. } => "too-many-studies",
+            NotificationError::Throttled(_) => "studies-rate-limit",
+            NotificationError::IdentityConflict { .. } => "identity-conflict",
             NotificationError::Internal(_) => "internal-error",
         }
     }
@@ -69,6 +78,8 @@ impl From<NotificationError> for HttpError {
             NotificationError::EndpointNotAllowed => HttpError::outcome(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
             NotificationError::TooManyStudies { .. } => HttpError::outcome(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", e.to_string()),
             NotificationError::Invalid(_) => HttpError::outcome(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+            NotificationError::Throttled(retry) => too_many_requests(retry, "announcing studies from this client"),
+            NotificationError::IdentityConflict { .. } => HttpError::outcome(StatusCode::CONFLICT, "conflict", e.to_string()),
         }
     }
 }
@@ -137,10 +148,26 @@ async fn handle(
         });
     }
 
+    if let Some(throttle) = req.app_data::<web::Data<Throttle>>() {
+        throttle.check_studies(&client.iss, studies.len()).map_err(NotificationError::Throttled)?;
+    }
+
     let internal = |e: anyhow::Error| NotificationError::Internal(e);
     let mut txn = state.audit.begin(&state.db).await.map_err(|e| internal(e.into()))?;
     let mut job_ids = Vec::new();
-    for s in &studies {
+    for (index, s) in studies.iter().enumerate() {
+        if let Some(owner) = conflicting_owner(txn.conn(), &s.study_uid, &s.patient).await.map_err(|e| internal(e.into()))? {
+            // Nothing of this notification is stored; the conflict itself is.
+            drop(txn);
+            let event = AuditEvent::new(Action::IdentityConflict, Outcome::Rejected)
+                .actor(Some(&client.iss), None)
+                .patient(Some(s.patient.reference()))
+                .entity("ImagingStudy", s.study_uid.as_str())
+                .detail("study_patient", owner)
+                .detail("reason", "study-belongs-to-another-patient");
+            state.audit.record(&state.db, event).await.map_err(|e| internal(e.into()))?;
+            return Err(NotificationError::IdentityConflict { index });
+        }
         let job = announce_study(txn.conn(), s, true, state.settings.jobs.max_attempts)
             .await
             .map_err(|e| internal(e.into()))?

@@ -23,15 +23,42 @@ use crate::configuration::Settings;
 use crate::hl7::ingest::IngestContext;
 use crate::hl7::listener::{self, ListenerOptions};
 use crate::hl7::message::ParseOptions;
+use crate::http::throttle::Throttle;
 use crate::jobs::worker::{WorkerContext, spawn_workers};
 use crate::smart::SmartState;
-use crate::state::AppState;
+use crate::state::{AppState, Shutdown};
 use crate::{audit, audit_api, cds_hooks, health, http, http_client, notifications, results, smart, store};
 
 pub struct Application {
     port: u16,
     hl7_port: Option<u16>,
     server: Server,
+    /// What shutdown waits for and cleans up.
+    drain: Drain,
+}
+
+/// The parts of a running instance that shutdown drains, in order (see
+/// [`Application::run_until_stopped`]).
+struct Drain {
+    shutdown: Shutdown,
+    grace: Duration,
+    hl7: Option<tokio::task::JoinHandle<()>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    instance: String,
+    db: DatabaseConnection,
+    audit: AuditLog,
+    signer: Arc<CheckpointSigner>,
+    checkpoint_dir: std::path::PathBuf,
+}
+
+/// Ends a running [`Application`] as SIGTERM does (tests hold one to stop an instance).
+#[derive(Clone)]
+pub struct ShutdownTrigger(Shutdown);
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        self.0.begin();
+    }
 }
 
 impl Application {
@@ -89,6 +116,8 @@ impl Application {
             SmartState::build(&settings, demo.iter().map(|d| d.1.clone()).collect(), http.clone()).context("setting up the SMART app")?;
         let demo = demo.map(|d| d.0);
         let hooks = HookState::build(&settings, http)?;
+        let shutdown = Shutdown::default();
+        let instance = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         let state = AppState {
             links,
             verifier: ClientVerifier::new(keys, settings.auth.clone(), replay_store.clone(), gate.clone()),
@@ -98,7 +127,9 @@ impl Application {
             wake: wake.clone(),
             db,
             settings: Arc::new(settings),
+            shutdown: shutdown.clone(),
         };
+        let mut hl7_task = None;
         if let Some(l) = hl7 {
             let study_uid_field = Some(state.settings.hl7.study_uid_field.as_str())
                 .filter(|f| !f.is_empty())
@@ -111,30 +142,47 @@ impl Application {
                 parse: ParseOptions { study_uid_field },
                 max_attempts: state.settings.jobs.max_attempts,
                 wake: wake.clone(),
+                senders: crate::hl7::ingest::SenderPolicy::from_settings(&state.settings.hl7),
             };
-            tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx));
+            let tls = state.settings.hl7.tls.as_ref().map(crate::hl7::tls::acceptor).transpose().context("setting up MLLP over TLS")?;
+            hl7_task = Some(tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx, shutdown.clone(), tls)));
         }
         // Only workers run models; an instance with none does not need the registry.
+        let mut workers = Vec::new();
         if state.settings.jobs.workers > 0 {
             let analyzer = Arc::new(crate::analysis::Analyzer::open(&state.settings.analysis)?);
-            spawn_workers(WorkerContext {
+            workers = spawn_workers(WorkerContext {
                 db: state.db.clone(),
-                audit,
+                audit: audit.clone(),
                 jobs: state.settings.jobs.clone(),
                 dicomweb: state.settings.dicomweb.clone(),
                 http: http_client::build(),
                 credentials: crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials)
                     .context("loading PACS credentials")?,
                 wake,
-                instance: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+                instance: instance.clone(),
                 analyzer,
+                shutdown: shutdown.clone(),
             });
         }
-        let workers = state.settings.server.workers;
+        let drain = Drain {
+            shutdown: shutdown.clone(),
+            grace: Duration::from_secs(state.settings.server.shutdown_grace_secs),
+            hl7: hl7_task,
+            workers,
+            instance,
+            db: state.db.clone(),
+            audit,
+            signer: state.checkpoint_signer.clone(),
+            checkpoint_dir: state.settings.audit.checkpoint_dir.clone(),
+        };
+        let http_workers = state.settings.server.workers;
+        let throttle = web::Data::new(Throttle::from_settings(&state.settings.limits));
         let state = web::Data::new(state);
         let (hooks, smart) = (web::Data::new(hooks), web::Data::new(smart));
         spawn_jti_purge(state.db.clone());
         spawn_checkpoints(state.clone().into_inner());
+        spawn_refusal_windows(state.clone().into_inner(), throttle.clone().into_inner());
         let mut server = HttpServer::new(move || {
             // Browser-based CDS clients call cross-origin with a bearer token, never with cookies.
             // The SMART app is served by radsight itself, so its API (`/api`) answers no other
@@ -145,6 +193,8 @@ impl Application {
                 .allowed_headers(["authorization", "content-type"])
                 .max_age(3600);
             App::new()
+                // Innermost: a source over its rate is answered 429 before any token is verified.
+                .wrap(middleware::from_fn(http::throttle::limit_sources))
                 // No browser may guess a content type: JSON, PNGs and pages are what they say.
                 .wrap(middleware::DefaultHeaders::new().add(("x-content-type-options", "nosniff")))
                 .wrap(cors)
@@ -155,6 +205,7 @@ impl Application {
                         .custom_request_replace("route", |req| format!("{} {}", req.method(), http::access_log::loggable_path(req.path()))),
                 )
                 .app_data(state.clone())
+                .app_data(throttle.clone())
                 .app_data(hooks.clone())
                 .app_data(smart.clone())
                 .configure(cds_hooks::routes)
@@ -167,11 +218,20 @@ impl Application {
                 .default_service(web::to(http::error::not_found))
         })
         .client_request_timeout(Duration::from_secs(10))
+        // Signals are ours (run_until_stopped): actix alone would stop HTTP but not drain MLLP,
+        // the workers or the audit tally.
+        .disable_signals()
+        .shutdown_timeout(drain.grace.as_secs())
         .listen(listener)?;
-        if workers > 0 {
-            server = server.workers(workers);
+        if http_workers > 0 {
+            server = server.workers(http_workers);
         }
-        Ok(Application { port, hl7_port, server: server.run() })
+        Ok(Application { port, hl7_port, server: server.run(), drain })
+    }
+
+    /// A handle that stops this instance as SIGTERM would.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger(self.drain.shutdown.clone())
     }
 
     pub fn port(&self) -> u16 {
@@ -183,8 +243,54 @@ impl Application {
         self.hl7_port
     }
 
+    /// Serves until SIGTERM, SIGINT or a [`ShutdownTrigger`], then drains within
+    /// `server.shutdown_grace_secs`:
+    /// 1. readiness turns 503, the MLLP listener and the workers stop taking new work;
+    /// 2. HTTP stops accepting and in-flight requests (hook calls) finish;
+    /// 3. MLLP connections finish the message under way and send its ACK;
+    /// 4. workers finish the job under way; jobs still running at the deadline are handed back
+    ///    to the queue;
+    /// 5. the refusal tally is flushed and a checkpoint signed.
+    ///
+    /// Every answer already given (ACK, hook response) was durable before it was given; draining
+    /// only avoids cutting work off half-way.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Application { server, drain, .. } = self;
+        let handle = server.handle();
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            r = &mut server => return r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            _ = stop_signal() => tracing::info!("stop signal received; draining"),
+            _ = drain.shutdown.begun() => tracing::info!("shutdown requested; draining"),
+        }
+        drain.shutdown.begin();
+        let deadline = tokio::time::Instant::now() + drain.grace;
+        let http = async {
+            handle.stop(true).await;
+            let _ = server.await;
+        };
+        let hl7 = async {
+            if let Some(t) = drain.hl7 {
+                let _ = t.await;
+            }
+        };
+        let workers = futures_util::future::join_all(drain.workers);
+        if tokio::time::timeout_at(deadline, futures_util::future::join3(http, hl7, workers)).await.is_err() {
+            tracing::warn!(grace_secs = drain.grace.as_secs(), "work still under way at the end of the grace period");
+        }
+        match crate::jobs::worker::hand_back_jobs(&drain.db, &drain.audit, &drain.instance).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "running jobs handed back to the queue"),
+            Err(e) => tracing::error!(error = ?e, "could not hand running jobs back to the queue; their leases will expire"),
+        }
+        if let Err(e) = drain.audit.flush_refusals(&drain.db).await {
+            tracing::error!(error = ?e, "could not write the last refusal summaries");
+        }
+        if let Err(e) = drain.audit.checkpoint(&drain.db, &drain.signer, Some(&drain.checkpoint_dir)).await {
+            tracing::error!(error = ?e, "could not sign the shutdown checkpoint");
+        }
+        tracing::info!("radsight stopped");
+        Ok(())
     }
 }
 
@@ -247,6 +353,46 @@ fn spawn_checkpoints(state: Arc<AppState>) {
             if let Err(e) = state.audit.checkpoint(&state.db, &state.checkpoint_signer, Some(dir)).await {
                 tracing::error!(error = ?e, "could not sign or publish an audit checkpoint");
             }
+        }
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Closes the refusal tally's window every `limits.refusal_window_secs` (writing its
+/// `refusal.summary` entries), and forgets rate-limit state of sources and clients gone quiet.
+fn spawn_refusal_windows(state: Arc<AppState>, throttle: Arc<Throttle>) {
+    let every = state.settings.limits.refusal_window_secs.max(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.audit.flush_refusals(&state.db).await {
+                tracing::error!(error = ?e, "could not write refusal summaries; their counts are kept for the next window");
+            }
+            throttle.retain_recent();
         }
     });
 }

@@ -26,4 +26,34 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Signs and checks the result links that cards carry.
     pub links: LinkSigner,
+    /// Set when the instance drains for shutdown (`/readyz` answers 503 from then on).
+    pub shutdown: Shutdown,
+}
+
+/// The instance's shutdown: once begun, readiness fails, the MLLP listener takes no new
+/// connection or message, and workers claim no new job. Cheap to clone; every clone sees it.
+#[derive(Clone, Debug)]
+pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Shutdown {
+    /// Starts draining; idempotent.
+    pub fn begin(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once draining has begun (at once if it has).
+    pub async fn begun(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|draining| *draining).await;
+    }
 }

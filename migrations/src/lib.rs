@@ -11,6 +11,7 @@ mod m20261129_000002_ingestion;
 mod m20261129_000003_merkle_log;
 mod m20261129_000004_auditor_sessions;
 mod m20261129_000005_results;
+mod m20261203_000006_hl7_content;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_merkle_log::Migration),
             Box::new(m20261129_000004_auditor_sessions::Migration),
             Box::new(m20261129_000005_results::Migration),
+            Box::new(m20261203_000006_hl7_content::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod merkle;
 pub mod proof;
+pub mod tally;
 pub mod tree;
 pub mod verify;
 
@@ -96,6 +97,13 @@ pub enum Action {
     /// A message named a study that already belongs to another patient: refused, nothing queued.
     #[serde(rename = "identity.conflict")]
     IdentityConflict,
+    /// Refusals before authentication counted in one window beyond the first of their key
+    /// (see [`tally`]): channel, source, reason and count.
+    #[serde(rename = "refusal.summary")]
+    RefusalSummary,
+    /// A request answered 429 by a rate limit.
+    #[serde(rename = "http.throttled")]
+    Throttled,
 }
 
 impl Action {
@@ -125,6 +133,8 @@ impl Action {
             Action::ResultFeedback => "result.feedback",
             Action::SmartLaunch => "smart.launch",
             Action::IdentityConflict => "identity.conflict",
+            Action::RefusalSummary => "refusal.summary",
+            Action::Throttled => "http.throttled",
         }
     }
 }
@@ -326,6 +336,8 @@ pub struct AuditLog {
     chain: Arc<Mutex<Option<ChainState>>>,
     queue: Arc<std::sync::Mutex<Vec<Pending>>>,
     gate: crate::store::WriteGate,
+    /// Refusals before authentication counted in the open window.
+    refusals: Arc<tally::RefusalTally>,
 }
 
 impl AuditLog {
@@ -366,6 +378,27 @@ impl AuditLog {
             }
         };
         Ok(AuditTxn { guard, _gate: gate, txn, head, frontier })
+    }
+
+    /// Audits a refusal before authentication (a stranger's): in full when it is the first of
+    /// its channel, source and reason in the open window, else only counted (see [`tally`]).
+    pub async fn record_refusal(
+        &self,
+        db: &DatabaseConnection,
+        channel: &'static str,
+        source: std::net::IpAddr,
+        reason: &'static str,
+        event: AuditEvent,
+    ) -> Result<(), AuditError> {
+        match self.refusals.note(channel, source, reason) {
+            tally::Seen::First => self.record(db, event.detail("source", tally::source_key(source))).await.map(|_| ()),
+            tally::Seen::Counted => Ok(()),
+        }
+    }
+
+    /// Writes the open window's `refusal.summary` entries and opens a new window.
+    pub async fn flush_refusals(&self, db: &DatabaseConnection) -> Result<usize, AuditError> {
+        self.refusals.flush(db, self).await
     }
 
     /// Signs a checkpoint of the current tree (or reuses the one already signed at this size),

@@ -32,6 +32,9 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub dicomweb: DicomwebSettings,
     pub analysis: AnalysisSettings,
+    /// Rate limits and how refusals by strangers are counted.
+    #[serde(default)]
+    pub limits: LimitSettings,
     /// The SMART on FHIR app: registered EHRs, token validation, the demo EHR.
     #[serde(default)]
     pub smart: SmartSettings,
@@ -60,6 +63,60 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// actix worker threads; 0 means one per core.
     pub workers: usize,
+    /// On SIGTERM or SIGINT: how long in-flight hook calls, MLLP messages and jobs may take to
+    /// finish before the process exits anyway. Default 20 s.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_shutdown_grace_secs() -> u64 {
+    20
+}
+
+/// Rate limits (GCRA, per instance) and the counting of refusals. A limit of 0 is off.
+///
+/// Source addresses are the TCP peer's: behind a reverse proxy every request has the proxy's
+/// address, so size `per_source_per_second` for the proxy (or turn it off and limit there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Requests per second from one source address, on every route but `/healthz` and
+    /// `/readyz`; beyond it, 429 with `Retry-After` before any token is verified. Default 200.
+    pub per_source_per_second: u32,
+    /// Requests one source may send at once above its rate. Default 400.
+    pub per_source_burst: u32,
+    /// Requests per second from one authenticated CDS client. Default 200.
+    pub per_client_per_second: u32,
+    pub per_client_burst: u32,
+    /// Studies one client may announce by FHIR notification per minute. Default 600.
+    pub studies_per_client_per_minute: u32,
+    /// Refusals before authentication (bad tokens, throttled requests, unknown HL7 senders)
+    /// are audited one by one only for the first of each source and reason in a window; the
+    /// rest are counted and written as one `refusal.summary` entry when the window closes.
+    /// Default 60 s.
+    pub refusal_window_secs: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            per_source_per_second: 200,
+            per_source_burst: 400,
+            per_client_per_second: 200,
+            per_client_burst: 400,
+            studies_per_client_per_minute: 600,
+            refusal_window_secs: 60,
+        }
+    }
+}
+
+/// An HL7 sender allowed by its `MSH-3` (sending application) and `MSH-4` (sending facility),
+/// compared on their first components.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7Sender {
+    pub application: String,
+    pub facility: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,9 +215,38 @@ pub struct Hl7Settings {
     /// hold every slot. Default 8.
     #[serde(default = "default_max_connections_per_source")]
     pub max_connections_per_source: usize,
+    /// Source address ranges (CIDR) whose messages are read; a message from elsewhere is
+    /// answered AR. Default: loopback only (`127.0.0.0/8`, `::1/128`).
+    #[serde(default = "default_allowed_sources")]
+    pub allowed_sources: Vec<ipnet::IpNet>,
+    /// Senders (`MSH-3`/`MSH-4`) whose messages are taken; any other gets AR. Empty: any sender
+    /// from an allowed source.
+    #[serde(default)]
+    pub senders: Vec<Hl7Sender>,
+    /// MLLP over TLS: when set, the listener speaks only TLS with these files.
+    #[serde(default)]
+    pub tls: Option<Hl7Tls>,
     /// Where a site puts the Study Instance UID, as an hl7-parser query (`OBR.20`,
     /// `OBX[2].5`); tried before `IPC-3`, `ZDS-1` and an OBX coded DCM 110180. Empty: none.
     pub study_uid_field: String,
+}
+
+/// MLLP over TLS (rustls). With `client_ca_file`, a sender must present a certificate that
+/// chains to it (mutual TLS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7Tls {
+    /// PEM certificate chain of the listener.
+    pub cert_file: PathBuf,
+    /// PEM private key of the listener (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; unset: no client certificate.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+fn default_allowed_sources() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"].iter().map(|n| n.parse().expect("a literal CIDR")).collect()
 }
 
 fn default_transfer_syntax() -> String {
@@ -355,6 +441,7 @@ impl Default for Settings {
                 public_url: String::new(),
                 max_body_bytes: 1024 * 1024,
                 workers: 0,
+                shutdown_grace_secs: default_shutdown_grace_secs(),
             },
             database: DatabaseSettings { url: "sqlite://data/radsight.db?mode=rwc".into(), max_connections: 16, acquire_timeout_ms: 5000 },
             auth: AuthSettings { leeway_secs: 30, max_token_lifetime_secs: 3600, jwks_fetch_timeout_ms: 2000, jwks_cache_secs: 300 },
@@ -392,6 +479,9 @@ impl Default for Settings {
                 max_connections: 32,
                 message_deadline_ms: default_message_deadline_ms(),
                 max_connections_per_source: default_max_connections_per_source(),
+                allowed_sources: default_allowed_sources(),
+                senders: Vec::new(),
+                tls: None,
                 study_uid_field: String::new(),
             },
             jobs: JobSettings {
@@ -422,6 +512,7 @@ impl Default for Settings {
                 max_frames: 2_000,
                 max_pixel_bytes: 1 << 30,
             },
+            limits: LimitSettings::default(),
             smart: Default::default(),
             clients: Vec::new(),
             auditors: Vec::new(),
@@ -431,7 +522,8 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 11] = ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "analysis", "smart"];
+const SECTIONS: [&str; 12] =
+    ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "analysis", "limits", "smart"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -1,24 +1,33 @@
 //! What an HL7 message does, from bytes to ACK.
 //!
-//! Life of a message: decode the text (UTF-8, else Latin-1) → read it
-//! ([`parse_imaging_message`]) → in one transaction that also appends the audit entries: look
-//! up `(sender, MSH-10)` in `hl7_messages` (a resend is answered AA again and changes nothing),
+//! Life of a message: check its source address against `hl7.allowed_sources` → decode the text
+//! (UTF-8, else Latin-1) → read it ([`parse_imaging_message`]) → check `MSH-3`/`MSH-4` against
+//! `hl7.senders` → in one transaction that also appends the audit entries: look up
+//! `(sender, MSH-10)` in `hl7_messages` (a resend, the same content but for `MSH-7`, is answered
+//! AA again and changes nothing; the same control id with other content is answered AE),
 //! store or update the order, store the study and queue its job
 //! ([`announce_study`]), remember the control id → commit → AA. Nothing is acknowledged AA
 //! before that commit. A rejected message is audited and answered AE/AR; a database failure is
 //! answered AE (code 207) so that the sender sends it again.
+//!
+//! A refused sender (an address or an `MSH-3`/`MSH-4` pair not allowed) is answered AR and
+//! audited through the refusal tally: the first from its address in a window in full, the rest
+//! counted into one `refusal.summary` entry.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::Notify;
 
 use super::ack::build_ack;
-use super::message::{AckCode, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, rejection};
+use super::message::{
+    AckCode, Header, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, reject_unreadable, rejection,
+};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::jobs::JobSource;
-use crate::jobs::announce::{AnnouncedStudy, announce_study};
-use crate::store::entities::{hl7_message, imaging_order, study};
+use crate::jobs::announce::{AnnouncedStudy, announce_study, conflicting_owner};
+use crate::store::entities::{hl7_message, imaging_order};
 
 /// What message handling needs; shared by every connection.
 #[derive(Clone)]
@@ -29,6 +38,61 @@ pub struct IngestContext {
     pub max_attempts: i32,
     /// Woken when a job is queued, so that a local worker starts on it at once.
     pub wake: Arc<Notify>,
+    /// Who may send: source address ranges, and `MSH-3`/`MSH-4` pairs (empty: any).
+    pub senders: SenderPolicy,
+}
+
+/// The HL7 sender allowlist (`hl7.allowed_sources`, `hl7.senders`).
+#[derive(Debug, Clone, Default)]
+pub struct SenderPolicy {
+    pub sources: Vec<ipnet::IpNet>,
+    pub senders: Vec<crate::configuration::Hl7Sender>,
+}
+
+impl SenderPolicy {
+    pub fn from_settings(s: &crate::configuration::Hl7Settings) -> SenderPolicy {
+        SenderPolicy { sources: s.allowed_sources.clone(), senders: s.senders.clone() }
+    }
+
+    fn allows_source(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.sources.iter().any(|net| net.contains(&ip))
+    }
+
+    fn allows_sender(&self, header: &Header) -> bool {
+        // Compared on the first component (the namespace id), as sites configure them.
+        let first = |s: &str| s.split('^').next().unwrap_or_default().to_owned();
+        self.senders.is_empty()
+            || self
+                .senders
+                .iter()
+                .any(|s| s.application == first(&header.sending_application) && s.facility == first(&header.sending_facility))
+    }
+}
+
+/// SHA-256 of a message as a resend would repeat it: segments as they are, but `MSH-7` (the
+/// time the message was sent, which some engines stamp again on every resend) left out.
+pub fn content_digest(text: &str) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for segment in text.split(['\r', '\n']).filter(|s| !s.is_empty()) {
+        match segment.strip_prefix("MSH").and_then(|rest| rest.chars().next()) {
+            Some(sep) => {
+                let fields: Vec<&str> = segment.split(sep).collect();
+                for (i, f) in fields.iter().enumerate() {
+                    // fields[6] is MSH-7: MSH-1 is the separator itself, so MSH-n is fields[n-1].
+                    hash.update(if i == 6 { "" } else { f });
+                    hash.update([0x1f]);
+                }
+            }
+            None => hash.update(segment),
+        }
+        hash.update(b"\r");
+    }
+    hex::encode(hash.finalize())
 }
 
 /// Text of a message: UTF-8 when it is, else Latin-1 (the HL7 v2 default character set).
@@ -39,19 +103,32 @@ pub fn decode_text(bytes: &[u8]) -> String {
     }
 }
 
-/// Handles one framed message and returns the ACK to send.
-pub async fn handle_message(ctx: &IngestContext, bytes: &[u8]) -> String {
+/// Handles one framed message from `peer` and returns the ACK to send.
+pub async fn handle_message(ctx: &IngestContext, peer: IpAddr, bytes: &[u8]) -> String {
     let text = decode_text(bytes);
+    if !ctx.senders.allows_source(peer) {
+        let r = reject_unreadable(&text, "source-not-allowed", "the sender's address is not allowed to send to radsight");
+        return refuse_sender(ctx, peer, r).await;
+    }
     let msg = match parse_imaging_message(&text, &ctx.parse) {
         Ok(m) => m,
         Err(r) => return reject(ctx, r).await,
     };
-    match store(ctx, &msg).await {
+    if !ctx.senders.allows_sender(&msg.header) {
+        let r = unknown_sender(&msg.header, "sender-not-allowed", "the sending application and facility are not registered with radsight");
+        return refuse_sender(ctx, peer, r).await;
+    }
+    match store(ctx, &msg, &content_digest(&text)).await {
         Ok(Stored::Accepted { queued }) => {
             if queued {
                 ctx.wake.notify_one();
             }
             build_ack(&msg.header, AckCode::AA, None)
+        }
+        Ok(Stored::ControlIdReused) => {
+            let text = "this control id was already used for a message with other content; nothing was stored";
+            let r = rejection(&msg.header, AckCode::AE, error_code::DUPLICATE_KEY, Some("MSH^1^10"), "control-id-reused", text);
+            build_ack(&r.header, r.ack, Some(&r))
         }
         Ok(Stored::IdentityConflict) => {
             let text = "the Study Instance UID already belongs to another patient; nothing was stored";
@@ -68,9 +145,33 @@ pub async fn handle_message(ctx: &IngestContext, bytes: &[u8]) -> String {
 }
 
 /// The ACK for a message too large to read.
-pub async fn handle_too_large(ctx: &IngestContext, head: &[u8]) -> String {
-    let r = super::message::reject_unreadable(&decode_text(head), "too-large", "the message exceeds the size limit");
+pub async fn handle_too_large(ctx: &IngestContext, peer: IpAddr, head: &[u8]) -> String {
+    let r = reject_unreadable(&decode_text(head), "too-large", "the message exceeds the size limit");
+    if !ctx.senders.allows_source(peer) {
+        return refuse_sender(ctx, peer, r).await;
+    }
     reject(ctx, r).await
+}
+
+/// A sender that is not allowed: AR. Table 0357 has no code for an unauthorised sender; 204
+/// ("unknown key identifier") names what failed, the key that identifies the sender.
+fn unknown_sender(header: &Header, reason: &'static str, text: &'static str) -> Rejection {
+    rejection(header, AckCode::AR, error_code::UNKNOWN_KEY, Some("MSH^1^3"), reason, text)
+}
+
+/// Refuses a sender that is not allowed, audited through the refusal tally (a stranger can send
+/// as often as it likes).
+async fn refuse_sender(ctx: &IngestContext, peer: IpAddr, r: Rejection) -> String {
+    let r = unknown_sender(&r.header, r.reason, r.text);
+    let event = AuditEvent::new(Action::Hl7Message, Outcome::Rejected)
+        .actor(Some(&crate::audit::bounded(&r.header.sender())), None)
+        .detail("ack", r.ack.as_str())
+        .detail("reason", r.reason)
+        .detail("error_code", r.error_code);
+    if let Err(e) = ctx.audit.record_refusal(&ctx.db, "hl7", peer, r.reason, event).await {
+        tracing::error!(error = %e, "could not audit a refused HL7 sender");
+    }
+    build_ack(&r.header, r.ack, Some(&r))
 }
 
 async fn reject(ctx: &IngestContext, r: Rejection) -> String {
@@ -93,13 +194,15 @@ async fn reject(ctx: &IngestContext, r: Rejection) -> String {
 enum Stored {
     /// Stored (or a resend recognised); whether a new job was queued.
     Accepted { queued: bool },
+    /// The control id was used before for other content: nothing stored, only audited.
+    ControlIdReused,
     /// The study it names belongs to another patient: only the `identity.conflict` entry was
     /// written, so a corrected message with the same control id is still taken.
     IdentityConflict,
 }
 
 /// Stores the message's effects and its audit entries atomically.
-async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<Stored> {
+async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyhow::Result<Stored> {
     let sender = crate::audit::bounded(&msg.header.sender());
     let base = AuditEvent::new(Action::Hl7Message, Outcome::Success)
         .actor(Some(&sender), None)
@@ -110,6 +213,20 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<Stor
     let mut txn = ctx.audit.begin(&ctx.db).await?;
     let seen = hl7_message::Entity::find_by_id((sender.clone(), msg.control_id.as_str().to_owned())).one(txn.conn()).await?;
     if let Some(seen) = seen {
+        if seen.content_sha256.as_deref().is_some_and(|d| d != digest) {
+            let event = AuditEvent::new(Action::Hl7Message, Outcome::Rejected)
+                .actor(Some(&sender), None)
+                .patient(Some(msg.patient.reference()))
+                .entity("Hl7Message", msg.control_id.as_str())
+                .detail("message_type", msg.header.message_type.clone())
+                .detail("ack", "AE")
+                .detail("reason", "control-id-reused")
+                .detail("content_sha256", digest.to_owned())
+                .detail("first_content_sha256", seen.content_sha256.clone().unwrap_or_default());
+            txn.append(event).await?;
+            txn.commit().await?;
+            return Ok(Stored::ControlIdReused);
+        }
         let mut event = base.detail("duplicate", true);
         if let Some(job) = seen.job_id {
             event = event.entity("Job", job);
@@ -119,8 +236,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<Stor
         return Ok(Stored::Accepted { queued: false });
     }
     if let Some(uid) = &msg.study_uid
-        && let Some(existing) = study::Entity::find_by_id(uid.as_str().to_owned()).one(txn.conn()).await?
-        && existing.patient_ref != msg.patient.reference()
+        && let Some(owner) = conflicting_owner(txn.conn(), uid, &msg.patient).await?
     {
         // Patient identity is never merged by a study UID: refuse, and tell the auditors.
         let event = AuditEvent::new(Action::IdentityConflict, Outcome::Rejected)
@@ -128,7 +244,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<Stor
             .patient(Some(msg.patient.reference()))
             .entity("Hl7Message", msg.control_id.as_str())
             .entity("ImagingStudy", uid.as_str())
-            .detail("study_patient", existing.patient_ref)
+            .detail("study_patient", owner)
             .detail("reason", "study-belongs-to-another-patient");
         txn.append(event).await?;
         txn.commit().await?;
@@ -183,6 +299,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage) -> anyhow::Result<Stor
         ack_code: Set("AA".into()),
         job_id: Set(job.as_ref().map(|j| j.id.clone())),
         received_at: Set(time::OffsetDateTime::now_utc().unix_timestamp()),
+        content_sha256: Set(Some(digest.to_owned())),
     })
     .exec_without_returning(txn.conn())
     .await?;
@@ -249,4 +366,35 @@ async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORU: &str = "MSH|^~\\&|RIS|GENERAL|RADSIGHT|HOSP|20261203101500||ORU^R01|C1|P|2.5.1\rPID|1||123^^^HOSP^MR\rOBR|1|P1|F1";
+
+    #[test]
+    fn a_resend_with_a_new_send_time_has_the_same_digest_and_other_content_does_not() {
+        let resent = ORU.replace("20261203101500", "20261203101730");
+        assert_eq!(content_digest(ORU), content_digest(&resent));
+        assert_eq!(content_digest(ORU), content_digest(&format!("{}\r\n", ORU.replace('\r', "\n"))), "line endings are framing");
+        assert_ne!(content_digest(ORU), content_digest(&ORU.replace("123^", "124^")));
+        assert_ne!(content_digest(ORU), content_digest(&ORU.replace("ORU^R01", "ORM^O01")));
+    }
+
+    #[test]
+    fn senders_are_matched_by_address_range_and_first_components() {
+        let policy = SenderPolicy {
+            sources: vec!["10.1.0.0/16".parse().unwrap(), "::1/128".parse().unwrap()],
+            senders: vec![crate::configuration::Hl7Sender { application: "RIS".into(), facility: "GENERAL".into() }],
+        };
+        assert!(policy.allows_source("10.1.200.3".parse().unwrap()));
+        assert!(policy.allows_source("::ffff:10.1.0.9".parse().unwrap()), "an IPv4-mapped address is its IPv4");
+        assert!(!policy.allows_source("10.2.0.1".parse().unwrap()));
+        let header = |app: &str, fac: &str| Header { sending_application: app.into(), sending_facility: fac.into(), ..Header::default() };
+        assert!(policy.allows_sender(&header("RIS^1.2.3^ISO", "GENERAL")));
+        assert!(!policy.allows_sender(&header("RIS", "OTHER")));
+        assert!(SenderPolicy { senders: vec![], ..policy }.allows_sender(&header("ANY", "ONE")));
+    }
 }

@@ -8,20 +8,26 @@
 //! `max_connections`, or `max_connections_per_source` from one address, a new connection is
 //! closed at once. Errors in one message never close the connection; only I/O errors, the idle
 //! timeout and the message deadline do.
+//!
+//! Shutdown ([`Shutdown`]): the listener stops accepting; each connection finishes the message
+//! it is receiving (within its deadline) and sends that message's ACK, then closes; [`serve`]
+//! returns when the last connection has closed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::ingest::{IngestContext, handle_message, handle_too_large};
 use super::mllp::{Deframer, Frame, frame};
 use crate::configuration::Hl7Settings;
+use crate::state::Shutdown;
 
 /// Listener limits. Defaults (see `radsight.example.toml`): 60 s read timeout, 30 s per
 /// message, 1 MiB messages, 32 connections, 8 from one address.
@@ -80,12 +86,17 @@ impl Drop for SourceSlot {
     }
 }
 
-/// Accepts connections until the task is dropped.
-pub async fn serve(listener: TcpListener, options: ListenerOptions, ctx: IngestContext) {
+/// Accepts connections until shutdown begins, then waits for the open ones to finish. With
+/// `tls`, each connection must complete a TLS handshake (within `read_timeout`) first.
+pub async fn serve(listener: TcpListener, options: ListenerOptions, ctx: IngestContext, shutdown: Shutdown, tls: Option<TlsAcceptor>) {
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let sources = Arc::new(PerSource::default());
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.begun() => break,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "HL7 listener could not accept a connection");
@@ -103,18 +114,38 @@ pub async fn serve(listener: TcpListener, options: ListenerOptions, ctx: IngestC
             drop(stream);
             continue;
         };
-        let (ctx, options) = (ctx.clone(), options.clone());
+        let (ctx, options, shutdown, tls) = (ctx.clone(), options.clone(), shutdown.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &options, &ctx).await {
+            let _ = stream.set_nodelay(true);
+            let ended = match tls {
+                None => serve_connection(stream, peer.ip(), &options, &ctx, &shutdown).await,
+                Some(tls) => match tokio::time::timeout(options.read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, peer.ip(), &options, &ctx, &shutdown).await,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "HL7 TLS handshake refused");
+                        Ok(())
+                    }
+                    Err(_) => Ok(()),
+                },
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "HL7 connection ended");
             }
             drop((permit, source));
         });
     }
+    drop(listener);
+    // Every connection holds a permit until it ends: having them all back means all are done.
+    let _ = slots.acquire_many(options.max_connections as u32).await;
 }
 
-async fn serve_connection(mut stream: TcpStream, options: &ListenerOptions, ctx: &IngestContext) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: IpAddr,
+    options: &ListenerOptions,
+    ctx: &IngestContext,
+    shutdown: &Shutdown,
+) -> std::io::Result<()> {
     let mut deframer = Deframer::new(options.max_message_bytes);
     let mut buf = vec![0u8; 16 * 1024];
     // When the message now arriving must be whole; `None` between messages.
@@ -124,7 +155,13 @@ async fn serve_connection(mut stream: TcpStream, options: &ListenerOptions, ctx:
             Some(d) => options.read_timeout.min(d.saturating_duration_since(Instant::now())),
             None => options.read_timeout,
         };
-        let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        // Between messages, shutdown closes the connection; a message under way is finished.
+        let between = deadline.is_none();
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, stream.read(&mut buf)) => r,
+            _ = shutdown.begun(), if between => return Ok(()),
+        };
+        let n = match read {
             Ok(r) => r?,
             Err(_) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -145,10 +182,13 @@ async fn serve_connection(mut stream: TcpStream, options: &ListenerOptions, ctx:
         };
         for f in frames {
             let ack = match f {
-                Frame::Message(bytes) => handle_message(ctx, &bytes).await,
-                Frame::TooLarge { head } => handle_too_large(ctx, &head).await,
+                Frame::Message(bytes) => handle_message(ctx, peer, &bytes).await,
+                Frame::TooLarge { head } => handle_too_large(ctx, peer, &head).await,
             };
             stream.write_all(&frame(ack.as_bytes())).await?;
+        }
+        if shutdown.is_draining() && !deframer.in_frame() {
+            return Ok(());
         }
     }
 }

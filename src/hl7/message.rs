@@ -145,6 +145,7 @@ pub mod error_code {
     pub const UNSUPPORTED_EVENT: u16 = 201;
     pub const UNSUPPORTED_VERSION: u16 = 203;
     pub const MESSAGE_TOO_LARGE: u16 = 100;
+    pub const UNKNOWN_KEY: u16 = 204;
     pub const DUPLICATE_KEY: u16 = 205;
     pub const INTERNAL: u16 = 207;
 }

@@ -1,7 +1,10 @@
 //! Client JWTs at the edge: CDS clients (hooks, feedback, notifications, results) and auditors
 //! sign every request; the token is verified against the exact URL called
 //! (`server.public_url` + path), and every refusal is audited (`auth.reject`: reason code, path,
-//! the issuer the token claims; never the token) before the bare 401 goes out.
+//! the issuer the token claims; never the token) before the bare 401 goes out. A refusal comes
+//! from someone not (yet) known, so it goes through the audit log's refusal tally: the first of
+//! its source and reason in a window is written in full, the rest are counted into one
+//! `refusal.summary` entry.
 //!
 //! What fails after authentication is audited too: [`audit_failures`] wraps a handler's work
 //! and records its failure (reason code, outcome, the client) before the error is answered.
@@ -27,6 +30,11 @@ pub fn called_url(req: &HttpRequest, state: &AppState) -> String {
     format!("{}{}", state.settings.server.public_url, req.path())
 }
 
+/// The caller's address, as the refusal tally and the rate limits count it.
+pub fn source(req: &HttpRequest) -> std::net::IpAddr {
+    req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
 /// The `auth.reject` entry for a refused request. `claimed_iss` is what the caller says it is;
 /// it is recorded as a claim, never trusted.
 pub fn refusal_event(req: &HttpRequest, reason: &str, claimed_iss: Option<String>) -> AuditEvent {
@@ -36,14 +44,14 @@ pub fn refusal_event(req: &HttpRequest, reason: &str, claimed_iss: Option<String
         .detail("claimed_iss", claimed_iss.as_deref().map(crate::audit::bounded).map(Value::from).unwrap_or_default())
 }
 
-/// Audits a refused client JWT (or signed link) with its reason code.
-pub async fn record_refusal(req: &HttpRequest, state: &AppState, reason: &str) -> Result<(), crate::audit::AuditError> {
+/// Audits a refused client JWT (or signed link) with its reason code, through the tally.
+pub async fn record_refusal(req: &HttpRequest, state: &AppState, reason: &'static str) -> Result<(), crate::audit::AuditError> {
     let event = refusal_event(req, reason, ClientVerifier::claimed_issuer(authorization(req)));
-    state.audit.record(&state.db, event).await.map(|_| ())
+    state.audit.record_refusal(&state.db, "http", source(req), reason, event).await
 }
 
 /// Audits a refused client JWT, then gives the bare 401 to answer with.
-pub async fn refuse(req: &HttpRequest, state: &AppState, reason: &str) -> HttpError {
+pub async fn refuse(req: &HttpRequest, state: &AppState, reason: &'static str) -> HttpError {
     match record_refusal(req, state, reason).await {
         Ok(()) => HttpError::Unauthorized,
         Err(e) => HttpError::internal(e),
@@ -69,10 +77,18 @@ impl FromRequest for CdsClient {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| HttpError::internal(anyhow::anyhow!("the application state is not registered")))?;
-            match verify(&req, state, &state.verifier).await {
-                Ok(client) => Ok(CdsClient(client)),
-                Err(failure) => Err(refuse(&req, state, failure.code()).await),
+            let client = match verify(&req, state, &state.verifier).await {
+                Ok(client) => client,
+                Err(failure) => return Err(refuse(&req, state, failure.code()).await),
+            };
+            // A client over its share is throttled after authentication (it is known), with
+            // the refusal counted like a stranger's.
+            if let Some(throttle) = req.app_data::<web::Data<super::throttle::Throttle>>()
+                && let Err(retry) = throttle.check_client(&client.iss)
+            {
+                return Err(super::throttle::refuse_throttled(&req, state, "client-rate-limit", retry, "from this client").await);
             }
+            Ok(CdsClient(client))
         })
     }
 }

@@ -30,6 +30,9 @@ pub enum HttpError {
     Unauthorized,
     #[error("{}", .0.diagnostics)]
     Outcome(Issue),
+    /// 429 with `Retry-After` and an OperationOutcome `throttled`.
+    #[error("{diagnostics}")]
+    TooManyRequests { retry_after_secs: u64, diagnostics: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -78,6 +81,7 @@ impl ResponseError for HttpError {
         match self {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Outcome(issue) => issue.status,
+            HttpError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +101,10 @@ impl ResponseError for HttpError {
                     issue.expression.as_deref(),
                 ))
             }
+            HttpError::TooManyRequests { retry_after_secs, diagnostics } => HttpResponse::TooManyRequests()
+                .insert_header((actix_web::http::header::RETRY_AFTER, retry_after_secs.to_string()))
+                .insert_header((CONTENT_TYPE, "application/fhir+json"))
+                .body(operation_outcome("error", "throttled", diagnostics, None)),
             HttpError::Internal(e) => {
                 // The one place an internal error's chain is logged.
                 tracing::error!(error = ?e, "request failed");

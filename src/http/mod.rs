@@ -7,6 +7,7 @@
 //!   auditing every refusal (`auth.reject`), the [`client_auth::CdsClient`] extractor, and
 //!   [`client_auth::audit_failures`], which audits what fails after authentication.
 //! - `body`: reading a request body under a size limit, and parsing it as JSON.
+//! - `throttle`: rate limits per source address, per client and on announced studies (429).
 //! - `access_log`: the request path as the access log may show it (patient ids redacted).
 //!
 //! **Boundary:** the edge depends only on the core (`state`, `audit`, `auth`, `configuration`);
@@ -16,5 +17,6 @@ pub mod access_log;
 pub mod body;
 pub mod client_auth;
 pub mod error;
+pub mod throttle;
 
 pub use error::HttpError;

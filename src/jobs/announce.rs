@@ -24,6 +24,14 @@ pub struct AnnouncedStudy {
     pub source: JobSource,
 }
 
+/// The patient a known study belongs to, when that is not `patient`. A Study Instance UID never
+/// moves a study to another patient: the caller refuses the message and audits
+/// `identity.conflict`.
+pub async fn conflicting_owner<C: ConnectionTrait>(conn: &C, uid: &StudyInstanceUid, patient: &PatientId) -> Result<Option<String>, DbErr> {
+    let existing = study::Entity::find_by_id(uid.as_str().to_owned()).one(conn).await?;
+    Ok(existing.map(|s| s.patient_ref).filter(|owner| *owner != patient.reference()))
+}
+
 /// Stores the study if it is new (an existing row is left as it is) and, when `analyse`, queues
 /// its job. Returns the job, if one was asked for.
 pub async fn announce_study<C: ConnectionTrait>(

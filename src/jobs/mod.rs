@@ -211,6 +211,31 @@ pub async fn fail<C: ConnectionTrait>(
     Ok(if r.rows_affected == 1 { outcome } else { Failed::LeaseLost })
 }
 
+/// Puts every running job leased by an owner starting with `owner_prefix` back in the queue, due
+/// now, without counting the attempt it was on. Returns the jobs as they were.
+pub async fn release_leases<C: ConnectionTrait>(conn: &C, owner_prefix: &str) -> Result<Vec<job::Model>, DbErr> {
+    let held = job::Entity::find()
+        .filter(job::Column::State.eq(JobState::Running))
+        .filter(job::Column::LeaseOwner.starts_with(owner_prefix))
+        .all(conn)
+        .await?;
+    let now = now_ms();
+    for j in &held {
+        job::Entity::update_many()
+            .col_expr(job::Column::State, JobState::Queued.as_str().into())
+            .col_expr(job::Column::Attempts, (j.attempts - 1).max(0).into())
+            .col_expr(job::Column::RunAfter, now.into())
+            .col_expr(job::Column::LeaseOwner, Option::<String>::None.into())
+            .col_expr(job::Column::LeaseUntil, Option::<i64>::None.into())
+            .col_expr(job::Column::UpdatedAt, now.into())
+            .filter(job::Column::Id.eq(j.id.as_str()))
+            .filter(job::Column::LeaseOwner.eq(j.lease_owner.clone()))
+            .exec(conn)
+            .await?;
+    }
+    Ok(held)
+}
+
 /// Jobs, newest first, optionally only those in `state`.
 pub async fn list(db: &DatabaseConnection, state: Option<&str>) -> Result<Vec<job::Model>, DbErr> {
     let mut q = job::Entity::find().order_by_desc(job::Column::CreatedAt);

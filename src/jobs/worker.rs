@@ -51,6 +51,8 @@ pub struct WorkerContext {
     pub instance: String,
     /// The model registry and loaded models.
     pub analyzer: Arc<Analyzer>,
+    /// Once begun, workers claim no new job; the job under way finishes or is handed back.
+    pub shutdown: crate::state::Shutdown,
 }
 
 /// A failed step: a stable code for the job row and the audit trail, and whether retrying
@@ -80,18 +82,21 @@ impl From<DicomwebError> for StepError {
     }
 }
 
-/// Starts `ctx.jobs.workers` worker tasks.
-pub fn spawn_workers(ctx: WorkerContext) {
-    for n in 0..ctx.jobs.workers {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { run_worker(ctx, n).await });
-    }
+/// Starts `ctx.jobs.workers` worker tasks; each ends once shutdown has begun and its job under
+/// way is done.
+pub fn spawn_workers(ctx: WorkerContext) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..ctx.jobs.workers)
+        .map(|n| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { run_worker(ctx, n).await })
+        })
+        .collect()
 }
 
 async fn run_worker(ctx: WorkerContext, n: usize) {
     let owner = format!("{}/{n}", ctx.instance);
     let idle = Duration::from_millis(ctx.jobs.poll_interval_ms);
-    loop {
+    while !ctx.shutdown.is_draining() {
         match run_once(&ctx, &owner).await {
             Ok(true) => continue,
             Ok(false) => {}
@@ -100,8 +105,22 @@ async fn run_worker(ctx: WorkerContext, n: usize) {
         tokio::select! {
             _ = ctx.wake.notified() => {}
             _ = tokio::time::sleep(idle) => {}
+            _ = ctx.shutdown.begun() => {}
         }
     }
+}
+
+/// Hands this instance's running jobs back to the queue at shutdown (their attempt not counted:
+/// the job did not fail), each audited as `job.retried` with reason `shutdown`. A job whose
+/// analysis is still running elsewhere in this process can no longer commit: its lease is gone.
+pub async fn hand_back_jobs(db: &DatabaseConnection, audit: &AuditLog, instance: &str) -> anyhow::Result<usize> {
+    let mut txn = audit.begin(db).await?;
+    let released = super::release_leases(txn.conn(), &format!("{instance}/")).await?;
+    for job in &released {
+        txn.append(event(job, Action::JobRetried, Outcome::Success).detail("reason", "shutdown")).await?;
+    }
+    txn.commit().await?;
+    Ok(released.len())
 }
 
 /// Claims and runs one job. Ok(false) when none was due.

@@ -20,7 +20,7 @@ use super::token::{Grant, TokenFailure};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::domain::PatientId;
 use crate::http::HttpError;
-use crate::http::client_auth::{authorization, refusal_event};
+use crate::http::client_auth::{authorization, refusal_event, source};
 use crate::results::store::studies_with_latest_result;
 use crate::state::AppState;
 use crate::store::ResultStatus;
@@ -102,7 +102,7 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Grant, ApiE
             // Only a registered EHR is named: anything else is the caller's unchecked text.
             let registered = iss.filter(|i| smart.tokens.ehr(i).is_some()).map(str::to_owned);
             let event = refusal_event(req, failure.code(), registered).detail("api", "smart");
-            state.audit.record(&state.db, event).await.map_err(internal)?;
+            state.audit.record_refusal(&state.db, "http", source(req), failure.code(), event).await.map_err(internal)?;
             Err(ApiError::Unauthorized(failure))
         }
     }

@@ -260,6 +260,9 @@ pub mod hl7_message {
         pub ack_code: String,
         pub job_id: Option<String>,
         pub received_at: i64,
+        /// SHA-256 of the message without `MSH-7` ([`crate::hl7::ingest`]); `None` for rows
+        /// stored before it was recorded.
+        pub content_sha256: Option<String>,
     }
     no_relations!();
 }

@@ -40,6 +40,9 @@ pub struct TestApp {
     pub settings: Settings,
     pub fhir: FhirFixture,
     pub http: reqwest::Client,
+    /// Stops the instance as SIGTERM would.
+    pub stop: radsight::startup::ShutdownTrigger,
+    running: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     _tmp: tempfile::TempDir,
 }
 
@@ -114,9 +117,25 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let app = Application::build(settings.clone()).await.expect("radsight starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let hl7_port = app.hl7_port().expect("the HL7 listener is enabled in tests");
-    tokio::spawn(app.run_until_stopped());
+    let stop = app.shutdown_trigger();
+    let running = std::sync::Mutex::new(Some(tokio::spawn(app.run_until_stopped())));
     let db = Database::connect(&db_url).await.unwrap();
-    TestApp { address, hl7_port, db, db_url, es384, rs384, jku_key, auditor, settings, fhir, http: reqwest::Client::new(), _tmp: tmp }
+    TestApp {
+        address,
+        hl7_port,
+        db,
+        db_url,
+        es384,
+        rs384,
+        jku_key,
+        auditor,
+        settings,
+        fhir,
+        http: reqwest::Client::new(),
+        stop,
+        running,
+        _tmp: tmp,
+    }
 }
 
 pub struct CliOutput {
@@ -152,6 +171,13 @@ impl Reply {
 }
 
 impl TestApp {
+    /// Stops the instance as SIGTERM would and waits until it has drained.
+    pub async fn shut_down(&self) {
+        self.stop.trigger();
+        let running = self.running.lock().unwrap().take().expect("the instance is running");
+        running.await.expect("the server task ends").expect("the server stops cleanly");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

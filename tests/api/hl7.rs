@@ -57,6 +57,27 @@ impl MllpClient {
         self.read_ack().await
     }
 
+    /// Sends a message and reads its ACK; `None` when the connection fails or closes first.
+    pub async fn try_send(&mut self, message: &str) -> Option<Ack> {
+        let mut framed = vec![0x0b];
+        framed.extend_from_slice(message.as_bytes());
+        framed.extend_from_slice(&[0x1c, 0x0d]);
+        self.stream.write_all(&framed).await.ok()?;
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == [0x1c, 0x0d]) {
+                let frame: Vec<u8> = self.pending.drain(..end + 2).collect();
+                let start = frame.iter().position(|b| *b == 0x0b)?;
+                return String::from_utf8(frame[start + 1..frame.len() - 2].to_vec()).ok().map(Ack);
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(15), self.stream.read(&mut buf)).await.ok()?.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
     pub async fn read_ack(&mut self) -> Ack {
         let deadline = std::time::Duration::from_secs(15);
         loop {
