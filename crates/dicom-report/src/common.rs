@@ -10,7 +10,7 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use crate::content::{put_opt_str, put_str};
 use crate::error::{ObjectKind, WriteError};
 use crate::model::{Algorithm, DicomDateTime, Report, SourceImage, StudyRef};
-use crate::uid::{Uid, derive_device_uid};
+use crate::uid::{Uid, implementation_class_uid};
 use crate::values::{Check, TextVr};
 
 /// Explicit VR Little Endian: every PACS accepts it, and it is what the brief asks for.
@@ -109,9 +109,7 @@ pub(crate) fn put_equipment(obj: &mut InMemDicomObject, algorithm: &Algorithm) {
 
 /// The data set as a Part 10 file: preamble, `DICM`, file meta group, Explicit VR Little Endian.
 pub(crate) fn to_part10(obj: InMemDicomObject, object: ObjectKind) -> Result<Vec<u8>, WriteError> {
-    // A fixed Implementation Class UID for this writer, derived like the others so it is valid
-    // without a registered root.
-    let implementation_uid = derive_device_uid(None, "radsight-dicom-report", "implementation v1");
+    let implementation_uid = implementation_class_uid();
     let meta = FileMetaTableBuilder::new()
         .transfer_syntax(TRANSFER_SYNTAX)
         .implementation_class_uid(implementation_uid.as_str())

@@ -43,7 +43,7 @@ use crate::content::{ContentItem, Relationship, put_seq, put_str, sop_reference}
 use crate::error::{ObjectKind, WriteError};
 use crate::model::{Finding, Report, SourceImage, WrittenObject};
 use crate::receipt::{check_receipt, receipt_container};
-use crate::uid::{Uid, UidKind, UidRoot, derive_device_uid, derive_uid};
+use crate::uid::{UidKind, UidRoot, derive_device_uid, derive_uid};
 use crate::values::{Check, TextVr};
 
 /// Comprehensive SR Storage.
@@ -232,7 +232,7 @@ fn image_library(images: &[SourceImage]) -> ContentItem {
 fn measurement_group(report: &Report, root: Option<&UidRoot>, index: usize, finding: &Finding) -> ContentItem {
     use Relationship::{Contains, HasConceptMod, HasObsContext};
     let algorithm = &report.algorithm;
-    let tracking_uid: Uid = derive_uid(root, &report.result_id, UidKind::FindingTracking(index));
+    let tracking_uid = derive_uid(root, &report.result_id, UidKind::FindingTracking(index));
     let call = if finding.positive { codes::present() } else { codes::absent() };
     let children = vec![
         ContentItem::text(HasObsContext, codes::tracking_identifier(), &finding.label),

@@ -104,6 +104,12 @@ pub fn derive_device_uid(root: Option<&UidRoot>, model_id: &str, model_version: 
     derive_from(root, "device", model_id, model_version)
 }
 
+/// Implementation Class UID (0002,0012) of this writer: fixed, in the `2.25.` form, so it is
+/// valid without a registered root and the same at every site.
+pub(crate) fn implementation_class_uid() -> Uid {
+    derive_from(None, "implementation", "radsight-dicom-report", "v1")
+}
+
 fn derive_from(root: Option<&UidRoot>, namespace: &str, id: &str, kind: &str) -> Uid {
     let digest = hash(namespace, id, kind);
     let uid = match root {
