@@ -135,8 +135,11 @@ ensure_dicom_tools() {
   # radsight-dicom's generated corpus (tests/python/dicom_corpus.py): DCMTK's dcmcjpeg/dcmcjpls/
   # dcmcrle and GDCM's gdcmconv; and pydicom's reference codecs (pylibjpeg) in the test venv,
   # also in a venv made before they were in tests/python/requirements.txt.
+  # radsight-dicom-report's objects are checked by dicom3tools' dciodvfy, DCMTK's dsrdump and
+  # highdicom (tests/python/read_sr.py).
   command -v dcmcjpeg >/dev/null 2>&1 && command -v gdcmconv >/dev/null 2>&1 || apt_install dcmtk libgdcm-tools
-  "$RADSIGHT_TEST_PYTHON" -c 'import pylibjpeg, libjpeg, openjpeg' 2>/dev/null ||
+  command -v dciodvfy >/dev/null 2>&1 || apt_install dicom3tools
+  "$RADSIGHT_TEST_PYTHON" -c 'import pylibjpeg, libjpeg, openjpeg, highdicom' 2>/dev/null ||
     "$(dirname "$RADSIGHT_TEST_PYTHON")/pip" install -q -r tests/python/requirements.txt
 }
 
