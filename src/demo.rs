@@ -15,6 +15,7 @@ use crate::analysis::Analyzer;
 use crate::analysis::phantom_dicom::{PhantomInstance, clear_nodule_phantom, phantom_part10};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::configuration::{AnalysisSettings, DEFAULT_SCOPES, EhrSettings, Settings, TokenValidation};
+use crate::domain::PatientNamespace;
 use crate::results::store::StoredResult;
 use crate::store::entities::study;
 
@@ -57,6 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, sim: &EhrSim) {
 async fn insert_study(
     db: &sea_orm::DatabaseConnection,
     uid: &str,
+    namespace: &PatientNamespace,
     patient_ref: &str,
     accession: &str,
     description: &str,
@@ -65,6 +67,7 @@ async fn insert_study(
     study::Entity::insert(study::ActiveModel {
         study_uid: Set(uid.into()),
         patient_ref: Set(patient_ref.into()),
+        patient_namespace: Set(Some(namespace.as_str().to_owned())),
         accession: Set(Some(accession.into())),
         modality: Set("DX".into()),
         body_site: Set(Some("Chest".into())),
@@ -81,7 +84,12 @@ async fn insert_study(
 /// Seeds the demo patient's studies once (a restart finds them and adds nothing): a phantom
 /// chest radiograph analysed by the real shipped model, through the same pipeline and audit
 /// entries as a study from the PACS, and a second study still pending.
-pub async fn seed_demo(db: &sea_orm::DatabaseConnection, audit: &AuditLog, settings: &AnalysisSettings) -> anyhow::Result<()> {
+pub async fn seed_demo(
+    db: &sea_orm::DatabaseConnection,
+    audit: &AuditLog,
+    settings: &AnalysisSettings,
+    namespace: &PatientNamespace,
+) -> anyhow::Result<()> {
     if study::Entity::find_by_id(DEMO_STUDY_UID).one(db).await?.is_some() {
         return Ok(());
     }
@@ -97,7 +105,7 @@ pub async fn seed_demo(db: &sea_orm::DatabaseConnection, audit: &AuditLog, setti
     };
     let dicom = phantom_part10(&meta, 256, 256, phantom.image.data());
     let analysed = tokio::task::spawn_blocking(move || analyzer.analyse(&dicom, None, None)).await??;
-    insert_study(db, DEMO_STUDY_UID, &patient_ref, "DEMO0001", "Chest X-ray (synthetic phantom, demo)").await?;
+    insert_study(db, DEMO_STUDY_UID, namespace, &patient_ref, "DEMO0001", "Chest X-ray (synthetic phantom, demo)").await?;
     let id = uuid::Uuid::new_v4().to_string();
     let event = AuditEvent::new(Action::ModelInference, Outcome::Success)
         .patient(Some(patient_ref.clone()))
@@ -110,6 +118,6 @@ pub async fn seed_demo(db: &sea_orm::DatabaseConnection, audit: &AuditLog, setti
     let stored = StoredResult(analysed.into_result(id, DEMO_STUDY_UID.into(), None));
     audit.record_with(db, event, Some(Box::new(stored))).await?;
     // Announced, not analysed yet: the app and the cards show it as pending.
-    insert_study(db, PENDING_STUDY_UID, &patient_ref, "DEMO0002", "Chest X-ray follow-up (not analysed yet)").await?;
+    insert_study(db, PENDING_STUDY_UID, namespace, &patient_ref, "DEMO0002", "Chest X-ray follow-up (not analysed yet)").await?;
     Ok(())
 }

@@ -15,6 +15,25 @@ pub struct InvalidValue {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PatientId(String);
 
+/// The namespace a patient id is unique in: one EHR (its CDS client or SMART `iss`), or one HL7
+/// assigning authority, unless the configuration (`[[patient_namespaces]]`) says several share
+/// one. A patient is (namespace, id); a bare id names no one. Built only by
+/// [`crate::configuration::Settings::namespace_of_issuer`] and `namespace_of_hl7`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PatientNamespace(String);
+
+impl PatientNamespace {
+    /// A namespace configured by name, or derived from an issuer (`iss:` + URL) or an HL7
+    /// assigning authority (`hl7:` + authority).
+    pub fn new(name: impl Into<String>) -> PatientNamespace {
+        PatientNamespace(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl PatientId {
     pub fn parse(s: &str) -> Result<PatientId, InvalidValue> {
         let s = s.strip_prefix("Patient/").unwrap_or(s);

@@ -133,6 +133,7 @@ async fn handle(
         studies.push(AnnouncedStudy {
             study_uid,
             patient,
+            namespace: state.settings.namespace_of_issuer(&client.iss),
             accession: None,
             modality: n.study.modalities.iter().find_map(|m| m.code.clone()),
             procedure_code: n
@@ -156,15 +157,15 @@ async fn handle(
     let mut txn = state.audit.begin(&state.db).await.map_err(|e| internal(e.into()))?;
     let mut job_ids = Vec::new();
     for (index, s) in studies.iter().enumerate() {
-        if let Some(owner) = conflicting_owner(txn.conn(), &s.study_uid, &s.patient).await.map_err(|e| internal(e.into()))? {
+        if let Some(owner) = conflicting_owner(txn.conn(), &s.study_uid, &s.namespace, &s.patient).await.map_err(|e| internal(e.into()))? {
             // Nothing of this notification is stored; the conflict itself is.
             drop(txn);
             let event = AuditEvent::new(Action::IdentityConflict, Outcome::Rejected)
                 .actor(Some(&client.iss), None)
                 .patient(Some(s.patient.reference()))
                 .entity("ImagingStudy", s.study_uid.as_str())
-                .detail("study_patient", owner)
                 .detail("reason", "study-belongs-to-another-patient");
+            let event = owner.describe(event);
             state.audit.record(&state.db, event).await.map_err(|e| internal(e.into()))?;
             return Err(NotificationError::IdentityConflict { index });
         }

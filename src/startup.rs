@@ -143,6 +143,7 @@ impl Application {
                 max_attempts: state.settings.jobs.max_attempts,
                 wake: wake.clone(),
                 senders: crate::hl7::ingest::SenderPolicy::from_settings(&state.settings.hl7),
+                settings: state.settings.clone(),
             };
             let tls = state.settings.hl7.tls.as_ref().map(crate::hl7::tls::acceptor).transpose().context("setting up MLLP over TLS")?;
             hl7_task = Some(tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx, shutdown.clone(), tls)));
@@ -306,8 +307,11 @@ async fn demo_ehr(
     if !settings.smart.demo_ehr.enabled {
         return Ok(None);
     }
-    crate::demo::seed_demo(db, audit, &settings.analysis).await.context("analysing the demo EHR's phantom study")?;
-    Ok(Some(crate::demo::demo_ehr(settings)))
+    let (sim, registration) = crate::demo::demo_ehr(settings);
+    // The demo patient's id is the demo EHR's: its studies live in that EHR's namespace.
+    let namespace = settings.namespace_of_issuer(&registration.0.iss);
+    crate::demo::seed_demo(db, audit, &settings.analysis, &namespace).await.context("analysing the demo EHR's phantom study")?;
+    Ok(Some((sim, registration)))
 }
 
 #[cfg(not(feature = "demo"))]

@@ -12,6 +12,7 @@ mod m20261129_000003_merkle_log;
 mod m20261129_000004_auditor_sessions;
 mod m20261129_000005_results;
 mod m20261203_000006_hl7_content;
+mod m20261203_000007_patient_namespaces;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_auditor_sessions::Migration),
             Box::new(m20261129_000005_results::Migration),
             Box::new(m20261203_000006_hl7_content::Migration),
+            Box::new(m20261203_000007_patient_namespaces::Migration),
         ]
     }
 }

@@ -64,8 +64,11 @@ async fn handle(
     };
     if hook == Hook::PatientView || !procedures.is_empty() {
         let scope = (hook != Hook::PatientView).then_some(procedures.as_slice());
-        let ai =
-            results::result_cards(&state.db, &hook_req.patient, scope, &settings, now).await.map_err(|e| HookError::Internal(e.into()))?;
+        // The patient id is this client's: only studies in its namespace are its patient's.
+        let namespace = state.settings.namespace_of_issuer(&client.iss);
+        let ai = results::result_cards(&state.db, &namespace, &hook_req.patient, scope, &settings, now)
+            .await
+            .map_err(|e| HookError::Internal(e.into()))?;
         issued.extend(ai);
     }
 

@@ -10,7 +10,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use time::OffsetDateTime;
 
 use super::cards::{Card, Coding, Indicator, IssuedCard, Link, LinkType, MODEL_TOPIC_SYSTEM, Origin, Source};
-use crate::domain::PatientId;
+use crate::domain::{PatientId, PatientNamespace};
 use crate::imaging::procedure::{ImagingProcedure, modality_family, region_words, regions_overlap};
 use crate::results::store::studies_with_latest_result;
 use crate::store::ResultStatus;
@@ -50,13 +50,14 @@ fn study_label(s: &study::Model) -> String {
 /// Builds the result cards. `orders` is `None` for patient-view (every recent study counts).
 pub async fn result_cards(
     db: &DatabaseConnection,
+    namespace: &PatientNamespace,
     patient: &PatientId,
     orders: Option<&[ImagingProcedure]>,
     settings: &ResultCardSettings<'_>,
     now: OffsetDateTime,
 ) -> Result<Vec<IssuedCard>, DbErr> {
     let since = (now - time::Duration::days(settings.lookback_days)).unix_timestamp();
-    let studies = studies_with_latest_result(db, &patient.reference()).await?;
+    let studies = studies_with_latest_result(db, namespace, &patient.reference()).await?;
     Ok(studies
         .iter()
         .filter(|(s, _)| s.started_at.unwrap_or(s.created_at) >= since)

@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::PatientNamespace;
 use crate::imaging::procedure::CatalogEntry;
 
 pub mod smart;
@@ -44,6 +45,11 @@ pub struct Settings {
     /// `fhir_servers` are unused. An `iss` may not be both a client and an auditor.
     #[serde(default)]
     pub auditors: Vec<ClientSettings>,
+    /// Which EHRs and HL7 assigning authorities share patient ids. Without an entry, each
+    /// EHR (`iss`) and each assigning authority is a namespace of its own, and nothing is
+    /// shared between them.
+    #[serde(default)]
+    pub patient_namespaces: Vec<PatientNamespaceSettings>,
     /// Site additions to the imaging procedure catalog (`cds-hooks/procedures.json` ships the defaults).
     #[serde(default)]
     pub procedures: Vec<CatalogEntry>,
@@ -108,6 +114,18 @@ impl Default for LimitSettings {
             refusal_window_secs: 60,
         }
     }
+}
+
+/// A patient namespace: the EHRs (CDS client `iss`, SMART EHR `iss`) and HL7 assigning
+/// authorities (`PID-3.4`, else `MSH-4`) whose patient ids are the same ids.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PatientNamespaceSettings {
+    pub name: String,
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    #[serde(default)]
+    pub hl7_authorities: Vec<String>,
 }
 
 /// An HL7 sender allowed by its `MSH-3` (sending application) and `MSH-4` (sending facility),
@@ -516,6 +534,7 @@ impl Default for Settings {
             smart: Default::default(),
             clients: Vec::new(),
             auditors: Vec::new(),
+            patient_namespaces: Vec::new(),
             procedures: Vec::new(),
         }
     }
@@ -561,6 +580,24 @@ impl Settings {
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The namespace of the patient ids an EHR (a CDS client or SMART `iss`) sends.
+    pub fn namespace_of_issuer(&self, iss: &str) -> PatientNamespace {
+        match self.patient_namespaces.iter().find(|n| n.issuers.iter().any(|i| i == iss)) {
+            Some(n) => PatientNamespace::new(n.name.clone()),
+            None => PatientNamespace::new(format!("iss:{iss}")),
+        }
+    }
+
+    /// The namespace of an HL7 patient id: its assigning authority (`PID-3.4`, else the
+    /// sending facility `MSH-4`, as HL7 implies), compared on the first component.
+    pub fn namespace_of_hl7(&self, authority: &str) -> PatientNamespace {
+        let authority = authority.split('^').next().unwrap_or_default();
+        match self.patient_namespaces.iter().find(|n| n.hl7_authorities.iter().any(|a| a == authority)) {
+            Some(n) => PatientNamespace::new(n.name.clone()),
+            None => PatientNamespace::new(format!("hl7:{authority}")),
+        }
     }
 
     /// Fills the URLs left empty once the listening port is known.
@@ -615,6 +652,18 @@ impl Settings {
             }
         }
         self.smart.validate().map_err(ConfigError::Invalid)?;
+        let (mut names, mut members) = (BTreeSet::new(), BTreeSet::new());
+        for n in &self.patient_namespaces {
+            if n.name.is_empty() || n.name.contains(':') || !names.insert(n.name.as_str()) {
+                return invalid(format!("patient_namespaces: {:?} must be a unique name without ':'", n.name));
+            }
+            let named = n.issuers.iter().map(|i| ("issuer", i)).chain(n.hl7_authorities.iter().map(|a| ("hl7 authority", a)));
+            for (kind, m) in named {
+                if !members.insert((kind, m.as_str())) {
+                    return invalid(format!("patient_namespaces: {kind} {m} is in more than one namespace"));
+                }
+            }
+        }
         let mut seen = BTreeSet::new();
         for c in self.clients.iter().chain(&self.auditors) {
             if !seen.insert(c.iss.as_str()) {
@@ -667,6 +716,32 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("has no keys"));
         s.server.public_url = "http://x/".into();
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn patient_namespaces_are_separate_unless_configured_shared() {
+        let mut s = Settings::default();
+        assert_ne!(s.namespace_of_issuer("https://a"), s.namespace_of_issuer("https://b"));
+        assert_ne!(s.namespace_of_issuer("https://a"), s.namespace_of_hl7("A"));
+        assert_eq!(s.namespace_of_hl7("HOSP^1.2.3^ISO"), s.namespace_of_hl7("HOSP"));
+        s.patient_namespaces = vec![PatientNamespaceSettings {
+            name: "general".into(),
+            issuers: vec!["https://a".into(), "https://a/fhir".into()],
+            hl7_authorities: vec!["HOSP".into()],
+        }];
+        assert!(s.validate().is_ok());
+        let general = PatientNamespace::new("general");
+        assert_eq!(
+            [s.namespace_of_issuer("https://a"), s.namespace_of_issuer("https://a/fhir"), s.namespace_of_hl7("HOSP")],
+            [general.clone(), general.clone(), general]
+        );
+        assert_eq!(s.namespace_of_issuer("https://b").as_str(), "iss:https://b");
+        s.patient_namespaces.push(PatientNamespaceSettings {
+            name: "other".into(),
+            issuers: vec!["https://a".into()],
+            hl7_authorities: vec![],
+        });
+        assert!(s.validate().unwrap_err().to_string().contains("more than one namespace"));
     }
 
     #[test]

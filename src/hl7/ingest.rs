@@ -25,6 +25,7 @@ use super::message::{
     AckCode, Header, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, reject_unreadable, rejection,
 };
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::domain::PatientNamespace;
 use crate::jobs::JobSource;
 use crate::jobs::announce::{AnnouncedStudy, announce_study, conflicting_owner};
 use crate::store::entities::{hl7_message, imaging_order};
@@ -40,6 +41,8 @@ pub struct IngestContext {
     pub wake: Arc<Notify>,
     /// Who may send: source address ranges, and `MSH-3`/`MSH-4` pairs (empty: any).
     pub senders: SenderPolicy,
+    /// The configuration, for patient namespaces.
+    pub settings: Arc<crate::configuration::Settings>,
 }
 
 /// The HL7 sender allowlist (`hl7.allowed_sources`, `hl7.senders`).
@@ -235,8 +238,9 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
         txn.commit().await?;
         return Ok(Stored::Accepted { queued: false });
     }
+    let namespace = ctx.settings.namespace_of_hl7(&msg.patient_authority);
     if let Some(uid) = &msg.study_uid
-        && let Some(owner) = conflicting_owner(txn.conn(), uid, &msg.patient).await?
+        && let Some(owner) = conflicting_owner(txn.conn(), uid, &namespace, &msg.patient).await?
     {
         // Patient identity is never merged by a study UID: refuse, and tell the auditors.
         let event = AuditEvent::new(Action::IdentityConflict, Outcome::Rejected)
@@ -244,15 +248,15 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
             .patient(Some(msg.patient.reference()))
             .entity("Hl7Message", msg.control_id.as_str())
             .entity("ImagingStudy", uid.as_str())
-            .detail("study_patient", owner)
             .detail("reason", "study-belongs-to-another-patient");
+        let event = owner.describe(event);
         txn.append(event).await?;
         txn.commit().await?;
         return Ok(Stored::IdentityConflict);
     }
 
     if msg.kind == MessageKind::Order || msg.study_uid.is_some() {
-        upsert_order(txn.conn(), msg).await?;
+        upsert_order(txn.conn(), msg, &namespace).await?;
     }
     let mut event = base.detail("duplicate", false).detail("order_control", msg.order_control.clone());
     if let Some(status) = &msg.result_status {
@@ -265,6 +269,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
         let study = AnnouncedStudy {
             study_uid: uid.clone(),
             patient: msg.patient.clone(),
+            namespace: namespace.clone(),
             accession: msg.accession.clone(),
             modality: msg.modality.clone(),
             procedure_code: msg.procedure.as_ref().map(|p| format!("{}|{}", p.system.as_deref().unwrap_or(""), p.code)),
@@ -308,7 +313,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
 }
 
 /// Stores the order, or updates the one with the same placer or filler order number.
-async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Result<(), DbErr> {
+async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage, namespace: &PatientNamespace) -> Result<(), DbErr> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let patient_ref = msg.patient.reference();
     let mut existing = None;
@@ -320,6 +325,7 @@ async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Res
         {
             existing = imaging_order::Entity::find()
                 .filter(imaging_order::Column::PatientRef.eq(patient_ref.as_str()))
+                .filter(imaging_order::Column::PatientNamespace.eq(namespace.as_str()))
                 .filter(column.eq(v.as_str()))
                 .one(conn)
                 .await?;
@@ -328,6 +334,7 @@ async fn upsert_order<C: ConnectionTrait>(conn: &C, msg: &ImagingMessage) -> Res
     let procedure_code = msg.procedure.as_ref().map(|p| format!("{}|{}", p.system.as_deref().unwrap_or(""), p.code));
     let mut row = imaging_order::ActiveModel {
         patient_ref: Set(patient_ref.clone()),
+        patient_namespace: Set(Some(namespace.as_str().to_owned())),
         placer_order: Set(msg.placer_order.clone()),
         filler_order: Set(msg.filler_order.clone()),
         accession: Set(msg.accession.clone()),

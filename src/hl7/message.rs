@@ -67,6 +67,9 @@ pub struct ImagingMessage {
     pub control_id: Hl7ControlId,
     pub kind: MessageKind,
     pub patient: PatientId,
+    /// Who assigned the patient id: `PID-3.4` (its namespace id) of the repetition taken, else
+    /// the sending facility (`MSH-4`), which HL7 implies when the authority is absent.
+    pub patient_authority: String,
     /// `ORC-1` order control (NW, CA, XO, SC, ...); `RE` for a result without ORC.
     pub order_control: String,
     pub placer_order: Option<String>,
@@ -293,7 +296,7 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
             "the PID segment is missing",
         ));
     }
-    let patient_raw = patient_identifier(&msg).ok_or_else(|| {
+    let (patient_raw, authority) = patient_identifier(&msg).ok_or_else(|| {
         rejection(
             &header,
             AckCode::AE,
@@ -357,9 +360,14 @@ pub fn parse_imaging_message(text: &str, options: &ParseOptions) -> Result<Imagi
         })?),
     };
 
+    let patient_authority = match authority.is_empty() {
+        true => header.sending_facility.split(msg.separators.component).next().unwrap_or_default().to_owned(),
+        false => authority,
+    };
     Ok(ImagingMessage {
         kind,
         patient,
+        patient_authority,
         order_control,
         placer_order: get("ORC.2.1").or_else(|| get("OBR.2.1")),
         filler_order: get("ORC.3.1").or_else(|| get("OBR.3.1")),
@@ -384,18 +392,20 @@ fn decode(separators: &Separators, raw: &str) -> String {
     separators.decode(raw).to_string().trim().to_owned()
 }
 
-/// `PID-3`: the medical record number repetition if marked (`PID-3.5` = MR), else the first.
-fn patient_identifier(msg: &Message) -> Option<String> {
+/// `PID-3`: the medical record number repetition if marked (`PID-3.5` = MR), else the first;
+/// with its assigning authority's namespace id (`PID-3.4.1`), which may be empty.
+fn patient_identifier(msg: &Message) -> Option<(String, String)> {
     let field = msg.segment("PID")?.field(3)?;
-    let ids: Vec<(String, String)> = field
+    let ids: Vec<(String, String, String)> = field
         .repeats()
         .map(|r| {
             let part = |n| r.component(n).map(|c| decode(&msg.separators, c.raw_value())).unwrap_or_default();
-            (part(1), part(5))
+            let authority = r.component(4).map(|c| c.raw_value().split(msg.separators.subcomponent).next().unwrap_or_default().to_owned());
+            (part(1), authority.map(|a| decode(&msg.separators, &a)).unwrap_or_default(), part(5))
         })
-        .filter(|(id, _)| !id.is_empty())
+        .filter(|(id, _, _)| !id.is_empty())
         .collect();
-    ids.iter().find(|(_, kind)| kind == "MR").or(ids.first()).map(|(id, _)| id.clone())
+    ids.iter().find(|(_, _, kind)| kind == "MR").or(ids.first()).map(|(id, authority, _)| (id.clone(), authority.clone()))
 }
 
 /// An `OBX` whose observation id is DICOM code 110180 (Study Instance UID) carries it in `OBX-5`.

@@ -97,7 +97,14 @@ async fn read(
     what: &'static str,
 ) -> Result<(Reader, analysis_result::Model, study::Model), ResultError> {
     let reader = authorise(req, state).await?;
-    let found = store::find_with_study(&state.db, id).await.map_err(internal)?;
+    let mut found = store::find_with_study(&state.db, id).await.map_err(internal)?;
+    // A client reads only results of patients in its own namespace; another EHR's is "not
+    // found" (its existence is not revealed). A signed link was issued for its reader.
+    if let Some(iss) = reader.iss()
+        && found.as_ref().is_some_and(|(_, s)| s.patient_namespace.as_deref() != Some(state.settings.namespace_of_issuer(iss).as_str()))
+    {
+        found = None;
+    }
     let outcome = if found.is_some() { Outcome::Success } else { Outcome::Rejected };
     let event = AuditEvent::new(Action::PatientRead, outcome)
         .actor(reader.iss(), None)

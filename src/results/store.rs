@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AttachedRows;
+use crate::domain::PatientNamespace;
 use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, result_artefact, study};
 
@@ -230,13 +231,19 @@ pub fn findings(row: &analysis_result::Model) -> Vec<Finding> {
 }
 
 /// A patient's studies, newest first, each with its latest result (if any): the one read model
-/// that the hooks' result cards and the SMART app's study list share.
+/// that the hooks' result cards and the SMART app's study list share. A patient is its id in a
+/// namespace: the same id in another EHR's or authority's namespace is someone else.
 pub async fn studies_with_latest_result<C: ConnectionTrait>(
     conn: &C,
+    namespace: &PatientNamespace,
     patient_ref: &str,
 ) -> Result<Vec<(study::Model, Option<analysis_result::Model>)>, DbErr> {
-    let studies =
-        study::Entity::find().filter(study::Column::PatientRef.eq(patient_ref)).order_by_desc(study::Column::StartedAt).all(conn).await?;
+    let studies = study::Entity::find()
+        .filter(study::Column::PatientNamespace.eq(namespace.as_str()))
+        .filter(study::Column::PatientRef.eq(patient_ref))
+        .order_by_desc(study::Column::StartedAt)
+        .all(conn)
+        .await?;
     if studies.is_empty() {
         return Ok(Vec::new());
     }

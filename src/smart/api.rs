@@ -112,6 +112,8 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Grant, ApiE
 struct ReadOf<'a> {
     resource: &'static str,
     patient_ref: &'a str,
+    /// The namespace of a stored patient (a study's); `None` where the token's own is meant.
+    namespace: Option<&'a str>,
     result: Option<&'a str>,
     study: Option<&'a str>,
 }
@@ -131,10 +133,14 @@ fn read_event(grant: &Grant, what: &ReadOf, outcome: Outcome) -> AuditEvent {
     e
 }
 
-/// Checks scope and patient for a read; audits a refusal.
+/// Checks scope and patient for a read; audits a refusal. The patient is the token's patient in
+/// the namespace of the EHR that issued it: the same id in another namespace is someone else.
 async fn authorise(state: &AppState, grant: &Grant, what: &ReadOf<'_>) -> Result<(), ApiError> {
+    let own = state.settings.namespace_of_issuer(&grant.iss);
     let refusal = if !grant.may_read("ImagingStudy") {
         Some(("scope", "the token does not grant reading imaging studies"))
+    } else if what.namespace.is_some_and(|n| n != own.as_str()) {
+        Some(("patient-mismatch", "the token is not for this patient"))
     } else if grant.patient.as_deref().map(|p| format!("Patient/{p}")).as_deref() != Some(what.patient_ref) {
         Some(("patient-mismatch", "the token is not for this patient"))
     } else {
@@ -166,12 +172,22 @@ async fn readable_result(
     let found = crate::results::store::find_with_study(&state.db, id).await.map_err(internal)?;
     let Some((result, study)) = found else {
         let token_patient = grant.patient.as_ref().map(|p| format!("Patient/{p}")).unwrap_or_default();
-        let event = read_event(&grant, &ReadOf { resource, patient_ref: &token_patient, result: None, study: None }, Outcome::Rejected)
-            .detail("reason", "not-found");
+        let event = read_event(
+            &grant,
+            &ReadOf { resource, patient_ref: &token_patient, namespace: None, result: None, study: None },
+            Outcome::Rejected,
+        )
+        .detail("reason", "not-found");
         state.audit.record(&state.db, event).await.map_err(internal)?;
         return Err(ApiError::NotFound);
     };
-    let what = ReadOf { resource, patient_ref: &study.patient_ref, result: Some(&result.id), study: Some(&study.study_uid) };
+    let what = ReadOf {
+        resource,
+        patient_ref: &study.patient_ref,
+        namespace: Some(study.patient_namespace.as_deref().unwrap_or("")),
+        result: Some(&result.id),
+        study: Some(&study.study_uid),
+    };
     authorise(state, &grant, &what).await?;
     Ok((grant, result, study))
 }
@@ -197,9 +213,10 @@ async fn list_studies(req: HttpRequest, path: web::Path<String>, state: web::Dat
     let grant = authenticate(&req, &state).await?;
     let patient = PatientId::parse(&path).map_err(|_| ApiError::Invalid { field: "patient id", why: "not a FHIR id" })?;
     let patient_ref = patient.reference();
-    let what = ReadOf { resource: "ImagingStudy", patient_ref: &patient_ref, result: None, study: None };
+    let what = ReadOf { resource: "ImagingStudy", patient_ref: &patient_ref, namespace: None, result: None, study: None };
     authorise(&state, &grant, &what).await?;
-    let studies = studies_with_latest_result(&state.db, &patient_ref).await.map_err(internal)?;
+    let namespace = state.settings.namespace_of_issuer(&grant.iss);
+    let studies = studies_with_latest_result(&state.db, &namespace, &patient_ref).await.map_err(internal)?;
     let items: Vec<Value> = studies
         .iter()
         .map(|(s, latest)| {
@@ -249,7 +266,13 @@ async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data
     audit_read(
         &state,
         &grant,
-        &ReadOf { resource: "AnalysisResult", patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) },
+        &ReadOf {
+            resource: "AnalysisResult",
+            patient_ref: &s.patient_ref,
+            namespace: s.patient_namespace.as_deref(),
+            result: Some(&r.id),
+            study: Some(&s.study_uid),
+        },
     )
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -279,8 +302,18 @@ async fn read_artefact(
     let (grant, r, s) = readable_result(&req, &state, &path, kind).await?;
     let artefact = result_artefact::Entity::find_by_id((r.id.clone(), kind.to_owned())).one(&state.db).await.map_err(internal)?;
     let Some(a) = artefact else { return Err(ApiError::NotFound.into()) };
-    audit_read(&state, &grant, &ReadOf { resource: kind, patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) })
-        .await?;
+    audit_read(
+        &state,
+        &grant,
+        &ReadOf {
+            resource: kind,
+            patient_ref: &s.patient_ref,
+            namespace: s.patient_namespace.as_deref(),
+            result: Some(&r.id),
+            study: Some(&s.study_uid),
+        },
+    )
+    .await?;
     Ok(HttpResponse::Ok().content_type(a.media_type).body(a.bytes))
 }
 
@@ -343,7 +376,13 @@ async fn read_audit_trail(
     audit_read(
         &state,
         &grant,
-        &ReadOf { resource: "AuditTrail", patient_ref: &s.patient_ref, result: Some(&r.id), study: Some(&s.study_uid) },
+        &ReadOf {
+            resource: "AuditTrail",
+            patient_ref: &s.patient_ref,
+            namespace: s.patient_namespace.as_deref(),
+            result: Some(&r.id),
+            study: Some(&s.study_uid),
+        },
     )
     .await?;
     Ok(HttpResponse::Ok().json(json!({"resultId": r.id, "events": events})))

@@ -102,6 +102,10 @@ pub mod study {
         #[sea_orm(primary_key, auto_increment = false)]
         pub study_uid: String,
         pub patient_ref: String,
+        /// The namespace the patient id belongs to (an EHR's or an assigning authority's; see
+        /// [`crate::domain::PatientNamespace`]). `None` on rows from before it was recorded:
+        /// those match no reader.
+        pub patient_namespace: Option<String>,
         pub accession: Option<String>,
         pub modality: String,
         pub body_site: Option<String>,
@@ -276,6 +280,7 @@ pub mod imaging_order {
         #[sea_orm(primary_key)]
         pub id: i64,
         pub patient_ref: String,
+        pub patient_namespace: Option<String>,
         pub placer_order: Option<String>,
         pub filler_order: Option<String>,
         pub accession: Option<String>,

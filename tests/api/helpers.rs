@@ -17,6 +17,9 @@ pub const ISS: &str = "https://ehr.example.org";
 pub const JKU_ISS: &str = "https://jku-client.example.org";
 pub const AUDITOR_ISS: &str = "https://compliance.example.org";
 pub const PATIENT: &str = "example-patient";
+/// The patient namespace the test EHR (its CDS clients and SMART EHRs) and the RIS's HL7
+/// assigning authority `HOSP` share: the same patient ids.
+pub const TEST_NAMESPACE: &str = "test-hospital";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -112,6 +115,11 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.audit.checkpoint_key_file = tmp.path().join("audit-checkpoint.pem");
     settings.audit.checkpoint_dir = tmp.path().join("checkpoints");
     settings.audit.checkpoint_interval_secs = 0;
+    settings.patient_namespaces = vec![radsight::configuration::PatientNamespaceSettings {
+        name: TEST_NAMESPACE.into(),
+        issuers: vec![ISS.into(), JKU_ISS.into()],
+        hl7_authorities: vec!["HOSP".into()],
+    }];
     configure(&mut settings);
     let db_url = settings.database.url.clone();
     let app = Application::build(settings.clone()).await.expect("radsight starts");
@@ -294,6 +302,7 @@ impl TestApp {
         study::Entity::insert(study::ActiveModel {
             study_uid: Set(uid.into()),
             patient_ref: Set(format!("Patient/{PATIENT}")),
+            patient_namespace: Set(Some(TEST_NAMESPACE.into())),
             accession: Set(None),
             modality: Set(modality.into()),
             body_site: Set(Some(body_site.into())),

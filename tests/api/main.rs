@@ -18,6 +18,7 @@ mod feedback;
 mod hardening;
 mod headers;
 mod hl7;
+mod identity;
 mod jobs;
 mod mllp_tls;
 mod models_cli;

@@ -274,7 +274,44 @@ async fn feedback_is_stored_with_its_audit_entry_and_joined_to_the_card_shown(ba
     assert_eq!(verify.code, 0, "{}", verify.stderr);
 }
 
+/// The same patient id in another namespace (another authority's patient) is someone else: the
+/// SMART app neither lists nor reads their study.
+async fn the_same_patient_id_in_another_namespace_is_someone_else(backend: Backend) {
+    use radsight::store::entities::study;
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    let (app, ehr) = spawn_smart_app(backend).await;
+    let (done, _) = seed(&app).await;
+    let elsewhere = insert_synthetic(
+        &app.db,
+        &SyntheticStudy {
+            study_uid: "1.2.826.0.9.9",
+            patient_ref: &format!("Patient/{PATIENT}"),
+            status: Some("done"),
+            description: "Chest X-ray (another authority's patient)",
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    study::Entity::update_many()
+        .col_expr(study::Column::PatientNamespace, Expr::value("hl7:ELSEWHERE"))
+        .filter(study::Column::StudyUid.eq("1.2.826.0.9.9"))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let (token, iss) = (ehr.token_for(PATIENT, 300), ehr.sim.iss());
+    let list = get(&app, &iss, Some(&token), &format!("/api/patients/{PATIENT}/studies")).await;
+    let uids: Vec<String> =
+        list.json()["studies"].as_array().unwrap().iter().map(|s| s["studyInstanceUid"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(uids.len(), 4, "{uids:?}");
+    assert!(!uids.contains(&"1.2.826.0.9.9".to_owned()), "{uids:?}");
+    assert_eq!(get(&app, &iss, Some(&token), &format!("/api/results/{done}")).await.status, StatusCode::OK);
+    let reply = get(&app, &iss, Some(&token), &format!("/api/results/{elsewhere}")).await;
+    assert_eq!(reply.outcome(403)["code"], "forbidden");
+}
+
 backend_tests!(
+    the_same_patient_id_in_another_namespace_is_someone_else,
     the_patient_in_context_sees_their_studies_results_and_images,
     a_token_for_one_patient_cannot_read_another_patients_results,
     inactive_expired_missing_and_foreign_tokens_get_401,

@@ -91,6 +91,8 @@ pub async fn spawn_smart_app(backend: Backend) -> (TestApp, SmartEhr) {
     let app = spawn_app_with(backend, move |s| {
         let jwks_url = s.clients.iter().find(|c| c.iss == JKU_ISS).unwrap().jku[0].clone();
         s.smart.app_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smart-app/dist");
+        // The SMART EHRs share the test hospital's patient ids.
+        s.patient_namespaces[0].issuers.extend([iss.clone(), unreachable_ehr(), JWT_EHR.into()]);
         s.smart.ehrs = vec![
             EhrSettings {
                 iss,

@@ -93,6 +93,7 @@ pub async fn insert_synthetic<C: ConnectionTrait>(db: &C, s: &SyntheticStudy<'_>
         study::Entity::insert(study::ActiveModel {
             study_uid: Set(s.study_uid.into()),
             patient_ref: Set(s.patient_ref.into()),
+            patient_namespace: Set(Some(crate::helpers::TEST_NAMESPACE.into())),
             accession: Set(Some(format!("DEMO{}", &hex::encode(Sha256::digest(s.study_uid))[..6]))),
             modality: Set("DX".into()),
             body_site: Set(Some("Chest".into())),
