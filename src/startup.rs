@@ -164,6 +164,7 @@ impl Application {
                 instance: instance.clone(),
                 analyzer,
                 shutdown: shutdown.clone(),
+                memory: crate::jobs::memory::MemoryBudget::new(state.settings.jobs.memory_budget_mib),
             });
         }
         let drain = Drain {

@@ -306,6 +306,15 @@ pub struct JobSettings {
     /// request cannot queue thousands of jobs. Default 50.
     #[serde(default = "default_max_studies_per_notification")]
     pub max_studies_per_notification: usize,
+    /// Memory the analysis workers of one process share, in MiB: a job reserves what its
+    /// largest image declares (16 bytes a sample, plus the retrieved bytes) before decoding, so
+    /// two big studies wait for each other. Default 1024.
+    #[serde(default = "default_memory_budget_mib")]
+    pub memory_budget_mib: u64,
+}
+
+fn default_memory_budget_mib() -> u64 {
+    1024
 }
 
 /// Decoding, models and results.
@@ -510,6 +519,7 @@ impl Default for Settings {
                 lease_ms: 600_000,
                 poll_interval_ms: 2_000,
                 max_studies_per_notification: default_max_studies_per_notification(),
+                memory_budget_mib: default_memory_budget_mib(),
             },
             dicomweb: DicomwebSettings {
                 endpoints: Vec::new(),

@@ -13,6 +13,7 @@
 //! the new owner's result.
 
 pub mod announce;
+pub mod memory;
 pub mod worker;
 
 use sea_orm::{

@@ -53,6 +53,8 @@ pub struct WorkerContext {
     pub analyzer: Arc<Analyzer>,
     /// Once begun, workers claim no new job; the job under way finishes or is handed back.
     pub shutdown: crate::state::Shutdown,
+    /// The memory every worker of this process shares (see [`super::memory`]).
+    pub memory: super::memory::MemoryBudget,
 }
 
 /// A failed step: a stable code for the job row and the audit trail, and whether retrying
@@ -240,7 +242,13 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         .await
         .map_err(|_| StepError { code: "database-unavailable", permanent: false })?
         .and_then(|s| s.procedure_code);
+    // Reserve what the largest image declares before anything is decoded; held until the
+    // analysis ends, so two big studies wait for each other.
+    let declared = instances.iter().filter_map(|b| radsight_dicom::declared_image(b)).map(|d| d.samples());
+    let retrieved: u64 = instances.iter().map(|b| b.len() as u64).sum();
+    let reservation = ctx.memory.reserve(super::memory::MemoryBudget::need_mib(declared, retrieved)).await;
     let outcome = tokio::task::spawn_blocking(move || {
+        let _reservation = reservation;
         let mut first_error = None;
         for bytes in &instances {
             match analyzer.analyse(bytes, procedure.as_deref(), None) {

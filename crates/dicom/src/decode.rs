@@ -132,6 +132,21 @@ pub struct DecodedImage {
     pub pixel_sha256: [u8; 32],
 }
 
+/// The image a Part 10 object declares (Rows, Columns, NumberOfFrames, SamplesPerPixel,
+/// BitsAllocated), read from its element headers without parsing or decoding anything, so that
+/// a caller can budget memory before [`decode_with`]. `None` when the header cannot be read that
+/// way (the decode then reports why).
+pub fn declared_image(bytes: &[u8]) -> Option<scan::DeclaredImage> {
+    let body = &bytes[part10_start(bytes).ok()?..];
+    let (data_set_start, ts) = scan::check_meta(body).ok()?;
+    let encoding = match ts.as_str() {
+        IMPLICIT_VR_LE => scan::Encoding { explicit: false, big: false },
+        EXPLICIT_VR_BE => scan::Encoding { explicit: true, big: true },
+        _ => scan::Encoding { explicit: true, big: false },
+    };
+    scan::declared(&body[data_set_start..], encoding, ts == DEFLATED_EXPLICIT_VR_LE)
+}
+
 /// Decodes a DICOM Part 10 object (with or without the 128-byte preamble, as WADO-RS returns it)
 /// with default options. See [`decode_with`].
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {

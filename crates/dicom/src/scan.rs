@@ -81,12 +81,21 @@ pub(crate) struct Scanned<'a> {
 /// The image attributes of the top level, read from their raw bytes before parsing, so that a
 /// deflated data set can be bounded by the image it declares before its pixels are inflated.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct DeclaredImage {
+pub struct DeclaredImage {
     pub rows: Option<u32>,
     pub columns: Option<u32>,
     pub frames: Option<u32>,
     pub samples: Option<u32>,
     pub bits_allocated: Option<u32>,
+}
+
+impl DeclaredImage {
+    /// Samples of the whole object (rows x columns x frames x samples per pixel; a missing
+    /// attribute counts as 1 for frames and samples, 0 for rows and columns), saturating.
+    pub fn samples(&self) -> u64 {
+        let n = |v: Option<u32>, missing: u64| v.map_or(missing, u64::from);
+        n(self.rows, 0).saturating_mul(n(self.columns, 0)).saturating_mul(n(self.frames, 1)).saturating_mul(n(self.samples, 1))
+    }
 }
 
 /// Checks a declared image against the limits; returns the most pixel bytes it may have.
@@ -160,6 +169,29 @@ fn inflate_bounded(data: &[u8], encoding: Encoding, budget: PixelBudget<'_>) -> 
             });
         }
     }
+}
+
+/// The image a data set (after the meta group) declares, read from the raw element headers up to
+/// PixelData without parsing or decoding. A deflated data set is inflated only until PixelData
+/// is in view, and at most 1 MiB: a header longer than that declares `None`.
+pub(crate) fn declared(data: &[u8], encoding: Encoding, deflated: bool) -> Option<DeclaredImage> {
+    if !deflated {
+        return probe(data, encoding).map(|(d, _)| d);
+    }
+    let mut decoder = flate2::read::DeflateDecoder::new(data);
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    while head.len() < 1 << 20 {
+        let n = decoder.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some((d, _)) = probe(&head, encoding) {
+            return Some(d);
+        }
+    }
+    None
 }
 
 /// Walks the top level of a possibly incomplete data set up to PixelData, collecting the image

@@ -146,6 +146,29 @@ fn every_fixture_file_decodes_like_pydicom_or_fails_with_its_expected_code() {
 }
 
 #[test]
+fn the_declared_image_matches_what_decodes_in_every_transfer_syntax() {
+    let mut checked = 0;
+    for entry in manifest()["files"].as_array().unwrap() {
+        let bytes = fixture_file(entry["file"].as_str().unwrap());
+        let Ok(image) = decode(&bytes, &DecodeLimits::default()) else { continue };
+        let declared = radsight_dicom::declared_image(&bytes).expect("a decodable file declares its image");
+        assert_eq!(
+            (declared.rows, declared.columns, declared.frames.unwrap_or(1)),
+            (Some(image.rows), Some(image.columns), image.frames),
+            "{}",
+            entry["file"]
+        );
+        assert_eq!(
+            declared.samples(),
+            u64::from(image.rows) * u64::from(image.columns) * u64::from(image.frames) * u64::from(image.samples_per_pixel)
+        );
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked} files checked");
+    assert!(radsight_dicom::declared_image(b"not dicom").is_none());
+}
+
+#[test]
 fn the_same_pixels_hash_the_same_in_every_lossless_transfer_syntax() {
     let hash = |name: &str| decode(&fixture_file(name), &DecodeLimits::default()).unwrap().pixel_sha256_hex();
     let reference = hash("MR_small.dcm");
