@@ -24,7 +24,9 @@
 # MAX_CONNS (16), MAX_TOKENS (60000), PACED_DURATION (30), PACED_CONNS (16), RATE (1000),
 # THREADS (2), BENCH_DB_DIR (where radsight's SQLite file goes; default the temp dir under /tmp;
 # /dev/shm takes fsync out of the picture, for diagnosis only), BENCH_KEEP_WORK=1 keeps the temp
-# dir, BENCH_ENFORCE=1 exits 2 if a target is missed, BENCH_SKIP_BUILD=1 uses the binaries as built.
+# dir, BENCH_ENFORCE=1 exits 2 if a target is missed, BENCH_SKIP_BUILD=1 uses the binaries as built,
+# LIMITS=on (default) checks every request against per-source and per-client rate limits set too
+# high to refuse anything (the limiter's cost), LIMITS=off turns them off.
 # Raw wrk output and a summary go to bench/out/<timestamp>/ (gitignored).
 
 set -euo pipefail
@@ -40,6 +42,11 @@ PACED_DURATION="${PACED_DURATION:-30}"
 PACED_CONNS="${PACED_CONNS:-16}"
 RATE="${RATE:-1000}"
 THREADS="${THREADS:-2}"
+case "${LIMITS:-on}" in
+    on) LIMIT_RATE=1000000 ;;
+    off) LIMIT_RATE=0 ;;
+    *) echo "LIMITS must be on or off" >&2; exit 1 ;;
+esac
 WARMUP_DURATION=3
 WARMUP_RATE=500
 ISS="https://ehr.example.org"
@@ -134,6 +141,12 @@ url = "sqlite://$DB_DIR/radsight.db?mode=rwc"
 
 [analysis]
 models_dir = "$REPO/models"
+
+[limits]
+per_source_per_second = $LIMIT_RATE
+per_source_burst = $LIMIT_RATE
+per_client_per_second = $LIMIT_RATE
+per_client_burst = $LIMIT_RATE
 
 [[clients]]
 iss = "$ISS"

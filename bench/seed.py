@@ -13,6 +13,8 @@ import sqlite3
 import sys
 import time
 
+# The namespace of the bench client's patient ids (no [[patient_namespaces]]: its own iss).
+NAMESPACE = "iss:https://ehr.example.org"
 PATIENT = "Patient/example-patient"
 
 
@@ -28,9 +30,9 @@ def main() -> int:
     ]
     for uid, acc, modality, site, code, desc, started in studies:
         db.execute(
-            "INSERT OR REPLACE INTO studies (study_uid, patient_ref, accession, modality, body_site, procedure_code,"
-            " description, started_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (uid, PATIENT, acc, modality, site, code, desc, started, started + 600),
+            "INSERT OR REPLACE INTO studies (study_uid, patient_ref, patient_namespace, accession, modality, body_site,"
+            " procedure_code, description, started_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (uid, PATIENT, NAMESPACE, acc, modality, site, code, desc, started, started + 600),
         )
     results = [
         (

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("results", 2),
     ("analysis", 2),
     ("jobs", 2),
+    ("outbox", 2),
     ("hl7", 2),
     ("notifications", 2),
     ("cds_hooks", 2),

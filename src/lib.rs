@@ -5,7 +5,7 @@
 //! 1. core: `domain`, `imaging`, `configuration`, `store`, `audit`, `auth`, `keys`,
 //!    `http_client`, `telemetry`, `state`;
 //! 2. edge: `http`;
-//! 3. features: `dicomweb`, `results`, `analysis`, `jobs`, `hl7`, `notifications`,
+//! 3. features: `dicomweb`, `results`, `analysis`, `jobs`, `outbox`, `hl7`, `notifications`,
 //!    `cds_hooks`, `smart`, `audit_api`, `health`;
 //! 4. application: `demo` (with the `demo` feature), `startup`, `cli`.
 
@@ -33,6 +33,7 @@ pub mod health;
 pub mod hl7;
 pub mod jobs;
 pub mod notifications;
+pub mod outbox;
 pub mod results;
 pub mod smart;
 

@@ -150,6 +150,9 @@ impl Application {
         }
         // Only workers run models; an instance with none does not need the registry.
         let mut workers = Vec::new();
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let credentials =
+            crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials).context("loading PACS credentials")?;
         if state.settings.jobs.workers > 0 {
             let analyzer = Arc::new(crate::analysis::Analyzer::open(&state.settings.analysis)?);
             workers = spawn_workers(WorkerContext {
@@ -158,15 +161,29 @@ impl Application {
                 jobs: state.settings.jobs.clone(),
                 dicomweb: state.settings.dicomweb.clone(),
                 http: http_client::build(),
-                credentials: crate::dicomweb::PacsCredentialStore::load(&state.settings.dicomweb.credentials)
-                    .context("loading PACS credentials")?,
+                credentials: credentials.clone(),
                 wake,
                 instance: instance.clone(),
                 analyzer,
                 shutdown: shutdown.clone(),
                 memory: crate::jobs::memory::MemoryBudget::new(state.settings.jobs.memory_budget_mib),
+                outputs: state.settings.outputs.clone(),
+                outbox_wake: outbox_wake.clone(),
             });
         }
+        // The deliverer runs on every instance with outputs configured: deliveries queued by any
+        // instance are claimed from the shared table.
+        workers.extend(crate::outbox::deliver::spawn(crate::outbox::deliver::DeliveryContext {
+            db: state.db.clone(),
+            audit: audit.clone(),
+            settings: state.settings.clone(),
+            http: http_client::build(),
+            credentials,
+            signer: state.checkpoint_signer.clone(),
+            wake: outbox_wake,
+            owner: format!("{instance}/outbox"),
+            shutdown: shutdown.clone(),
+        }));
         let drain = Drain {
             shutdown: shutdown.clone(),
             grace: Duration::from_secs(state.settings.server.shutdown_grace_secs),

@@ -13,6 +13,7 @@ mod m20261129_000004_auditor_sessions;
 mod m20261129_000005_results;
 mod m20261203_000006_hl7_content;
 mod m20261203_000007_patient_namespaces;
+mod m20261203_000008_outbox;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_results::Migration),
             Box::new(m20261203_000006_hl7_content::Migration),
             Box::new(m20261203_000007_patient_namespaces::Migration),
+            Box::new(m20261203_000008_outbox::Migration),
         ]
     }
 }

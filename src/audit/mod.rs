@@ -104,6 +104,9 @@ pub enum Action {
     /// A request answered 429 by a rate limit.
     #[serde(rename = "http.throttled")]
     Throttled,
+    /// One attempt to deliver a result to another system (the PACS by STOW-RS), and its outcome.
+    #[serde(rename = "output.delivery")]
+    OutputDelivery,
 }
 
 impl Action {
@@ -135,6 +138,7 @@ impl Action {
             Action::IdentityConflict => "identity.conflict",
             Action::RefusalSummary => "refusal.summary",
             Action::Throttled => "http.throttled",
+            Action::OutputDelivery => "output.delivery",
         }
     }
 }

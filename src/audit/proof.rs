@@ -91,3 +91,75 @@ pub async fn inclusion_document<C: ConnectionTrait>(
         tree_size,
     })
 }
+
+/// A receipt for one logged entry that a third party can check offline: the entry's canonical
+/// form, its leaf index, the inclusion proof into a tree of `tree_size` leaves, and the signed
+/// checkpoint note of that tree (C2SP), whose key is the log's published verifier key.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// The entry's canonical form (UTF-8 JSON): its SHA-256 leaf hash is what the proof proves.
+    pub entry: String,
+    /// The audit path, leaf to root, hex.
+    pub proof: Vec<String>,
+    /// The signed checkpoint note the proof is against.
+    pub checkpoint: String,
+    /// The log's origin line (the first line of the note).
+    pub origin: String,
+}
+
+/// The receipt of the newest `action` entry naming entity `kind`/`id` (for example the
+/// `model.inference` entry of a result), against a checkpoint signed now (or the one already
+/// signed at the current size). `None` when no such entry exists.
+pub async fn receipt_for(
+    db: &sea_orm::DatabaseConnection,
+    audit: &super::AuditLog,
+    signer: &super::checkpoint::CheckpointSigner,
+    publish_dir: Option<&std::path::Path>,
+    action: super::Action,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Receipt>, ReceiptError> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    // Entities are stored as JSON `[{"kind":…,"id":…}]`; the exact pair is matched after the
+    // coarse LIKE, so an id that is a substring of another cannot be mistaken for it.
+    let candidates = audit_entry::Entity::find()
+        .filter(audit_entry::Column::Action.eq(action.as_str()))
+        .filter(audit_entry::Column::Entities.contains(id))
+        .order_by_desc(audit_entry::Column::Seq)
+        .all(db)
+        .await
+        .map_err(ReceiptError::Read)?;
+    let wanted = serde_json::json!({"kind": kind, "id": id});
+    let Some(entry) = candidates
+        .into_iter()
+        .find(|e| serde_json::from_str::<Vec<serde_json::Value>>(&e.entities).is_ok_and(|entities| entities.contains(&wanted)))
+    else {
+        return Ok(None);
+    };
+    let (size, note) = audit.checkpoint(db, signer, publish_dir).await.map_err(ReceiptError::Checkpoint)?.ok_or(ReceiptError::EmptyLog)?;
+    let index = entry.seq as u64 - 1;
+    let doc = inclusion_document(db, index, size, Attach::EntryAndCheckpoint { checkpoint_note: Some(note.clone()) }).await?;
+    let attached = doc.attached.expect("the entry was asked for");
+    Ok(Some(Receipt {
+        leaf_index: index,
+        tree_size: size,
+        entry: attached.entry,
+        proof: doc.proof,
+        origin: note.lines().next().unwrap_or_default().to_owned(),
+        checkpoint: note,
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("reading the audit log")]
+    Read(#[source] DbErr),
+    #[error("signing a checkpoint")]
+    Checkpoint(#[source] super::AuditError),
+    #[error("the audit log is empty")]
+    EmptyLog,
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+}

@@ -4,13 +4,14 @@
 //!
 //! Output text, flags and exit codes are part of the interface (the tests assert on them):
 //! 0 on success, 1 on a failure the command reports itself, 2 where a command says so (a
-//! broken audit trail, no such dead job).
+//! broken audit trail, no such dead job or delivery).
 
 mod analyze;
 mod audit;
 mod jobs;
 mod keys;
 mod models;
+mod outbox;
 mod serve;
 
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Inspect and revive deliveries of results to the PACS.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
+    },
     /// The model registry: list, verify weights against their cards, train the shipped model.
     Models {
         #[command(subcommand)]
@@ -79,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => audit::run(command, &Settings::load(config)?).await,
         Command::Keys { command } => keys::run(command),
         Command::Jobs { command } => jobs::run(command, &Settings::load(config)?).await,
+        Command::Outbox { command } => outbox::run(command, &Settings::load(config)?).await,
         Command::Models { command } => models::run(command, &Settings::load(config)?),
         Command::Analyze { input, out, model } => analyze::run(&Settings::load(config)?, &input, &out, model.as_deref()).await,
     }

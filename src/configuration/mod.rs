@@ -36,6 +36,9 @@ pub struct Settings {
     /// Rate limits and how refusals by strangers are counted.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Where results go besides cards and the SMART app: the PACS, by STOW-RS.
+    #[serde(default)]
+    pub outputs: OutputSettings,
     /// The SMART on FHIR app: registered EHRs, token validation, the demo EHR.
     #[serde(default)]
     pub smart: SmartSettings,
@@ -112,6 +115,43 @@ impl Default for LimitSettings {
             per_client_burst: 400,
             studies_per_client_per_minute: 600,
             refusal_window_secs: 60,
+        }
+    }
+}
+
+/// Deliveries of results to other systems through the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSettings {
+    /// DICOMweb roots each result is stored into by STOW-RS, as a TID 1500 SR and a Secondary
+    /// Capture of its saliency overlay. Each must be in `dicomweb.endpoints` (or be the
+    /// `default_endpoint`); credentials are those of `[[dicomweb.credentials]]`. Empty: none.
+    pub pacs: Vec<String>,
+    /// The organisation's UID root for the objects radsight writes (digits and dots, at most 43
+    /// characters); empty: `2.25.` UUID-derived UIDs. UIDs derive from it and the result, so a
+    /// retry writes the same instance.
+    pub uid_root: String,
+    /// Attempts before a delivery is `dead`. Default 8.
+    pub max_attempts: i32,
+    /// The wait after the first failure, doubling after each further one, up to the max.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How often the deliverer looks for due deliveries (new ones wake it at once).
+    pub poll_interval_ms: u64,
+    /// How long a delivery under way is owned before another instance may take it over.
+    pub lease_ms: u64,
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        OutputSettings {
+            pacs: Vec::new(),
+            uid_root: String::new(),
+            max_attempts: 8,
+            backoff_base_ms: 30_000,
+            backoff_max_ms: 3_600_000,
+            poll_interval_ms: 2_000,
+            lease_ms: 120_000,
         }
     }
 }
@@ -541,6 +581,7 @@ impl Default for Settings {
                 max_pixel_bytes: 1 << 30,
             },
             limits: LimitSettings::default(),
+            outputs: OutputSettings::default(),
             smart: Default::default(),
             clients: Vec::new(),
             auditors: Vec::new(),
@@ -662,6 +703,21 @@ impl Settings {
             }
         }
         self.smart.validate().map_err(ConfigError::Invalid)?;
+        for root in &self.outputs.pacs {
+            let known = self.dicomweb.allows(root) || root.trim_end_matches('/') == self.dicomweb.default_endpoint.trim_end_matches('/');
+            if !known {
+                return invalid(format!("outputs.pacs: {root} is neither in dicomweb.endpoints nor the default_endpoint"));
+            }
+        }
+        if !self.outputs.uid_root.is_empty() && radsight_dicom_report::UidRoot::parse(&self.outputs.uid_root).is_err() {
+            return invalid(format!(
+                "outputs.uid_root {:?} is not a UID root (digits and dots, at most 43 characters)",
+                self.outputs.uid_root
+            ));
+        }
+        if self.outputs.max_attempts < 1 || self.outputs.poll_interval_ms == 0 || self.outputs.lease_ms == 0 {
+            return invalid("outputs.max_attempts must be at least 1, and poll_interval_ms and lease_ms above 0".into());
+        }
         let (mut names, mut members) = (BTreeSet::new(), BTreeSet::new());
         for n in &self.patient_namespaces {
             if n.name.is_empty() || n.name.contains(':') || !names.insert(n.name.as_str()) {

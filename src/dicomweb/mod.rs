@@ -9,6 +9,7 @@
 //! nothing from the PACS's response text is kept.
 
 pub mod multipart;
+pub mod stow;
 
 use std::collections::HashMap;
 use std::time::Duration;

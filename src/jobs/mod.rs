@@ -16,14 +16,12 @@ pub mod announce;
 pub mod memory;
 pub mod worker;
 
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::domain::{PatientId, StudyInstanceUid};
 use crate::store::entities::job;
 use crate::store::{JobStage, JobState};
+pub use crate::store::{backoff_ms, now_ms};
 
 pub const KIND_ANALYSE_STUDY: &str = "analyse-study";
 
@@ -58,17 +56,6 @@ pub struct Enqueued {
     pub id: String,
     /// False when an unfinished job for the same study already existed and was reused.
     pub created: bool,
-}
-
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// The wait before attempt `attempts + 1`, after `attempts` failures: base · 2^(attempts-1),
-/// capped at `max`.
-pub fn backoff_ms(attempts: i32, base: u64, max: u64) -> u64 {
-    let exp = (attempts.max(1) - 1).min(30) as u32;
-    base.saturating_mul(1u64 << exp).min(max)
 }
 
 /// Adds an analysis job for a study, unless one is already queued or running for it.
@@ -109,46 +96,7 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, new: &NewJob, max_attempts: i
 /// Takes the next due job (queued and due, or running with an expired lease) for `owner`,
 /// leasing it for `lease_ms` and counting an attempt.
 pub async fn claim(db: &DatabaseConnection, owner: &str, lease_ms: u64) -> Result<Option<job::Model>, DbErr> {
-    let now = now_ms();
-    let lease_until = now + lease_ms as i64;
-    let due = "(state = 'queued' AND run_after <= $1) OR (state = 'running' AND lease_until < $1)";
-    match db.get_database_backend() {
-        DbBackend::Postgres => {
-            let sql = format!(
-                "UPDATE jobs SET state = 'running', lease_owner = $2, lease_until = $3, attempts = attempts + 1, updated_at = $1 \
-                 WHERE id = (SELECT id FROM jobs WHERE {due} ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING *"
-            );
-            let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, [now.into(), owner.into(), lease_until.into()]);
-            job::Entity::find().from_raw_sql(stmt).one(db).await
-        }
-        backend => {
-            let txn = db
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                })
-                .await?;
-            let select = Statement::from_sql_and_values(
-                backend,
-                format!("SELECT * FROM jobs WHERE {due} ORDER BY run_after, created_at LIMIT 1").replace("$1", "?1"),
-                [now.into()],
-            );
-            let Some(found) = job::Entity::find().from_raw_sql(select).one(&txn).await? else {
-                txn.commit().await?;
-                return Ok(None);
-            };
-            let update = Statement::from_sql_and_values(
-                backend,
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                [owner.into(), lease_until.into(), now.into(), found.id.clone().into()],
-            );
-            txn.execute_raw(update).await?;
-            let claimed = job::Entity::find_by_id(found.id).one(&txn).await?;
-            txn.commit().await?;
-            Ok(claimed)
-        }
-    }
+    crate::store::queue::claim_next::<job::Entity>(db, "jobs", JobState::Queued.as_str(), JobState::Running.as_str(), owner, lease_ms).await
 }
 
 /// Marks a job this owner holds as done at `stage`. False when the lease was lost.

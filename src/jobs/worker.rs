@@ -55,6 +55,10 @@ pub struct WorkerContext {
     pub shutdown: crate::state::Shutdown,
     /// The memory every worker of this process shares (see [`super::memory`]).
     pub memory: super::memory::MemoryBudget,
+    /// Where results are delivered (queued in the result's transaction), and the deliverer to
+    /// wake when some are.
+    pub outputs: crate::configuration::OutputSettings,
+    pub outbox_wake: Arc<Notify>,
 }
 
 /// A failed step: a stable code for the job row and the audit trail, and whether retrying
@@ -70,11 +74,13 @@ pub struct StepError {
 struct Finished {
     stage: JobStage,
     result: Option<(AuditEvent, Box<dyn AttachedRows>)>,
+    /// The id of a result with findings, whose deliveries are queued with it.
+    deliver: Option<String>,
 }
 
 impl Finished {
     fn at(stage: JobStage) -> Finished {
-        Finished { stage, result: None }
+        Finished { stage, result: None, deliver: None }
     }
 }
 
@@ -138,19 +144,27 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
         run_steps(ctx, &job).await
     };
     match result {
-        Ok(Finished { stage, result }) => {
-            // The result, its entry and the job's success commit together: a stored result
-            // always belongs to a finished job, and a job whose lease was lost stores nothing.
+        Ok(Finished { stage, result, deliver }) => {
+            // The result, its entry, its deliveries and the job's success commit together: a
+            // stored result always belongs to a finished job and has its deliveries queued, and
+            // a job whose lease was lost stores nothing.
             let mut txn = ctx.audit.begin(&ctx.db).await?;
             if succeed(txn.conn(), &job.id, owner, stage).await? {
                 if let Some((entry, rows)) = result {
                     txn.append_with(entry, Some(rows)).await?;
+                }
+                let mut queued = 0;
+                if let Some(result_id) = &deliver {
+                    queued = crate::outbox::enqueue_for_result(txn.conn(), &ctx.outputs, result_id, &job.study_uid).await?;
                 }
                 txn.append(
                     event(&job, Action::JobSucceeded, Outcome::Success).detail("stage", stage.as_str()).detail("attempt", job.attempts),
                 )
                 .await?;
                 txn.commit().await?;
+                if queued > 0 {
+                    ctx.outbox_wake.notify_one();
+                }
             } else {
                 tracing::warn!(job = %job.id, "lease lost before the job finished; its new owner decides");
             }
@@ -272,7 +286,7 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
                 .entity("AnalysisResult", rows.id.clone())
                 .detail("image", *decoded)
                 .detail("model", "none applies");
-            return Ok(Finished { stage: JobStage::NotApplicable, result: Some((ev, Box::new(rows))) });
+            return Ok(Finished { stage: JobStage::NotApplicable, result: Some((ev, Box::new(rows))), deliver: None });
         }
         Err(e) => {
             let code = e.code();
@@ -324,8 +338,8 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         .detail("deletion_auc", analysed.deletion_auc)
         .detail("random_deletion_auc", analysed.random_deletion_auc)
         .detail("runtime_ms", analysed.runtime_ms);
-    let stored = StoredResult(analysed.into_result(id, job.study_uid.clone(), Some(job.id.clone())));
-    Ok(Finished { stage: JobStage::Analysed, result: Some((ev, Box::new(stored))) })
+    let stored = StoredResult(analysed.into_result(id.clone(), job.study_uid.clone(), Some(job.id.clone())));
+    Ok(Finished { stage: JobStage::Analysed, result: Some((ev, Box::new(stored))), deliver: Some(id) })
 }
 
 fn audit_unavailable<E>(_: E) -> StepError {

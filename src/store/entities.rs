@@ -140,6 +140,8 @@ pub mod analysis_result {
         pub sop_instance_uid: Option<String>,
         pub series_uid: Option<String>,
         pub input_sha256: Option<String>,
+        /// The SOP Class of that instance (the DICOM outputs reference it).
+        pub sop_class_uid: Option<String>,
         /// `grad-cam` | `integrated-gradients` | `occlusion`.
         pub saliency_method: Option<String>,
         /// JSON: saliency parameters, peak and box in source pixel coordinates, letterbox.
@@ -330,6 +332,40 @@ pub mod job {
         pub last_error: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    /// One delivery of a result to another system (see `crate::outbox`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub result_id: String,
+        pub study_uid: String,
+        /// `stow-sr` | `stow-sc`
+        pub kind: String,
+        /// Where it goes (a DICOMweb root).
+        pub destination: String,
+        /// `pending` | `delivering` | `delivered` | `dead`
+        pub state: String,
+        pub attempts: i32,
+        pub max_attempts: i32,
+        /// Unix ms.
+        pub run_after: i64,
+        pub lease_owner: Option<String>,
+        pub lease_until: Option<i64>,
+        pub last_error: Option<String>,
+        pub sop_instance_uid: Option<String>,
+        /// The object as first built: every retry sends these bytes.
+        pub payload: Option<Vec<u8>>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub delivered_at: Option<i64>,
     }
     no_relations!();
 }

@@ -3,6 +3,7 @@
 //! `cds_hooks::`), never through raw tables.
 
 pub mod entities;
+pub mod queue;
 pub mod status;
 
 pub use status::{JobStage, JobState, ResultStatus};
@@ -98,4 +99,16 @@ impl WriteGate {
             None => None,
         }
     }
+}
+
+/// Unix time in milliseconds, as the queues store it.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failures: base · 2^(attempts-1),
+/// capped at `max`. The job queue and the outbox retry alike.
+pub fn backoff_ms(attempts: i32, base: u64, max: u64) -> u64 {
+    let exp = (attempts.max(1) - 1).min(30) as u32;
+    base.saturating_mul(1u64 << exp).min(max)
 }

@@ -25,6 +25,7 @@ mod models_cli;
 mod notifications;
 mod order_hooks;
 mod pacs;
+mod pacs_outputs;
 mod patient_view;
 mod png;
 mod prefetch;

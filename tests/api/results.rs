@@ -32,6 +32,7 @@ async fn store_result(app: &TestApp) -> String {
             Finding { code: "consolidation".into(), display: "Consolidation".into(), probability: 0.08, threshold: 0.5 },
         ],
         sop_instance_uid: Some("1.2.3.4.5".into()),
+        sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.1.1".into()),
         series_uid: Some("1.2.3.4".into()),
         input_sha256: "ef".repeat(32),
         saliency_method: "grad-cam".into(),

@@ -111,6 +111,7 @@ pub struct DecodedImage {
     pub modality: Option<String>,
     pub body_part: Option<String>,
     pub sop_instance_uid: Option<String>,
+    pub sop_class_uid: Option<String>,
     pub series_instance_uid: Option<String>,
     pub study_instance_uid: Option<String>,
     /// frames x rows x columns, row-major: stored values after the modality LUT (rescale
@@ -260,6 +261,7 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         modality: string(&obj, tags::MODALITY),
         body_part: string(&obj, tags::BODY_PART_EXAMINED),
         sop_instance_uid: string(&obj, tags::SOP_INSTANCE_UID),
+        sop_class_uid: string(&obj, tags::SOP_CLASS_UID),
         series_instance_uid: string(&obj, tags::SERIES_INSTANCE_UID),
         study_instance_uid: string(&obj, tags::STUDY_INSTANCE_UID),
         modality_values,

@@ -1,0 +1,192 @@
+//! The DICOM objects a result is delivered to the PACS as, built from the stored result with
+//! `radsight-dicom-report`: the TID 1500 SR (findings, algorithm, image library, faithfulness)
+//! and the Secondary Capture of the saliency overlay, each carrying the log receipt of the
+//! result's `model.inference` entry.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use radsight_dicom_report as report;
+use sea_orm::DatabaseConnection;
+
+use super::OutputKind;
+use crate::audit::checkpoint::CheckpointSigner;
+use crate::audit::proof::{ReceiptError, receipt_for};
+use crate::audit::{Action, AuditLog};
+use crate::results::store::{self, ArtefactKind, findings};
+use crate::store::entities::{analysis_result, study};
+
+/// Why an object could not be built. `permanent` ones cannot change by retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("reading the result")]
+    Read(#[source] sea_orm::DbErr),
+    #[error("the result {0} no longer exists")]
+    NoResult(String),
+    #[error("the result has no finished analysis of a source image to report")]
+    NotReportable,
+    #[error("the result's audit receipt could not be made")]
+    Receipt(#[from] ReceiptError),
+    #[error("the result's inference entry is not in the audit log")]
+    NoReceipt,
+    #[error("the overlay picture could not be read")]
+    Overlay(String),
+    #[error("writing the DICOM object")]
+    Write(#[from] report::WriteError),
+}
+
+impl BuildError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BuildError::Read(_) | BuildError::Receipt(_) => "output-build-unavailable",
+            BuildError::NoResult(_) => "result-not-found",
+            BuildError::NotReportable => "result-not-reportable",
+            BuildError::NoReceipt => "result-without-inference-entry",
+            BuildError::Overlay(_) => "overlay-unreadable",
+            BuildError::Write(_) => "dicom-write-refused",
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BuildError::Read(_) | BuildError::Receipt(_))
+    }
+}
+
+/// What building needs besides the database.
+pub struct BuildContext<'a> {
+    pub db: &'a DatabaseConnection,
+    pub audit: &'a AuditLog,
+    pub signer: &'a CheckpointSigner,
+    pub checkpoint_dir: &'a std::path::Path,
+    pub uid_root: Option<&'a report::UidRoot>,
+    /// `server.public_url`, for the result's URL in the SR.
+    pub public_url: &'a str,
+}
+
+/// Builds the object `kind` of result `result_id`: (SOP Instance UID, Part 10 bytes).
+pub async fn build(ctx: &BuildContext<'_>, kind: OutputKind, result_id: &str) -> Result<(String, Vec<u8>), BuildError> {
+    let (result, study) =
+        store::find_with_study(ctx.db, result_id).await.map_err(BuildError::Read)?.ok_or_else(|| BuildError::NoResult(result_id.into()))?;
+    let receipt = receipt_for(ctx.db, ctx.audit, ctx.signer, Some(ctx.checkpoint_dir), Action::ModelInference, "AnalysisResult", result_id)
+        .await?
+        .ok_or(BuildError::NoReceipt)?;
+    let report = report_of(&result, &study, receipt, ctx.public_url)?;
+    let written = match kind {
+        OutputKind::StowSr => report::write_measurement_report(&report, ctx.uid_root)?,
+        OutputKind::StowSc => {
+            let png = store::artefact(ctx.db, result_id, ArtefactKind::SaliencyPng)
+                .await
+                .map_err(BuildError::Read)?
+                .ok_or_else(|| BuildError::Overlay("the result has no overlay picture".into()))?;
+            let overlay = overlay_of(&png.bytes, report.source_images[0].clone(), study.body_site.as_deref())?;
+            report::write_saliency_capture(&report, &overlay, ctx.uid_root)?
+        }
+    };
+    Ok((written.sop_instance_uid.to_string(), written.bytes))
+}
+
+/// The report's plain values from the stored rows.
+fn report_of(
+    r: &analysis_result::Model,
+    s: &study::Model,
+    receipt: crate::audit::proof::Receipt,
+    public_url: &str,
+) -> Result<report::Report, BuildError> {
+    let (Some(model_id), Some(version), Some(weights), Some(sop), Some(class), Some(series)) = (
+        r.model_id.clone(),
+        r.model_version.clone(),
+        r.weights_sha256.clone(),
+        r.sop_instance_uid.clone(),
+        r.sop_class_uid.clone(),
+        r.series_uid.clone(),
+    ) else {
+        return Err(BuildError::NotReportable);
+    };
+    let date_time = |unix: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let date = format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day());
+        let time = format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second());
+        (date, time)
+    };
+    let (observed_date, observed_time) = date_time(r.created_at);
+    let started = s.started_at.map(date_time);
+    let findings = findings(r)
+        .into_iter()
+        .map(|f| report::Finding {
+            label: f.display.clone(),
+            // radsight's own label codes: no SNOMED CT or RadLex mapping is on the model cards yet.
+            code: report::Code::new(&f.code, report::PRIVATE_SCHEME, &f.display),
+            probability: f.probability,
+            threshold: f.threshold,
+            positive: f.is_positive(),
+        })
+        .collect();
+    let invalid = |e: report::DateTimeError| {
+        BuildError::Write(report::WriteError::CheckInput {
+            object: report::ObjectKind::MeasurementReport,
+            field: "date/time".into(),
+            problem: e.to_string(),
+        })
+    };
+    Ok(report::Report {
+        study: report::StudyRef {
+            study_instance_uid: s.study_uid.clone(),
+            patient_id: s.patient_ref.strip_prefix("Patient/").unwrap_or(&s.patient_ref).to_owned(),
+            patient_name: None,
+            patient_birth_date: None,
+            patient_sex: None,
+            accession_number: s.accession.clone(),
+            study_id: None,
+            study_date: started.as_ref().map(|(d, _)| report::DicomDate::parse(d)).transpose().map_err(invalid)?,
+            study_time: started.as_ref().map(|(_, t)| report::DicomTime::parse(t)).transpose().map_err(invalid)?,
+            referring_physician_name: None,
+        },
+        source_images: vec![report::SourceImage { sop_class_uid: class, sop_instance_uid: sop, series_instance_uid: series }],
+        algorithm: report::Algorithm { model_id, model_version: version, weights_sha256_hex: weights, manufacturer: "radsight".into() },
+        findings,
+        saliency: r.saliency_method.clone().zip(r.deletion_auc).map(|(method, auc)| report::Saliency {
+            method,
+            faithfulness_metric_name: "deletion AUC (lower is more faithful)".into(),
+            faithfulness_value: auc,
+        }),
+        result_id: r.id.clone(),
+        result_url: Some(format!("{public_url}/results/{}", r.id)),
+        observed_at: report::DicomDateTime::parse(&observed_date, &observed_time).map_err(invalid)?,
+        procedure_reported: None,
+        receipt: Some(report::Receipt {
+            leaf_index: receipt.leaf_index,
+            tree_size: receipt.tree_size,
+            entry_base64: STANDARD.encode(receipt.entry.as_bytes()),
+            proof_base64: receipt.proof.iter().map(|h| STANDARD.encode(hex::decode(h).unwrap_or_default())).collect(),
+            checkpoint: receipt.checkpoint,
+            log_origin: receipt.origin,
+        }),
+    })
+}
+
+/// The overlay PNG (RGB or RGBA, 8-bit) as the RGB image the Secondary Capture carries.
+fn overlay_of(png_bytes: &[u8], source: report::SourceImage, body_part: Option<&str>) -> Result<report::OverlayImage, BuildError> {
+    let bad = |e: String| BuildError::Overlay(e);
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
+    let pixels = &buf[..info.buffer_size()];
+    let rgb: Vec<u8> = match info.color_type {
+        png::ColorType::Rgb => pixels.to_vec(),
+        png::ColorType::Rgba => pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Grayscale => pixels.iter().flat_map(|&g| [g, g, g]).collect(),
+        png::ColorType::GrayscaleAlpha => pixels.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        other => return Err(bad(format!("{other:?} pictures are not expected"))),
+    };
+    let (width, height) =
+        (u16::try_from(info.width).map_err(|_| bad("too wide".into()))?, u16::try_from(info.height).map_err(|_| bad("too tall".into()))?);
+    Ok(report::OverlayImage {
+        width,
+        height,
+        rgb,
+        pixel_spacing_mm: None,
+        source,
+        anatomy: body_part.map(|b| report::Anatomy { body_part_examined: b.to_uppercase(), laterality: None }),
+    })
+}
