@@ -167,6 +167,17 @@ async fn result_fhir(req: HttpRequest, path: web::Path<String>, state: web::Data
     done(&r)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let saliency = state.links.sign(&state.settings.server.public_url, &format!("/results/{}/saliency.png", r.id), now);
-    let bundle = super::fhir::result_bundle(&r, &s, &saliency);
+    let receipt = crate::audit::proof::receipt_for(
+        &state.db,
+        &state.audit,
+        &state.checkpoint_signer,
+        Some(&state.settings.audit.checkpoint_dir),
+        crate::audit::Action::ModelInference,
+        "AnalysisResult",
+        &r.id,
+    )
+    .await
+    .map_err(internal)?;
+    let bundle = super::fhir::result_bundle(&r, &s, &saliency, receipt.as_ref());
     Ok(HttpResponse::Ok().content_type("application/fhir+json").body(bundle.to_string()))
 }

@@ -3,6 +3,9 @@
 //! `ImagingStudy` it read and the model that made it (after the HL7 DICOM SR-to-FHIR IG's
 //! shape for AI results).
 //!
+//! The Provenance carries the log receipt of the result's `model.inference` entry (extension
+//! [`RECEIPT_EXTENSION`]), the same receipt the DICOM SR carries.
+//!
 //! The ImagingStudy is referenced logically, by its Study Instance UID (`urn:dicom:uid`), since
 //! radsight does not own the EHR's resource ids.
 
@@ -11,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::store::{Finding, findings};
+use crate::audit::proof::Receipt;
 use crate::store::entities::{analysis_result, study};
 
 const FINDING_SYSTEM: &str = "urn:radsight:finding";
@@ -63,7 +67,30 @@ fn round6(x: f64) -> f64 {
 }
 
 /// The Bundle for a finished result. `saliency_url` is where the saliency picture can be had.
-pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url: &str) -> Value {
+/// The extension carrying a log receipt on the Provenance: a third party checks the entry's
+/// leaf hash, folds the proof to the checkpoint's root and checks the checkpoint's signature
+/// with the log's published verifier key (`radsight audit vkey`), without radsight.
+pub const RECEIPT_EXTENSION: &str = "https://radsight.dev/fhir/StructureDefinition/audit-log-receipt";
+
+/// The receipt as a complex extension. Leaf index and tree size are strings: they may exceed
+/// FHIR's 32-bit integers.
+fn receipt_extension(receipt: &Receipt) -> Value {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut parts = vec![
+        json!({"url": "leafIndex", "valueString": receipt.leaf_index.to_string()}),
+        json!({"url": "treeSize", "valueString": receipt.tree_size.to_string()}),
+        json!({"url": "entry", "valueBase64Binary": b64(receipt.entry.as_bytes())}),
+    ];
+    parts.extend(receipt.proof.iter().map(|h| json!({"url": "proof", "valueBase64Binary": b64(&hex::decode(h).unwrap_or_default())})));
+    parts.push(json!({"url": "checkpoint", "valueString": receipt.checkpoint}));
+    parts.push(json!({"url": "origin", "valueString": receipt.origin}));
+    json!({"url": RECEIPT_EXTENSION, "extension": parts})
+}
+
+/// The Bundle of a finished result; `receipt`, when given, is the log receipt of the result's
+/// `model.inference` entry, carried on the Provenance.
+pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url: &str, receipt: Option<&Receipt>) -> Value {
     let patient = json!({"reference": s.patient_ref});
     let when = instant(r.updated_at);
     let base = format!("urn:uuid:{}", r.id);
@@ -138,6 +165,10 @@ pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url:
             ],
         }
     });
+    let mut provenance = provenance;
+    if let Some(receipt) = receipt {
+        provenance["resource"]["extension"] = json!([receipt_extension(receipt)]);
+    }
     let mut entries = vec![report];
     entries.extend(observations.into_iter().map(|(_, o)| o));
     entries.push(device);

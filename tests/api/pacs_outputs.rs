@@ -138,9 +138,22 @@ async fn a_result_is_stored_into_the_pacs_as_an_sr_and_an_overlay_whose_receipt_
     let deliveries = app.audit_of("output.delivery").await;
     assert_eq!(deliveries.iter().filter(|e| e.outcome == "success").count(), 2);
 
-    // highdicom reads the SR from the PACS as a TID 1500 report with its findings and receipt.
+    // dciodvfy finds no error in either object as the PACS stored it, and dsrdump renders the SR.
     let file = tempfile::NamedTempFile::new().unwrap();
+    let overlay = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), orthanc_file(&sr.2).await).unwrap();
+    std::fs::write(overlay.path(), orthanc_file(&sc.2).await).unwrap();
+    for path in [file.path(), overlay.path()] {
+        let out = std::process::Command::new("dciodvfy").arg(path).output().expect("dciodvfy (dicom3tools) is installed");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "dciodvfy: {errors:#?}");
+    }
+    let dump = std::process::Command::new("dsrdump").arg(file.path()).output().expect("dsrdump (dcmtk) is installed");
+    let dump_text = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.status.success() && dump_text.contains("Imaging Measurement Report"), "{dump_text}");
+
+    // highdicom reads the SR from the PACS as a TID 1500 report with its findings and receipt.
     let out = std::process::Command::new(crate::helpers::python())
         .arg(format!("{}/tests/python/read_sr.py", env!("CARGO_MANIFEST_DIR")))
         .arg(file.path())
@@ -163,6 +176,34 @@ async fn a_result_is_stored_into_the_pacs_as_an_sr_and_an_overlay_whose_receipt_
     assert_ne!(tampered, entry);
     let (ok, report) = verify_receipt(&app, receipt, &tampered);
     assert!(!ok && report.contains("INVALID inclusion"), "{report}");
+
+    // The same receipt is served with the result's FHIR Bundle, on its Provenance.
+    let result_id = &rows[0].result_id;
+    let path = format!("/results/{result_id}/fhir");
+    let reply = app.send(reqwest::Method::GET, &path, Some(&app.token(&path)), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (valid, out) = run_python("validate_bundle.py", &reply.text);
+    assert!(valid, "the Bundle validates as R4B: {out}");
+    let bundle = reply.json();
+    let provenance = bundle["entry"].as_array().unwrap().iter().find(|e| e["resource"]["resourceType"] == "Provenance").unwrap();
+    let extension = &provenance["resource"]["extension"][0];
+    assert_eq!(extension["url"], radsight::results::fhir::RECEIPT_EXTENSION);
+    let part = |name: &str| -> Vec<Value> {
+        extension["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["url"] == name)
+            .map(|e| e.as_object().unwrap().iter().find(|(k, _)| k.starts_with("value")).unwrap().1.clone())
+            .collect()
+    };
+    let fhir_receipt = json!({
+        "leaf_index": part("leafIndex"), "tree_size": part("treeSize"), "proof": part("proof"), "checkpoint": part("checkpoint"),
+    });
+    let fhir_entry = String::from_utf8(STANDARD.decode(part("entry")[0].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(fhir_entry, entry, "the Bundle and the SR prove the same entry");
+    let (ok, report) = verify_receipt(&app, &fhir_receipt, &fhir_entry);
+    assert!(ok, "the Provenance's receipt verifies: {report}");
 
     // Sent again (as after an answer that never came): the PACS keeps one instance of each.
     outbox::Entity::update_many()
