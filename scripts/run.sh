@@ -5,6 +5,10 @@
 #   scripts/run.sh            serve: CDS Hooks, HL7/MLLP, the SMART app, the demo EHR at
 #                             http://127.0.0.1:8080/demo-ehr/ (its patient's phantom study is
 #                             analysed by the shipped model on start)
+#   RADSIGHT_PACS=URL scripts/run.sh
+#                             the same, reading studies announced by HL7 from the DICOMweb root
+#                             URL (an Orthanc: http://127.0.0.1:8042/dicom-web) and storing each
+#                             result back into its study as an SR and an overlay (docs/outputs.md)
 #   scripts/run.sh analyze    the analysis pipeline on local files: writes phantom radiographs
 #                             to ./phantoms, analyses them, pictures and report.json in
 #                             ./radsight-analysis
@@ -25,6 +29,10 @@ case "${1:-serve}" in
   serve)
     build_app
     cargo build --release --locked --features demo   # the demo EHR at /demo-ehr/
+    if [ -n "${RADSIGHT_PACS:-}" ]; then
+      export RADSIGHT_DICOMWEB__ENDPOINTS="[\"$RADSIGHT_PACS\"]" RADSIGHT_DICOMWEB__DEFAULT_ENDPOINT="$RADSIGHT_PACS"
+      export RADSIGHT_OUTPUTS__PACS="[\"$RADSIGHT_PACS\"]"
+    fi
     exec env RADSIGHT_SMART__DEMO_EHR__ENABLED=true target/release/radsight serve
     ;;
   analyze)

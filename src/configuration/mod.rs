@@ -592,8 +592,8 @@ impl Default for Settings {
 }
 
 /// The configuration sections that environment variables may set.
-const SECTIONS: [&str; 12] =
-    ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "analysis", "limits", "smart"];
+const SECTIONS: [&str; 13] =
+    ["server", "database", "auth", "hooks", "rules", "audit", "hl7", "jobs", "dicomweb", "analysis", "limits", "outputs", "smart"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -782,6 +782,16 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("has no keys"));
         s.server.public_url = "http://x/".into();
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        // Each section is a field of Settings that environment variables may set.
+        let fields = serde_json::to_value(Settings::default()).unwrap();
+        let sections: Vec<&str> = fields.as_object().unwrap().iter().filter(|(_, v)| v.is_object()).map(|(k, _)| k.as_str()).collect();
+        for s in sections {
+            assert!(SECTIONS.contains(&s), "[{s}] is missing from SECTIONS");
+        }
     }
 
     #[test]
