@@ -414,3 +414,45 @@ pub fn run_python(script: &str, input: &str) -> (bool, String) {
 pub fn python() -> String {
     std::env::var("RADSIGHT_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+/// A `radsight serve` process, killed when dropped so that a failing test leaves none behind.
+pub struct ServeProcess(std::process::Child);
+
+impl ServeProcess {
+    /// SIGKILL: no shutdown, no flushing.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `radsight serve` as its own process, set up by `configure` (environment, `--config`); returns
+/// it with its HL7 port once it is serving. It runs in a temporary directory and logs JSON.
+pub fn serve_process(configure: impl FnOnce(&mut std::process::Command)) -> (ServeProcess, u16) {
+    use std::io::BufRead;
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_radsight"));
+    command.env("RADSIGHT_LOG_FORMAT", "json").env_remove("RADSIGHT_CONFIG").current_dir(cwd.path()).stderr(std::process::Stdio::piped());
+    configure(&mut command);
+    let child = command.arg("serve").spawn().unwrap();
+    let mut child = ServeProcess(child);
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["fields"]["message"] == "radsight is serving"
+        {
+            // Keep draining the log so that the process never writes into a closed pipe.
+            std::thread::spawn(move || lines.for_each(|l| eprintln!("radsight serve: {}", l.unwrap_or_default())));
+            return (child, v["fields"]["hl7_port"].as_u64().expect("the HL7 port is logged") as u16);
+        }
+        eprintln!("radsight serve: {line}");
+    }
+    panic!("radsight serve exited before serving");
+}

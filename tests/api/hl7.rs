@@ -41,7 +41,12 @@ impl Ack {
 
 impl MllpClient {
     pub async fn connect(app: &TestApp) -> MllpClient {
-        let stream = TcpStream::connect(("127.0.0.1", app.hl7_port)).await.expect("connect to the MLLP listener");
+        MllpClient::connect_to(app.hl7_port).await
+    }
+
+    /// A client of the MLLP listener on `port` (a `radsight serve` process's, say).
+    pub async fn connect_to(port: u16) -> MllpClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect to the MLLP listener");
         MllpClient { stream, pending: Vec::new() }
     }
 

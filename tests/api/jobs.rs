@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::helpers::{Backend, ServeProcess, TestApp, spawn_app_with};
 use crate::hl7::{MllpClient, oru};
 
 fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
@@ -129,55 +129,15 @@ async fn backoff_doubles_between_attempts(backend: Backend) {
     assert_eq!(waits, [1, 2, -1], "1 s, then 2 s, then dead after the third attempt");
 }
 
-/// A `radsight serve` process, killed when dropped so that a failing test leaves none behind.
-struct ServeProcess(std::process::Child);
-
-impl ServeProcess {
-    /// SIGKILL: no shutdown, no flushing.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `radsight serve` as its own process on `db_url`, with no job workers; returns it with its
-/// HL7 port once it is serving.
+/// `radsight serve` as its own process on `db_url`, with no job workers.
 fn serve_process(db_url: &str) -> (ServeProcess, u16) {
-    use std::io::BufRead;
-    let cwd = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_radsight"))
-        .arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("RADSIGHT_SERVER__PORT", "0")
-        .env("RADSIGHT_HL7__BIND", "127.0.0.1:0")
-        .env("RADSIGHT_JOBS__WORKERS", "0")
-        .env("RADSIGHT_ANALYSIS__MODELS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/models"))
-        .env("RADSIGHT_LOG_FORMAT", "json")
-        .env_remove("RADSIGHT_CONFIG")
-        .current_dir(cwd.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = ServeProcess(child);
-    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v["fields"]["message"] == "radsight is serving"
-        {
-            // Keep draining the log so that the process never writes into a closed pipe.
-            std::thread::spawn(move || lines.for_each(|l| eprintln!("radsight serve: {}", l.unwrap_or_default())));
-            return (child, v["fields"]["hl7_port"].as_u64().expect("the HL7 port is logged") as u16);
-        }
-        eprintln!("radsight serve: {line}");
-    }
-    panic!("radsight serve exited before serving");
+    crate::helpers::serve_process(|c| {
+        c.env("DATABASE_URL", db_url)
+            .env("RADSIGHT_SERVER__PORT", "0")
+            .env("RADSIGHT_HL7__BIND", "127.0.0.1:0")
+            .env("RADSIGHT_JOBS__WORKERS", "0")
+            .env("RADSIGHT_ANALYSIS__MODELS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    })
 }
 
 async fn an_acknowledged_result_survives_a_killed_process(backend: Backend) {

@@ -251,7 +251,93 @@ async fn a_pacs_that_cannot_be_reached_is_retried_then_dead_and_can_be_revived(b
     }
 }
 
+/// A TCP gate in front of Orthanc: while shut it takes connections and drops them (the PACS is
+/// down); once opened it forwards them. Returns its port and the switch.
+async fn pacs_gate() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = std::sync::Arc::new(AtomicBool::new(false));
+    let upstream = orthanc_url().trim_start_matches("http://").to_owned();
+    let switch = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !switch.load(Ordering::SeqCst) {
+                drop(inbound);
+                continue;
+            }
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, open)
+}
+
+/// kill -9 while deliveries are pending (the PACS down): after a restart with the PACS up,
+/// each object is delivered, once.
+async fn deliveries_pending_at_a_kill_are_delivered_once_after_restart(backend: Backend) {
+    use std::sync::atomic::Ordering;
+    let db_app = app_with_pacs_configured(backend, 64 << 20, |s| s.jobs.workers = 0).await;
+    let (gate_port, gate) = pacs_gate().await;
+    let gated = format!("http://127.0.0.1:{gate_port}/dicom-web");
+    // The service under test: its own process, with one worker, writing to the gated PACS.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), orthanc_credentials().1).unwrap();
+    let mut settings = db_app.settings.clone();
+    settings.server.port = 0;
+    settings.hl7.bind = "127.0.0.1:0".into();
+    settings.jobs.workers = 1;
+    settings.dicomweb.endpoints.push(gated.clone());
+    for c in settings.dicomweb.credentials.iter_mut() {
+        c.secret_file = Some(secret.path().to_owned());
+    }
+    let mut gated_credentials = settings.dicomweb.credentials[0].clone();
+    gated_credentials.url = gated.clone();
+    settings.dicomweb.credentials.push(gated_credentials);
+    settings.outputs.pacs = vec![gated];
+    settings.outputs.poll_interval_ms = 100;
+    settings.outputs.backoff_base_ms = 100;
+    settings.outputs.backoff_max_ms = 200;
+    settings.outputs.max_attempts = 1000;
+    settings.outputs.lease_ms = 500;
+    let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(config.path(), toml::to_string(&settings).unwrap()).unwrap();
+    let start = || {
+        crate::helpers::serve_process(|c| {
+            c.arg("--config").arg(config.path());
+        })
+    };
+
+    let (mut process, hl7_port) = start();
+    let study = fresh_uid();
+    let meta =
+        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-KILL" };
+    upload(phantom_part10(&meta, 128, 128, &clear_nodule_phantom(128).image.into_data())).await;
+    let mut client = MllpClient::connect_to(hl7_port).await;
+    assert_eq!(client.send(&chest_oru("KILL-OUT", &study)).await.code(), "AA");
+    wait_for_deliveries(&db_app, "deliveries failing against the shut PACS", |r| r.len() == 2 && r.iter().all(|d| d.attempts >= 2)).await;
+    process.kill();
+
+    gate.store(true, Ordering::SeqCst);
+    let (_restarted, _) = start();
+    let rows =
+        wait_for_deliveries(&db_app, "both delivered after the restart", |r| r.len() == 2 && r.iter().all(|d| d.state == "delivered"))
+            .await;
+    let stored = instances_in(&study).await;
+    assert_eq!(stored.len(), 3, "the source image, one SR and one overlay: {stored:?}");
+    for d in &rows {
+        assert!(stored.iter().any(|(_, _, uid)| Some(uid) == d.sop_instance_uid.as_ref()), "{d:?} in {stored:?}");
+    }
+    let verify = db_app.cli(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
+}
+
 backend_tests!(
+    deliveries_pending_at_a_kill_are_delivered_once_after_restart,
     a_result_is_stored_into_the_pacs_as_an_sr_and_an_overlay_whose_receipt_verifies,
     a_pacs_that_cannot_be_reached_is_retried_then_dead_and_can_be_revived,
 );
