@@ -49,10 +49,19 @@ pub fn demo_ehr(settings: &Settings) -> (EhrSim, (EhrSettings, Option<SecretStri
     (sim, (ehr, Some(SecretString::from(secret))))
 }
 
+/// The demo EHR's pages run no script and load nothing from elsewhere; its one form posts to
+/// itself (and is redirected, same origin, to the app's launch), and no one may frame it.
+const DEMO_EHR_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// Mounts the demo EHR at `/demo-ehr`.
 pub fn routes(cfg: &mut web::ServiceConfig, sim: &EhrSim) {
     let sim = sim.clone();
-    cfg.service(web::scope("/demo-ehr").configure(move |c| sim.routes(c)));
+    cfg.service(
+        web::scope("/demo-ehr")
+            .wrap(actix_web::middleware::DefaultHeaders::new().add(("content-security-policy", DEMO_EHR_CSP)))
+            .configure(move |c| sim.routes(c)),
+    );
 }
 
 async fn insert_study(

@@ -244,7 +244,33 @@ async fn a_shutdown_under_load_loses_no_answered_call_or_acknowledged_message(ba
     assert!(app.http.get(app.url("/healthz")).send().await.is_err(), "the instance no longer answers");
 }
 
+/// The real process on SIGTERM: it stops within its grace period with exit code 0, and what
+/// it acknowledged is stored and the log verifies.
+async fn sigterm_stops_the_process_cleanly(backend: Backend) {
+    let db_app = spawn_app_with(backend, |s| s.jobs.workers = 0).await;
+    let settings = db_app.settings.clone();
+    let (mut process, hl7_port) = crate::helpers::serve_process(|c| {
+        c.env("DATABASE_URL", &db_app.db_url)
+            .env("RADSIGHT_SERVER__PORT", "0")
+            .env("RADSIGHT_SERVER__SHUTDOWN_GRACE_SECS", "5")
+            .env("RADSIGHT_HL7__BIND", "127.0.0.1:0")
+            .env("RADSIGHT_JOBS__WORKERS", "0")
+            .env("RADSIGHT_AUDIT__CHECKPOINT_KEY_FILE", &settings.audit.checkpoint_key_file)
+            .env("RADSIGHT_AUDIT__CHECKPOINT_DIR", &settings.audit.checkpoint_dir)
+            .env("RADSIGHT_ANALYSIS__MODELS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    });
+    let mut client = MllpClient::connect_to(hl7_port).await;
+    assert_eq!(client.send(&omi("TERM-1", "MRN1", "1.2.826.0.13.1")).await.code(), "AA");
+    let status = process.terminate(std::time::Duration::from_secs(15)).expect("the process exits within its grace period");
+    assert!(status.success(), "{status:?}");
+    let stored = hl7_message::Entity::find().all(&db_app.db).await.unwrap();
+    assert!(stored.iter().any(|m| m.control_id == "TERM-1"));
+    let verify = db_app.cli(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
+}
+
 backend_tests!(
+    sigterm_stops_the_process_cleanly,
     a_flood_of_bad_tokens_is_throttled_and_logged_bounded_with_counts_that_add_up,
     a_client_over_its_rate_is_throttled_after_it_authenticates,
     a_notification_cannot_move_a_study_to_another_patient,

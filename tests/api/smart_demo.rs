@@ -28,7 +28,10 @@ async fn the_demo_ehr_launches_the_app_on_its_synthetic_patient(backend: Backend
     })
     .await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let launcher = http.get(app.url("/demo-ehr/")).send().await.unwrap().text().await.unwrap();
+    let page = http.get(app.url("/demo-ehr/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let launcher = page.text().await.unwrap();
     assert!(launcher.contains("Launch radsight") && launcher.contains("Alex Demo"), "{launcher}");
 
     // The launcher opens the app the way an EHR does: launch URL with iss and launch.
