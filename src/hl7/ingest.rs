@@ -22,7 +22,8 @@ use tokio::sync::Notify;
 
 use super::ack::build_ack;
 use super::message::{
-    AckCode, Header, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, reject_unreadable, rejection,
+    AckCode, Header, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, read_header,
+    reject_unreadable, rejection,
 };
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::domain::PatientNamespace;
@@ -110,8 +111,7 @@ pub fn decode_text(bytes: &[u8]) -> String {
 pub async fn handle_message(ctx: &IngestContext, peer: IpAddr, bytes: &[u8]) -> String {
     let text = decode_text(bytes);
     if !ctx.senders.allows_source(peer) {
-        let r = reject_unreadable(&text, "source-not-allowed", "the sender's address is not allowed to send to radsight");
-        return refuse_sender(ctx, peer, r).await;
+        return refuse_source(ctx, peer, &text).await;
     }
     let msg = match parse_imaging_message(&text, &ctx.parse) {
         Ok(m) => m,
@@ -149,11 +149,18 @@ pub async fn handle_message(ctx: &IngestContext, peer: IpAddr, bytes: &[u8]) -> 
 
 /// The ACK for a message too large to read.
 pub async fn handle_too_large(ctx: &IngestContext, peer: IpAddr, head: &[u8]) -> String {
-    let r = reject_unreadable(&decode_text(head), "too-large", "the message exceeds the size limit");
+    let head = decode_text(head);
     if !ctx.senders.allows_source(peer) {
-        return refuse_sender(ctx, peer, r).await;
+        return refuse_source(ctx, peer, &head).await;
     }
-    reject(ctx, r).await
+    reject(ctx, reject_unreadable(&head, "too-large", "the message exceeds the size limit")).await
+}
+
+/// A message from an address outside `hl7.allowed_sources`: AR, read no further than its MSH.
+async fn refuse_source(ctx: &IngestContext, peer: IpAddr, text: &str) -> String {
+    let header = read_header(text).unwrap_or_default();
+    let r = unknown_sender(&header, "source-not-allowed", "the sender's address is not allowed to send to radsight");
+    refuse_sender(ctx, peer, r).await
 }
 
 /// A sender that is not allowed: AR. Table 0357 has no code for an unauthorised sender; 204
@@ -165,7 +172,6 @@ fn unknown_sender(header: &Header, reason: &'static str, text: &'static str) -> 
 /// Refuses a sender that is not allowed, audited through the refusal tally (a stranger can send
 /// as often as it likes).
 async fn refuse_sender(ctx: &IngestContext, peer: IpAddr, r: Rejection) -> String {
-    let r = unknown_sender(&r.header, r.reason, r.text);
     let event = AuditEvent::new(Action::Hl7Message, Outcome::Rejected)
         .actor(Some(&crate::audit::bounded(&r.header.sender())), None)
         .detail("ack", r.ack.as_str())

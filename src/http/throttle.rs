@@ -112,9 +112,8 @@ pub fn too_many_requests(retry: RetryAfter, what: &str) -> HttpError {
 
 /// Audits a throttled request (counted per source and reason) and gives the 429.
 pub async fn refuse_throttled(req: &HttpRequest, state: &AppState, reason: &'static str, retry: RetryAfter, what: &str) -> HttpError {
-    let source = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let event = AuditEvent::new(Action::Throttled, Outcome::Denied).detail("reason", reason).detail("path", req.path());
-    match state.audit.record_refusal(&state.db, "http", source, reason, event).await {
+    match state.audit.record_refusal(&state.db, "http", super::client_auth::source(req), reason, event).await {
         Ok(()) => too_many_requests(retry, what),
         Err(e) => HttpError::internal(e),
     }
