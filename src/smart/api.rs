@@ -139,9 +139,9 @@ async fn authorise(state: &AppState, grant: &Grant, what: &ReadOf<'_>) -> Result
     let own = state.settings.namespace_of_issuer(&grant.iss);
     let refusal = if !grant.may_read("ImagingStudy") {
         Some(("scope", "the token does not grant reading imaging studies"))
-    } else if what.namespace.is_some_and(|n| n != own.as_str()) {
-        Some(("patient-mismatch", "the token is not for this patient"))
-    } else if grant.patient.as_deref().map(|p| format!("Patient/{p}")).as_deref() != Some(what.patient_ref) {
+    } else if what.namespace.is_some_and(|n| n != own.as_str())
+        || grant.patient.as_deref().map(|p| format!("Patient/{p}")).as_deref() != Some(what.patient_ref)
+    {
         Some(("patient-mismatch", "the token is not for this patient"))
     } else {
         None
