@@ -9,7 +9,10 @@ mod fuzz_targets;
 
 use std::path::Path;
 
-const TARGETS: [(&str, fn(&[u8])); 6] = [
+/// A target's name (its directory under `fuzz/corpus/` and `fuzz/regressions/`) and its body.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 6] = [
     ("hl7_message", fuzz_targets::hl7_message::run),
     ("mllp", fuzz_targets::mllp::run),
     ("multipart", fuzz_targets::multipart::run),
