@@ -56,7 +56,7 @@ for entry in "${crates[@]}"; do
       -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$root/$dir/artifacts/$t/") \
       >"$work/$t.log" 2>&1 || rc=$?
     # libFuzzer's last status line (runs, cov, ft, corpus), or what went wrong.
-    grep -E '^#[0-9]+ ' "$work/$t.log" | tail -n1 || true
+    grep -E '^#[0-9]+[[:space:]]' "$work/$t.log" | tail -n1 || true
     if [ "$rc" -ne 0 ]; then
       grep -E 'panicked|ERROR|SUMMARY|Test unit written|artifact' "$work/$t.log" | head -n 20 || true
       failed+=("$t")
