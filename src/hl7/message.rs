@@ -389,7 +389,36 @@ fn value(msg: &Message, query: &str) -> Option<String> {
 }
 
 fn decode(separators: &Separators, raw: &str) -> String {
-    separators.decode(raw).to_string().trim().to_owned()
+    unescape(separators, raw).trim().to_owned()
+}
+
+/// Replaces HL7 escape sequences (`\F\`, `\S\`, `\T\`, `\R\`, `\E\`, `\X0D\`, `\X0A\`, `\.br\`)
+/// as `hl7-parser`'s `Separators::decode` does: another sequence is kept without its escape
+/// characters, an unterminated one is dropped. That function is not used because it slices the
+/// text at character counts as if they were byte offsets: text with a non-ASCII character before
+/// an escape sequence came out garbled, or panicked (`fuzz/regressions/hl7_message/`).
+fn unescape(separators: &Separators, raw: &str) -> String {
+    let esc = separators.escape;
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(start) = rest.find(esc) {
+        out.push_str(&rest[..start]);
+        let sequence = &rest[start + esc.len_utf8()..];
+        let Some(end) = sequence.find(esc) else { return out };
+        match &sequence[..end] {
+            "F" => out.push(separators.field),
+            "R" => out.push(separators.repetition),
+            "S" => out.push(separators.component),
+            "T" => out.push(separators.subcomponent),
+            "E" => out.push(esc),
+            "X0A" => out.push('\n'),
+            "X0D" | ".br" => out.push('\r'),
+            other => out.push_str(other),
+        }
+        rest = &sequence[end + esc.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `PID-3`: the medical record number repetition if marked (`PID-3.5` = MR), else the first;
@@ -570,6 +599,30 @@ OBX|1|ST|110180^Study Instance UID^DCM||1.2.3.99||||||F\r";
         assert_eq!(h.control_id.unwrap().as_str(), "X1");
         assert_eq!((h.message_type.as_str(), h.trigger.as_str(), h.version.as_str()), ("ORM^O01", "O01", "2.3"));
         assert_eq!(read_header("MSHX"), None);
+    }
+
+    #[test]
+    fn escape_sequences_are_decoded_after_non_ascii_text() {
+        let seps = Separators::default();
+        for (raw, expected) in [
+            (r"R\S\ntgen", "R^ntgen"),
+            (r"Röntgen Thorax\T\Lunge", "Röntgen Thorax&Lunge"),
+            (r"»»\F\ard\E\", "»»|ard\\"),
+            (r"a\X0D\b\.br\c\X0A\d", "a\rb\rc\nd"),
+            (r"kept\H\as text", "keptHas text"),
+            (r"unterminated\S", "unterminated"),
+            ("ünterminated\\", "ünterminated"),
+        ] {
+            assert_eq!(unescape(&seps, raw), expected, "{raw:?}");
+        }
+        // Through the parser: a display text in OBR-4.2 came back garbled ("\\" for "&")...
+        let msg = parse_imaging_message(&with(OMI, "CT CHEST W CONTRAST", r"Röntgen Thorax\T\Lunge"), &ParseOptions::default()).unwrap();
+        assert_eq!(msg.procedure.unwrap().display.as_deref(), Some("Röntgen Thorax&Lunge"));
+        // ...and the fuzz find, Latin-1 text before an escape in PID-3, panicked inside hl7-parser.
+        let text = crate::hl7::ingest::decode_text(include_bytes!(
+            "../../fuzz/regressions/hl7_message/latin1-before-escape-panicked-in-hl7-parser-decode.hl7"
+        ));
+        check(&text, Expected::Rejected(AckCode::AE, 102, "bad-patient-id"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod compressed_pacs;
 mod dicomweb;
 mod discovery;
 mod feedback;
+mod fuzz_regressions;
 mod hardening;
 mod headers;
 mod hl7;
