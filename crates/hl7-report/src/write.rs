@@ -630,7 +630,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_written_exactly_and_without_exponent() {
+    fn numbers_are_written_without_exponent_and_within_nm_s_16_characters() {
         let mut r = result();
         r.findings[0] = Finding { code: r.findings[0].code.clone(), probability: 1.0, threshold: 0.0, positive: true };
         r.findings[1] = Finding { code: r.findings[1].code.clone(), probability: -0.0, threshold: 1e-7, positive: false };
