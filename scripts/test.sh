@@ -53,7 +53,7 @@ ensure_python() {
   command -v python3 >/dev/null 2>&1 || apt_install python3
   python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/python" -c 'import cryptography, fhir.resources, pydicom, numpy, PIL' 2>/dev/null ||
+  "$venv/bin/python" -c 'import cryptography, fhir.resources, pydicom, numpy, PIL, hl7apy' 2>/dev/null ||
     "$venv/bin/pip" install -q -r tests/python/requirements.txt
   export RADSIGHT_TEST_PYTHON="$PWD/$venv/bin/python"
 }
