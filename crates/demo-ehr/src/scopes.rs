@@ -74,14 +74,15 @@ impl Scope {
             && self.interactions & interaction.bit() != 0
     }
 
-    /// Whether everything `requested` allows is allowed by this scope alone.
-    fn covers(&self, requested: &Scope) -> bool {
+    /// The interactions of `requested` this scope also allows (none in another context or
+    /// for another type).
+    fn shared_interactions(&self, requested: &Scope) -> u8 {
         let type_covered = match (&self.resource_type, &requested.resource_type) {
             (None, _) => true,
             (Some(mine), Some(theirs)) => mine == theirs,
             (Some(_), None) => false,
         };
-        self.context == requested.context && type_covered && requested.interactions & !self.interactions == 0
+        if self.context == requested.context && type_covered { self.interactions & requested.interactions } else { 0 }
     }
 }
 
@@ -124,12 +125,19 @@ pub(crate) fn any_permits(granted: &[Scope], context: Context, resource_type: &s
     granted.iter().any(|s| s.permits(context, resource_type, interaction))
 }
 
-/// The requested `system/` scopes (as the client spelled them) that some allowed scope covers.
+/// Whether the allowed scopes together allow everything `requested` does (`system/*.write`
+/// and `system/*.rs` together cover `system/Patient.cruds`).
+fn covered_together(allowed: &[Scope], requested: &Scope) -> bool {
+    let shared = allowed.iter().fold(0, |bits, a| bits | a.shared_interactions(requested));
+    shared == requested.interactions
+}
+
+/// The requested `system/` scopes (as the client spelled them) that the allowed scopes cover.
 pub(crate) fn grant_system_scopes<'a>(requested: &'a str, allowed: &[String]) -> Vec<&'a str> {
     let allowed: Vec<Scope> = allowed.iter().filter_map(|s| Scope::parse(s)).collect();
     requested
         .split_whitespace()
-        .filter(|r| Scope::parse(r).is_some_and(|r| r.context == Context::System && allowed.iter().any(|a| a.covers(&r))))
+        .filter(|r| Scope::parse(r).is_some_and(|r| r.context == Context::System && covered_together(&allowed, &r)))
         .collect()
 }
 
@@ -180,5 +188,7 @@ mod tests {
         assert_eq!(granted, ["system/DiagnosticReport.cu", "system/Patient.read"]);
         assert_eq!(grant_system_scopes("system/Anything.cruds", &["system/*.*".to_owned()]), ["system/Anything.cruds"]);
         assert!(grant_system_scopes("system/*.c", &["system/Patient.c".to_owned()]).is_empty());
+        assert_eq!(grant_system_scopes("system/Patient.cruds", &allowed), ["system/Patient.cruds"], "covered by two scopes together");
+        assert!(grant_system_scopes("system/Observation.cruds", &allowed).is_empty(), "Observation.r and .s are not allowed");
     }
 }
