@@ -63,6 +63,8 @@ pub(crate) struct ClientCredentialsRequest<'a> {
     pub(crate) client_assertion_type: Option<&'a str>,
     pub(crate) client_assertion: Option<&'a str>,
     pub(crate) scope: Option<&'a str>,
+    /// Optional (RFC 7521 §4.2); when sent it must name the assertion's client.
+    pub(crate) client_id: Option<&'a str>,
 }
 
 /// Backend clients, their keys, the assertions seen, and the tokens issued.
@@ -103,6 +105,10 @@ impl BackendState {
         self.token_lifetime_secs.store(secs, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_refusal(&self, description: &str) {
+        self.refusals.lock().unwrap().push(description.to_owned());
+    }
+
     pub(crate) fn refusals(&self) -> Vec<String> {
         self.refusals.lock().unwrap().clone()
     }
@@ -122,7 +128,7 @@ impl BackendState {
         match self.grant_token(token_url, request).await {
             Ok(body) => HttpResponse::Ok().insert_header(("cache-control", "no-store")).insert_header(("pragma", "no-cache")).json(body),
             Err(refusal) => {
-                self.refusals.lock().unwrap().push(refusal.description.clone());
+                self.record_refusal(&refusal.description);
                 refusal.response()
             }
         }
@@ -131,6 +137,9 @@ impl BackendState {
     async fn grant_token(&self, token_url: &str, request: &ClientCredentialsRequest<'_>) -> Result<Value, Refusal> {
         let (assertion, requested) = required_parameters(request)?;
         let client = self.authenticate(token_url, assertion).await?;
+        if request.client_id.is_some_and(|id| id != client.client_id) {
+            return Err(Refusal::client("client_id is not the assertion's client"));
+        }
         let granted = grant_system_scopes(requested, &client.scopes).join(" ");
         if granted.is_empty() {
             return Err(Refusal::new(RefusalKind::InvalidScope, "none of the requested scopes is allowed for this client"));

@@ -5,6 +5,9 @@
 //! Backend tokens (`system/` scopes) may read, search and write; the users' launch tokens
 //! (`patient/`, `user/` scopes) may only read and search, and `patient/` scopes only see their
 //! patient's compartment.
+//!
+//! Limits: request bodies up to 16 MiB (`MAX_FHIR_BODY_BYTES` in `lib.rs`); everything is held
+//! in memory, so a test fixture, not a server to leave running.
 
 use std::fmt;
 

@@ -32,7 +32,7 @@
 //!   `system/*.*` for everything); it lives [`EhrSim::set_backend_token_lifetime`] seconds
 //!   (300 by default). Refusals are RFC 6749 §5.2 errors (`invalid_client` 401,
 //!   `invalid_request` / `invalid_scope` / `unsupported_grant_type` 400) and are listed by
-//!   [`EhrSim::token_refusals`];
+//!   [`EhrSim::token_refusals`] (with those of unsupported grant types);
 //! - `POST {base}/fhir`: a `transaction` Bundle (POST, with `ifNoneExist`, and `PUT Type/id`;
 //!   `urn:uuid:` fullUrls resolved and every reference to them rewritten; all or nothing; a
 //!   conditional create matching twice fails the whole transaction with 412) or a `batch`;
@@ -292,7 +292,8 @@ impl EhrSim {
         self.0.backend.revoke_all();
     }
 
-    /// The `error_description` of each refused `client_credentials` token request, in order.
+    /// The `error_description` of each refused `client_credentials` token request (and of each
+    /// request with an unsupported `grant_type`), in order.
     pub fn token_refusals(&self) -> Vec<String> {
         self.0.backend.refusals()
     }
@@ -353,9 +354,13 @@ impl EhrSim {
             .route("/launch", web::post().to(start_launch))
             .route("/fhir/.well-known/smart-configuration", web::get().to(smart_configuration))
             .route("/fhir/metadata", web::get().to(metadata))
-            .route("/fhir", web::post().to(fhir_api::transaction))
-            .route("/fhir/{type}", web::post().to(fhir_api::create))
-            .route("/fhir/{type}", web::get().to(fhir_api::search))
+            .service(web::resource("/fhir").app_data(fhir_body_limit()).route(web::post().to(fhir_api::transaction)))
+            .service(
+                web::resource("/fhir/{type}")
+                    .app_data(fhir_body_limit())
+                    .route(web::post().to(fhir_api::create))
+                    .route(web::get().to(fhir_api::search)),
+            )
             .route("/fhir/{type}/{id}", web::get().to(fhir_api::read))
             .route("/jwks.json", web::get().to(jwks))
             .route("/authorize", web::get().to(authorize))
@@ -504,15 +509,25 @@ async fn token(sim: web::Data<EhrSim>, form: web::Form<TokenForm>) -> HttpRespon
                 client_assertion_type: form.client_assertion_type.as_deref(),
                 client_assertion: form.client_assertion.as_deref(),
                 scope: form.scope.as_deref(),
+                client_id: form.client_id.as_deref(),
             };
             sim.0.backend.token(&sim.token_endpoint(), &request).await
         }
-        _ => with_cors(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only authorization_code and client_credentials are supported",
-        )),
+        _ => {
+            // It may be a backend client's mistake: the tests see it with the other refusals.
+            let description = "only authorization_code and client_credentials are supported";
+            sim.0.backend.record_refusal(description);
+            with_cors(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", description))
+        }
     }
+}
+
+/// The largest FHIR request body: a transaction may carry a report's PDF or images inline,
+/// well past actix's 256 KiB default.
+const MAX_FHIR_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+fn fhir_body_limit() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_FHIR_BODY_BYTES)
 }
 
 /// The launch's token endpoint is called from the browser: it answers any origin.

@@ -321,6 +321,19 @@ async fn requests_without_what_the_grant_needs_are_refused_as_invalid_request_or
     assert_eq!((reply.status, reply.body["error"].as_str()), (bad, Some("invalid_request")));
     let reply = send(&ehr, test::TestRequest::post().uri("/token").set_form([("grant_type", "password")])).await;
     assert_eq!((reply.status, reply.body["error"].as_str()), (bad, Some("unsupported_grant_type")));
+    assert_eq!(ehr.token_refusals().len(), 2, "both refusals are recorded: {:?}", ehr.token_refusals());
+
+    // client_id is optional, but when sent it must be the assertion's.
+    let assertion = key.sign(&good_claims(&ehr, WRITER), None).unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+        ("client_assertion", &assertion),
+        ("scope", WRITE_SCOPE),
+        ("client_id", "someone-else"),
+    ];
+    let reply = send(&ehr, test::TestRequest::post().uri("/token").set_form(form)).await;
+    assert_eq!((reply.status, reply.body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
 }
 
 #[actix_web::test]
@@ -639,4 +652,42 @@ async fn backend_tokens_can_be_introspected() {
     assert_eq!(reply.body["active"], true);
     assert_eq!(reply.body["client_id"], WRITER);
     assert_eq!(reply.body["scope"], WRITE_SCOPE);
+}
+
+#[actix_web::test]
+async fn a_transaction_put_creates_then_updates_under_the_given_id_and_needs_update_scope() {
+    let (ehr, key) = ehr_with_writer(Algorithm::ES384);
+    let token = writer_token(&ehr, &key, WRITE_SCOPE).await;
+    let put = |active: bool| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:6a0c9f1e-0000-4000-8000-000000000001",
+             "resource": {"resourceType": "Patient", "id": "fixed-1", "active": active},
+             "request": {"method": "PUT", "url": "Patient/fixed-1"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "subject": {"reference": "urn:uuid:6a0c9f1e-0000-4000-8000-000000000001"}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]})
+    };
+    let first = post_fhir(&ehr, "/fhir", Some(&token), &put(false), None).await;
+    assert_eq!(statuses(&first), ["201 Created", "201 Created"], "{}", first.body);
+    let second = post_fhir(&ehr, "/fhir", Some(&token), &put(true), None).await;
+    assert_eq!(statuses(&second), ["200 OK", "201 Created"], "{}", second.body);
+    assert_eq!(second.body["entry"][0]["response"]["location"], "Patient/fixed-1/_history/2");
+    let stored = get_fhir(&ehr, "/fhir/Patient/fixed-1", &token).await.body;
+    assert_eq!((stored["active"].as_bool(), stored["meta"]["versionId"].as_str()), (Some(true), Some("2")));
+    assert!(ehr.resources("Observation").iter().all(|o| o["subject"]["reference"] == "Patient/fixed-1"));
+
+    let create_only = writer_token(&ehr, &key, "system/Patient.c system/Observation.c").await;
+    assert_eq!(post_fhir(&ehr, "/fhir", Some(&create_only), &put(false), None).await.status, StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn a_transaction_may_carry_a_large_attachment() {
+    let (ehr, key) = ehr_with_writer(Algorithm::ES384);
+    let token = writer_token(&ehr, &key, WRITE_SCOPE).await;
+    let mut bundle = report_transaction("MRN-9", "ACC-9");
+    // About 1 MB of base64: a PDF report, well past actix's 256 KiB default body limit.
+    bundle["entry"][2]["resource"]["presentedForm"] = json!([{"contentType": "application/pdf", "data": "QUJD".repeat(250_000)}]);
+    let reply = post_fhir(&ehr, "/fhir", Some(&token), &bundle, None).await;
+    assert_eq!(statuses(&reply), ["201 Created"; 3], "{}", reply.status);
 }
