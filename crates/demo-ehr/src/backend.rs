@@ -291,7 +291,8 @@ impl AssertionHeader {
             _ => return Err(Refusal::client("the assertion's alg must be RS384 or ES384")),
         };
         let kid = header["kid"].as_str().filter(|k| !k.is_empty()).ok_or_else(|| Refusal::client("the assertion has no kid"))?.to_owned();
-        if header.get("typ").is_some_and(|t| t != "JWT") {
+        // Media type names are case-insensitive (RFC 7515 §4.1.9).
+        if header.get("typ").is_some_and(|t| !t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("JWT"))) {
             return Err(Refusal::client("the assertion's typ must be JWT"));
         }
         let jku = match header.get("jku") {
@@ -319,10 +320,12 @@ fn unverified_issuer(assertion: &str) -> Result<String, Refusal> {
     claims["iss"].as_str().map(str::to_owned).ok_or_else(|| Refusal::client("the assertion has no iss"))
 }
 
-/// The keys of a JWKS with this `kid`; keys that do not parse are skipped.
+/// The signing keys of a JWKS with this `kid`; keys that do not parse, and encryption keys
+/// (`use: enc`), are skipped.
 fn keys_with_kid(set: &Value, kid: &str) -> Vec<Jwk> {
     let Some(keys) = set["keys"].as_array() else { return Vec::new() };
-    keys.iter().filter(|k| k["kid"] == kid).filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok()).collect()
+    let for_signing = |k: &&Value| k.get("use").is_none_or(|u| u == "sig");
+    keys.iter().filter(|k| k["kid"] == kid).filter(for_signing).filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok()).collect()
 }
 
 /// Verifies the signature with any of `keys` and returns the claims; no claim is checked here.
@@ -410,6 +413,18 @@ mod tests {
         check(claims(|c| _ = c.as_object_mut().map(|o| o.remove("jti"))), Err("the assertion has no jti"));
     }
 
+    #[test]
+    fn only_signing_keys_with_the_kid_are_candidates() {
+        let key = radsight_keys::ClientKey::generate(Algorithm::ES384).unwrap();
+        let jwk = serde_json::to_value(key.public_jwk()).unwrap();
+        let mut enc = jwk.clone();
+        enc["use"] = json!("enc");
+        let set = json!({"keys": [jwk, enc, {"kid": "other", "kty": "EC"}]});
+        assert_eq!(keys_with_kid(&set, &key.kid).len(), 1);
+        assert!(keys_with_kid(&set, "missing").is_empty());
+        assert!(keys_with_kid(&json!({"no": "keys"}), &key.kid).is_empty());
+    }
+
     fn header(json: Value) -> String {
         format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(json.to_string()))
     }
@@ -423,6 +438,8 @@ mod tests {
         assert!(AssertionHeader::parse(&header(json!({"alg": "ES384"}))).is_err());
         assert!(AssertionHeader::parse(&header(json!({"alg": "ES384", "kid": "k", "typ": "at+jwt"}))).is_err());
         assert!(AssertionHeader::parse(&header(json!({"alg": "RS384", "kid": "k", "typ": "JWT"}))).is_ok());
+        assert!(AssertionHeader::parse(&header(json!({"alg": "RS384", "kid": "k", "typ": "jwt"}))).is_ok());
+        assert!(AssertionHeader::parse(&header(json!({"alg": "RS384", "kid": "k", "typ": 1}))).is_err());
         assert!(AssertionHeader::parse("not a jwt").is_err());
     }
 }

@@ -267,6 +267,7 @@ pub(crate) async fn search(req: HttpRequest, sim: web::Data<EhrSim>, resource_ty
 /// `GET {base}/fhir/{type}/{id}`.
 pub(crate) async fn read(req: HttpRequest, sim: web::Data<EhrSim>, path: web::Path<(String, String)>) -> Result<HttpResponse, FhirError> {
     let (resource_type, id) = path.into_inner();
+    check_resource_type(&resource_type)?;
     let access = access(&sim, &req)?;
     // A launch token reading its Patient keeps the demo EHR's original answers.
     if resource_type == "Patient" && matches!(access, Access::User { .. }) {

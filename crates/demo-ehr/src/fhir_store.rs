@@ -59,7 +59,8 @@ impl SearchQuery {
                 "_id" => SearchParam::Id(value.into_owned()),
                 "subject" => SearchParam::Subject(value.into_owned()),
                 "patient" => SearchParam::Patient(value.strip_prefix("Patient/").unwrap_or(&value).to_owned()),
-                "_format" => continue,
+                // All matches come back in one page, so a page size changes nothing.
+                "_format" | "_count" => continue,
                 other => return Err(WriteError::invalid(format!("the search parameter '{other}' is not supported"))),
             };
             params.push(param);

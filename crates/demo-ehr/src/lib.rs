@@ -446,8 +446,21 @@ async fn metadata(sim: web::Data<EhrSim>) -> HttpResponse {
         "format": ["json"], "date": "2026-11-29",
         "implementation": {"description": "radsight demo EHR", "url": sim.iss()},
         "rest": [{"mode": "server", "security": {"service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}]},
-            "resource": [{"type": "Patient", "interaction": [{"code": "read"}]}]}]
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "resource": CAPABILITY_TYPES.iter().map(|t| capability_resource(t)).collect::<Vec<_>>()}]
     }))
+}
+
+/// The types the CapabilityStatement names; the store takes any type, these are the ones a
+/// client of the demo EHR would look for.
+const CAPABILITY_TYPES: [&str; 6] = ["Patient", "ImagingStudy", "DiagnosticReport", "Observation", "ServiceRequest", "DocumentReference"];
+
+fn capability_resource(resource_type: &str) -> Value {
+    json!({"type": resource_type,
+        "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}, {"code": "update"}],
+        "updateCreate": true, "conditionalCreate": true,
+        "searchParam": [{"name": "identifier", "type": "token"}, {"name": "_id", "type": "token"},
+            {"name": "subject", "type": "reference"}, {"name": "patient", "type": "reference"}]})
 }
 
 async fn jwks(sim: web::Data<EhrSim>) -> HttpResponse {

@@ -358,6 +358,16 @@ async fn the_smart_configuration_advertises_backend_services() {
     assert_eq!(config["token_endpoint_auth_signing_alg_values_supported"], json!(["RS384", "ES384"]));
     assert!(config["scopes_supported"].as_array().unwrap().iter().any(|s| s.as_str().is_some_and(|s| s.starts_with("system/"))));
     assert_eq!(config["token_endpoint"], format!("{BASE}/token"));
+
+    let capabilities = send(&new_ehr(), test::TestRequest::get().uri("/fhir/metadata")).await.body;
+    assert_eq!(capabilities["rest"][0]["interaction"], json!([{"code": "transaction"}, {"code": "batch"}]));
+    assert!(
+        capabilities["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["type"] == "DiagnosticReport" && r["conditionalCreate"] == true)
+    );
 }
 
 /// A JWKS server the test controls: what it serves and how often it was asked.
