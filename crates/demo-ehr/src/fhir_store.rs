@@ -288,11 +288,16 @@ impl FhirStore {
         outcomes.into_iter().map(|o| o.ok_or_else(|| WriteError::invalid("an entry was not processed"))).collect()
     }
 
-    /// A batch entry: processed alone; its failure becomes its own response.
+    /// A batch entry: processed alone (and all or nothing); its failure becomes its own
+    /// response.
     fn apply_batch_entry(&mut self, entry: &Value) -> Value {
-        let result = self.apply_transaction(std::slice::from_ref(entry));
+        let mut staged = self.clone();
+        let result = staged.apply_transaction(std::slice::from_ref(entry));
         match result.map(|mut o| o.pop()) {
-            Ok(Some(outcome)) => outcome.response_entry(),
+            Ok(Some(outcome)) => {
+                *self = staged;
+                outcome.response_entry()
+            }
             Ok(None) => json!({"response": {"status": "500 Internal Server Error"}}),
             Err(e) => {
                 let (status, text) = match &e {
@@ -346,8 +351,9 @@ impl EntryRequest {
     pub(crate) fn needs(entry: &Value) -> Option<(String, crate::scopes::Interaction)> {
         let resource_type = entry["resource"]["resourceType"].as_str()?.to_owned();
         let interaction = match entry["request"]["method"].as_str()? {
+            "POST" => crate::scopes::Interaction::Create,
             "PUT" => crate::scopes::Interaction::Update,
-            _ => crate::scopes::Interaction::Create,
+            _ => return None,
         };
         Some((resource_type, interaction))
     }
