@@ -239,53 +239,43 @@ impl FhirStore {
         }
     }
 
-    /// FHIR R4 transaction rules: POSTs first (so their ids are known), then PUTs; every
-    /// reference to an entry's fullUrl is rewritten to the stored `Type/id`.
+    /// FHIR R4 transaction processing: every entry's target (a conditional create's match, or
+    /// a new id) is decided first, so every fullUrl is known before any reference is rewritten;
+    /// then the entries are written. Callers stage this on a copy: an error leaves a half-done
+    /// write behind.
     fn apply_transaction(&mut self, entries: &[Value]) -> Result<Vec<WriteOutcome>, WriteError> {
         let requests: Vec<EntryRequest> = entries.iter().map(EntryRequest::parse).collect::<Result<_, _>>()?;
-        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; requests.len()];
-        let mut resolved: HashMap<String, String> = HashMap::new();
-        // Conditional creates resolve against what is stored; plain creates get fresh ids. The
-        // resources are stored only after every reference is rewritten, so each POST is first
-        // decided (matched or new id) and then written.
-        let mut pending_creates = Vec::new();
-        for (i, r) in requests.iter().enumerate() {
-            if let EntryRequest::Create { resource, if_none_exist, full_url } = r {
-                let resource_type = resource_type_of(resource)?;
-                let matched = match if_none_exist {
-                    Some(q) => self.single_match(resource_type, &SearchQuery::parse(q)?)?,
-                    None => None,
-                };
-                let id = matched.as_ref().and_then(|m| m["id"].as_str().map(str::to_owned)).unwrap_or_else(new_resource_id);
-                if let Some(url) = full_url {
-                    resolved.insert(url.clone(), format!("{resource_type}/{id}"));
-                }
-                match matched {
-                    Some(existing) => outcomes[i] = Some(WriteOutcome { created: false, resource: existing }),
-                    None => pending_creates.push((i, id)),
-                }
+        let targets: Vec<Target> = requests.iter().map(|r| self.target(r)).collect::<Result<_, _>>()?;
+        let resolved = resolve_full_urls(&requests, &targets);
+        requests.into_iter().zip(targets).map(|(r, t)| self.carry_out(r, t, &resolved)).collect()
+    }
+
+    /// Where an entry's resource ends up; conditional creates are matched against what was
+    /// stored before the transaction.
+    fn target(&self, request: &EntryRequest) -> Result<Target, WriteError> {
+        match &request.method {
+            Method::Update { id } => Ok(Target::Update(id.clone())),
+            Method::Create { if_none_exist: None } => Ok(Target::New(new_resource_id())),
+            Method::Create { if_none_exist: Some(query) } => {
+                let matched = self.single_match(resource_type_of(&request.resource)?, &SearchQuery::parse(query)?)?;
+                Ok(matched.map_or_else(|| Target::New(new_resource_id()), Target::Existing))
             }
         }
-        for r in &requests {
-            if let EntryRequest::Update { full_url: Some(url), resource, id } = r {
-                resolved.insert(url.clone(), format!("{}/{id}", resource_type_of(resource)?));
-            }
-        }
-        for (i, id) in pending_creates {
-            if let EntryRequest::Create { resource, .. } = &requests[i] {
-                let resource = rewrite_references(resource.clone(), &resolved)?;
-                let resource_type = resource_type_of(&resource)?.to_owned();
+    }
+
+    fn carry_out(&mut self, request: EntryRequest, target: Target, resolved: &HashMap<String, String>) -> Result<WriteOutcome, WriteError> {
+        // Rewritten even when matched: an unresolvable reference is an error either way.
+        let resource = rewrite_references(request.resource, resolved)?;
+        match target {
+            Target::Existing(existing) => Ok(WriteOutcome { created: false, resource: existing }),
+            Target::New(id) => {
                 let stored = stamp(resource, &id, 1);
+                let resource_type = resource_type_of(&stored)?.to_owned();
                 self.by_type.entry(resource_type).or_default().push(stored.clone());
-                outcomes[i] = Some(WriteOutcome { created: true, resource: stored });
+                Ok(WriteOutcome { created: true, resource: stored })
             }
+            Target::Update(id) => self.update(resource, &id),
         }
-        for (i, r) in requests.iter().enumerate() {
-            if let EntryRequest::Update { resource, id, .. } = r {
-                outcomes[i] = Some(self.update(rewrite_references(resource.clone(), &resolved)?, id)?);
-            }
-        }
-        outcomes.into_iter().map(|o| o.ok_or_else(|| WriteError::invalid("an entry was not processed"))).collect()
     }
 
     /// A batch entry: processed alone (and all or nothing); its failure becomes its own
@@ -311,9 +301,46 @@ impl FhirStore {
 }
 
 /// One transaction entry's request, checked.
-enum EntryRequest {
-    Create { resource: Value, if_none_exist: Option<String>, full_url: Option<String> },
-    Update { resource: Value, id: String, full_url: Option<String> },
+struct EntryRequest {
+    resource: Value,
+    full_url: Option<String>,
+    method: Method,
+}
+
+enum Method {
+    Create { if_none_exist: Option<String> },
+    Update { id: String },
+}
+
+/// Where an entry's resource ends up.
+enum Target {
+    /// A conditional create's single match: nothing is written.
+    Existing(Value),
+    /// A create, with the id it will get.
+    New(String),
+    /// `PUT Type/id`.
+    Update(String),
+}
+
+impl Target {
+    fn id(&self) -> &str {
+        match self {
+            Target::Existing(r) => r["id"].as_str().unwrap_or_default(),
+            Target::New(id) | Target::Update(id) => id,
+        }
+    }
+}
+
+/// Each entry's fullUrl → the `Type/id` it becomes.
+fn resolve_full_urls(requests: &[EntryRequest], targets: &[Target]) -> HashMap<String, String> {
+    requests
+        .iter()
+        .zip(targets)
+        .filter_map(|(r, t)| {
+            let resource_type = r.resource["resourceType"].as_str()?;
+            Some((r.full_url.clone()?, format!("{resource_type}/{}", t.id())))
+        })
+        .collect()
 }
 
 impl EntryRequest {
@@ -324,13 +351,12 @@ impl EntryRequest {
         let full_url = entry["fullUrl"].as_str().map(str::to_owned);
         let request = &entry["request"];
         let url = request["url"].as_str().ok_or_else(|| WriteError::invalid("an entry has no request.url"))?;
-        match request["method"].as_str() {
+        let method = match request["method"].as_str() {
             Some("POST") => {
                 if url.trim_end_matches('/') != resource_type {
                     return Err(WriteError::invalid(format!("a POST entry's request.url '{url}' is not its resource type")));
                 }
-                let if_none_exist = request["ifNoneExist"].as_str().map(str::to_owned);
-                Ok(EntryRequest::Create { resource, if_none_exist, full_url })
+                Method::Create { if_none_exist: request["ifNoneExist"].as_str().map(str::to_owned) }
             }
             Some("PUT") => {
                 let id = url.strip_prefix(&format!("{resource_type}/")).filter(|id| !id.contains(['/', '?'])).ok_or_else(|| {
@@ -338,13 +364,16 @@ impl EntryRequest {
                         "a PUT entry's request.url must be {resource_type}/[id] (conditional update is not supported)"
                     ))
                 })?;
-                Ok(EntryRequest::Update { resource, id: id.to_owned(), full_url })
+                Method::Update { id: id.to_owned() }
             }
             Some(other) => {
-                Err(WriteError::invalid(format!("request.method {other} is not supported in a transaction here (only POST and PUT)")))
+                return Err(WriteError::invalid(format!(
+                    "request.method {other} is not supported in a transaction here (only POST and PUT)"
+                )));
             }
-            None => Err(WriteError::invalid("an entry has no request.method")),
-        }
+            None => return Err(WriteError::invalid("an entry has no request.method")),
+        };
+        Ok(EntryRequest { resource, full_url, method })
     }
 
     /// The resource type and interaction this entry needs the token to allow.
