@@ -17,9 +17,44 @@
 //!   `appContext` and a signed `id_token` naming `fhirUser`;
 //! - `POST {base}/introspect` (RFC 7662, HTTP Basic client authentication): `active`, `scope`,
 //!   `client_id`, `patient`, `fhirUser`, `exp`;
-//! - `GET {base}/fhir/Patient/{id}`: the patient, for a token whose patient it is.
+//! - `GET {base}/fhir/Patient/{id}`: the patient, for a launch token whose patient it is.
+//!
+//! For servers (SMART Backend Services, RFC 7523, FHIR R4 http.html), the tests' stand-in for
+//! an EHR that radsight writes results to:
+//! - `POST {base}/token` with `grant_type=client_credentials`: the client authenticates with a
+//!   `private_key_jwt` assertion (`alg` RS384 or ES384, a `kid`, `typ` JWT if given, a `jku`
+//!   only if it is the registered `jwks_url`; `iss` = `sub` = a registered
+//!   [`BackendClient`]; `aud` exactly `{base}/token`; `exp` not past and at most 5 minutes
+//!   ahead, with 60 s leeway; a `jti` never used before by that client while unexpired),
+//!   verified against the client's inline JWKS or its `jwks_url` (cached, fetched again once
+//!   for an unknown `kid`). The token's scope is the requested `system/` scopes that the
+//!   client's allowed scopes cover (v2 `system/DiagnosticReport.cu`, v1 `system/*.write`,
+//!   `system/*.*` for everything); it lives [`EhrSim::set_backend_token_lifetime`] seconds
+//!   (300 by default). Refusals are RFC 6749 §5.2 errors (`invalid_client` 401,
+//!   `invalid_request` / `invalid_scope` / `unsupported_grant_type` 400) and are listed by
+//!   [`EhrSim::token_refusals`] (with those of unsupported grant types);
+//! - `POST {base}/fhir`: a `transaction` Bundle (POST, with `ifNoneExist`, and `PUT Type/id`;
+//!   `urn:uuid:` fullUrls resolved and every reference to them rewritten; all or nothing; a
+//!   conditional create matching twice fails the whole transaction with 412) or a `batch`;
+//! - `POST {base}/fhir/{type}`, conditional with `If-None-Exist` (0 matches: 201 and
+//!   `Location`; 1: 200 and nothing stored; 2 or more: 412);
+//! - `GET {base}/fhir/{type}/{id}` and `GET {base}/fhir/{type}?identifier=system|value`
+//!   (also `_id`, `subject`, `patient`; other parameters are a 400) as a `searchset` Bundle.
+//!
+//! The FHIR endpoints want `Authorization: Bearer`: a backend token whose `system/` scopes
+//! allow the interaction (`.c` create, `.u` update, `.r` read, `.s` search, v1 `.read` /
+//! `.write`, `*`), or a launch token for reads. No or a dead token is a 401 with
+//! `WWW-Authenticate: Bearer`; too few scopes a 403; both with an OperationOutcome. Tests can
+//! make the next writes fail ([`EhrSim::fail_writes`]), revoke every backend token
+//! ([`EhrSim::revoke_backend_tokens`]), and read what was stored and received
+//! ([`EhrSim::resources`], [`EhrSim::received_transactions`]).
 //!
 //! Everything lives in memory. It is a demo and a test fixture, not an identity provider.
+
+mod backend;
+mod fhir_api;
+mod fhir_store;
+mod scopes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +68,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use radsight_keys::ClientKey;
+
+pub use backend::{BackendClient, JWT_BEARER_ASSERTION_TYPE};
+use backend::{BackendState, ClientCredentialsRequest};
+use fhir_api::WriteFailures;
+use fhir_store::FhirStore;
 
 const CODE_LIFETIME_SECS: i64 = 60;
 
@@ -88,6 +128,11 @@ struct SimState {
     launches: Mutex<HashMap<String, LaunchContext>>,
     codes: Mutex<HashMap<String, CodeGrant>>,
     tokens: Mutex<HashMap<String, TokenGrant>>,
+    backend: BackendState,
+    /// The FHIR resources, the seeded patients included.
+    store: Mutex<FhirStore>,
+    received_transactions: Mutex<Vec<Value>>,
+    write_failures: Mutex<WriteFailures>,
 }
 
 /// The EHR; cheap to clone (shared state).
@@ -101,7 +146,7 @@ pub fn random_string(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -114,15 +159,12 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status).insert_header(("cache-control", "no-store")).json(json!({"error": error, "error_description": description}))
 }
 
 fn outcome(status: StatusCode, code: &str, text: &str) -> HttpResponse {
-    HttpResponse::build(status).content_type("application/fhir+json").json(json!({
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": text}]
-    }))
+    HttpResponse::build(status).content_type("application/fhir+json").json(fhir_store::operation_outcome(code, text))
 }
 
 /// A page for an authorisation request that cannot be sent back to the client (an unknown
@@ -161,6 +203,10 @@ struct TokenForm {
     redirect_uri: Option<String>,
     client_id: Option<String>,
     code_verifier: Option<String>,
+    // client_credentials (SMART Backend Services)
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +222,10 @@ impl EhrSim {
     /// An EHR whose URLs start with `base` (no trailing slash); its FHIR base, the `iss`, is
     /// `{base}/fhir`.
     pub fn new(base: &str, patients: Vec<Value>) -> EhrSim {
+        let mut store = FhirStore::default();
+        for p in &patients {
+            store.seed(p.clone());
+        }
         EhrSim(Arc::new(SimState {
             base: base.trim_end_matches('/').to_owned(),
             user: "Practitioner/demo-radiologist".into(),
@@ -187,11 +237,65 @@ impl EhrSim {
             launches: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            backend: BackendState::default(),
+            store: Mutex::new(store),
+            received_transactions: Mutex::new(Vec::new()),
+            write_failures: Mutex::new(WriteFailures::default()),
         }))
     }
 
+    /// The FHIR base URL, `{base}/fhir`: the `iss` of a launch.
     pub fn iss(&self) -> String {
         format!("{}/fhir", self.0.base)
+    }
+
+    /// The FHIR base URL (the same as [`EhrSim::iss`]).
+    pub fn fhir_base(&self) -> String {
+        self.iss()
+    }
+
+    /// The token endpoint, `{base}/token`: the `aud` a backend client's assertion must name.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.0.base)
+    }
+
+    /// Registers (or replaces) a backend services client; its cached JWKS is forgotten.
+    pub fn register_backend_client(&self, client: BackendClient) {
+        self.0.backend.register(client);
+    }
+
+    /// How long backend access tokens issued from now on live (300 s unless set).
+    pub fn set_backend_token_lifetime(&self, secs: i64) {
+        self.0.backend.set_token_lifetime(secs);
+    }
+
+    /// Every stored resource of this type, in the order stored (the seeded patients included).
+    pub fn resources(&self, resource_type: &str) -> Vec<Value> {
+        self.0.store.lock().unwrap().all(resource_type)
+    }
+
+    /// Every Bundle posted to `{base}/fhir` with a live token, as received (before references
+    /// were rewritten), including those refused or failed on purpose by [`EhrSim::fail_writes`].
+    pub fn received_transactions(&self) -> Vec<Value> {
+        self.0.received_transactions.lock().unwrap().clone()
+    }
+
+    /// The next `n` FHIR writes (transactions and creates) that pass authorisation answer
+    /// `status` with an OperationOutcome, and `Retry-After: 1` for 503 and 429, storing nothing.
+    /// A status that is not a valid HTTP status is answered as 500.
+    pub fn fail_writes(&self, n: usize, status: u16) {
+        *self.0.write_failures.lock().unwrap() = WriteFailures { remaining: n, status };
+    }
+
+    /// Every backend access token issued so far stops working (401), as if it had expired.
+    pub fn revoke_backend_tokens(&self) {
+        self.0.backend.revoke_all();
+    }
+
+    /// The `error_description` of each refused `client_credentials` token request (and of each
+    /// request with an unsupported `grant_type`), in order.
+    pub fn token_refusals(&self) -> Vec<String> {
+        self.0.backend.refusals()
     }
 
     pub fn introspection_endpoint(&self) -> String {
@@ -250,7 +354,14 @@ impl EhrSim {
             .route("/launch", web::post().to(start_launch))
             .route("/fhir/.well-known/smart-configuration", web::get().to(smart_configuration))
             .route("/fhir/metadata", web::get().to(metadata))
-            .route("/fhir/Patient/{id}", web::get().to(read_patient))
+            .service(web::resource("/fhir").app_data(fhir_body_limit()).route(web::post().to(fhir_api::transaction)))
+            .service(
+                web::resource("/fhir/{type}")
+                    .app_data(fhir_body_limit())
+                    .route(web::post().to(fhir_api::create))
+                    .route(web::get().to(fhir_api::search)),
+            )
+            .route("/fhir/{type}/{id}", web::get().to(fhir_api::read))
             .route("/jwks.json", web::get().to(jwks))
             .route("/authorize", web::get().to(authorize))
             .route("/token", web::post().to(token))
@@ -315,14 +426,17 @@ async fn smart_configuration(sim: web::Data<EhrSim>) -> HttpResponse {
         "authorization_endpoint": format!("{b}/authorize"),
         "token_endpoint": format!("{b}/token"),
         "introspection_endpoint": format!("{b}/introspect"),
-        "grant_types_supported": ["authorization_code"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
         "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient", "patient/*.rs", "patient/Patient.rs",
-            "patient/ImagingStudy.rs", "patient/DiagnosticReport.rs"],
+            "patient/ImagingStudy.rs", "patient/DiagnosticReport.rs", "system/*.cruds", "system/*.rs", "system/*.cu",
+            "system/DiagnosticReport.cu", "system/Observation.cu", "system/Patient.rs", "system/*.read", "system/*.write"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "context-passthrough-banner",
-            "permission-patient", "permission-v2", "sso-openid-connect", "authorize-post"]
+            "permission-patient", "permission-v2", "sso-openid-connect", "authorize-post", "client-confidential-asymmetric",
+            "permission-v1"]
     }))
 }
 
@@ -332,8 +446,21 @@ async fn metadata(sim: web::Data<EhrSim>) -> HttpResponse {
         "format": ["json"], "date": "2026-11-29",
         "implementation": {"description": "radsight demo EHR", "url": sim.iss()},
         "rest": [{"mode": "server", "security": {"service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}]},
-            "resource": [{"type": "Patient", "interaction": [{"code": "read"}]}]}]
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "resource": CAPABILITY_TYPES.iter().map(|t| capability_resource(t)).collect::<Vec<_>>()}]
     }))
+}
+
+/// The types the CapabilityStatement names; the store takes any type, these are the ones a
+/// client of the demo EHR would look for.
+const CAPABILITY_TYPES: [&str; 6] = ["Patient", "ImagingStudy", "DiagnosticReport", "Observation", "ServiceRequest", "DocumentReference"];
+
+fn capability_resource(resource_type: &str) -> Value {
+    json!({"type": resource_type,
+        "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}, {"code": "update"}],
+        "updateCreate": true, "conditionalCreate": true,
+        "searchParam": [{"name": "identifier", "type": "token"}, {"name": "_id", "type": "token"},
+            {"name": "subject", "type": "reference"}, {"name": "patient", "type": "reference"}]})
 }
 
 async fn jwks(sim: web::Data<EhrSim>) -> HttpResponse {
@@ -385,16 +512,45 @@ async fn authorize(sim: web::Data<EhrSim>, q: web::Query<AuthorizeQuery>) -> Htt
     redirect_to(redirect_uri, &[("code", &code), ("state", state)])
 }
 
+/// `POST {base}/token`: the authorization code grant (the launch) or client credentials (a
+/// backend client).
 async fn token(sim: web::Data<EhrSim>, form: web::Form<TokenForm>) -> HttpResponse {
-    let invalid_grant = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", d);
-    let with_cors = |mut r: HttpResponse| {
-        r.headers_mut()
-            .insert(actix_web::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, actix_web::http::header::HeaderValue::from_static("*"));
-        r
-    };
-    if form.grant_type.as_deref() != Some("authorization_code") {
-        return with_cors(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only authorization_code is supported"));
+    match form.grant_type.as_deref() {
+        Some("authorization_code") => authorization_code_token(&sim, &form),
+        Some("client_credentials") => {
+            let request = ClientCredentialsRequest {
+                client_assertion_type: form.client_assertion_type.as_deref(),
+                client_assertion: form.client_assertion.as_deref(),
+                scope: form.scope.as_deref(),
+                client_id: form.client_id.as_deref(),
+            };
+            sim.0.backend.token(&sim.token_endpoint(), &request).await
+        }
+        _ => {
+            // It may be a backend client's mistake: the tests see it with the other refusals.
+            let description = "only authorization_code and client_credentials are supported";
+            sim.0.backend.record_refusal(description);
+            with_cors(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", description))
+        }
     }
+}
+
+/// The largest FHIR request body: a transaction may carry a report's PDF or images inline,
+/// well past actix's 256 KiB default.
+const MAX_FHIR_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+fn fhir_body_limit() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_FHIR_BODY_BYTES)
+}
+
+/// The launch's token endpoint is called from the browser: it answers any origin.
+fn with_cors(mut r: HttpResponse) -> HttpResponse {
+    r.headers_mut().insert(actix_web::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, actix_web::http::header::HeaderValue::from_static("*"));
+    r
+}
+
+fn authorization_code_token(sim: &EhrSim, form: &TokenForm) -> HttpResponse {
+    let invalid_grant = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", d);
     let Some(code) = form.code.as_deref() else { return with_cors(invalid_grant("code is missing")) };
     let grant = {
         let mut codes = sim.0.codes.lock().unwrap();
@@ -477,6 +633,11 @@ async fn introspect(req: HttpRequest, sim: web::Data<EhrSim>, form: web::Form<In
             .insert_header(("www-authenticate", "Basic realm=\"introspection\""))
             .json(json!({"error": "invalid_client"}));
     }
+    // A backend token: what RFC 7662 requires and SMART asks for (no patient or user).
+    if let Some(g) = form.token.as_deref().and_then(|t| sim.0.backend.grant(t)) {
+        let body = json!({"active": true, "scope": g.scope, "client_id": g.client_id, "token_type": "Bearer", "exp": g.expires_at});
+        return HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(body);
+    }
     let grant = form.token.as_deref().and_then(|t| sim.0.tokens.lock().unwrap().get(t).cloned()).filter(|g| g.expires_at > now());
     let body = match grant {
         None => json!({"active": false}),
@@ -501,7 +662,8 @@ async fn introspect(req: HttpRequest, sim: web::Data<EhrSim>, form: web::Form<In
     HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(body)
 }
 
-async fn read_patient(req: HttpRequest, sim: web::Data<EhrSim>, id: web::Path<String>) -> HttpResponse {
+/// A launch token reading a Patient: only its own patient, with `Patient` read scopes.
+fn read_patient(sim: &EhrSim, req: &HttpRequest, id: &str) -> HttpResponse {
     let token = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let grant = token.and_then(|t| sim.0.tokens.lock().unwrap().get(t).cloned()).filter(|g| g.expires_at > now());
     let Some(grant) = grant else { return outcome(StatusCode::UNAUTHORIZED, "login", "a valid bearer token is required") };
@@ -509,10 +671,11 @@ async fn read_patient(req: HttpRequest, sim: web::Data<EhrSim>, id: web::Path<St
         .scope
         .split_whitespace()
         .any(|s| matches!(s, "patient/Patient.rs" | "patient/Patient.r" | "patient/Patient.read" | "patient/*.rs" | "patient/*.read"));
-    if !allowed || grant.patient != *id {
+    if !allowed || grant.patient != id {
         return outcome(StatusCode::FORBIDDEN, "forbidden", "the token does not grant this patient");
     }
-    match sim.0.patients.iter().find(|p| p["id"] == id.as_str()) {
+    let found = sim.0.store.lock().unwrap().read("Patient", id).cloned();
+    match found {
         Some(p) => HttpResponse::Ok().content_type("application/fhir+json").insert_header(("access-control-allow-origin", "*")).json(p),
         None => outcome(StatusCode::NOT_FOUND, "not-found", "no such patient"),
     }
