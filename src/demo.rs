@@ -8,13 +8,13 @@ use actix_web::web;
 use sea_orm::{ActiveValue::Set, EntityTrait};
 use secrecy::SecretString;
 
+use radsight_demo_ehr::{BackendClient, SimClient, demo_patient, random_string};
 pub use radsight_demo_ehr::{DEMO_CLIENT_ID, DEMO_PATIENT, EhrSim};
-use radsight_demo_ehr::{SimClient, demo_patient, random_string};
 
 use crate::analysis::Analyzer;
 use crate::analysis::phantom_dicom::{PhantomInstance, clear_nodule_phantom, phantom_part10};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
-use crate::configuration::{AnalysisSettings, DEFAULT_SCOPES, EhrSettings, Settings, TokenValidation};
+use crate::configuration::{DEFAULT_SCOPES, EhrDestination, EhrSettings, Settings, TokenValidation};
 use crate::domain::PatientNamespace;
 use crate::results::store::StoredResult;
 use crate::store::entities::study;
@@ -47,6 +47,37 @@ pub fn demo_ehr(settings: &Settings) -> (EhrSim, (EhrSettings, Option<SecretStri
         token_audience: None,
     };
     (sim, (ehr, Some(SecretString::from(secret))))
+}
+
+/// radsight's client id for SMART Backend Services at the demo EHR.
+pub const DEMO_BACKEND_CLIENT_ID: &str = "radsight-demo-backend";
+
+/// Makes the demo EHR an `outputs.ehr` destination: radsight's keyring gets its first key if it
+/// has none, and the demo EHR registers radsight as a backend-services client whose keys are
+/// those published at radsight's `/.well-known/jwks.json` (fetched by the demo EHR, as a real
+/// authorisation server would).
+pub fn write_back_to(settings: &mut Settings, sim: &EhrSim) -> anyhow::Result<()> {
+    let ring = crate::keys::keyring::Keyring::open(&settings.outputs.keys_dir);
+    if ring.active()?.is_none() {
+        let entry = ring.rotate(jsonwebtoken::Algorithm::ES384, time::OffsetDateTime::now_utc().unix_timestamp())?;
+        tracing::info!(kid = %entry.kid, "made radsight's first signing key for the demo EHR's write-back");
+    }
+    sim.register_backend_client(BackendClient {
+        client_id: DEMO_BACKEND_CLIENT_ID.into(),
+        jwks_url: Some(format!("{}/.well-known/jwks.json", settings.server.public_url)),
+        jwks: None,
+        scopes: crate::configuration::DEFAULT_EHR_SCOPE.split(' ').map(str::to_owned).collect(),
+    });
+    if settings.outputs.ehr_at(&sim.fhir_base()).is_none() {
+        settings.outputs.ehr.push(EhrDestination {
+            fhir_base: sim.fhir_base(),
+            client_id: DEMO_BACKEND_CLIENT_ID.into(),
+            token_url: String::new(),
+            scope: crate::configuration::DEFAULT_EHR_SCOPE.into(),
+            timeout_ms: 10_000,
+        });
+    }
+    Ok(())
 }
 
 /// The demo EHR's pages run no script and load nothing from elsewhere; its one form posts to
@@ -96,9 +127,10 @@ async fn insert_study(
 pub async fn seed_demo(
     db: &sea_orm::DatabaseConnection,
     audit: &AuditLog,
-    settings: &AnalysisSettings,
+    all_settings: &Settings,
     namespace: &PatientNamespace,
 ) -> anyhow::Result<()> {
+    let settings = &all_settings.analysis;
     if study::Entity::find_by_id(DEMO_STUDY_UID).one(db).await?.is_some() {
         return Ok(());
     }
@@ -124,8 +156,11 @@ pub async fn seed_demo(
         .detail("weights_sha256", analysed.model.weights_sha256.clone())
         .detail("input_sha256", analysed.input_sha256.clone())
         .detail("via", "demo-ehr");
-    let stored = StoredResult(analysed.into_result(id, DEMO_STUDY_UID.into(), None));
+    let stored = StoredResult(analysed.into_result(id.clone(), DEMO_STUDY_UID.into(), None));
     audit.record_with(db, event, Some(Box::new(stored))).await?;
+    // Its deliveries (the demo EHR's record, and whatever outputs are configured), as the job
+    // worker queues them for a study from the PACS.
+    crate::outbox::enqueue_for_result(db, all_settings, &id, DEMO_STUDY_UID).await?;
     // Announced, not analysed yet: the app and the cards show it as pending.
     insert_study(db, PENDING_STUDY_UID, namespace, &patient_ref, "DEMO0002", "Chest X-ray follow-up (not analysed yet)").await?;
     Ok(())

@@ -4,9 +4,9 @@
 //! The layers, from the bottom up (a module imports only from its own layer or those below):
 //! 1. core: `domain`, `imaging`, `configuration`, `store`, `audit`, `auth`, `keys`,
 //!    `http_client`, `telemetry`, `state`;
-//! 2. edge: `http`;
-//! 3. features: `dicomweb`, `results`, `analysis`, `jobs`, `outbox`, `hl7`, `notifications`,
-//!    `cds_hooks`, `smart`, `audit_api`, `health`;
+//! 2. edge: `http`, `mllp`;
+//! 3. features: `dicomweb`, `results`, `analysis`, `jobs`, `backend_auth`, `outbox`, `hl7`,
+//!    `notifications`, `cds_hooks`, `smart`, `audit_api`, `health`;
 //! 4. application: `demo` (with the `demo` feature), `startup`, `cli`.
 
 // Core.
@@ -23,10 +23,12 @@ pub mod telemetry;
 
 // Edge.
 pub mod http;
+pub mod mllp;
 
 // Features.
 pub mod analysis;
 pub mod audit_api;
+pub mod backend_auth;
 pub mod cds_hooks;
 pub mod dicomweb;
 pub mod health;

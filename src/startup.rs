@@ -111,7 +111,7 @@ impl Application {
         // Hash entries written before the Merkle log into it, then sign where the log stands.
         audit.checkpoint(&db, &signer, Some(&settings.audit.checkpoint_dir)).await.context("signing a start-up checkpoint")?;
         let links = LinkSigner::new(&signer.derive_secret("radsight/result-links/v1"), settings.analysis.link_ttl_secs);
-        let demo = demo_ehr(&settings, &db, &audit).await?;
+        let demo = demo_ehr(&mut settings, &db, &audit).await?;
         let smart =
             SmartState::build(&settings, demo.iter().map(|d| d.1.clone()).collect(), http.clone()).context("setting up the SMART app")?;
         let demo = demo.map(|d| d.0);
@@ -145,7 +145,7 @@ impl Application {
                 senders: crate::hl7::ingest::SenderPolicy::from_settings(&state.settings.hl7),
                 settings: state.settings.clone(),
             };
-            let tls = state.settings.hl7.tls.as_ref().map(crate::hl7::tls::acceptor).transpose().context("setting up MLLP over TLS")?;
+            let tls = state.settings.hl7.tls.as_ref().map(crate::mllp::tls::acceptor).transpose().context("setting up MLLP over TLS")?;
             hl7_task = Some(tokio::spawn(listener::serve(l, ListenerOptions::from(&state.settings.hl7), ctx, shutdown.clone(), tls)));
         }
         // Only workers run models; an instance with none does not need the registry.
@@ -167,7 +167,7 @@ impl Application {
                 analyzer,
                 shutdown: shutdown.clone(),
                 memory: crate::jobs::memory::MemoryBudget::new(state.settings.jobs.memory_budget_mib),
-                outputs: state.settings.outputs.clone(),
+                settings: state.settings.clone(),
                 outbox_wake: outbox_wake.clone(),
             });
         }
@@ -180,6 +180,10 @@ impl Application {
             http: http_client::build(),
             credentials,
             signer: state.checkpoint_signer.clone(),
+            tokens: Arc::new(crate::backend_auth::BackendTokens::new(
+                http_client::build(),
+                crate::keys::keyring::Keyring::open(&state.settings.outputs.keys_dir),
+            )),
             wake: outbox_wake,
             owner: format!("{instance}/outbox"),
             shutdown: shutdown.clone(),
@@ -230,6 +234,7 @@ impl Application {
                 .configure(cds_hooks::routes)
                 .configure(notifications::routes)
                 .configure(health::routes)
+                .configure(crate::backend_auth::jwks::routes)
                 .configure(audit_api::routes)
                 .configure(results::api::routes)
                 .configure(smart::routes)
@@ -318,7 +323,7 @@ impl Application {
 /// silently serving no demo.
 #[cfg(feature = "demo")]
 async fn demo_ehr(
-    settings: &Settings,
+    settings: &mut Settings,
     db: &DatabaseConnection,
     audit: &AuditLog,
 ) -> anyhow::Result<Option<(crate::demo::EhrSim, (crate::configuration::EhrSettings, Option<secrecy::SecretString>))>> {
@@ -326,15 +331,17 @@ async fn demo_ehr(
         return Ok(None);
     }
     let (sim, registration) = crate::demo::demo_ehr(settings);
+    // Results are written back to the demo EHR's record, as radsight would to a real one.
+    crate::demo::write_back_to(settings, &sim).context("registering radsight's key with the demo EHR")?;
     // The demo patient's id is the demo EHR's: its studies live in that EHR's namespace.
     let namespace = settings.namespace_of_issuer(&registration.0.iss);
-    crate::demo::seed_demo(db, audit, &settings.analysis, &namespace).await.context("analysing the demo EHR's phantom study")?;
+    crate::demo::seed_demo(db, audit, settings, &namespace).await.context("analysing the demo EHR's phantom study")?;
     Ok(Some((sim, registration)))
 }
 
 #[cfg(not(feature = "demo"))]
 async fn demo_ehr(
-    settings: &Settings,
+    settings: &mut Settings,
     _: &DatabaseConnection,
     _: &AuditLog,
 ) -> anyhow::Result<Option<(NoDemo, (crate::configuration::EhrSettings, Option<secrecy::SecretString>))>> {

@@ -1,4 +1,4 @@
-//! Fuzz target: MLLP deframing (`hl7::mllp::Deframer`) of a byte stream as the listener reads
+//! Fuzz target: MLLP deframing (`mllp::Deframer`) of a byte stream as the listener reads
 //! it. The first two bytes choose the message size limit (1..=4096) and a read-size pattern;
 //! the rest is the stream, fed once whole and once in reads of varying size.
 //!

@@ -1,6 +1,6 @@
 //! The `mllp` fuzz target's body; what it feeds and checks is documented in `fuzz_targets/mllp.rs`.
 
-use radsight::hl7::mllp::{Deframer, END, Frame, START, frame};
+use radsight::mllp::{Deframer, END, Frame, START, frame};
 
 fn feed(max: usize, stream: &[u8], pattern: u8) -> (Vec<Frame>, bool) {
     let mut d = Deframer::new(max);

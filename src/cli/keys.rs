@@ -1,5 +1,6 @@
 //! `radsight keys`: client signing keys for registering and testing a CDS client (generate a
-//! key pair and its JWKS, sign a one-call JWT).
+//! key pair and its JWKS, sign a one-call JWT), and radsight's own keyring for SMART Backend
+//! Services (rotate, list, print the published JWKS, prune).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 
+use crate::configuration::Settings;
 use crate::keys::ClientKey;
+use crate::keys::keyring::Keyring;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum Alg {
@@ -28,6 +31,22 @@ impl From<Alg> for jsonwebtoken::Algorithm {
     }
 }
 
+/// The algorithms SMART Backend Services servers must support.
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum BackendAlg {
+    Es384,
+    Rs384,
+}
+
+impl From<BackendAlg> for jsonwebtoken::Algorithm {
+    fn from(a: BackendAlg) -> Self {
+        match a {
+            BackendAlg::Es384 => jsonwebtoken::Algorithm::ES384,
+            BackendAlg::Rs384 => jsonwebtoken::Algorithm::RS384,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(super) enum KeysCommand {
     /// Generate a key pair: writes DIR/client.key.pem and DIR/client.jwks.json, prints the JWKS.
@@ -37,6 +56,20 @@ pub(super) enum KeysCommand {
         #[arg(long, default_value = "keys")]
         out: PathBuf,
     },
+    /// radsight's own signing key (SMART Backend Services, for writing results to an EHR): make
+    /// a new active key and retire the current one, which stays published for
+    /// `outputs.retired_key_publish_secs`. The first run makes the first key.
+    Rotate {
+        #[arg(long, value_enum, default_value = "es384")]
+        alg: BackendAlg,
+    },
+    /// radsight's signing keys: kid, algorithm, made, retired, published.
+    List,
+    /// Print the JWKS radsight publishes at /.well-known/jwks.json (register it, or that URL,
+    /// with each EHR's authorisation server).
+    Published,
+    /// Delete retired keys that are no longer published.
+    Prune,
     /// Print a signed CDS client JWT for one call.
     Token {
         #[arg(long)]
@@ -55,8 +88,44 @@ pub(super) enum KeysCommand {
     },
 }
 
-pub(super) fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: KeysCommand, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    // Only the commands on radsight's own keyring read the configuration.
+    let keyring = || -> anyhow::Result<(Keyring, u64)> {
+        let settings = Settings::load(config)?;
+        Ok((Keyring::open(&settings.outputs.keys_dir), settings.outputs.retired_key_publish_secs))
+    };
     match command {
+        KeysCommand::Rotate { alg } => {
+            let (ring, keep) = keyring()?;
+            let entry = ring.rotate(alg.into(), now())?;
+            eprintln!(
+                "new active key {} ({}) in {}; the previous one, if any, stays published for {keep} s",
+                entry.kid,
+                entry.alg,
+                ring.dir().display()
+            );
+            println!("{}", entry.kid);
+        }
+        KeysCommand::List => {
+            let (ring, keep) = keyring()?;
+            println!("{:<43}  {:<5}  {:>12}  {:>12}  PUBLISHED", "KID", "ALG", "CREATED", "RETIRED");
+            for k in ring.entries()? {
+                let published = k.retired_at.is_none_or(|at| now().saturating_sub(at) < keep as i64);
+                let retired = k.retired_at.map(|t| t.to_string()).unwrap_or_else(|| "active".into());
+                println!("{:<43}  {:<5}  {:>12}  {:>12}  {}", k.kid, k.alg, k.created_at, retired, if published { "yes" } else { "no" });
+            }
+        }
+        KeysCommand::Published => {
+            let (ring, keep) = keyring()?;
+            println!("{}", serde_json::to_string_pretty(&ring.published(now(), keep)?)?);
+        }
+        KeysCommand::Prune => {
+            let (ring, keep) = keyring()?;
+            for kid in ring.prune(now(), keep)? {
+                println!("deleted {kid}");
+            }
+        }
         KeysCommand::Generate { alg, out } => {
             let key = ClientKey::generate(alg.into())?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

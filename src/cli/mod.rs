@@ -43,7 +43,7 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// Client signing keys, for registering and testing a CDS client.
+    /// Signing keys: client keys for testing a CDS client, and radsight's own keyring.
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
@@ -53,7 +53,7 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
-    /// Inspect and revive deliveries of results to the PACS.
+    /// Inspect and revive deliveries of results to the PACS, the RIS and the EHR.
     Outbox {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
@@ -83,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve::serve(config).await,
         Command::Migrate => serve::migrate(config).await,
         Command::Audit { command } => audit::run(command, &Settings::load(config)?).await,
-        Command::Keys { command } => keys::run(command),
+        Command::Keys { command } => keys::run(command, config),
         Command::Jobs { command } => jobs::run(command, &Settings::load(config)?).await,
         Command::Outbox { command } => outbox::run(command, &Settings::load(config)?).await,
         Command::Models { command } => models::run(command, &Settings::load(config)?),

@@ -1,6 +1,6 @@
 //! `radsight outbox`: list deliveries of results to other systems, and put a dead one back in
 //! the queue (audited). A revived delivery sends the object it built first (same SOP Instance
-//! UID), so the PACS keeps one instance.
+//! UID, same HL7 control id, same conditional creates), so the destination keeps one copy.
 
 use std::process::ExitCode;
 
@@ -33,17 +33,17 @@ pub(super) async fn run(command: OutboxCommand, settings: &Settings) -> anyhow::
 
 async fn list(db: &DatabaseConnection, state: Option<&str>) -> anyhow::Result<ExitCode> {
     let rows = outbox::list(db, state).await?;
-    println!("{:<36}  {:<10}  {:<7}  {:>8}  {:<28}  {:<36}  DESTINATION", "ID", "STATE", "KIND", "ATTEMPTS", "LAST ERROR", "RESULT");
+    println!("{:<36}  {:<10}  {:<11}  {:>8}  {:<36}  {:<40}  LAST ERROR", "ID", "STATE", "KIND", "ATTEMPTS", "RESULT", "DESTINATION");
     for d in &rows {
         println!(
-            "{:<36}  {:<10}  {:<7}  {:>8}  {:<28}  {:<36}  {}",
+            "{:<36}  {:<10}  {:<11}  {:>8}  {:<36}  {:<40}  {}",
             d.id,
             d.state,
             d.kind,
             format!("{}/{}", d.attempts, d.max_attempts),
-            d.last_error.as_deref().unwrap_or("-"),
             d.result_id,
-            d.destination
+            d.destination,
+            d.last_error.as_deref().unwrap_or("-"),
         );
     }
     eprintln!("{} deliver{}", rows.len(), if rows.len() == 1 { "y" } else { "ies" });

@@ -140,6 +140,121 @@ pub struct OutputSettings {
     pub poll_interval_ms: u64,
     /// How long a delivery under way is owned before another instance may take it over.
     pub lease_ms: u64,
+    /// RIS or interface-engine destinations: each result is sent as an HL7 v2.5.1 ORU^R01 over
+    /// MLLP and counts as delivered only on an AA (or CA) acknowledgement.
+    pub ris: Vec<RisDestination>,
+    /// EHR FHIR servers: each result's Bundle is written as a FHIR transaction of conditional
+    /// creates, authorised by SMART Backend Services with radsight's own key (`radsight keys
+    /// rotate`).
+    pub ehr: Vec<EhrDestination>,
+    /// Where radsight's own signing keys live (a keyring written by `radsight keys rotate`;
+    /// private keys mode 0600). Every instance needs the same keyring.
+    pub keys_dir: PathBuf,
+    /// How long a retired key stays in the published JWKS (`/.well-known/jwks.json`) after a
+    /// rotation, so assertions it signed (which live five minutes) and servers' cached key sets
+    /// stay valid. Default one hour.
+    pub retired_key_publish_secs: u64,
+}
+
+impl OutputSettings {
+    /// True when results go anywhere besides cards and the app.
+    pub fn any(&self) -> bool {
+        !(self.pacs.is_empty() && self.ris.is_empty() && self.ehr.is_empty())
+    }
+
+    pub fn ris_named(&self, name: &str) -> Option<&RisDestination> {
+        self.ris.iter().find(|r| r.name == name)
+    }
+
+    pub fn ehr_at(&self, fhir_base: &str) -> Option<&EhrDestination> {
+        self.ehr.iter().find(|e| e.fhir_base.trim_end_matches('/') == fhir_base.trim_end_matches('/'))
+    }
+}
+
+/// An HL7 v2 destination for ORU^R01 results.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RisDestination {
+    /// Names the destination in the outbox and the audit trail; unique.
+    pub name: String,
+    /// `host:port` of its MLLP listener.
+    pub address: String,
+    /// MSH-5 and MSH-6.
+    #[serde(default)]
+    pub receiving_application: String,
+    #[serde(default)]
+    pub receiving_facility: String,
+    /// The assigning authority of the patient ids this RIS knows (sent in PID-3.4). Its
+    /// patient namespace (see `[[patient_namespaces]]`; else `MSH-5`'s facility's) must be the
+    /// study's: a result is sent only to destinations of its own patient namespace, so no
+    /// patient id is ever sent where it names someone else.
+    #[serde(default)]
+    pub assigning_authority: String,
+    /// MSH-3 and MSH-4. Default `RADSIGHT` and empty.
+    #[serde(default = "default_sending_application")]
+    pub sending_application: String,
+    #[serde(default)]
+    pub sending_facility: String,
+    /// MLLP over TLS to this destination; unset: plain TCP.
+    #[serde(default)]
+    pub tls: Option<RisTls>,
+    /// How long to wait for the connection and then for the ACK; no ACK in time is a failed
+    /// attempt, retried with the same message (same MSH-10) so the receiver can discard a
+    /// duplicate. Default 30 s.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+/// TLS to a RIS: the CA its certificate must chain to, and radsight's client certificate when
+/// the RIS asks for one (mutual TLS).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RisTls {
+    /// PEM CA certificates the RIS's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// radsight's PEM certificate chain and private key, for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name the RIS's certificate must carry; empty: the host of `address`.
+    #[serde(default)]
+    pub server_name: String,
+}
+
+fn default_sending_application() -> String {
+    "RADSIGHT".into()
+}
+
+fn default_ack_timeout_ms() -> u64 {
+    30_000
+}
+
+/// An EHR FHIR server results are written to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EhrDestination {
+    /// The FHIR base URL (no trailing slash); names the destination in the outbox.
+    pub fhir_base: String,
+    /// radsight's client id at the EHR's authorisation server (registered there with the URL
+    /// of radsight's JWKS, or its contents).
+    pub client_id: String,
+    /// The token endpoint; empty: the `token_endpoint` of `{fhir_base}/.well-known/smart-configuration`.
+    #[serde(default)]
+    pub token_url: String,
+    /// Scopes asked for. Default: create on the four resource types written.
+    #[serde(default = "default_ehr_scope")]
+    pub scope: String,
+    /// Timeout of each request to the EHR. Default 30 s.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// SMART v2 scopes for what the write-back creates.
+pub const DEFAULT_EHR_SCOPE: &str = "system/DiagnosticReport.c system/Observation.c system/Device.c system/Provenance.cu";
+
+fn default_ehr_scope() -> String {
+    DEFAULT_EHR_SCOPE.into()
 }
 
 impl Default for OutputSettings {
@@ -152,6 +267,10 @@ impl Default for OutputSettings {
             backoff_max_ms: 3_600_000,
             poll_interval_ms: 2_000,
             lease_ms: 120_000,
+            ris: Vec::new(),
+            ehr: Vec::new(),
+            keys_dir: PathBuf::from("data/keys"),
+            retired_key_publish_secs: 3_600,
         }
     }
 }
@@ -285,7 +404,7 @@ pub struct Hl7Settings {
     #[serde(default)]
     pub tls: Option<Hl7Tls>,
     /// Where a site puts the Study Instance UID, as an hl7-parser query (`OBR.20`,
-    /// `OBX[2].5`); tried before `IPC-3`, `ZDS-1` and an OBX coded DCM 110180. Empty: none.
+    /// `OBX[2].5`); tried before `IPC-3`, `ZDS-1` and an OBX coded DCM 110180 or 113014. Empty: none.
     pub study_uid_field: String,
 }
 
@@ -651,6 +770,23 @@ impl Settings {
         }
     }
 
+    /// The patient namespace of a RIS destination: that of its assigning authority, else of
+    /// its receiving facility.
+    pub fn namespace_of_ris(&self, ris: &RisDestination) -> PatientNamespace {
+        let authority = if ris.assigning_authority.is_empty() { &ris.receiving_facility } else { &ris.assigning_authority };
+        self.namespace_of_hl7(authority)
+    }
+
+    /// The patient namespace of an EHR destination: that of the EHR whose `iss` is its FHIR
+    /// base (SMART's `iss` is the FHIR base URL).
+    pub fn namespace_of_ehr(&self, ehr: &EhrDestination) -> PatientNamespace {
+        let base = ehr.fhir_base.trim_end_matches('/');
+        match self.patient_namespaces.iter().find(|n| n.issuers.iter().any(|i| i.trim_end_matches('/') == base)) {
+            Some(n) => PatientNamespace::new(n.name.clone()),
+            None => self.namespace_of_issuer(base),
+        }
+    }
+
     /// Fills the URLs left empty once the listening port is known.
     pub fn resolve_urls(&mut self, bound_port: u16) {
         if self.server.public_url.is_empty() {
@@ -717,6 +853,36 @@ impl Settings {
         }
         if self.outputs.max_attempts < 1 || self.outputs.poll_interval_ms == 0 || self.outputs.lease_ms == 0 {
             return invalid("outputs.max_attempts must be at least 1, and poll_interval_ms and lease_ms above 0".into());
+        }
+        let mut ris_names = BTreeSet::new();
+        for r in &self.outputs.ris {
+            if r.name.is_empty() || !ris_names.insert(r.name.as_str()) {
+                return invalid(format!("outputs.ris: every destination needs a unique name ({:?})", r.name));
+            }
+            if r.address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then(|| port.parse::<u16>().ok()).flatten()).is_none()
+            {
+                return invalid(format!("outputs.ris {}: address {:?} is not host:port", r.name, r.address));
+            }
+            if r.ack_timeout_ms == 0 {
+                return invalid(format!("outputs.ris {}: ack_timeout_ms must be above 0", r.name));
+            }
+            if r.tls.as_ref().is_some_and(|t| t.cert_file.is_some() != t.key_file.is_some()) {
+                return invalid(format!("outputs.ris {}: tls.cert_file and tls.key_file go together", r.name));
+            }
+        }
+        let mut ehr_bases = BTreeSet::new();
+        for e in &self.outputs.ehr {
+            for u in std::iter::once(&e.fhir_base).chain(Some(&e.token_url).filter(|u| !u.is_empty())) {
+                if url::Url::parse(u).is_err() {
+                    return invalid(format!("outputs.ehr: {u} is not an absolute URL"));
+                }
+            }
+            if !ehr_bases.insert(e.fhir_base.trim_end_matches('/')) {
+                return invalid(format!("outputs.ehr: {} is listed twice", e.fhir_base));
+            }
+            if e.client_id.is_empty() || e.scope.trim().is_empty() || e.timeout_ms == 0 {
+                return invalid(format!("outputs.ehr {}: client_id and scope are required, and timeout_ms above 0", e.fhir_base));
+            }
         }
         let (mut names, mut members) = (BTreeSet::new(), BTreeSet::new());
         for n in &self.patient_namespaces {

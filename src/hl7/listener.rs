@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::ingest::{IngestContext, handle_message, handle_too_large};
-use super::mllp::{Deframer, Frame, frame};
 use crate::configuration::Hl7Settings;
+use crate::mllp::{Deframer, Frame, frame};
 use crate::state::Shutdown;
 
 /// Listener limits. Defaults (see `radsight.example.toml`): 60 s read timeout, 30 s per

@@ -9,7 +9,7 @@
 //! | procedure | `OBR-4` (`code^text^system`) |
 //! | result status | `OBR-25` |
 //! | accession | `OBR-18.1` (IHE Scheduled Workflow), else `IPC-1.1` |
-//! | Study Instance UID | the configured field, else `IPC-3.1`, else `ZDS-1.1`, else an `OBX` whose `OBX-3.1` is DCM `110180` (its `OBX-5`) |
+//! | Study Instance UID | the configured field, else `IPC-3.1`, else `ZDS-1.1`, else an `OBX` whose `OBX-3.1` is DCM `110180` or `113014` (its `OBX-5`) |
 //! | modality | `IPC-5.1`, else `OBR-24` when it is a DICOM modality code |
 //!
 //! A message that cannot be read, or is missing what radsight needs, is a [`Rejection`] with
@@ -437,11 +437,12 @@ fn patient_identifier(msg: &Message) -> Option<(String, String)> {
     ids.iter().find(|(_, _, kind)| kind == "MR").or(ids.first()).map(|(id, authority, _)| (id.clone(), authority.clone()))
 }
 
-/// An `OBX` whose observation id is DICOM code 110180 (Study Instance UID) carries it in `OBX-5`.
+/// An `OBX` whose observation id is DICOM code 110180 (Study Instance UID) or 113014 (DICOM
+/// Study, as IHE RAD results and radsight's own ORU^R01 carry it) has the UID in `OBX-5`.
 fn obx_study_uid(msg: &Message) -> Option<String> {
     (1..=msg.segment_count("OBX")).find_map(|n| {
         let code = value(msg, &format!("OBX[{n}].3.1"))?;
-        (code == "110180").then(|| value(msg, &format!("OBX[{n}].5.1"))).flatten()
+        matches!(code.as_str(), "110180" | "113014").then(|| value(msg, &format!("OBX[{n}].5.1"))).flatten()
     })
 }
 
@@ -539,6 +540,8 @@ PID|1||P-77||Roe^Richard\r\
 OBR|1|PLC1|FIL1|71250^CT CHEST^CPT||||||||||||||ACC9|||||||F\r\
 OBX|1|ST|110180^Study Instance UID^DCM||1.2.3.99||||||F\r";
         check(oru, accepted(Result, "P-77", Some("1.2.3.99"), Some("ACC9"), None, true));
+        let dicom_study = oru.replace("110180^Study Instance UID^DCM", "113014^DICOM Study^DCM");
+        check(&dicom_study, accepted(Result, "P-77", Some("1.2.3.99"), Some("ACC9"), None, true));
         // A preliminary result is stored but not analysed.
         check(&oru.replace("|||||||F\r", "|||||||P\r"), accepted(Result, "P-77", Some("1.2.3.99"), Some("ACC9"), None, false));
         // A cancellation names a study but asks for no analysis.

@@ -1,9 +1,9 @@
 //! HL7 v2 over MLLP: imaging orders (`ORM^O01`, `OMI^O23`) and results (`ORU^R01`) in, ACKs out.
 //!
-//! `mllp` frames bytes, `message` reads a message into typed values (or a rejection with its
-//! reason), `ingest` stores what it means (order, study, job, audit entries) before `ack`
-//! builds the answer, `listener` runs the TCP side with its limits, and `tls` builds the
-//! optional MLLP-over-TLS acceptor (mutual TLS with a client CA).
+//! `message` reads a message into typed values (or a rejection with its reason), `ingest`
+//! stores what it means (order, study, job, audit entries) before `ack` builds the answer, and
+//! `listener` runs the TCP side with its limits. The framing and the TLS acceptor are in
+//! `crate::mllp`, which the outbox's ORU sender shares.
 //!
 //! **Invariant:** AA is sent only after the message's effects and audit entries are
 //! committed; a control id seen before from the same sender with the same content (but for
@@ -15,5 +15,3 @@ pub mod ack;
 pub mod ingest;
 pub mod listener;
 pub mod message;
-pub mod mllp;
-pub mod tls;

@@ -55,9 +55,9 @@ pub struct WorkerContext {
     pub shutdown: crate::state::Shutdown,
     /// The memory every worker of this process shares (see [`super::memory`]).
     pub memory: super::memory::MemoryBudget,
-    /// Where results are delivered (queued in the result's transaction), and the deliverer to
-    /// wake when some are.
-    pub outputs: crate::configuration::OutputSettings,
+    /// Where results are delivered (`outputs`, queued in the result's transaction, for the
+    /// patient namespaces the settings resolve), and the deliverer to wake when some are.
+    pub settings: std::sync::Arc<crate::configuration::Settings>,
     pub outbox_wake: Arc<Notify>,
 }
 
@@ -155,7 +155,7 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
                 }
                 let mut queued = 0;
                 if let Some(result_id) = &deliver {
-                    queued = crate::outbox::enqueue_for_result(txn.conn(), &ctx.outputs, result_id, &job.study_uid).await?;
+                    queued = crate::outbox::enqueue_for_result(txn.conn(), &ctx.settings, result_id, &job.study_uid).await?;
                 }
                 txn.append(
                     event(&job, Action::JobSucceeded, Outcome::Success).detail("stage", stage.as_str()).detail("attempt", job.attempts),

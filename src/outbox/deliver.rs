@@ -1,5 +1,6 @@
 //! The deliverer: one task per instance that claims due deliveries, builds their object once,
-//! sends it, and records the outcome with its `output.delivery` audit entry in one transaction.
+//! sends it (STOW-RS, MLLP or a FHIR transaction), and records the outcome with its
+//! `output.delivery` audit entry in one transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +8,11 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
-use super::pacs::{BuildContext, build};
-use super::{AfterFailure, OutputKind, claim, delivered, failed, keep_payload};
+use super::build::BuildContext;
+use super::{AfterFailure, OutputKind, claim, delivered, ehr, failed, keep_payload, pacs, ris};
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::backend_auth::BackendTokens;
 use crate::configuration::Settings;
 use crate::dicomweb::{DicomwebClient, PacsCredentialStore};
 use crate::state::Shutdown;
@@ -25,6 +27,8 @@ pub struct DeliveryContext {
     pub http: reqwest::Client,
     pub credentials: PacsCredentialStore,
     pub signer: Arc<CheckpointSigner>,
+    /// SMART Backend Services tokens for the EHR destinations.
+    pub tokens: Arc<BackendTokens>,
     /// Notified when a delivery is queued in this instance.
     pub wake: Arc<Notify>,
     /// Names this instance in lease owners.
@@ -34,7 +38,7 @@ pub struct DeliveryContext {
 
 /// Starts the deliverer when any output is configured.
 pub fn spawn(ctx: DeliveryContext) -> Option<tokio::task::JoinHandle<()>> {
-    if ctx.settings.outputs.pacs.is_empty() {
+    if !ctx.settings.outputs.any() {
         return None;
     }
     Some(tokio::spawn(async move {
@@ -54,10 +58,38 @@ pub fn spawn(ctx: DeliveryContext) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// A failed attempt: its stable code and whether retrying cannot help.
-struct Failure {
-    code: &'static str,
-    permanent: bool,
+/// A failed attempt: its stable code, what the other side said (for the operator; never a
+/// token or a patient detail), and whether retrying cannot help.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: &'static str,
+    pub detail: Option<String>,
+    pub permanent: bool,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, permanent: bool) -> Failure {
+        Failure { code, detail: None, permanent }
+    }
+
+    pub fn with_detail(mut self, detail: String) -> Failure {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// What `last_error` keeps: the code, then the detail.
+    fn summary(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.code),
+            None => self.code.to_owned(),
+        }
+    }
+}
+
+/// What a delivered attempt reports: the object's id, and where the destination keeps it.
+struct Sent {
+    object_id: String,
+    location: Option<String>,
 }
 
 /// Claims and attempts one delivery. Ok(false) when none was due.
@@ -76,18 +108,31 @@ pub async fn deliver_once(ctx: &DeliveryContext) -> anyhow::Result<bool> {
         .detail("destination", row.destination.clone())
         .detail("attempt", row.attempts);
     let event = match &outcome {
-        Ok(uid) => {
+        Ok(sent) => {
             if !delivered(txn.conn(), &row.id, &ctx.owner).await? {
                 tracing::warn!(delivery = %row.id, "lease lost before the delivery was recorded; its new owner sends it again");
             }
-            event.entity("SOPInstance", uid.clone())
+            let event = match OutputKind::parse(&row.kind) {
+                Some(OutputKind::Hl7Oru) => event.entity("HL7Message", sent.object_id.clone()),
+                Some(OutputKind::FhirBundle) => event.entity("DiagnosticReport", sent.object_id.clone()),
+                _ => event.entity("SOPInstance", sent.object_id.clone()),
+            };
+            match &sent.location {
+                Some(l) => event.detail("location", l.clone()),
+                None => event,
+            }
         }
         Err(f) => {
-            let next = match failed(txn.conn(), &row, &ctx.owner, f.code, f.permanent, outputs).await? {
+            // The other side's words stay in the delivery's row: an ACK's text may name the
+            // patient, and logs must not.
+            tracing::warn!(delivery = %row.id, kind = %row.kind, reason = f.code, "a delivery attempt failed");
+            let next = match failed(txn.conn(), &row, &ctx.owner, &f.summary(), f.permanent, outputs).await? {
                 AfterFailure::RetryAt(at) => serde_json::json!({"retry_at_ms": at}),
                 AfterFailure::Dead => serde_json::json!("dead"),
                 AfterFailure::LeaseLost => serde_json::json!("lease-lost"),
             };
+            // Audit details are codes and references: the other side's words (which may name
+            // the patient) stay in the delivery's `last_error` only.
             event.detail("reason", f.code).detail("next", next)
         }
     };
@@ -96,16 +141,18 @@ pub async fn deliver_once(ctx: &DeliveryContext) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Builds (first time only) and sends the delivery's object; its SOP Instance UID when stored.
-async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<String, Failure> {
-    let kind = OutputKind::parse(&row.kind).ok_or(Failure { code: "unknown-output-kind", permanent: true })?;
-    let (uid, payload) = match (&row.sop_instance_uid, &row.payload) {
-        (Some(uid), Some(payload)) => (uid.clone(), payload.clone()),
+/// Builds (first time only) and sends the delivery's object.
+async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<Sent, Failure> {
+    let kind = OutputKind::parse(&row.kind).ok_or(Failure::new("unknown-output-kind", true))?;
+    let outputs = &ctx.settings.outputs;
+    let gone = || Failure::new("destination-not-configured", true).with_detail(row.destination.clone());
+    let (object_id, payload) = match (&row.object_id, &row.payload) {
+        (Some(id), Some(payload)) => (id.clone(), payload.clone()),
         _ => {
-            let root = (!ctx.settings.outputs.uid_root.is_empty())
-                .then(|| radsight_dicom_report::UidRoot::parse(&ctx.settings.outputs.uid_root))
+            let root = (!outputs.uid_root.is_empty())
+                .then(|| radsight_dicom_report::UidRoot::parse(&outputs.uid_root))
                 .transpose()
-                .map_err(|_| Failure { code: "bad-uid-root", permanent: true })?;
+                .map_err(|_| Failure::new("bad-uid-root", true))?;
             let build_ctx = BuildContext {
                 db: &ctx.db,
                 audit: &ctx.audit,
@@ -114,25 +161,43 @@ async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<String, F
                 uid_root: root.as_ref(),
                 public_url: &ctx.settings.server.public_url,
             };
-            let (uid, bytes) = build(&build_ctx, kind, &row.result_id).await.map_err(|e| {
+            let built = match kind {
+                OutputKind::StowSr | OutputKind::StowSc => pacs::build(&build_ctx, kind, &row.result_id).await,
+                OutputKind::Hl7Oru => {
+                    let ris = outputs.ris_named(&row.destination).ok_or_else(gone)?;
+                    ris::build(&build_ctx, ris, &row.id, &row.result_id).await
+                }
+                OutputKind::FhirBundle => ehr::build(&build_ctx, &row.result_id).await,
+            };
+            let (id, bytes) = built.map_err(|e| {
                 tracing::warn!(error = %e, delivery = %row.id, "could not build an output object");
-                Failure { code: e.code(), permanent: !e.is_transient() }
+                Failure::new(e.code(), !e.is_transient())
             })?;
-            keep_payload(&ctx.db, &row.id, &uid, bytes.clone())
-                .await
-                .map_err(|_| Failure { code: "database-unavailable", permanent: false })?;
-            (uid, bytes)
+            keep_payload(&ctx.db, &row.id, &id, bytes.clone()).await.map_err(|_| Failure::new("database-unavailable", false))?;
+            (id, bytes)
         }
     };
-    let dicomweb = &ctx.settings.dicomweb;
-    let client = DicomwebClient::new(
-        ctx.http.clone(),
-        Duration::from_millis(dicomweb.timeout_ms),
-        dicomweb.max_study_bytes,
-        ctx.credentials.for_root(&row.destination).cloned(),
-    );
-    match client.store(&row.destination, &row.study_uid, &[&payload]).await {
-        Ok(_) => Ok(uid),
-        Err(e) => Err(Failure { code: e.code(), permanent: !e.is_transient() }),
-    }
+    let location = match kind {
+        OutputKind::StowSr | OutputKind::StowSc => {
+            let dicomweb = &ctx.settings.dicomweb;
+            let client = DicomwebClient::new(
+                ctx.http.clone(),
+                Duration::from_millis(dicomweb.timeout_ms),
+                dicomweb.max_study_bytes,
+                ctx.credentials.for_root(&row.destination).cloned(),
+            );
+            client.store(&row.destination, &row.study_uid, &[&payload]).await.map_err(|e| Failure::new(e.code(), !e.is_transient()))?;
+            None
+        }
+        OutputKind::Hl7Oru => {
+            let ris = outputs.ris_named(&row.destination).ok_or_else(gone)?;
+            ris::send(ris, &object_id, &payload).await?;
+            None
+        }
+        OutputKind::FhirBundle => {
+            let ehr = outputs.ehr_at(&row.destination).ok_or_else(gone)?;
+            Some(ehr::send(&ctx.tokens, &ctx.http, ehr, &payload).await?)
+        }
+    };
+    Ok(Sent { object_id, location })
 }

@@ -8,17 +8,24 @@
 //! `dead` when retrying cannot help or the attempts are spent. `radsight outbox list|retry`
 //! shows and revives them; every attempt and outcome is an `output.delivery` audit entry.
 //!
-//! Today's outputs: a TID 1500 Comprehensive SR and a Secondary Capture of the saliency overlay,
-//! stored by STOW-RS into each `outputs.pacs` root. The RIS (HL7 ORU) and the EHR record (FHIR)
-//! are to come through the same table.
+//! The outputs: a TID 1500 Comprehensive SR and a Secondary Capture of the saliency overlay,
+//! stored by STOW-RS into each `outputs.pacs` root ([`pacs`]); an ORU^R01 over MLLP to each
+//! `outputs.ris` destination, delivered on its AA ([`ris`]); and the result's FHIR Bundle as a
+//! transaction of conditional creates to each `outputs.ehr` server, authorised by SMART Backend
+//! Services ([`ehr`]). Each object carries the log receipt of the result's `model.inference`
+//! entry.
 
+pub mod build;
 pub mod deliver;
+pub mod ehr;
 pub mod pacs;
+pub mod ris;
 
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
-use crate::configuration::OutputSettings;
-use crate::store::entities::outbox;
+use crate::configuration::{OutputSettings, Settings};
+use crate::domain::PatientNamespace;
+use crate::store::entities::{outbox, study};
 use crate::store::now_ms;
 
 /// What a delivery sends.
@@ -28,20 +35,27 @@ pub enum OutputKind {
     StowSr,
     /// The Secondary Capture of the saliency overlay, by STOW-RS.
     StowSc,
+    /// An HL7 v2.5.1 ORU^R01 over MLLP, to a RIS or interface engine.
+    Hl7Oru,
+    /// The result's FHIR Bundle as a transaction of conditional creates, to an EHR.
+    FhirBundle,
 }
 
 impl OutputKind {
     pub const PACS: [OutputKind; 2] = [OutputKind::StowSr, OutputKind::StowSc];
+    const ALL: [OutputKind; 4] = [OutputKind::StowSr, OutputKind::StowSc, OutputKind::Hl7Oru, OutputKind::FhirBundle];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OutputKind::StowSr => "stow-sr",
             OutputKind::StowSc => "stow-sc",
+            OutputKind::Hl7Oru => "hl7-oru",
+            OutputKind::FhirBundle => "fhir-bundle",
         }
     }
 
     pub fn parse(s: &str) -> Option<OutputKind> {
-        OutputKind::PACS.into_iter().find(|k| k.as_str() == s)
+        OutputKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -67,45 +81,69 @@ impl DeliveryState {
 
 /// Queues the configured deliveries of result `result_id` (none when no output is
 /// configured), inside the caller's transaction. Idempotent per (result, kind, destination).
+///
+/// The PACS outputs go into the study itself. The RIS and the EHR get only results of their own
+/// patient namespace: a patient id from another namespace could name someone else there.
 pub async fn enqueue_for_result<C: ConnectionTrait>(
     conn: &C,
-    settings: &OutputSettings,
+    settings: &Settings,
     result_id: &str,
     study_uid: &str,
 ) -> Result<usize, DbErr> {
+    let outputs = &settings.outputs;
+    let mut wanted: Vec<(OutputKind, String)> = Vec::new();
+    for root in &outputs.pacs {
+        wanted.extend(OutputKind::PACS.map(|k| (k, root.trim_end_matches('/').to_owned())));
+    }
+    if !(outputs.ris.is_empty() && outputs.ehr.is_empty()) {
+        let namespace = study::Entity::find_by_id(study_uid.to_owned()).one(conn).await?.and_then(|s| s.patient_namespace);
+        let same = |ns: PatientNamespace| namespace.as_deref() == Some(ns.as_str());
+        for ris in &outputs.ris {
+            if same(settings.namespace_of_ris(ris)) {
+                wanted.push((OutputKind::Hl7Oru, ris.name.clone()));
+            } else {
+                tracing::info!(destination = %ris.name, "a result of another patient namespace is not sent to this RIS");
+            }
+        }
+        for ehr in &outputs.ehr {
+            if same(settings.namespace_of_ehr(ehr)) {
+                wanted.push((OutputKind::FhirBundle, ehr.fhir_base.trim_end_matches('/').to_owned()));
+            } else {
+                tracing::info!(destination = %ehr.fhir_base, "a result of another patient namespace is not sent to this EHR");
+            }
+        }
+    }
     let now = now_ms();
     let mut queued = 0;
-    for root in &settings.pacs {
-        for kind in OutputKind::PACS {
-            let row = outbox::ActiveModel {
-                id: Set(uuid::Uuid::new_v4().to_string()),
-                result_id: Set(result_id.to_owned()),
-                study_uid: Set(study_uid.to_owned()),
-                kind: Set(kind.as_str().to_owned()),
-                destination: Set(root.trim_end_matches('/').to_owned()),
-                state: Set(DeliveryState::Pending.as_str().to_owned()),
-                attempts: Set(0),
-                max_attempts: Set(settings.max_attempts),
-                run_after: Set(now),
-                lease_owner: Set(None),
-                lease_until: Set(None),
-                last_error: Set(None),
-                sop_instance_uid: Set(None),
-                payload: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-                delivered_at: Set(None),
-            };
-            outbox::Entity::insert(row)
-                .on_conflict(
-                    sea_orm::sea_query::OnConflict::columns([outbox::Column::ResultId, outbox::Column::Kind, outbox::Column::Destination])
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(conn)
-                .await?;
-            queued += 1;
-        }
+    for (kind, destination) in wanted {
+        let row = outbox::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            result_id: Set(result_id.to_owned()),
+            study_uid: Set(study_uid.to_owned()),
+            kind: Set(kind.as_str().to_owned()),
+            destination: Set(destination),
+            state: Set(DeliveryState::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            max_attempts: Set(outputs.max_attempts),
+            run_after: Set(now),
+            lease_owner: Set(None),
+            lease_until: Set(None),
+            last_error: Set(None),
+            object_id: Set(None),
+            payload: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            delivered_at: Set(None),
+        };
+        outbox::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([outbox::Column::ResultId, outbox::Column::Kind, outbox::Column::Destination])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+        queued += 1;
     }
     Ok(queued)
 }
@@ -123,10 +161,11 @@ pub async fn claim(db: &DatabaseConnection, owner: &str, lease_ms: u64) -> Resul
     .await
 }
 
-/// Keeps the object built for a delivery, so that retries send it unchanged.
-pub async fn keep_payload<C: ConnectionTrait>(conn: &C, id: &str, sop_instance_uid: &str, payload: Vec<u8>) -> Result<(), DbErr> {
+/// Keeps the object built for a delivery and its id (SOP Instance UID, MSH-10 control id or
+/// DiagnosticReport identifier), so that retries send it unchanged.
+pub async fn keep_payload<C: ConnectionTrait>(conn: &C, id: &str, object_id: &str, payload: Vec<u8>) -> Result<(), DbErr> {
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::SopInstanceUid, Some(sop_instance_uid.to_owned()).into())
+        .col_expr(outbox::Column::ObjectId, Some(object_id.to_owned()).into())
         .col_expr(outbox::Column::Payload, Some(payload).into())
         .col_expr(outbox::Column::UpdatedAt, now_ms().into())
         .filter(outbox::Column::Id.eq(id))

@@ -6,72 +6,17 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use radsight_dicom_report as report;
-use sea_orm::DatabaseConnection;
 
 use super::OutputKind;
-use crate::audit::checkpoint::CheckpointSigner;
-use crate::audit::proof::{ReceiptError, receipt_for};
-use crate::audit::{Action, AuditLog};
+use super::build::{BuildContext, BuildError, Reportable, reportable};
 use crate::results::store::{self, ArtefactKind, findings};
 use crate::store::entities::{analysis_result, study};
 
-/// Why an object could not be built. `permanent` ones cannot change by retrying.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("reading the result")]
-    Read(#[source] sea_orm::DbErr),
-    #[error("the result {0} no longer exists")]
-    NoResult(String),
-    #[error("the result has no finished analysis of a source image to report")]
-    NotReportable,
-    #[error("the result's audit receipt could not be made")]
-    Receipt(#[from] ReceiptError),
-    #[error("the result's inference entry is not in the audit log")]
-    NoReceipt,
-    #[error("the overlay picture could not be read")]
-    Overlay(String),
-    #[error("writing the DICOM object")]
-    Write(#[from] report::WriteError),
-}
-
-impl BuildError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            BuildError::Read(_) | BuildError::Receipt(_) => "output-build-unavailable",
-            BuildError::NoResult(_) => "result-not-found",
-            BuildError::NotReportable => "result-not-reportable",
-            BuildError::NoReceipt => "result-without-inference-entry",
-            BuildError::Overlay(_) => "overlay-unreadable",
-            BuildError::Write(_) => "dicom-write-refused",
-        }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BuildError::Read(_) | BuildError::Receipt(_))
-    }
-}
-
-/// What building needs besides the database.
-pub struct BuildContext<'a> {
-    pub db: &'a DatabaseConnection,
-    pub audit: &'a AuditLog,
-    pub signer: &'a CheckpointSigner,
-    pub checkpoint_dir: &'a std::path::Path,
-    pub uid_root: Option<&'a report::UidRoot>,
-    /// `server.public_url`, for the result's URL in the SR.
-    pub public_url: &'a str,
-}
-
 /// Builds the object `kind` of result `result_id`: (SOP Instance UID, Part 10 bytes).
 pub async fn build(ctx: &BuildContext<'_>, kind: OutputKind, result_id: &str) -> Result<(String, Vec<u8>), BuildError> {
-    let (result, study) =
-        store::find_with_study(ctx.db, result_id).await.map_err(BuildError::Read)?.ok_or_else(|| BuildError::NoResult(result_id.into()))?;
-    let receipt = receipt_for(ctx.db, ctx.audit, ctx.signer, Some(ctx.checkpoint_dir), Action::ModelInference, "AnalysisResult", result_id)
-        .await?
-        .ok_or(BuildError::NoReceipt)?;
+    let Reportable { result, study, receipt } = reportable(ctx, result_id).await?;
     let report = report_of(&result, &study, receipt, ctx.public_url)?;
     let written = match kind {
-        OutputKind::StowSr => report::write_measurement_report(&report, ctx.uid_root)?,
         OutputKind::StowSc => {
             let png = store::artefact(ctx.db, result_id, ArtefactKind::SaliencyPng)
                 .await
@@ -80,6 +25,7 @@ pub async fn build(ctx: &BuildContext<'_>, kind: OutputKind, result_id: &str) ->
             let overlay = overlay_of(&png.bytes, report.source_images[0].clone(), study.body_site.as_deref())?;
             report::write_saliency_capture(&report, &overlay, ctx.uid_root)?
         }
+        _ => report::write_measurement_report(&report, ctx.uid_root)?,
     };
     Ok((written.sop_instance_uid.to_string(), written.bytes))
 }

@@ -20,6 +20,22 @@ use crate::store::entities::{analysis_result, study};
 const FINDING_SYSTEM: &str = "urn:radsight:finding";
 const MODEL_SYSTEM: &str = "urn:radsight:model";
 const WEIGHTS_SYSTEM: &str = "urn:radsight:weights-sha256";
+/// Identifies each finding's Observation (`{result id}/{finding code}`), so a write-back can
+/// create it conditionally.
+pub const OBSERVATION_SYSTEM: &str = "urn:radsight:observation";
+/// Identifies a result's DiagnosticReport (the result id).
+pub const RESULT_SYSTEM: &str = "urn:radsight:result";
+/// AI Transparency on FHIR: the security label marking data an AI asserted.
+const AI_ASSERTED: &str = "AIAST";
+const OBSERVATION_VALUE: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+/// AI Transparency on FHIR's Device.type code system (the AI Device profile fixes the code
+/// `Artificial-Intelligence`).
+const AI_DEVICE_TYPE: &str = "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AIdeviceTypeCS";
+
+/// The security label AI Transparency on FHIR puts on AI-asserted resources.
+fn ai_asserted() -> Value {
+    json!({"security": [{"system": OBSERVATION_VALUE, "code": AI_ASSERTED, "display": "Artificial Intelligence asserted"}]})
+}
 const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
 
 fn instant(unix: i64) -> String {
@@ -33,12 +49,15 @@ fn study_reference(uid: &str) -> Value {
     })
 }
 
-fn observation(f: &Finding, full_url: &str, patient: &Value, device_url: &str, study_uid: &str, when: &str) -> Value {
+fn observation(f: &Finding, full_url: &str, ids: (&Value, &str), device_url: &str, study_uid: &str, when: &str) -> Value {
+    let (patient, result_id) = ids;
     let positive = f.is_positive();
     json!({
         "fullUrl": full_url,
         "resource": {
             "resourceType": "Observation",
+            "meta": ai_asserted(),
+            "identifier": [{"system": OBSERVATION_SYSTEM, "value": format!("{result_id}/{}", f.code)}],
             "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}],
             "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": f.display}], "text": f.display},
@@ -60,6 +79,15 @@ fn derived_uuid(name: &str) -> uuid::Uuid {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(name.as_bytes());
     uuid::Builder::from_random_bytes(digest[..16].try_into().expect("16 bytes")).into_uuid()
+}
+
+/// The model card as the Device's note: its JSON, pretty-printed in a Markdown code block.
+fn model_card_note(card: Option<&str>) -> String {
+    let card = card.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| serde_json::to_string_pretty(&c).ok());
+    match card {
+        Some(card) => format!("Model card (weights identified by their SHA-256):\n\n```json\n{card}\n```"),
+        None => "Weights identified by their SHA-256; the model card was not recorded with this result.".into(),
+    }
 }
 
 fn round6(x: f64) -> f64 {
@@ -102,7 +130,7 @@ pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url:
         .iter()
         .map(|f| {
             let url = format!("urn:uuid:{}", derived_uuid(&format!("{base}/observation/{}", f.code)));
-            let obs = observation(f, &url, &patient, &device_url, &s.study_uid, &when);
+            let obs = observation(f, &url, (&patient, &r.id), &device_url, &s.study_uid, &when);
             (url, obs)
         })
         .collect();
@@ -123,17 +151,22 @@ pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url:
                 {"system": WEIGHTS_SYSTEM, "value": r.weights_sha256.clone().unwrap_or_default()},
             ],
             "deviceName": [{"name": model_id, "type": "model-name"}],
-            "type": {"text": "AI imaging analysis software (radsight)"},
+            "type": {
+                "coding": [{"system": AI_DEVICE_TYPE, "code": "Artificial-Intelligence", "display": "Artificial Intelligence"}],
+                "text": "AI imaging analysis software (radsight)",
+            },
             "version": [{"value": version}],
             "manufacturer": "radsight",
-            "note": [{"text": "Weights identified by their SHA-256; see the model card for intended use and limitations."}],
+            // AI Transparency on FHIR carries the model card in Device.note.
+            "note": [{"text": model_card_note(r.model_card.as_deref())}],
         }
     });
     let report = json!({
         "fullUrl": report_url,
         "resource": {
             "resourceType": "DiagnosticReport",
-            "identifier": [{"system": "urn:radsight:result", "value": r.id}],
+            "meta": ai_asserted(),
+            "identifier": [{"system": RESULT_SYSTEM, "value": r.id}],
             "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]}],
             "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}], "text": "AI analysis of imaging study"},
@@ -155,8 +188,11 @@ pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url:
             "target": targets,
             "recorded": when,
             "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE", "display": "create"}]},
+            // AI Transparency on FHIR's AI Provenance: the reason says an AI asserted the
+            // targets, and the model (the Device) is their author.
+            "reason": [{"coding": [{"system": OBSERVATION_VALUE, "code": AI_ASSERTED, "display": "Artificial Intelligence asserted"}]}],
             "agent": [{
-                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler", "display": "Assembler"}]},
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author", "display": "Author"}]},
                 "who": {"reference": device_url},
             }],
             "entity": [

@@ -347,9 +347,9 @@ pub mod outbox {
         pub id: String,
         pub result_id: String,
         pub study_uid: String,
-        /// `stow-sr` | `stow-sc`
+        /// `stow-sr` | `stow-sc` | `hl7-oru` | `fhir-bundle`
         pub kind: String,
-        /// Where it goes (a DICOMweb root).
+        /// Where it goes: a DICOMweb root, a RIS destination's name or an EHR's FHIR base.
         pub destination: String,
         /// `pending` | `delivering` | `delivered` | `dead`
         pub state: String,
@@ -360,7 +360,10 @@ pub mod outbox {
         pub lease_owner: Option<String>,
         pub lease_until: Option<i64>,
         pub last_error: Option<String>,
-        pub sop_instance_uid: Option<String>,
+        /// The id of the object built: its SOP Instance UID (PACS), its MSH-10 message control
+        /// id (RIS) or its DiagnosticReport identifier (EHR). The column keeps its first name.
+        #[sea_orm(column_name = "sop_instance_uid")]
+        pub object_id: Option<String>,
         /// The object as first built: every retry sends these bytes.
         pub payload: Option<Vec<u8>>,
         pub created_at: i64,

@@ -115,6 +115,8 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.audit.checkpoint_key_file = tmp.path().join("audit-checkpoint.pem");
     settings.audit.checkpoint_dir = tmp.path().join("checkpoints");
     settings.audit.checkpoint_interval_secs = 0;
+    // radsight's own keyring (SMART Backend Services), never the working directory's.
+    settings.outputs.keys_dir = tmp.path().join("keys");
     settings.patient_namespaces = vec![radsight::configuration::PatientNamespaceSettings {
         name: TEST_NAMESPACE.into(),
         issuers: vec![ISS.into(), JKU_ISS.into()],
@@ -198,6 +200,7 @@ impl TestApp {
             .env("RADSIGHT_AUDIT__CHECKPOINT_KEY_FILE", &self.settings.audit.checkpoint_key_file)
             .env("RADSIGHT_AUDIT__CHECKPOINT_DIR", &self.settings.audit.checkpoint_dir)
             .env("RADSIGHT_ANALYSIS__MODELS_DIR", &self.settings.analysis.models_dir)
+            .env("RADSIGHT_OUTPUTS__KEYS_DIR", &self.settings.outputs.keys_dir)
             .env_remove("RADSIGHT_CONFIG")
             .current_dir(self._tmp.path())
             .output()

@@ -32,6 +32,7 @@ mod png;
 mod prefetch;
 mod prefetch_safety;
 mod results;
+mod ris_ehr_outputs;
 mod smart_api;
 mod smart_browser;
 #[cfg(feature = "demo")]

@@ -21,7 +21,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A leaf certificate `{leaf}.pem`/`.key` for `usage` (serverAuth, clientAuth), signed by `ca`.
-fn issue(dir: &Path, ca: &str, leaf: &str, usage: &str) {
+pub(crate) fn issue(dir: &Path, ca: &str, leaf: &str, usage: &str) {
     std::fs::write(
         dir.join(format!("{leaf}.ext")),
         format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1\n"),
@@ -53,7 +53,7 @@ fn issue(dir: &Path, ca: &str, leaf: &str, usage: &str) {
 }
 
 /// A self-signed CA `{name}.pem`/`.key`.
-fn ca(dir: &Path, name: &str) {
+pub(crate) fn ca(dir: &Path, name: &str) {
     let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
     openssl(
         dir,

@@ -20,7 +20,7 @@ use crate::hl7::MllpClient;
 use crate::pacs::{dicomweb_root, fresh_uid, orthanc_credentials, orthanc_url, upload};
 
 /// A phantom chest radiograph in Orthanc, announced by ORU; returns its study UID once analysed.
-async fn analysed_study(app: &TestApp, control: &str) -> String {
+pub(crate) async fn analysed_study(app: &TestApp, control: &str) -> String {
     let study = fresh_uid();
     let meta =
         PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-OUT" };
@@ -33,7 +33,7 @@ async fn analysed_study(app: &TestApp, control: &str) -> String {
 }
 
 /// Waits until every delivery satisfies `done`.
-async fn wait_for_deliveries(app: &TestApp, what: &str, done: impl Fn(&[outbox::Model]) -> bool) -> Vec<outbox::Model> {
+pub(crate) async fn wait_for_deliveries(app: &TestApp, what: &str, done: impl Fn(&[outbox::Model]) -> bool) -> Vec<outbox::Model> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let rows = outbox::Entity::find().all(&app.db).await.unwrap();
@@ -90,7 +90,7 @@ async fn orthanc_file(sop_instance_uid: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn vkey(app: &TestApp) -> String {
+pub(crate) fn vkey(app: &TestApp) -> String {
     let out = app.cli(&["audit", "vkey"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     out.stdout.trim().to_owned()
@@ -133,7 +133,7 @@ async fn a_result_is_stored_into_the_pacs_as_an_sr_and_an_overlay_whose_receipt_
     let sr = stored.iter().find(|(_, modality, _)| modality == "SR").unwrap_or_else(|| panic!("an SR in {stored:?}"));
     let sc = stored.iter().find(|(d, _, _)| d.contains("saliency overlay")).unwrap_or_else(|| panic!("an overlay in {stored:?}"));
     assert!(sr.0.contains("not a diagnosis") && sc.0.contains("not a diagnosis"), "{stored:?}");
-    let by_kind = |k: &str| rows.iter().find(|d| d.kind == k).unwrap().sop_instance_uid.clone().unwrap();
+    let by_kind = |k: &str| rows.iter().find(|d| d.kind == k).unwrap().object_id.clone().unwrap();
     assert_eq!((by_kind("stow-sr"), by_kind("stow-sc")), (sr.2.clone(), sc.2.clone()));
     let deliveries = app.audit_of("output.delivery").await;
     assert_eq!(deliveries.iter().filter(|e| e.outcome == "success").count(), 2);
@@ -330,7 +330,7 @@ async fn deliveries_pending_at_a_kill_are_delivered_once_after_restart(backend: 
     let stored = instances_in(&study).await;
     assert_eq!(stored.len(), 3, "the source image, one SR and one overlay: {stored:?}");
     for d in &rows {
-        assert!(stored.iter().any(|(_, _, uid)| Some(uid) == d.sop_instance_uid.as_ref()), "{d:?} in {stored:?}");
+        assert!(stored.iter().any(|(_, _, uid)| Some(uid) == d.object_id.as_ref()), "{d:?} in {stored:?}");
     }
     let verify = db_app.cli(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);

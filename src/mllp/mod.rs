@@ -1,11 +1,16 @@
-//! MLLP framing (HL7 v2 Minimal Lower Layer Protocol): each message travels as
-//! `0x0B` + message + `0x1C 0x0D`.
+//! MLLP, the HL7 v2 transport both directions share (the listener in `hl7`, the ORU sender in
+//! `outbox`): framing here, and TLS in [`tls`].
+//!
+//! MLLP framing (Minimal Lower Layer Protocol): each message travels as `0x0B` + message +
+//! `0x1C 0x0D`.
 //!
 //! [`Deframer`] is fed whatever bytes arrive and hands back complete frames. It never panics
 //! and never holds more than `max_message_bytes` of one message: a longer message is reported
 //! as [`Frame::TooLarge`] (with its first bytes, so its MSH can still be answered) and the rest
 //! of it is skipped up to its end marker. Bytes outside a frame (line noise, keep-alive
 //! newlines) are skipped.
+
+pub mod tls;
 
 pub const START: u8 = 0x0B;
 pub const END: [u8; 2] = [0x1C, 0x0D];
