@@ -77,6 +77,8 @@ class Api {
   async bitmap(path) { return createImageBitmap(await (await this.fetch(path)).blob()); }
 }
 
+/** The identifier system of the DiagnosticReports radsight writes into the EHR record. */
+const RESULT_SYSTEM = "urn:radsight:result";
 const fmtDate = (unix) => unix ? new Date(unix * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" }) : "—";
 const fmtTime = (iso) => new Date(iso).toLocaleString();
 const pct = (p) => `${(p * 100).toFixed(0)}%`;
@@ -234,6 +236,7 @@ class App {
         : "The AI analysis of this study is not finished yet.";
     } else {
       this.renderFindings(r);
+      this.renderRecord(r);
       this.renderModelCard(r.model);
       this.renderFeedbackForm(r);
       await this.loadImages(r);
@@ -269,6 +272,28 @@ class App {
       ? "No faithfulness score was recorded for this saliency map."
       : `Deletion AUC ${fa.deletionAuc.toFixed(2)} against ${fa.randomDeletionAuc == null ? "—" : fa.randomDeletionAuc.toFixed(2)} for a random map (${r.saliencyMethod || "saliency"}). ` +
         "Lower than random means that removing the highlighted pixels first lowers the model's score faster: the map reflects what the model used.";
+  }
+
+  /** Whether radsight's write-back filed this result in the EHR's own record: the EHR is asked
+   *  directly, with the clinician's token, for the DiagnosticReport carrying the result's id. */
+  async renderRecord(r) {
+    const line = $("ehr-record");
+    line.dataset.record = "searching";
+    line.textContent = "Looking for this result in the EHR record…";
+    try {
+      const found = await this.api.client.request(`DiagnosticReport?identifier=${encodeURIComponent(`${RESULT_SYSTEM}|${r.id}`)}`);
+      const report = ((found && found.entry) || []).map((e) => e.resource).find((x) => x && x.resourceType === "DiagnosticReport");
+      if (this.result !== r) return; // another result was opened meanwhile
+      line.dataset.record = report ? "filed" : "absent";
+      const ai = report && (report.meta && report.meta.security || []).some((s) => s.code === "AIAST");
+      line.textContent = report
+        ? `Filed in the EHR record as DiagnosticReport/${report.id}${report.issued ? `, issued ${fmtTime(report.issued)}` : ""}${ai ? ", labelled as asserted by AI" : ""}.`
+        : "Not in the EHR record: radsight files results there only where the EHR is configured as an output, and this one has not arrived (yet).";
+    } catch (e) {
+      if (this.result !== r) return;
+      line.dataset.record = "unknown";
+      line.textContent = `The EHR record could not be searched (${e.message}).`;
+    }
   }
 
   renderModelCard(model) {

@@ -6,9 +6,10 @@
 //! Both carry the log receipt, which the independent verifier checks.
 //!
 //! The faults: AE and an ACK that never comes are retried with the same message; a refused
-//! assertion (wrong key, wrong `aud`) is retried as configured, then dead, and revived once
-//! fixed; a token the EHR stops honouring is fetched again; 503 and 412 are retried; 403 is dead
-//! at once; and a kill -9 with deliveries pending loses and duplicates nothing.
+//! assertion (wrong key, wrong `aud`) is retried as configured, then dead, with the EHR's
+//! reason, and `outbox retry` revives it; a replayed assertion is refused; a token the EHR stops
+//! honouring is fetched again; 503 and 412 are retried; 403 is dead at once; MLLP goes over
+//! mutual TLS; and a kill -9 with deliveries pending loses and duplicates nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -362,7 +363,7 @@ async fn a_result_reaches_the_ris_as_an_oru_and_the_ehr_record_as_a_bundle_both_
     assert_eq!(field(ris.received().last().unwrap(), "MSH", 10), control);
 }
 
-async fn refused_assertions_are_retried_then_dead_and_a_fixed_registration_delivers(backend: Backend) {
+async fn refused_assertions_are_retried_as_configured_then_dead_and_a_replay_is_refused(backend: Backend) {
     let ehr = start_ehr().await;
     // The token endpoint as configured carries a query: the assertion's `aud` is then not the
     // endpoint's URL, and the EHR refuses it.
@@ -395,6 +396,32 @@ async fn refused_assertions_are_retried_then_dead_and_a_fixed_registration_deliv
     let listed = app.cli(&["outbox", "list", "--state", "dead"]);
     assert!(listed.stdout.contains("token-refused"), "{}", listed.stdout);
     assert_eq!(ehr.resources("DiagnosticReport").len(), 0);
+
+    // The EHR checks an assertion signed with radsight's key against radsight's published JWKS,
+    // and refuses the same assertion a second time.
+    let key = radsight::keys::keyring::Keyring::open(&app.settings.outputs.keys_dir).active().unwrap().unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({"iss": BACKEND_CLIENT, "sub": BACKEND_CLIENT, "aud": ehr.token_endpoint(), "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string()});
+    let assertion = key.sign(&claims, None).unwrap();
+    let ask = || async {
+        reqwest::Client::new()
+            .post(ehr.token_endpoint())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(crate::smart_ehr::form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/DiagnosticReport.c"),
+                ("client_assertion_type", radsight_demo_ehr::JWT_BEARER_ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ]))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ask().await, 200, "{:?}", ehr.token_refusals());
+    assert_eq!(ask().await, 401, "a replayed assertion is refused");
+    assert!(ehr.token_refusals().last().unwrap().contains("jti"), "{:?}", ehr.token_refusals());
 }
 
 async fn an_expired_token_is_fetched_again_and_503_and_412_are_retried_but_403_is_dead(backend: Backend) {
@@ -554,7 +581,7 @@ async fn the_oru_goes_over_mutual_tls_and_a_ris_certificate_from_another_ca_is_n
 backend_tests!(
     the_oru_goes_over_mutual_tls_and_a_ris_certificate_from_another_ca_is_not_trusted,
     a_result_reaches_the_ris_as_an_oru_and_the_ehr_record_as_a_bundle_both_with_the_receipt,
-    refused_assertions_are_retried_then_dead_and_a_fixed_registration_delivers,
+    refused_assertions_are_retried_as_configured_then_dead_and_a_replay_is_refused,
     an_expired_token_is_fetched_again_and_503_and_412_are_retried_but_403_is_dead,
     deliveries_pending_at_a_kill_reach_the_ris_and_the_ehr_once_after_restart,
 );

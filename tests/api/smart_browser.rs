@@ -1,7 +1,8 @@
 //! The SMART app end to end in headless Chromium (tests/browser/smart_app.mjs): launched from
 //! the fixture EHR's launcher page with PKCE, it lists the patient's studies, draws a result
 //! with its overlay (the canvas changes when the overlay is toggled), records feedback, opens
-//! the study a card's appContext names, and shows clear pages for an unknown or unreachable
+//! the study a card's appContext names, says whether the result is filed in the EHR's record
+//! (asking the EHR), and shows clear pages for an unknown or unreachable
 //! EHR, a denied consent, a forged state and a launch without a patient. Screenshots go to a
 //! folder the test prints.
 
@@ -9,10 +10,67 @@ use std::process::Command;
 
 use radsight::store::entities::{audit_entry, result_feedback};
 use sea_orm::EntityTrait;
+use serde_json::{Value, json};
 
 use crate::helpers::{Backend, PATIENT, example};
 use crate::smart_ehr::{spawn_smart_app, unreachable_ehr};
 use crate::synthetic::{SyntheticStudy, insert_synthetic};
+
+/// Files a DiagnosticReport for `result_id` in the EHR's record with a SMART Backend Services
+/// token of a client registered here.
+async fn file_in_record(sim: &radsight_demo_ehr::EhrSim, result_id: &str) {
+    let key = radsight::keys::ClientKey::generate(jsonwebtoken::Algorithm::ES384).unwrap();
+    sim.register_backend_client(radsight_demo_ehr::BackendClient {
+        client_id: "filer".into(),
+        jwks_url: None,
+        jwks: Some(serde_json::to_value(key.jwks()).unwrap()),
+        scopes: vec!["system/DiagnosticReport.c".into()],
+    });
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let assertion = key
+        .sign(
+            &json!({"iss": "filer", "sub": "filer", "aud": sim.token_endpoint(), "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string()}),
+            None,
+        )
+        .unwrap();
+    let http = reqwest::Client::new();
+    let token: Value = serde_json::from_slice(
+        &http
+            .post(sim.token_endpoint())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(crate::smart_ehr::form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/DiagnosticReport.c"),
+                ("client_assertion_type", radsight_demo_ehr::JWT_BEARER_ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ]))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let report = json!({
+        "resourceType": "DiagnosticReport",
+        "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "AIAST"}]},
+        "identifier": [{"system": radsight::results::fhir::RESULT_SYSTEM, "value": result_id}],
+        "status": "final",
+        "code": {"text": "AI analysis of imaging study"},
+        "subject": {"reference": format!("Patient/{PATIENT}")},
+        "issued": "2026-12-03T08:00:00Z",
+    });
+    let resp = http
+        .post(format!("{}/DiagnosticReport", sim.fhir_base()))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("content-type", "application/fhir+json")
+        .body(report.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+}
 
 async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_links(backend: Backend) {
     let (app, ehr) = spawn_smart_app(backend).await;
@@ -25,6 +83,9 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     let second = seed("1.2.826.0.7.2", Some("done"), "Chest X-ray follow-up").await.unwrap();
     seed("1.2.826.0.7.3", Some("pending"), "Chest X-ray (today)").await;
     seed("1.2.826.0.7.4", Some("failed"), "Chest X-ray (portable)").await;
+    // The deep-linked result was filed in the EHR's record (as radsight's write-back does, here
+    // straight through the EHR's backend-services API); the first one was not.
+    file_in_record(&ehr.sim, &second).await;
     // A card showed the result before the clinician opened the app.
     app.hook("radsight-patient-view", &example("patient-view")).await.cards();
 
@@ -47,6 +108,12 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     assert!(text.contains("overlay toggled: pixels changed"), "{text}");
     assert!(text.contains("feedback: recorded"), "{text}");
     assert!(text.contains("deep link: opened 1.2.826.0.7.2"), "{text}");
+    assert!(text.contains("ehr record: absent: Not in the EHR record"), "{text}");
+    assert!(
+        text.contains("deep link ehr record: filed: Filed in the EHR record as DiagnosticReport/")
+            && text.contains("labelled as asserted by AI"),
+        "{text}"
+    );
     assert!(text.contains("unknown iss: This EHR is not registered with radsight"), "{text}");
     assert!(text.contains("denied: Access was not granted"), "{text}");
     assert!(text.contains("forged state: This launch has expired or is not valid"), "{text}");

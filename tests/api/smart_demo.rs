@@ -107,6 +107,25 @@ async fn the_demo_ehr_launches_the_app_on_its_synthetic_patient(backend: Backend
     let states: Vec<&str> = studies["studies"].as_array().unwrap().iter().map(|s| s["analysis"]["state"].as_str().unwrap()).collect();
     assert_eq!(states.len(), 2, "{studies}");
     assert!(states.contains(&"done") && states.contains(&"pending"), "{states:?}");
+
+    // The analysed study's result was written back into the demo EHR's record (SMART Backend
+    // Services with radsight's own key), where the clinician's own token finds it.
+    crate::pacs_outputs::wait_for_deliveries(&app, "the demo result in the demo EHR", |r| {
+        r.iter().any(|d| d.kind == "fhir-bundle" && d.state == "delivered")
+    })
+    .await;
+    let resp = http
+        .get(format!("{iss}/DiagnosticReport?subject=Patient/{DEMO_PATIENT}"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let found: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let reports = found["entry"].as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{found}");
+    assert_eq!(reports[0]["resource"]["identifier"][0]["system"], radsight::results::fhir::RESULT_SYSTEM);
+    assert_eq!(reports[0]["resource"]["meta"]["security"][0]["code"], "AIAST");
 }
 
 backend_tests!(the_demo_ehr_launches_the_app_on_its_synthetic_patient);

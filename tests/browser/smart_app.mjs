@@ -67,6 +67,8 @@ try {
   await page.click("#zoom-in");
   console.log(`findings: ${(await page.$$eval("#findings tr", (r) => r.map((x) => x.textContent))).join(" | ")}`);
   console.log(`model card: ${(await page.textContent("#model-card")).slice(0, 120)}`);
+  await page.waitForSelector("#ehr-record:not([data-record=searching])", T);
+  console.log(`ehr record: ${await page.getAttribute("#ehr-record", "data-record")}: ${await page.textContent("#ehr-record")}`);
   console.log(`disclaimer: ${await page.textContent("#disclaimer")}`);
 
   // 3. Feedback creates a stored, audited record (the Rust test checks the database).
@@ -94,6 +96,8 @@ try {
   await deep.waitForSelector("body[data-ready=true]", T);
   await deep.waitForSelector("#study:not([hidden])", T);
   console.log(`deep link: opened ${await deep.getAttribute("#study", "data-study")}`);
+  await deep.waitForSelector("#ehr-record:not([data-record=searching])", T);
+  console.log(`deep link ehr record: ${await deep.getAttribute("#ehr-record", "data-record")}: ${await deep.textContent("#ehr-record")}`);
 
   // 5. Clear pages: unknown iss, denied consent, forged state, unreachable EHR.
   const err = await newPage();
