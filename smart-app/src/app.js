@@ -251,7 +251,11 @@ class App {
       this.api.bitmap(`/api/results/${r.id}/image.png`),
       r.artefacts.some((a) => a.kind === "heatmap-png") ? this.api.bitmap(`/api/results/${r.id}/heatmap.png`) : null,
     ]);
-    const box = r.explanation && r.explanation.bbox;
+    // The box is in source pixels; the stored pictures may be the source shrunk for display.
+    const source = r.explanation && r.explanation.letterbox;
+    const f = source && source.source_width ? image.width / source.source_width : 1;
+    const raw = r.explanation && r.explanation.bbox;
+    const box = raw && { x: raw.x * f, y: raw.y * f, width: raw.width * f, height: raw.height * f };
     this.viewer.load(image, heatmap, box);
     $("overlay").disabled = !heatmap;
     $("bbox").disabled = !box;

@@ -278,7 +278,8 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
         })
         .collect();
 
-    let artefacts = render::artefacts(&source, &source_map).map_err(AnalysisError::Render)?;
+    let artefacts = render::artefacts(&source, &source_map, &map).map_err(AnalysisError::Render)?;
+    let k = render::display_factor(w, h);
     let explanation = json!({
         "method": method_name(&s.method),
         "params": s.method,
@@ -294,6 +295,9 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
         "window": {"center": decoded.window.center, "width": decoded.window.width, "source": format!("{:?}", decoded.window.source)},
         "letterbox": {"size": letterbox.size, "scale": letterbox.scale, "pad_x": letterbox.pad_x, "pad_y": letterbox.pad_y,
                       "source_width": letterbox.source_width, "source_height": letterbox.source_height},
+        // The stored pictures: the source shrunk by `factor` (peak and bbox above are in source
+        // pixels; divide by `factor` for the pictures). The raw map is on the letterbox grid.
+        "display": {"factor": k, "width": w.div_ceil(k), "height": h.div_ceil(k)},
     });
     let card = model.card();
     Ok(Analysed {

@@ -1,24 +1,67 @@
-//! The pictures kept with a result, all on the source pixel grid: the windowed original, the
-//! saliency blended over it (for people and cards), the colour-mapped saliency with alpha from
-//! the map (for the app's canvas, so opacity and the overlay toggle work), and the raw map.
+//! The pictures kept with a result, on the display grid: the windowed original, the saliency
+//! blended over it (for people, cards and the PACS), the colour-mapped saliency with alpha from
+//! the map (for the app's canvas, so opacity and the overlay toggle work); and the raw map on the
+//! model's own grid.
+//!
+//! **Stored at the resolution that carries information.** The model sees its input (96×96 for
+//! the shipped model); its saliency map has no finer detail than that grid, so the raw map is
+//! kept there (the letterbox geometry in the explanation maps it onto the source). Pictures are
+//! for screens: a source larger than [`DISPLAY_MAX_SIDE`] is shrunk by a whole factor (each
+//! display pixel the mean of the block it covers), so a 2048×2048 radiograph keeps 1024×1024
+//! pictures instead of four full-resolution copies (about 30 MB per result before).
 
 use radsight_dicom::GrayImage;
 use radsight_vision::render::{OverlayOptions, grayscale_png, overlay_png, viridis_lut};
 
 use crate::results::store::{Artefact, ArtefactKind};
 
-pub fn artefacts(source: &GrayImage, map: &GrayImage) -> Result<Vec<Artefact>, String> {
-    let (w, h) = (source.width(), source.height());
+/// The longest side a stored picture may have.
+pub const DISPLAY_MAX_SIDE: u32 = 1024;
+
+/// The whole factor that brings a `width`×`height` source within [`DISPLAY_MAX_SIDE`] (1 when it
+/// already is).
+pub fn display_factor(width: u32, height: u32) -> u32 {
+    width.max(height).div_ceil(DISPLAY_MAX_SIDE).max(1)
+}
+
+/// Shrinks by a whole factor `k`: each output pixel is the mean of the k×k block it covers (the
+/// blocks at the right and bottom edges may be partial and average what they hold).
+pub fn shrink(image: &GrayImage, k: u32) -> GrayImage {
+    if k <= 1 {
+        return image.clone();
+    }
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let k = k as usize;
+    let (dw, dh) = (w.div_ceil(k), h.div_ceil(k));
+    let mut sums = vec![0f64; dw * dh];
+    let mut counts = vec![0u32; dw * dh];
+    for (y, row) in image.data().chunks_exact(w).enumerate() {
+        let out = (y / k) * dw;
+        for (x, &v) in row.iter().enumerate() {
+            sums[out + x / k] += f64::from(v);
+            counts[out + x / k] += 1;
+        }
+    }
+    let data = sums.iter().zip(&counts).map(|(s, &n)| (s / f64::from(n)) as f32).collect();
+    GrayImage::new(dw as u32, dh as u32, data).expect("the shrunk size matches its data")
+}
+
+/// The artefacts of one analysis: `source` and `source_map` on the source grid (shrunk here for
+/// the pictures), `model_map` the saliency map on the model's input grid.
+pub fn artefacts(source: &GrayImage, source_map: &GrayImage, model_map: &GrayImage) -> Result<Vec<Artefact>, String> {
+    let k = display_factor(source.width(), source.height());
+    let (image, map) = (shrink(source, k), shrink(source_map, k));
+    let (w, h) = (image.width(), image.height());
     let (wu, hu) = (w as usize, h as usize);
-    let image = grayscale_png(source.data(), wu, hu).map_err(|e| e.to_string())?;
-    let overlay = overlay_png(source.data(), map.data(), wu, hu, OverlayOptions::default()).map_err(|e| e.to_string())?;
+    let picture = grayscale_png(image.data(), wu, hu).map_err(|e| e.to_string())?;
+    let overlay = overlay_png(image.data(), map.data(), wu, hu, OverlayOptions::default()).map_err(|e| e.to_string())?;
     let heatmap = heatmap_png(map.data(), w, h)?;
-    let raw: Vec<u8> = map.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw: Vec<u8> = model_map.data().iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok(vec![
-        Artefact { kind: ArtefactKind::ImagePng, width: w, height: h, bytes: image },
+        Artefact { kind: ArtefactKind::ImagePng, width: w, height: h, bytes: picture },
         Artefact { kind: ArtefactKind::SaliencyPng, width: w, height: h, bytes: overlay },
         Artefact { kind: ArtefactKind::HeatmapPng, width: w, height: h, bytes: heatmap },
-        Artefact { kind: ArtefactKind::SaliencyMap, width: w, height: h, bytes: raw },
+        Artefact { kind: ArtefactKind::SaliencyMap, width: model_map.width(), height: model_map.height(), bytes: raw },
     ])
 }
 
@@ -41,4 +84,45 @@ pub fn heatmap_png(map: &[f32], width: u32, height: u32) -> Result<Vec<u8>, Stri
         writer.write_image_data(&rgba).map_err(|e| e.to_string())?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_sources_shrink_by_a_whole_factor_to_the_display_bound() {
+        assert_eq!(display_factor(1024, 800), 1);
+        assert_eq!(display_factor(2048, 2048), 2);
+        assert_eq!(display_factor(3000, 2500), 3);
+        assert_eq!(display_factor(1025, 10), 2);
+        for (w, h) in [(2048, 2048), (3000, 2500), (1025, 7)] {
+            let k = display_factor(w, h);
+            let shrunk = shrink(&GrayImage::new(w, h, vec![0.5; (w * h) as usize]).unwrap(), k);
+            assert!(shrunk.width().max(shrunk.height()) <= DISPLAY_MAX_SIDE, "{w}x{h} -> {}x{}", shrunk.width(), shrunk.height());
+        }
+    }
+
+    #[test]
+    fn shrinking_averages_each_block_including_partial_edge_blocks() {
+        // 3×2 source, factor 2: blocks {0,1,3,4}, {2,5}.
+        let source = GrayImage::new(3, 2, vec![0.0, 1.0, 0.2, 1.0, 0.0, 0.4]).unwrap();
+        let shrunk = shrink(&source, 2);
+        assert_eq!((shrunk.width(), shrunk.height()), (2, 1));
+        assert!((shrunk.data()[0] - 0.5).abs() < 1e-6 && (shrunk.data()[1] - 0.3).abs() < 1e-6, "{:?}", shrunk.data());
+    }
+
+    #[test]
+    fn the_raw_map_is_kept_on_the_model_grid_and_the_pictures_on_the_display_grid() {
+        let source = GrayImage::new(2048, 1536, vec![0.25; 2048 * 1536]).unwrap();
+        let source_map = GrayImage::new(2048, 1536, vec![0.75; 2048 * 1536]).unwrap();
+        let model_map = GrayImage::new(96, 96, vec![0.75; 96 * 96]).unwrap();
+        let stored = artefacts(&source, &source_map, &model_map).unwrap();
+        for a in &stored {
+            match a.kind {
+                ArtefactKind::SaliencyMap => assert_eq!((a.width, a.height, a.bytes.len()), (96, 96, 96 * 96 * 4)),
+                _ => assert_eq!((a.width, a.height), (1024, 768), "{:?}", a.kind),
+            }
+        }
+    }
 }

@@ -215,4 +215,45 @@ mod tests {
         let with_err = format!("{}ERR|||207|E||||Patient unknown\r", ack("AE", "RS1"));
         assert_eq!(judge_ack(&with_err, "RS1").unwrap_err().detail.as_deref(), Some("Patient unknown"));
     }
+
+    /// The ACK comes from another system: seeded random mutations of real ACKs (flipped,
+    /// inserted and dropped bytes, truncation, other separators) never panic, and nothing but
+    /// an accept naming this message's control id is ever a delivery.
+    #[test]
+    fn mutated_acks_never_panic_and_only_an_accept_for_this_message_delivers() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = [
+            "MSH|^~\\&|RIS|H|RADSIGHT||20261203||ACK^R01^ACK|A1|P|2.5.1\rMSA|AA|RS1\r",
+            "MSH#^~\\&#RIS#H#RADSIGHT##20261203##ACK#A2#P#2.5.1\rMSA#AE#RS1#bad\rERR###207#E####x\r",
+            "MSH|^~\\&|RIS|H|RADSIGHT||20261203||ACK|A3|P|2.3\nMSA|CA|RS1\n",
+        ];
+        let alphabet = b"|^~\\&#MSAERHCR1S\r\n \xc3\xa9\x00";
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                match next() % 4 {
+                    0 if at < bytes.len() => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    2 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if judge_ack(&text, "RS1").is_ok() {
+                let sep = text.chars().nth(3).unwrap();
+                let msa = text.split(['\r', '\n']).find(|s| s.starts_with("MSA")).unwrap();
+                let fields: Vec<&str> = msa.split(sep).collect();
+                assert!(matches!(fields[1], "AA" | "CA") && fields[2] == "RS1", "{text:?} was taken as a delivery");
+            }
+        }
+    }
 }

@@ -42,13 +42,15 @@ pub struct ModelIdentity {
 /// The pictures and maps kept with a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArtefactKind {
-    /// The windowed original, grayscale PNG, source size.
+    /// The windowed original, grayscale PNG, on the display grid (the source, shrunk by a whole
+    /// factor to at most 1024 pixels a side; see `analysis::render`).
     ImagePng,
-    /// The saliency map blended over the windowed original, RGB PNG, source size.
+    /// The saliency map blended over the windowed original, RGB PNG, display grid.
     SaliencyPng,
-    /// The colour-mapped saliency with alpha from the map, RGBA PNG, source size.
+    /// The colour-mapped saliency with alpha from the map, RGBA PNG, display grid.
     HeatmapPng,
-    /// The saliency map on the source grid, little-endian f32, row-major.
+    /// The saliency map on the model's (letterboxed) input grid, little-endian f32, row-major.
+    /// Results stored before 2026-12-03 hold it on the source grid; `width`/`height` say which.
     SaliencyMap,
 }
 

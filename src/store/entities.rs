@@ -166,8 +166,9 @@ pub mod result_artefact {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub result_id: String,
-        /// `saliency-map` (little-endian f32 on the source grid) | `saliency-png` (overlay for
-        /// people) | `heatmap-png` (RGBA colour map, alpha from the map) | `image-png` (windowed).
+        /// `saliency-map` (little-endian f32 on the model's grid; on the source grid in rows
+        /// from before 2026-12-03) | `saliency-png` (overlay for people) | `heatmap-png` (RGBA
+        /// colour map, alpha from the map) | `image-png` (windowed); pictures on the display grid.
         #[sea_orm(primary_key, auto_increment = false)]
         pub kind: String,
         pub media_type: String,

@@ -146,7 +146,46 @@ fn toml_weights_hash() -> String {
     card.weights.sha256
 }
 
+/// A 2048×2048 radiograph: the result keeps its pictures at 1024×1024 and the raw map on the
+/// model's 96×96 grid, a few megabytes instead of four full-resolution copies, while the peak
+/// and box stay in source pixels and the app's picture and the overlay agree in size.
+async fn a_large_radiograph_is_stored_at_display_size_with_the_map_on_the_model_grid(backend: Backend) {
+    use radsight::store::entities::result_artefact;
+    let app = app_with_pacs(backend, 64 * 1024 * 1024).await;
+    let study = fresh_uid();
+    let meta =
+        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-BIG" };
+    upload(phantom_part10(&meta, 2048, 2048, &nodule_phantom(2048))).await;
+    let mut client = MllpClient::connect(&app).await;
+    assert_eq!(client.send(&chest_oru("BIG-1", &study)).await.code(), "AA");
+    let jobs = app.wait_for_jobs("the study to be analysed", |j| j.len() == 1 && matches!(j[0].state.as_str(), "succeeded" | "dead")).await;
+    assert_eq!(jobs[0].state, "succeeded", "{:?}", jobs[0].last_error);
+
+    let stored = result_artefact::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    for a in &stored {
+        let size = (a.width, a.height);
+        match a.kind.as_str() {
+            "saliency-map" => assert_eq!((size, a.bytes.len()), ((96, 96), 96 * 96 * 4), "the map on the model's grid"),
+            _ => {
+                assert_eq!(size, (1024, 1024), "{} on the display grid", a.kind);
+                assert_eq!(png_size(&a.bytes), (1024, 1024), "{}", a.kind);
+            }
+        }
+    }
+    let total: usize = stored.iter().map(|a| a.bytes.len()).sum();
+    // Four full-resolution copies of this phantom came to over 16 MB (the f32 map alone 16 MiB).
+    assert!(total < 4 << 20, "{total} bytes stored");
+    let r = &analysis_result::Entity::find().all(&app.db).await.unwrap()[0];
+    let explanation: Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
+    assert_eq!(explanation["display"], serde_json::json!({"factor": 2, "width": 1024, "height": 1024}));
+    let bbox = &explanation["bbox"];
+    assert!(bbox["x"].as_f64().unwrap() + bbox["width"].as_f64().unwrap() <= 2048.0, "the box is in source pixels: {bbox}");
+    assert!(bbox["width"].as_f64().unwrap() >= 2048.0 / 96.0, "a box on the source grid spans whole model pixels: {bbox}");
+}
+
 backend_tests!(
+    a_large_radiograph_is_stored_at_display_size_with_the_map_on_the_model_grid,
     an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_fhir_bundle,
     a_model_whose_weights_do_not_match_its_card_is_refused_and_the_refusal_audited,
 );
