@@ -174,8 +174,9 @@ async fn a_large_radiograph_is_stored_at_display_size_with_the_map_on_the_model_
         }
     }
     let total: usize = stored.iter().map(|a| a.bytes.len()).sum();
-    // Four full-resolution copies of this phantom came to over 16 MB (the f32 map alone 16 MiB).
-    assert!(total < 4 << 20, "{total} bytes stored");
+    // Four full-resolution copies of this phantom came to about 30 MB (the f32 map alone 16 MiB);
+    // issue 16's goal is at most 2 MB per 2048² result.
+    assert!(total <= 2_000_000, "{total} bytes stored");
     let r = &analysis_result::Entity::find().all(&app.db).await.unwrap()[0];
     let explanation: Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
     assert_eq!(explanation["display"], serde_json::json!({"factor": 2, "width": 1024, "height": 1024}));
