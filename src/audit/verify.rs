@@ -12,17 +12,21 @@
 //! - a checkpoint larger than the log means the newest entries were removed.
 //!
 //! Checkpoint signatures are checked with the log's verifier key when one is given.
+//!
+//! Pages are read as one aggregated row each, hashed on every core while the next page is read,
+//! and their tree nodes compared behind; problems are still reported in log order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryOrder, Statement};
+use sha2::Digest;
 
 use super::checkpoint::{self, CheckpointError, VerifierKey};
 use super::merkle::{self, Hash, NodeId};
 use super::tree::to_hex;
 use super::{Canonical, GENESIS_HASH};
-use crate::store::entities::{audit_checkpoint, audit_entry, audit_node};
+use crate::store::entities::{audit_checkpoint, audit_entry};
 
 /// The first place the log does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,9 +114,99 @@ async fn collect_checkpoints(db: &DatabaseConnection, opts: &VerifyOptions<'_>) 
     Ok(map)
 }
 
+/// Entries read per page: memory stays flat (a page, the tree's frontier and the checkpoints).
+const PAGE: u64 = 4096;
+
+/// One page of entries in sequence order after `after`.
+///
+/// The page comes back as one row holding a JSON array of rows: SQLite's driver hands each row
+/// over from its worker thread on its own, and at a million entries that hand-over (wake-ups
+/// and allocations per row) cost more than hashing them.
+async fn page_after(db: DatabaseConnection, after: i64) -> Result<Vec<audit_entry::Model>, DbErr> {
+    const COLUMNS: &str =
+        "seq, format_version, recorded_at, action, outcome, actor_iss, actor_user, patient_ref, entities, detail, prev_hash, entry_hash";
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "SELECT json_agg(json_build_array({COLUMNS}) ORDER BY seq)::text AS page FROM \
+             (SELECT {COLUMNS} FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2) p"
+        ),
+        _ => format!(
+            "SELECT json_group_array(json_array({COLUMNS})) AS page FROM \
+             (SELECT {COLUMNS} FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ?)"
+        ),
+    };
+    let row = db.query_one_raw(Statement::from_sql_and_values(backend, sql, [after.into(), (PAGE as i64).into()])).await?;
+    let Some(text) = row.map(|r| r.try_get::<Option<String>>("", "page")).transpose()?.flatten() else {
+        return Ok(Vec::new());
+    };
+    type Row = (i64, i32, String, String, String, Option<String>, Option<String>, Option<String>, String, String, String, String);
+    let rows: Vec<Row> = serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("reading a page of the audit trail: {e}")))?;
+    let mut page: Vec<audit_entry::Model> = rows
+        .into_iter()
+        .map(
+            |(
+                seq,
+                format_version,
+                recorded_at,
+                action,
+                outcome,
+                actor_iss,
+                actor_user,
+                patient_ref,
+                entities,
+                detail,
+                prev_hash,
+                entry_hash,
+            )| {
+                audit_entry::Model {
+                    seq,
+                    format_version,
+                    recorded_at,
+                    action,
+                    outcome,
+                    actor_iss,
+                    actor_user,
+                    patient_ref,
+                    entities,
+                    detail,
+                    prev_hash,
+                    entry_hash,
+                }
+            },
+        )
+        .collect();
+    // SQLite's aggregate keeps the subquery's order in practice, but only ORDER BY promises it.
+    page.sort_unstable_by_key(|e| e.seq);
+    Ok(page)
+}
+
+/// Each entry's recomputed chain hash (hex) and Merkle leaf, from one serialisation of its
+/// canonical form, spread over the available cores (the entries are independent; only the
+/// checks that follow are sequential).
+fn hash_page(page: &[audit_entry::Model]) -> Vec<(String, Hash)> {
+    let hash_one = |e: &audit_entry::Model| {
+        let bytes = Canonical::of(e).bytes();
+        (hex::encode(sha2::Sha256::digest(&bytes)), merkle::leaf_hash(&bytes))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads == 1 || page.len() < 256 {
+        return page.iter().map(hash_one).collect();
+    }
+    let chunk = page.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = page.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(hash_one).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|h| h.join().expect("hashing does not panic")).collect()
+    })
+}
+
 /// Walks the whole log in sequence order, a page at a time, in O(log n) memory.
+///
+/// Three things overlap: the next page is read while this one is hashed (on every core) and
+/// checked, and the stored tree nodes a page completed are compared while the next page is
+/// read and hashed. Problems are still reported in log order: a page's node comparison is
+/// awaited before any entry of the following page can be reported.
 pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Result<ChainReport, VerifyError> {
-    const PAGE: u64 = 1000;
     let checkpoints = collect_checkpoints(db, opts).await?;
     let checked = checkpoints.values().map(Vec::len).sum();
     let broken = |b: ChainBreak| VerifyError::Broken(b);
@@ -128,27 +222,38 @@ pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Re
         Ok(())
     };
     check_root(&frontier, size)?;
+    let mut next_page = tokio::spawn(page_after(db.clone(), 0));
+    let mut pending_nodes: Option<tokio::task::JoinHandle<Result<(), VerifyError>>> = None;
     loop {
-        let page = audit_entry::Entity::find()
-            .filter(audit_entry::Column::Seq.gt(previous_seq))
-            .order_by_asc(audit_entry::Column::Seq)
-            .limit(PAGE)
-            .all(db)
-            .await?;
+        let page = next_page.await.map_err(|e| VerifyError::Read(DbErr::Custom(e.to_string())))??;
         if page.is_empty() {
             break;
         }
+        let last_seq = page[page.len() - 1].seq;
+        next_page = tokio::spawn(page_after(db.clone(), last_seq));
+        let (page, hashes) = tokio::task::spawn_blocking(move || {
+            let hashes = hash_page(&page);
+            (page, hashes)
+        })
+        .await
+        .map_err(|e| VerifyError::Read(DbErr::Custom(e.to_string())))?;
+        if let Some(previous) = pending_nodes.take() {
+            previous.await.map_err(|e| VerifyError::Read(DbErr::Custom(e.to_string())))??;
+        }
         let mut expected_nodes = Vec::new();
-        for entry in &page {
-            check_entry(entry, previous_seq, &previous_hash).map_err(broken)?;
-            let leaf = merkle::leaf_hash(&Canonical::of(entry).bytes());
+        for (entry, (recomputed, leaf)) in page.iter().zip(hashes) {
+            check_linked(entry, &recomputed, previous_seq, &previous_hash).map_err(broken)?;
             expected_nodes.extend(merkle::push_leaf(&mut frontier, size, leaf).into_iter().map(|n| (n, entry.seq)));
             size += 1;
             check_root(&frontier, size)?;
             previous_seq = entry.seq;
-            previous_hash = entry.entry_hash.clone();
+            previous_hash = recomputed;
         }
-        compare_nodes(db, &expected_nodes).await?;
+        let db = db.clone();
+        pending_nodes = Some(tokio::spawn(async move { compare_nodes(&db, &expected_nodes).await }));
+    }
+    if let Some(previous) = pending_nodes.take() {
+        previous.await.map_err(|e| VerifyError::Read(DbErr::Custom(e.to_string())))??;
     }
     let entries = size;
     if let Some((size, sources)) = checkpoints.range(entries + 1..).next() {
@@ -174,14 +279,7 @@ async fn compare_nodes(db: &DatabaseConnection, expected: &[ExpectedNode]) -> Re
     }
     for (level, nodes) in by_level {
         let (lo, hi) = (nodes[0].0.0.index, nodes[nodes.len() - 1].0.0.index);
-        let stored: BTreeMap<u64, String> = audit_node::Entity::find()
-            .filter(audit_node::Column::Level.eq(level as i32))
-            .filter(audit_node::Column::Idx.between(lo as i64, hi as i64))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|n| (n.idx as u64, n.hash))
-            .collect();
+        let stored = stored_nodes(db, level, lo, hi).await?;
         for ((id, hash), seq) in nodes {
             if stored.get(&id.index) != Some(&to_hex(hash)) {
                 return Err(VerifyError::Broken(ChainBreak::TreeMismatch { level, index: id.index, first_seq: *seq }));
@@ -191,11 +289,36 @@ async fn compare_nodes(db: &DatabaseConnection, expected: &[ExpectedNode]) -> Re
     Ok(())
 }
 
+/// Stored tree nodes `lo..=hi` of `level`, by index, read as one aggregated row (see
+/// [`page_after`]).
+async fn stored_nodes(db: &DatabaseConnection, level: u32, lo: u64, hi: u64) -> Result<BTreeMap<u64, String>, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT json_agg(json_build_array(idx, hash))::text AS nodes FROM audit_nodes WHERE level = $1 AND idx BETWEEN $2 AND $3"
+        }
+        _ => "SELECT json_group_array(json_array(idx, hash)) AS nodes FROM audit_nodes WHERE level = ? AND idx BETWEEN ? AND ?",
+    };
+    let values = [(level as i32).into(), (lo as i64).into(), (hi as i64).into()];
+    let row = db.query_one_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let Some(text) = row.map(|r| r.try_get::<Option<String>>("", "nodes")).transpose()?.flatten() else {
+        return Ok(BTreeMap::new());
+    };
+    let nodes: Vec<(i64, String)> = serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("reading audit tree nodes: {e}")))?;
+    Ok(nodes.into_iter().map(|(idx, hash)| (idx as u64, hash)).collect())
+}
+
+#[cfg(test)]
 fn check_entry(entry: &audit_entry::Model, previous_seq: i64, previous_hash: &str) -> Result<(), ChainBreak> {
+    check_linked(entry, &Canonical::of(entry).hash(), previous_seq, previous_hash)
+}
+
+/// Checks one entry against its recomputed hash and its predecessor.
+fn check_linked(entry: &audit_entry::Model, recomputed: &str, previous_seq: i64, previous_hash: &str) -> Result<(), ChainBreak> {
     if entry.format_version != super::FORMAT_VERSION {
         return Err(ChainBreak::UnknownFormat { seq: entry.seq, version: entry.format_version });
     }
-    if Canonical::of(entry).hash() != entry.entry_hash {
+    if recomputed != entry.entry_hash {
         return Err(ChainBreak::ContentChanged { seq: entry.seq });
     }
     if entry.prev_hash != previous_hash {

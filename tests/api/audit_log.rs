@@ -157,6 +157,34 @@ async fn a_damaged_tree_node_is_caught(backend: Backend) {
     assert!(v.stderr.contains("tree node 1/2"), "{}", v.stderr);
 }
 
+/// Verify reads the log a page at a time (4,096 entries), hashing one page while reading the
+/// next and comparing tree nodes behind: damage is still reported in log order, across pages.
+async fn damage_is_reported_in_log_order_across_pages(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let log = AuditLog::default();
+    for batch in 0..9 {
+        let mut txn = log.begin(&app.db).await.unwrap();
+        for i in 0..500 {
+            txn.append(AuditEvent::new(Action::HookCall, Outcome::Success).detail("i", batch * 500 + i)).await.unwrap();
+        }
+        txn.commit().await.unwrap();
+    }
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    drop_guards(&app).await;
+    // An entry on the second page changed: named by its sequence number.
+    app.db.execute_unprepared("UPDATE audit_entries SET outcome = 'rejected' WHERE seq = 4200").await.unwrap();
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 2);
+    assert!(v.stderr.contains("entry 4200"), "{}", v.stderr);
+    // A tree node completed on the first page is damaged too: it comes first in the log, so it
+    // is what verify reports, although the second page was already read when it was compared.
+    app.db.execute_unprepared(&format!("UPDATE audit_nodes SET hash = '{}' WHERE level = 3 AND idx = 400", "cd".repeat(32))).await.unwrap();
+    let v = app.cli(&["audit", "verify"]);
+    assert_eq!(v.code, 2);
+    assert!(v.stderr.contains("tree node 3/400"), "{}", v.stderr);
+}
+
 async fn a_chain_only_log_migrates_into_the_tree_with_every_entry(backend: Backend) {
     let app = spawn_app(backend).await;
     append(&app, 20).await; // plus the start entry: 21
@@ -440,6 +468,7 @@ backend_tests!(
     a_rewritten_table_is_caught_by_the_published_checkpoint,
     removing_the_newest_entries_is_caught_as_truncation,
     a_damaged_tree_node_is_caught,
+    damage_is_reported_in_log_order_across_pages,
     a_chain_only_log_migrates_into_the_tree_with_every_entry,
     only_auditors_with_the_audit_scope_reach_the_audit_api,
     exports_are_valid_fhir_audit_events_and_filter_by_patient,
