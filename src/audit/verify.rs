@@ -140,42 +140,9 @@ async fn page_after(db: DatabaseConnection, after: i64) -> Result<Vec<audit_entr
     let Some(text) = row.map(|r| r.try_get::<Option<String>>("", "page")).transpose()?.flatten() else {
         return Ok(Vec::new());
     };
-    type Row = (i64, i32, String, String, String, Option<String>, Option<String>, Option<String>, String, String, String, String);
-    let rows: Vec<Row> = serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("reading a page of the audit trail: {e}")))?;
-    let mut page: Vec<audit_entry::Model> = rows
-        .into_iter()
-        .map(
-            |(
-                seq,
-                format_version,
-                recorded_at,
-                action,
-                outcome,
-                actor_iss,
-                actor_user,
-                patient_ref,
-                entities,
-                detail,
-                prev_hash,
-                entry_hash,
-            )| {
-                audit_entry::Model {
-                    seq,
-                    format_version,
-                    recorded_at,
-                    action,
-                    outcome,
-                    actor_iss,
-                    actor_user,
-                    patient_ref,
-                    entities,
-                    detail,
-                    prev_hash,
-                    entry_hash,
-                }
-            },
-        )
-        .collect();
+    // Each row is an array of the columns in the entity's field order (COLUMNS above).
+    let mut page: Vec<audit_entry::Model> =
+        serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("reading a page of the audit trail: {e}")))?;
     // SQLite's aggregate keeps the subquery's order in practice, but only ORDER BY promises it.
     page.sort_unstable_by_key(|e| e.seq);
     Ok(page)

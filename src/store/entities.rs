@@ -11,7 +11,9 @@ macro_rules! no_relations {
 pub mod audit_entry {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// Deserialise from a JSON object or an array of the columns in declaration order (how `audit
+    /// verify` reads a page).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
     #[sea_orm(table_name = "audit_entries")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

@@ -400,27 +400,10 @@ async fn refused_assertions_are_retried_as_configured_then_dead_and_a_replay_is_
     // The EHR checks an assertion signed with radsight's key against radsight's published JWKS,
     // and refuses the same assertion a second time.
     let key = radsight::keys::keyring::Keyring::open(&app.settings.outputs.keys_dir).active().unwrap().unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({"iss": BACKEND_CLIENT, "sub": BACKEND_CLIENT, "aud": ehr.token_endpoint(), "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string()});
-    let assertion = key.sign(&claims, None).unwrap();
-    let ask = || async {
-        reqwest::Client::new()
-            .post(ehr.token_endpoint())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(crate::smart_ehr::form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "system/DiagnosticReport.c"),
-                ("client_assertion_type", radsight_demo_ehr::JWT_BEARER_ASSERTION_TYPE),
-                ("client_assertion", &assertion),
-            ]))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(ask().await, 200, "{:?}", ehr.token_refusals());
-    assert_eq!(ask().await, 401, "a replayed assertion is refused");
+    let assertion = crate::smart_ehr::backend_assertion(&ehr, &key, BACKEND_CLIENT);
+    let ask = || crate::smart_ehr::backend_token(&ehr, &assertion, "system/DiagnosticReport.c");
+    assert_eq!(ask().await.0, 200, "{:?}", ehr.token_refusals());
+    assert_eq!(ask().await.0, 401, "a replayed assertion is refused");
     assert!(ehr.token_refusals().last().unwrap().contains("jti"), "{:?}", ehr.token_refusals());
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use radsight::store::entities::{audit_entry, result_feedback};
 use sea_orm::EntityTrait;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{Backend, PATIENT, example};
 use crate::smart_ehr::{spawn_smart_app, unreachable_ehr};
@@ -26,32 +26,10 @@ async fn file_in_record(sim: &radsight_demo_ehr::EhrSim, result_id: &str) {
         jwks: Some(serde_json::to_value(key.jwks()).unwrap()),
         scopes: vec!["system/DiagnosticReport.c".into()],
     });
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let assertion = key
-        .sign(
-            &json!({"iss": "filer", "sub": "filer", "aud": sim.token_endpoint(), "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string()}),
-            None,
-        )
-        .unwrap();
+    let assertion = crate::smart_ehr::backend_assertion(sim, &key, "filer");
+    let (status, token) = crate::smart_ehr::backend_token(sim, &assertion, "system/DiagnosticReport.c").await;
+    assert_eq!(status, 200, "{token}");
     let http = reqwest::Client::new();
-    let token: Value = serde_json::from_slice(
-        &http
-            .post(sim.token_endpoint())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(crate::smart_ehr::form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "system/DiagnosticReport.c"),
-                ("client_assertion_type", radsight_demo_ehr::JWT_BEARER_ASSERTION_TYPE),
-                ("client_assertion", &assertion),
-            ]))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
     let report = json!({
         "resourceType": "DiagnosticReport",
         "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "AIAST"}]},

@@ -140,3 +140,31 @@ pub async fn spawn_smart_app(backend: Backend) -> (TestApp, SmartEhr) {
     });
     (app, ehr)
 }
+
+/// A SMART Backend Services assertion for `client` at `sim`'s token endpoint, signed by `key`
+/// (four minutes, a fresh `jti`).
+pub fn backend_assertion(sim: &EhrSim, key: &radsight::keys::ClientKey, client: &str) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = serde_json::json!({
+        "iss": client, "sub": client, "aud": sim.token_endpoint(), "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    key.sign(&claims, None).unwrap()
+}
+
+/// Asks `sim`'s token endpoint for a client_credentials token with `assertion`: (status, body).
+pub async fn backend_token(sim: &EhrSim, assertion: &str, scope: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(sim.token_endpoint())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("client_assertion_type", radsight_demo_ehr::JWT_BEARER_ASSERTION_TYPE),
+            ("client_assertion", assertion),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null))
+}
