@@ -13,7 +13,7 @@ use super::{AfterFailure, OutputKind, claim, delivered, ehr, failed, keep_payloa
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::backend_auth::BackendTokens;
-use crate::configuration::Settings;
+use crate::configuration::{EhrDestination, RisDestination, Settings};
 use crate::dicomweb::{DicomwebClient, PacsCredentialStore};
 use crate::state::Shutdown;
 use crate::store::entities::outbox;
@@ -141,11 +141,26 @@ pub async fn deliver_once(ctx: &DeliveryContext) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// A delivery's destination as configured.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// `row.destination` is the DICOMweb root itself.
+    Pacs,
+    Ris(&'a RisDestination),
+    Ehr(&'a EhrDestination),
+}
+
 /// Builds (first time only) and sends the delivery's object.
 async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<Sent, Failure> {
     let kind = OutputKind::parse(&row.kind).ok_or(Failure::new("unknown-output-kind", true))?;
     let outputs = &ctx.settings.outputs;
+    // Where it goes, looked up once: a destination removed from the configuration is dead.
     let gone = || Failure::new("destination-not-configured", true).with_detail(row.destination.clone());
+    let target = match kind {
+        OutputKind::StowSr | OutputKind::StowSc => Target::Pacs,
+        OutputKind::Hl7Oru => Target::Ris(outputs.ris_named(&row.destination).ok_or_else(gone)?),
+        OutputKind::FhirBundle => Target::Ehr(outputs.ehr_at(&row.destination).ok_or_else(gone)?),
+    };
     let (object_id, payload) = match (&row.object_id, &row.payload) {
         (Some(id), Some(payload)) => (id.clone(), payload.clone()),
         _ => {
@@ -161,13 +176,10 @@ async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<Sent, Fai
                 uid_root: root.as_ref(),
                 public_url: &ctx.settings.server.public_url,
             };
-            let built = match kind {
-                OutputKind::StowSr | OutputKind::StowSc => pacs::build(&build_ctx, kind, &row.result_id).await,
-                OutputKind::Hl7Oru => {
-                    let ris = outputs.ris_named(&row.destination).ok_or_else(gone)?;
-                    ris::build(&build_ctx, ris, &row.id, &row.result_id).await
-                }
-                OutputKind::FhirBundle => ehr::build(&build_ctx, &row.result_id).await,
+            let built = match target {
+                Target::Pacs => pacs::build(&build_ctx, kind, &row.result_id).await,
+                Target::Ris(ris) => ris::build(&build_ctx, ris, &row.id, &row.result_id).await,
+                Target::Ehr(_) => ehr::build(&build_ctx, &row.result_id).await,
             };
             let (id, bytes) = built.map_err(|e| {
                 tracing::warn!(error = %e, delivery = %row.id, "could not build an output object");
@@ -177,8 +189,8 @@ async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<Sent, Fai
             (id, bytes)
         }
     };
-    let location = match kind {
-        OutputKind::StowSr | OutputKind::StowSc => {
+    let location = match target {
+        Target::Pacs => {
             let dicomweb = &ctx.settings.dicomweb;
             let client = DicomwebClient::new(
                 ctx.http.clone(),
@@ -189,15 +201,11 @@ async fn attempt(ctx: &DeliveryContext, row: &outbox::Model) -> Result<Sent, Fai
             client.store(&row.destination, &row.study_uid, &[&payload]).await.map_err(|e| Failure::new(e.code(), !e.is_transient()))?;
             None
         }
-        OutputKind::Hl7Oru => {
-            let ris = outputs.ris_named(&row.destination).ok_or_else(gone)?;
+        Target::Ris(ris) => {
             ris::send(ris, &object_id, &payload).await?;
             None
         }
-        OutputKind::FhirBundle => {
-            let ehr = outputs.ehr_at(&row.destination).ok_or_else(gone)?;
-            Some(ehr::send(&ctx.tokens, &ctx.http, ehr, &payload).await?)
-        }
+        Target::Ehr(ehr) => Some(ehr::send(&ctx.tokens, &ctx.http, ehr, &payload).await?),
     };
     Ok(Sent { object_id, location })
 }

@@ -19,7 +19,7 @@ use super::build::{BuildContext, BuildError, Reportable, reportable};
 use super::deliver::Failure;
 use crate::configuration::RisDestination;
 use crate::mllp::{Deframer, Frame, frame};
-use crate::results::store::findings;
+use crate::results::store::{conclusion, findings};
 use crate::store::entities::imaging_order;
 
 /// An ACK is a few hundred bytes; a longer answer is not one.
@@ -54,12 +54,7 @@ pub async fn build(
     };
     let control = control_id(delivery_id);
     let found = findings(&result);
-    let positives: Vec<String> =
-        found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
-    let conclusion = match positives.is_empty() {
-        true => format!("No finding above its threshold ({model_id} {version})."),
-        false => format!("Suspected: {} ({model_id} {version}).", positives.join(", ")),
-    };
+    let conclusion = conclusion(&found, &model_id, &version);
     let procedure = order.as_ref().and_then(|o| {
         let (system, code) = o.procedure_code.as_deref()?.split_once('|')?;
         Some(oru::Code { code: code.to_owned(), display: o.procedure_display.clone().unwrap_or_default(), system: system.to_owned() })

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::store::{Finding, findings};
+use super::store::{Finding, conclusion, findings};
 use crate::audit::proof::Receipt;
 use crate::store::entities::{analysis_result, study};
 
@@ -136,12 +136,7 @@ pub fn result_bundle(r: &analysis_result::Model, s: &study::Model, saliency_url:
         .collect();
     let model_id = r.model_id.clone().unwrap_or_default();
     let version = r.model_version.clone().unwrap_or_default();
-    let positives: Vec<String> =
-        found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
-    let conclusion = match positives.is_empty() {
-        true => format!("No finding above its threshold ({model_id} {version})."),
-        false => format!("Suspected: {} ({model_id} {version}).", positives.join(", ")),
-    };
+    let conclusion = conclusion(&found, &model_id, &version);
     let device = json!({
         "fullUrl": device_url,
         "resource": {

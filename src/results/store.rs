@@ -31,6 +31,17 @@ impl Finding {
     }
 }
 
+/// A result's one-line conclusion, the same in the FHIR DiagnosticReport and the ORU: the
+/// findings above their thresholds with their probabilities, and the model that made them.
+pub fn conclusion(found: &[Finding], model_id: &str, version: &str) -> String {
+    let positives: Vec<String> =
+        found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
+    match positives.is_empty() {
+        true => format!("No finding above its threshold ({model_id} {version})."),
+        false => format!("Suspected: {} ({model_id} {version}).", positives.join(", ")),
+    }
+}
+
 /// The exact model that made a result.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelIdentity {

@@ -452,6 +452,25 @@ impl Drop for ServeProcess {
 
 /// `radsight serve` as its own process, set up by `configure` (environment, `--config`); returns
 /// it with its HL7 port once it is serving. It runs in a temporary directory and logs JSON.
+/// `settings` as the configuration file of `radsight serve` processes of their own, kept while
+/// this value lives.
+pub struct ServeConfig(tempfile::NamedTempFile);
+
+impl ServeConfig {
+    pub fn write(settings: &Settings) -> ServeConfig {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), toml::to_string(settings).unwrap()).unwrap();
+        ServeConfig(file)
+    }
+
+    /// Starts a process with this configuration: it and its HL7 port.
+    pub fn start(&self) -> (ServeProcess, u16) {
+        serve_process(|c| {
+            c.arg("--config").arg(self.0.path());
+        })
+    }
+}
+
 pub fn serve_process(configure: impl FnOnce(&mut std::process::Command)) -> (ServeProcess, u16) {
     use std::io::BufRead;
     let cwd = tempfile::tempdir().unwrap();

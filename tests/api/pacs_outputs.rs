@@ -19,14 +19,22 @@ use crate::helpers::{Backend, PATIENT, TestApp, run_python};
 use crate::hl7::MllpClient;
 use crate::pacs::{dicomweb_root, fresh_uid, orthanc_credentials, orthanc_url, upload};
 
+/// A phantom chest radiograph uploaded to Orthanc and announced by ORU `control` to the MLLP
+/// listener on `hl7_port` (acknowledged AA); its study UID.
+pub(crate) async fn announced_phantom(hl7_port: u16, control: &str) -> String {
+    let study = fresh_uid();
+    let accession = format!("ACC-{control}");
+    let meta =
+        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: &accession };
+    upload(phantom_part10(&meta, 128, 128, &clear_nodule_phantom(128).image.into_data())).await;
+    let mut client = MllpClient::connect_to(hl7_port).await;
+    assert_eq!(client.send(&chest_oru(control, &study)).await.code(), "AA");
+    study
+}
+
 /// A phantom chest radiograph in Orthanc, announced by ORU; returns its study UID once analysed.
 pub(crate) async fn analysed_study(app: &TestApp, control: &str) -> String {
-    let study = fresh_uid();
-    let meta =
-        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-OUT" };
-    upload(phantom_part10(&meta, 128, 128, &clear_nodule_phantom(128).image.into_data())).await;
-    let mut client = MllpClient::connect(app).await;
-    assert_eq!(client.send(&chest_oru(control, &study)).await.code(), "AA");
+    let study = announced_phantom(app.hl7_port, control).await;
     let jobs = app.wait_for_jobs("the study to be analysed", |j| j.iter().any(|j| j.study_uid == study && j.state == "succeeded")).await;
     assert!(jobs.iter().any(|j| j.stage.as_deref() == Some("analysed")));
     study
@@ -304,26 +312,15 @@ async fn deliveries_pending_at_a_kill_are_delivered_once_after_restart(backend: 
     settings.outputs.backoff_max_ms = 200;
     settings.outputs.max_attempts = 1000;
     settings.outputs.lease_ms = 500;
-    let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    std::fs::write(config.path(), toml::to_string(&settings).unwrap()).unwrap();
-    let start = || {
-        crate::helpers::serve_process(|c| {
-            c.arg("--config").arg(config.path());
-        })
-    };
+    let config = crate::helpers::ServeConfig::write(&settings);
 
-    let (mut process, hl7_port) = start();
-    let study = fresh_uid();
-    let meta =
-        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: "ACC-KILL" };
-    upload(phantom_part10(&meta, 128, 128, &clear_nodule_phantom(128).image.into_data())).await;
-    let mut client = MllpClient::connect_to(hl7_port).await;
-    assert_eq!(client.send(&chest_oru("KILL-OUT", &study)).await.code(), "AA");
+    let (mut process, hl7_port) = config.start();
+    let study = announced_phantom(hl7_port, "KILL-OUT").await;
     wait_for_deliveries(&db_app, "deliveries failing against the shut PACS", |r| r.len() == 2 && r.iter().all(|d| d.attempts >= 2)).await;
     process.kill();
 
     gate.store(true, Ordering::SeqCst);
-    let (_restarted, _) = start();
+    let (_restarted, _) = config.start();
     let rows =
         wait_for_deliveries(&db_app, "both delivered after the restart", |r| r.len() == 2 && r.iter().all(|d| d.state == "delivered"))
             .await;

@@ -478,33 +478,16 @@ async fn deliveries_pending_at_a_kill_reach_the_ris_and_the_ehr_once_after_resta
     for c in settings.dicomweb.credentials.iter_mut() {
         c.secret_file = Some(secret.path().to_owned());
     }
-    let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    std::fs::write(config.path(), toml::to_string(&settings).unwrap()).unwrap();
-    let start = || {
-        crate::helpers::serve_process(|c| {
-            c.arg("--config").arg(config.path());
-        })
-    };
-    let (mut process, hl7_port) = start();
-    let study = crate::pacs::fresh_uid();
-    let meta = radsight::analysis::phantom_dicom::PhantomInstance {
-        patient_id: PATIENT,
-        study_uid: &study,
-        series_uid: &crate::pacs::fresh_uid(),
-        sop_uid: &crate::pacs::fresh_uid(),
-        accession: "ACC-KILL2",
-    };
-    let image = radsight::analysis::phantom_dicom::clear_nodule_phantom(128).image.into_data();
-    crate::pacs::upload(radsight::analysis::phantom_dicom::phantom_part10(&meta, 128, 128, &image)).await;
-    let mut client = crate::hl7::MllpClient::connect_to(hl7_port).await;
-    assert_eq!(client.send(&crate::analysis::chest_oru("KILL-RIS", &study)).await.code(), "AA");
+    let config = crate::helpers::ServeConfig::write(&settings);
+    let (mut process, hl7_port) = config.start();
+    crate::pacs_outputs::announced_phantom(hl7_port, "KILL-RIS").await;
     wait_for_deliveries(&db_app, "both failing before the kill", |r| r.len() == 2 && r.iter().all(|d| d.attempts >= 2)).await;
     process.kill();
 
     // Both sides back: the RIS answers and the EHR writes.
     ris.silent.store(false, Ordering::SeqCst);
     ehr.fail_writes(0, 503);
-    let (restarted, _) = start();
+    let (restarted, _) = config.start();
     let rows =
         wait_for_deliveries(&db_app, "both delivered after the restart", |r| r.len() == 2 && r.iter().all(|d| d.state == "delivered"))
             .await;
