@@ -276,7 +276,7 @@ impl TestApp {
         what: &str,
         check: impl Fn(&[radsight::store::entities::job::Model]) -> bool,
     ) -> Vec<radsight::store::entities::job::Model> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             let jobs = self.jobs().await;
             if check(&jobs) {
@@ -394,6 +394,23 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+/// How long a test waits for the service to do something it must do. Generous, because the
+/// suite shares two cores with Orthanc, PostgreSQL and Chromium: a test checks what happens,
+/// never how fast.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A loopback port where nobody listens, for as long as the test process lives: a socket holds
+/// it bound but never listens, so a connection is refused at once and no other test's listener
+/// can be given the port (a port merely free a moment ago may be handed to the next `bind`).
+pub fn closed_port() -> u16 {
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind a loopback port");
+    let port = socket.local_addr().unwrap().port();
+    HELD.lock().unwrap().push(socket);
+    port
 }
 
 /// Runs a script of `tests/python` with the test venv's Python, `input` on stdin; (success, output).

@@ -23,10 +23,7 @@ fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
 
 /// A URL on which nothing listens: a PACS that is down.
 fn dead_pacs() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/dicom-web")
+    format!("http://127.0.0.1:{}/dicom-web", crate::helpers::closed_port())
 }
 
 fn imaging_study(uid: &str, endpoint: &str) -> Value {
@@ -90,7 +87,7 @@ async fn a_failing_job_is_retried_with_backoff_then_dead_and_can_be_revived(back
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(app.audit_of("job.retried").await.len(), 1);
     // It runs again with fresh attempts and, the PACS still being down, dies again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + crate::helpers::PATIENCE;
     while app.audit_of("job.failed").await.len() < 6 {
         assert!(std::time::Instant::now() < deadline, "the revived job did not run its three attempts");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -252,7 +252,7 @@ async fn a_pacs_that_cannot_be_reached_is_retried_then_dead_and_can_be_revived(b
         app.audit_of("output.delivery").await.iter().any(|e| e.actor_user.as_deref() == Some("cli") && e.entities.contains(&rows[0].id))
     );
     // The revived delivery is tried again (and, the PACS still down, audited again).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + crate::helpers::PATIENCE;
     while app.audit_of("output.delivery").await.iter().filter(|e| e.outcome == "error").count() <= failures {
         assert!(std::time::Instant::now() < deadline, "the revived delivery was not tried again");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -16,13 +16,11 @@ pub const CLIENT_ID: &str = "radsight-app";
 pub const RESOURCE_CLIENT: &str = "radsight-resource-server";
 pub const OTHER_PATIENT: &str = "other-patient";
 pub const JWT_EHR: &str = "https://jwt-ehr.example.org/fhir";
-/// A registered EHR nobody listens at (a port that was free a moment ago): its launch cannot
-/// reach it. Not a well-known closed port such as 9, which Chromium refuses as unsafe.
+/// A registered EHR nobody listens at (a port held closed): its launch cannot reach it. Not a well-known closed port such as 9, which Chromium refuses as unsafe.
 pub fn unreachable_ehr() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        format!("http://127.0.0.1:{port}/fhir")
+        format!("http://127.0.0.1:{}/fhir", crate::helpers::closed_port())
     })
     .clone()
 }
