@@ -14,6 +14,7 @@ mod m20261129_000005_results;
 mod m20261203_000006_hl7_content;
 mod m20261203_000007_patient_namespaces;
 mod m20261203_000008_outbox;
+mod m20261203_000009_card_contents;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_hl7_content::Migration),
             Box::new(m20261203_000007_patient_namespaces::Migration),
             Box::new(m20261203_000008_outbox::Migration),
+            Box::new(m20261203_000009_card_contents::Migration),
         ]
     }
 }

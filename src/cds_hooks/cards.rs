@@ -175,7 +175,7 @@ impl Card {
     pub fn suggest(mut self, label: &str, recommended: bool, actions: Vec<Action>) -> Card {
         self.suggestions.push(Suggestion {
             label: label.into(),
-            uuid: uuid::Uuid::new_v4().to_string(),
+            uuid: suggestion_uuid(&self.uuid, self.suggestions.len()),
             is_recommended: recommended.then_some(true),
             actions,
         });
@@ -192,6 +192,16 @@ impl Card {
         self.links.push(link);
         self
     }
+}
+
+/// A suggestion's uuid: derived from its card's uuid and its place on the card, so it is as
+/// unique as the card served, yet the card's stored content need not hold it (see
+/// `stored_card`).
+pub fn suggestion_uuid(card_uuid: &str, index: usize) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("radsight-suggestion-v1\n{card_uuid}\n{index}"));
+    let bytes: [u8; 16] = digest[..16].try_into().expect("a SHA-256 digest has 32 bytes");
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
 }
 
 fn truncate_summary(s: &str) -> String {

@@ -10,6 +10,7 @@ use super::error::HookError;
 use super::prefetch::{self, FetchRecord, UnusableSlot};
 use super::request::{self, HookRequest};
 use super::results::{self, ResultCardSettings};
+use super::stored_card::StoredContent;
 use super::{HookState, rules};
 use crate::audit::{Action, AttachedRows, AuditEvent, Outcome};
 use crate::auth::client_jwt::VerifiedClient;
@@ -17,7 +18,7 @@ use crate::domain::Hook;
 use crate::http::client_auth::{CdsClient, audit_failures};
 use crate::http::{HttpError, body};
 use crate::state::AppState;
-use crate::store::entities::card;
+use crate::store::entities::{card, card_content};
 
 pub async fn call_service(
     req: HttpRequest,
@@ -128,15 +129,20 @@ async fn store_and_audit(
             unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
         event = event.detail("prefetch_unusable", slots);
     }
-    for (i, c) in issued.iter().enumerate() {
+    // The entry commits to each card's stored content (which includes its origin), so what was
+    // shown stays provable although the content is stored once for many calls.
+    let contents: Vec<StoredContent> = issued.iter().map(|c| StoredContent::of(&c.card, &c.origin)).collect();
+    for (i, (c, content)) in issued.iter().zip(&contents).enumerate() {
         event = event
             .entity("Card", c.card.uuid.clone())
-            .detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
+            .detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version))
+            .detail(&format!("card_{i}_content"), content.hash.as_str());
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let rows: Vec<(card::ActiveModel, crate::cds_hooks::cards::Card)> = issued
+    let rows: Vec<(card::ActiveModel, StoredContent)> = issued
         .iter()
-        .map(|c| {
+        .zip(contents)
+        .map(|(c, content)| {
             let row = card::ActiveModel {
                 uuid: Set(c.card.uuid.clone()),
                 hook_instance: Set(hook_req.hook_instance.to_string()),
@@ -153,8 +159,9 @@ async fn store_and_audit(
                 card_json: Set(String::new()),
                 audit_seq: Set(0),
                 created_at: Set(now),
+                content_hash: Set(Some(content.hash.clone())),
             };
-            (row, c.card.clone())
+            (row, content)
         })
         .collect();
     let seq = state.audit.record_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await.map_err(|e| internal(e.into()))?;
@@ -162,9 +169,10 @@ async fn store_and_audit(
     Ok(())
 }
 
-/// The cards of one hook call, stored in the transaction of the entry that records them, each
-/// naming that entry (`audit_seq`, and the `org.radsight.audit` extension in the stored JSON).
-struct ServedCards(Vec<(card::ActiveModel, crate::cds_hooks::cards::Card)>);
+/// The cards of one hook call, stored in the transaction of the entry that records them: each
+/// served card as a row naming that entry (`audit_seq`) and its content, and each content not
+/// stored before.
+struct ServedCards(Vec<(card::ActiveModel, StoredContent)>);
 
 impl AttachedRows for ServedCards {
     fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
@@ -172,9 +180,19 @@ impl AttachedRows for ServedCards {
             if self.0.is_empty() {
                 return Ok(());
             }
-            let rows = self.0.into_iter().map(|(mut row, mut card)| {
-                card.audited_as(seq);
-                row.card_json = Set(serde_json::to_string(&card).expect("cards serialise"));
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let mut contents: Vec<card_content::ActiveModel> = Vec::with_capacity(self.0.len());
+            for (_, c) in &self.0 {
+                if !contents.iter().any(|r| r.hash.as_ref() == &c.hash) {
+                    contents.push(card_content::ActiveModel {
+                        hash: Set(c.hash.clone()),
+                        content_json: Set(c.json.clone()),
+                        created_at: Set(now),
+                    });
+                }
+            }
+            card_content::Entity::insert_many(contents).on_conflict_do_nothing().exec_without_returning(conn).await?;
+            let rows = self.0.into_iter().map(|(mut row, _)| {
                 row.audit_seq = Set(seq);
                 row
             });

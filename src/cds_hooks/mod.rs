@@ -15,6 +15,7 @@ pub mod prefetch;
 pub mod request;
 pub mod results;
 pub mod rules;
+pub mod stored_card;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ use crate::http::client_auth::{authorization, refusal_event, source};
 use crate::results::store::studies_with_latest_result;
 use crate::state::AppState;
 use crate::store::ResultStatus;
-use crate::store::entities::{analysis_result, audit_entry, card, job, result_artefact, result_feedback, study};
+use crate::store::entities::{analysis_result, audit_entry, card, card_content, job, result_artefact, result_feedback, study};
 
 /// The header naming the EHR that issued the token.
 pub const ISS_HEADER: &str = "x-smart-iss";
@@ -324,11 +324,21 @@ struct TrailQuery {
     include_reads: bool,
 }
 
-/// Cards that showed this result: their `smart` link's appContext names it.
+/// Cards that showed this result: their `smart` link's appContext names it, in the content
+/// they share (`cds_hooks::stored_card`) or, for cards stored before contents were shared, in
+/// their own JSON.
 async fn cards_showing(state: &AppState, result_id: &str, patient_ref: &str) -> Result<Vec<card::Model>, ApiError> {
+    let contents: Vec<String> = card_content::Entity::find()
+        .select_only()
+        .column(card_content::Column::Hash)
+        .filter(card_content::Column::ContentJson.contains(result_id))
+        .into_tuple()
+        .all(&state.db)
+        .await
+        .map_err(internal)?;
     card::Entity::find()
         .filter(card::Column::PatientRef.eq(patient_ref))
-        .filter(card::Column::CardJson.contains(result_id))
+        .filter(Condition::any().add(card::Column::ContentHash.is_in(contents)).add(card::Column::CardJson.contains(result_id)))
         .order_by_asc(card::Column::CreatedAt)
         .all(&state.db)
         .await

@@ -52,8 +52,28 @@ pub mod card {
         pub source_version: String,
         pub indicator: String,
         pub summary: String,
+        /// The whole card as served, for rows stored before card contents were shared
+        /// (migration `m20261203_000009`); empty for rows with a `content_hash`.
         pub card_json: String,
         pub audit_seq: i64,
+        pub created_at: i64,
+        /// The SHA-256 (hex) of the card's content in `card_contents`.
+        pub content_hash: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod card_content {
+    use sea_orm::entity::prelude::*;
+
+    /// A card's content, stored once however often it is served: see
+    /// `cds_hooks::stored_card`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "card_contents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hash: String,
+        pub content_json: String,
         pub created_at: i64,
     }
     no_relations!();

@@ -148,8 +148,38 @@ async fn stored_results_on_relevant_priors_become_cards_and_unanalysed_studies_s
     assert!(result["detail"].as_str().unwrap().contains("Pleural effusion"));
 }
 
+/// The served card with what differs per call taken out, written here independently of the
+/// service: its uuid, its suggestions' uuids, the audit extension and a signed link's exp/sig.
+fn without_per_call_parts(card: &Value) -> Value {
+    let mut c = card.clone();
+    let o = c.as_object_mut().unwrap();
+    o.remove("uuid");
+    o.remove("extension");
+    for s in o.get_mut("suggestions").and_then(Value::as_array_mut).into_iter().flatten() {
+        s.as_object_mut().unwrap().remove("uuid");
+    }
+    for l in o.get_mut("links").and_then(Value::as_array_mut).into_iter().flatten() {
+        let url = l["url"].as_str().unwrap();
+        if let Some((bare, query)) = url.split_once('?') {
+            let kept: Vec<&str> = query.split('&').filter(|p| !p.starts_with("exp=") && !p.starts_with("sig=")).collect();
+            l["url"] = Value::from(if kept.is_empty() { bare.to_owned() } else { format!("{bare}?{}", kept.join("&")) });
+        }
+    }
+    c
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: Backend) {
+    use radsight::store::entities::card_content;
+    use sea_orm::EntityTrait;
     let app = spawn_app(backend).await;
+    // A stored result too, so a model card with a signed link is among those served.
+    let findings = json!([{"code": "nodule", "display": "Pulmonary nodule", "probability": 0.87, "threshold": 0.5}]);
+    app.seed_study("1.2.826.0.1.1", "DX", "chest", 30, Some(("done", findings))).await.unwrap();
     let cards = app.hook(SELECT, &example("order-select")).await.cards();
     let mut served: Vec<String> = cards.iter().map(|c| c["uuid"].as_str().unwrap().to_owned()).collect();
     let stored = app.cards().await;
@@ -157,23 +187,70 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
     served.sort();
     stored_ids.sort();
     assert_eq!(served, stored_ids);
+    assert!(stored.iter().any(|c| c.source_kind == "model") && stored.iter().any(|c| c.source_kind == "rule"));
 
     let entry = app.audit().await.into_iter().find(|e| e.action == "cds.hook").expect("hook audited");
     assert_eq!(entry.outcome, "success");
     assert_eq!(entry.actor_iss.as_deref(), Some(crate::helpers::ISS));
     assert_eq!(entry.actor_user.as_deref(), Some("Practitioner/example-practitioner"));
     assert_eq!(entry.patient_ref.as_deref(), Some("Patient/example-patient"));
+    let detail: Value = serde_json::from_str(&entry.detail).unwrap();
+    let committed: Vec<&str> = (0..cards.len()).map(|i| detail[format!("card_{i}_content")].as_str().unwrap()).collect();
+    let contents = card_content::Entity::find().all(&app.db).await.unwrap();
     for c in &stored {
         assert!(entry.entities.contains(&c.uuid));
         assert_eq!(c.audit_seq, entry.seq);
         assert_eq!(c.patient_ref, "Patient/example-patient");
         assert_eq!(c.hook_instance, "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea");
-        assert_eq!(c.source_kind, "rule");
         let served = cards.iter().find(|x| x["uuid"] == c.uuid.as_str()).unwrap();
         assert_eq!(served["extension"]["org.radsight.audit"]["leafIndex"], entry.seq - 1, "the card names its audit leaf");
-        let json: Value = serde_json::from_str(&c.card_json).unwrap();
-        assert_eq!(json, *cards.iter().find(|x| x["uuid"] == c.uuid.as_str()).unwrap(), "stored exactly as served");
+        // Stored as served, less its per-call parts; the hash over origin and content is the
+        // one the audit entry commits to, recomputed here as an auditor would.
+        let hash = c.content_hash.as_deref().expect("a card stored since contents are shared has a hash");
+        let content = contents.iter().find(|k| k.hash == hash).expect("its content is stored");
+        let json: Value = serde_json::from_str(&content.content_json).unwrap();
+        assert_eq!(json, without_per_call_parts(served), "stored as served");
+        let preimage = format!("radsight-card-content-v1\n{}\n{}\n{}\n{}", c.source_kind, c.source_id, c.source_version, content.content_json);
+        assert_eq!(sha256_hex(preimage.as_bytes()), hash);
+        assert!(committed.contains(&hash), "the audit entry commits to {hash}");
+        assert_eq!(c.card_json, "", "the whole JSON is kept only for cards stored before contents were shared");
     }
+    assert!(!contents.iter().any(|k| k.content_json.contains("sig=")), "no link credential is stored");
+}
+
+async fn the_same_cards_served_again_store_their_content_once(backend: Backend) {
+    use radsight::store::entities::card_content;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let app = spawn_app(backend).await;
+    let findings = json!([{"code": "nodule", "display": "Pulmonary nodule", "probability": 0.87, "threshold": 0.5}]);
+    app.seed_study("1.2.826.0.1.1", "DX", "chest", 30, Some(("done", findings))).await.unwrap();
+    let first = app.hook(SELECT, &example("order-select")).await.cards();
+    let contents_after_one = card_content::Entity::find().count(&app.db).await.unwrap();
+    assert_eq!(contents_after_one as usize, first.len());
+
+    let mut second_request = example("order-select");
+    second_request["hookInstance"] = json!("7f6f5b1e-4a57-4c59-9a32-0b3f3c1a2e11");
+    let second = app.hook(SELECT, &second_request).await.cards();
+    assert_eq!(second.len(), first.len());
+    // New uuids for the cards and their suggestions, each call its own rows...
+    for (a, b) in first.iter().zip(&second) {
+        assert_ne!(a["uuid"], b["uuid"]);
+        for (sa, sb) in a["suggestions"].as_array().into_iter().flatten().zip(b["suggestions"].as_array().into_iter().flatten()) {
+            assert_ne!(sa["uuid"], sb["uuid"], "a suggestion's uuid is unique to the card served");
+        }
+    }
+    assert_eq!(app.cards().await.len(), first.len() + second.len());
+    // ...and no new content.
+    assert_eq!(card_content::Entity::find().count(&app.db).await.unwrap(), contents_after_one);
+    let contents = |cards: &[Value]| cards.iter().map(without_per_call_parts).collect::<Vec<_>>();
+    assert_eq!(contents(&first), contents(&second));
+
+    // Feedback on a card of the second call still finds it and names its accepted suggestion.
+    let duplicate = second.iter().find(|c| c["source"]["topic"]["code"] == "duplicate-order").unwrap();
+    let feedback = json!({"feedback": [{"card": duplicate["uuid"], "outcome": "accepted",
+        "acceptedSuggestions": [{"id": duplicate["suggestions"][0]["uuid"]}], "outcomeTimestamp": "2026-12-03T10:00:00Z"}]});
+    let reply = app.post(&format!("/cds-services/{SELECT}/feedback"), &feedback).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
 }
 
 backend_tests!(
@@ -185,4 +262,5 @@ backend_tests!(
     orders_that_are_not_imaging_get_no_cards,
     stored_results_on_relevant_priors_become_cards_and_unanalysed_studies_say_pending,
     every_served_card_is_stored_and_named_in_the_hook_audit_entry,
+    the_same_cards_served_again_store_their_content_once,
 );
