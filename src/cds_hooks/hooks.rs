@@ -10,7 +10,7 @@ use super::error::HookError;
 use super::prefetch::{self, FetchRecord, UnusableSlot};
 use super::request::{self, HookRequest};
 use super::results::{self, ResultCardSettings};
-use super::stored_card::StoredContent;
+use super::stored_card::{StoredContent, served_digest};
 use super::{HookState, rules};
 use crate::audit::{Action, AttachedRows, AuditEvent, Outcome};
 use crate::auth::client_jwt::VerifiedClient;
@@ -129,14 +129,16 @@ async fn store_and_audit(
             unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
         event = event.detail("prefetch_unusable", slots);
     }
+    for (i, c) in issued.iter().enumerate() {
+        event = event
+            .entity("Card", c.card.uuid.clone())
+            .detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
+    }
     // The entry commits to each card's stored content (which includes its origin), so what was
     // shown stays provable although the content is stored once for many calls.
     let contents: Vec<StoredContent> = issued.iter().map(|c| StoredContent::of(&c.card, &c.origin)).collect();
-    for (i, (c, content)) in issued.iter().zip(&contents).enumerate() {
-        event = event
-            .entity("Card", c.card.uuid.clone())
-            .detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version))
-            .detail(&format!("card_{i}_content"), content.hash.as_str());
+    if !contents.is_empty() {
+        event = event.detail("cards_content", served_digest(contents.iter().map(|c| c.hash.as_str())));
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let rows: Vec<(card::ActiveModel, StoredContent)> = issued

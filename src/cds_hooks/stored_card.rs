@@ -11,10 +11,14 @@
 //! - the `exp` and `sig` of a signed link: a bearer credential, which is never stored.
 //!
 //! The hash covers the card's origin (rule, model or status; id; version) as well as its JSON,
-//! and the hook call's audit entry lists the hashes of the cards it served: the log commits to
-//! exactly what was shown and what produced it. An auditor recomputes a hash as
-//! `sha256("radsight-card-content-v1\n" kind "\n" id "\n" version "\n" content_json)` from the
-//! `cards` row's `source_kind`, `source_id`, `source_version` and the stored content.
+//! and the hook call's audit entry commits to the hashes of the cards it served, in the order
+//! of its `Card` entities, through one digest (`cards_content`, [`served_digest`]): the log
+//! commits to exactly what was shown and what produced it, for 64 characters per call. An
+//! auditor recomputes
+//! - each card's hash as `sha256("radsight-card-content-v1\n" kind "\n" id "\n" version "\n"
+//!   content_json)` from its `cards` row (`source_kind`, `source_id`, `source_version`) and its
+//!   stored content;
+//! - the digest as `sha256("radsight-cards-served-v1" ("\n" hash)*)`.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -43,6 +47,18 @@ pub fn content_hash(origin: &Origin, json: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("radsight-card-content-v1\n{}\n{}\n{}\n", origin.kind, origin.id, origin.version));
     h.update(json.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The digest a hook call's audit entry records over the content hashes of its cards, in the
+/// order served.
+pub fn served_digest<'a>(hashes: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"radsight-cards-served-v1");
+    for hash in hashes {
+        h.update(b"\n");
+        h.update(hash.as_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -122,6 +138,15 @@ mod tests {
         reworded.summary.push('!');
         assert_ne!(StoredContent::of(&reworded, &origin()).hash, base.hash);
         assert_eq!(base.hash.len(), 64);
+    }
+
+    #[test]
+    fn the_digest_depends_on_every_hash_and_their_order() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let ab = served_digest([a.as_str(), b.as_str()]);
+        assert_ne!(ab, served_digest([b.as_str(), a.as_str()]));
+        assert_ne!(ab, served_digest([a.as_str()]));
+        assert_ne!(served_digest([]), served_digest([""]));
     }
 
     #[test]

@@ -195,7 +195,6 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
     assert_eq!(entry.actor_user.as_deref(), Some("Practitioner/example-practitioner"));
     assert_eq!(entry.patient_ref.as_deref(), Some("Patient/example-patient"));
     let detail: Value = serde_json::from_str(&entry.detail).unwrap();
-    let committed: Vec<&str> = (0..cards.len()).map(|i| detail[format!("card_{i}_content")].as_str().unwrap()).collect();
     let contents = card_content::Entity::find().all(&app.db).await.unwrap();
     for c in &stored {
         assert!(entry.entities.contains(&c.uuid));
@@ -210,11 +209,21 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
         let content = contents.iter().find(|k| k.hash == hash).expect("its content is stored");
         let json: Value = serde_json::from_str(&content.content_json).unwrap();
         assert_eq!(json, without_per_call_parts(served), "stored as served");
-        let preimage = format!("radsight-card-content-v1\n{}\n{}\n{}\n{}", c.source_kind, c.source_id, c.source_version, content.content_json);
+        let preimage =
+            format!("radsight-card-content-v1\n{}\n{}\n{}\n{}", c.source_kind, c.source_id, c.source_version, content.content_json);
         assert_eq!(sha256_hex(preimage.as_bytes()), hash);
-        assert!(committed.contains(&hash), "the audit entry commits to {hash}");
         assert_eq!(c.card_json, "", "the whole JSON is kept only for cards stored before contents were shared");
     }
+    // The entry commits to those hashes in the order it names the cards.
+    let entities: Vec<Value> = serde_json::from_str(&entry.entities).unwrap();
+    let in_order: Vec<&str> = entities
+        .iter()
+        .filter(|e| e["kind"] == "Card")
+        .map(|e| stored.iter().find(|c| e["id"] == c.uuid.as_str()).unwrap().content_hash.as_deref().unwrap())
+        .collect();
+    assert_eq!(in_order.len(), cards.len());
+    let preimage = in_order.iter().fold("radsight-cards-served-v1".to_owned(), |acc, h| format!("{acc}\n{h}"));
+    assert_eq!(detail["cards_content"], sha256_hex(preimage.as_bytes()), "the audit entry commits to every card's content");
     assert!(!contents.iter().any(|k| k.content_json.contains("sig=")), "no link credential is stored");
 }
 
