@@ -16,7 +16,8 @@ pub const CLIENT_ID: &str = "radsight-app";
 pub const RESOURCE_CLIENT: &str = "radsight-resource-server";
 pub const OTHER_PATIENT: &str = "other-patient";
 pub const JWT_EHR: &str = "https://jwt-ehr.example.org/fhir";
-/// A registered EHR nobody listens at (a port held closed): its launch cannot reach it. Not a well-known closed port such as 9, which Chromium refuses as unsafe.
+/// A registered EHR nobody listens at (a port held closed): its launch cannot reach it. Not a
+/// well-known closed port such as 9, which Chromium refuses as unsafe.
 pub fn unreachable_ehr() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| format!("http://127.0.0.1:{}/fhir", crate::helpers::closed_port())).clone()
