@@ -302,6 +302,8 @@ pub enum AuditError {
     Publish(#[source] std::io::Error),
     #[error("the group commit holding this entry failed: {0}")]
     Group(String),
+    #[error("could not store the records that go with the audit entries")]
+    Records(#[from] DbErr),
 }
 
 fn now_rfc3339() -> String {
@@ -323,20 +325,70 @@ pub trait AttachedRows: Send + 'static {
     fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, seq: i64) -> BoxFuture<'t, Result<(), DbErr>>;
 }
 
-/// An append waiting for the next group commit.
+/// Work that reads and writes in a group commit and appends its own entries as it goes, such
+/// as an HL7 message (look up its control id, store its order and study, queue its job, append
+/// its entries). It runs in its own savepoint, so its failure undoes only its own writes and
+/// entries; its output reaches the caller only after the group has committed.
+pub trait GroupWork: Send + 'static {
+    type Output: Send + 'static;
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<Self::Output, AuditError>>;
+}
+
+/// A [`GroupWork`]'s view of the group's transaction: its reads and writes, and its appends.
+pub struct GroupWriter<'t> {
+    conn: &'t DatabaseTransaction,
+    head: &'t mut (i64, String),
+    frontier: &'t mut Vec<(merkle::NodeId, merkle::Hash)>,
+}
+
+impl GroupWriter<'_> {
+    pub fn conn(&self) -> &DatabaseTransaction {
+        self.conn
+    }
+
+    /// Appends an entry; durable when the group commits.
+    pub async fn append(&mut self, event: AuditEvent) -> Result<i64, AuditError> {
+        append_to(self.conn, self.head, self.frontier, event).await
+    }
+}
+
+/// A [`GroupWork`] with its output type erased, to wait in the queue beside plain entries.
+trait QueuedWork: Send {
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<Box<dyn std::any::Any + Send>, AuditError>>;
+}
+
+impl<W: GroupWork> QueuedWork for W {
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<Box<dyn std::any::Any + Send>, AuditError>> {
+        Box::pin(async move { GroupWork::run(self, w).await.map(|out| Box::new(out) as Box<dyn std::any::Any + Send>) })
+    }
+}
+
+/// What waits for the next group commit: one entry (with its rows), or a piece of work.
+enum Item {
+    Entry { event: AuditEvent, rows: Option<Box<dyn AttachedRows>> },
+    Work(Box<dyn QueuedWork>),
+}
+
+/// What a committed [`Item`] gives back.
+enum Done {
+    Seq(i64),
+    Work(Box<dyn std::any::Any + Send>),
+}
+
+/// An item waiting for the next group commit.
 struct Pending {
-    event: AuditEvent,
-    rows: Option<Box<dyn AttachedRows>>,
-    done: oneshot::Sender<Result<i64, AuditError>>,
+    item: Item,
+    done: oneshot::Sender<Result<Done, AuditError>>,
 }
 
 /// The handle every writer of audit entries goes through.
 ///
-/// Appends made with [`AuditLog::record`] and [`AuditLog::record_with`] are committed in groups:
-/// each caller queues its entry and waits for the chain lock; whoever gets the lock with its
-/// entry still queued commits every queued entry in one transaction (one durable write for the
-/// group), each in its own savepoint so that one failure fails only its own caller. Nobody is
-/// answered before the transaction holding its entry has committed.
+/// Appends made with [`AuditLog::record`] and [`AuditLog::record_with`], and work run with
+/// [`AuditLog::run_in_group`], are committed in groups: each caller queues its item and waits
+/// for the chain lock; whoever gets the lock with its item still queued commits every queued
+/// item in one transaction (one durable write for the group), each in its own savepoint so that
+/// one failure fails only its own caller. Nobody is answered before the transaction holding its
+/// item has committed.
 #[derive(Clone, Default)]
 pub struct AuditLog {
     chain: Arc<Mutex<Option<ChainState>>>,
@@ -456,8 +508,24 @@ impl AuditLog {
         event: AuditEvent,
         rows: Option<Box<dyn AttachedRows>>,
     ) -> Result<i64, AuditError> {
+        match self.in_next_group(db, Item::Entry { event, rows }).await? {
+            Done::Seq(seq) => Ok(seq),
+            Done::Work(_) => unreachable!("an entry is answered with its sequence number"),
+        }
+    }
+
+    /// Runs `work` in the next group commit and returns its output once the group is durably
+    /// committed. A failure of `work` undoes its writes and entries only.
+    pub async fn run_in_group<W: GroupWork>(&self, db: &DatabaseConnection, work: W) -> Result<W::Output, AuditError> {
+        match self.in_next_group(db, Item::Work(Box::new(work))).await? {
+            Done::Work(out) => Ok(*out.downcast::<W::Output>().expect("work is answered with its own output")),
+            Done::Seq(_) => unreachable!("work is answered with its output"),
+        }
+    }
+
+    async fn in_next_group(&self, db: &DatabaseConnection, item: Item) -> Result<Done, AuditError> {
         let (done, mut result) = oneshot::channel();
-        self.queue.lock().expect("audit queue lock").push(Pending { event, rows, done });
+        self.queue.lock().expect("audit queue lock").push(Pending { item, done });
         let guard = self.chain.lock().await;
         if let Ok(outcome) = result.try_recv() {
             return outcome; // an earlier holder of the lock committed it with its group
@@ -483,7 +551,11 @@ impl AuditLog {
         let isolate = batch.len() > 1;
         let mut outcomes = Vec::with_capacity(batch.len());
         for p in batch {
-            let outcome = if isolate { txn.append_isolated(p.event, p.rows).await } else { txn.append_with(p.event, p.rows).await };
+            let outcome = match p.item {
+                Item::Entry { event, rows } if isolate => txn.append_isolated(event, rows).await.map(Done::Seq),
+                Item::Entry { event, rows } => txn.append_with(event, rows).await.map(Done::Seq),
+                Item::Work(work) => txn.run_isolated(work).await.map(Done::Work),
+            };
             outcomes.push((p.done, outcome));
         }
         // Answer only after the commit, and while still holding the lock.
@@ -545,6 +617,28 @@ impl AuditTxn<'_> {
             Ok(seq) => {
                 savepoint.commit().await.map_err(AuditError::Append)?;
                 Ok(seq)
+            }
+            Err(e) => {
+                let _ = savepoint.rollback().await;
+                (self.head, self.frontier) = saved;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a piece of work inside a savepoint: on failure its writes and entries are undone
+    /// and the head restored, and the rest of the group carries on.
+    async fn run_isolated(&mut self, work: Box<dyn QueuedWork>) -> Result<Box<dyn std::any::Any + Send>, AuditError> {
+        let saved = (self.head.clone(), self.frontier.clone());
+        let savepoint = self.txn.begin().await.map_err(AuditError::Append)?;
+        let attempt = {
+            let mut writer = GroupWriter { conn: &savepoint, head: &mut self.head, frontier: &mut self.frontier };
+            work.run(&mut writer).await
+        };
+        match attempt {
+            Ok(out) => {
+                savepoint.commit().await.map_err(AuditError::Append)?;
+                Ok(out)
             }
             Err(e) => {
                 let _ = savepoint.rollback().await;

@@ -2,7 +2,9 @@
 //!
 //! Life of a message: check its source address against `hl7.allowed_sources` → decode the text
 //! (UTF-8, else Latin-1) → read it ([`parse_imaging_message`]) → check `MSH-3`/`MSH-4` against
-//! `hl7.senders` → in one transaction that also appends the audit entries: look up
+//! `hl7.senders` → in the audit log's group commit (one transaction for the messages of every
+//! connection waiting at that moment, each message in its own savepoint), appending its audit
+//! entries as it goes: look up
 //! `(sender, MSH-10)` in `hl7_messages` (a resend, the same content but for `MSH-7`, is answered
 //! AA again and changes nothing; the same control id with other content is answered AE),
 //! store or update the order, store the study and queue its job
@@ -25,7 +27,9 @@ use super::message::{
     AckCode, Header, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, read_header,
     reject_unreadable, rejection,
 };
-use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use futures_util::future::BoxFuture;
+
+use crate::audit::{Action, AuditError, AuditEvent, AuditLog, GroupWork, GroupWriter, Outcome};
 use crate::domain::PatientNamespace;
 use crate::jobs::JobSource;
 use crate::jobs::announce::{AnnouncedStudy, announce_study, conflicting_owner};
@@ -121,27 +125,31 @@ pub async fn handle_message(ctx: &IngestContext, peer: IpAddr, bytes: &[u8]) -> 
         let r = unknown_sender(&msg.header, "sender-not-allowed", "the sending application and facility are not registered with radsight");
         return refuse_sender(ctx, peer, r).await;
     }
-    match store(ctx, &msg, &content_digest(&text)).await {
+    let header = msg.header.clone();
+    let work = StoreMessage { digest: content_digest(&text), msg, settings: ctx.settings.clone(), max_attempts: ctx.max_attempts };
+    // In the audit log's group commit: messages arriving on several connections at once share
+    // one durable write, and each ACK still waits for the commit that holds its message.
+    match ctx.audit.run_in_group(&ctx.db, work).await {
         Ok(Stored::Accepted { queued }) => {
             if queued {
                 ctx.wake.notify_one();
             }
-            build_ack(&msg.header, AckCode::AA, None)
+            build_ack(&header, AckCode::AA, None)
         }
         Ok(Stored::ControlIdReused) => {
             let text = "this control id was already used for a message with other content; nothing was stored";
-            let r = rejection(&msg.header, AckCode::AE, error_code::DUPLICATE_KEY, Some("MSH^1^10"), "control-id-reused", text);
+            let r = rejection(&header, AckCode::AE, error_code::DUPLICATE_KEY, Some("MSH^1^10"), "control-id-reused", text);
             build_ack(&r.header, r.ack, Some(&r))
         }
         Ok(Stored::IdentityConflict) => {
             let text = "the Study Instance UID already belongs to another patient; nothing was stored";
-            let r = rejection(&msg.header, AckCode::AE, error_code::DUPLICATE_KEY, None, "identity-conflict", text);
+            let r = rejection(&header, AckCode::AE, error_code::DUPLICATE_KEY, None, "identity-conflict", text);
             build_ack(&r.header, r.ack, Some(&r))
         }
         Err(e) => {
             tracing::error!(error = %e, "could not store an HL7 message; answered AE so that it is resent");
             let text = "radsight could not store the message; send it again";
-            let r = rejection(&msg.header, AckCode::AE, error_code::INTERNAL, None, "internal-error", text);
+            let r = rejection(&header, AckCode::AE, error_code::INTERNAL, None, "internal-error", text);
             build_ack(&r.header, r.ack, Some(&r))
         }
     }
@@ -210,8 +218,29 @@ enum Stored {
     IdentityConflict,
 }
 
-/// Stores the message's effects and its audit entries atomically.
-async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyhow::Result<Stored> {
+/// A message to store: its effects and its audit entries, atomically, in a group commit.
+struct StoreMessage {
+    msg: ImagingMessage,
+    digest: String,
+    settings: Arc<crate::configuration::Settings>,
+    max_attempts: i32,
+}
+
+impl GroupWork for StoreMessage {
+    type Output = Stored;
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<Stored, AuditError>> {
+        Box::pin(async move { store(w, &self.msg, &self.digest, &self.settings, self.max_attempts).await })
+    }
+}
+
+/// Stores the message's effects and appends its audit entries through `w`.
+async fn store(
+    w: &mut GroupWriter<'_>,
+    msg: &ImagingMessage,
+    digest: &str,
+    settings: &crate::configuration::Settings,
+    max_attempts: i32,
+) -> Result<Stored, AuditError> {
     let sender = crate::audit::bounded(&msg.header.sender());
     let base = AuditEvent::new(Action::Hl7Message, Outcome::Success)
         .actor(Some(&sender), None)
@@ -219,8 +248,7 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
         .entity("Hl7Message", msg.control_id.as_str())
         .detail("message_type", msg.header.message_type.clone())
         .detail("ack", "AA");
-    let mut txn = ctx.audit.begin(&ctx.db).await?;
-    let seen = hl7_message::Entity::find_by_id((sender.clone(), msg.control_id.as_str().to_owned())).one(txn.conn()).await?;
+    let seen = hl7_message::Entity::find_by_id((sender.clone(), msg.control_id.as_str().to_owned())).one(w.conn()).await?;
     if let Some(seen) = seen {
         if seen.content_sha256.as_deref().is_some_and(|d| d != digest) {
             let event = AuditEvent::new(Action::Hl7Message, Outcome::Rejected)
@@ -232,21 +260,19 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
                 .detail("reason", "control-id-reused")
                 .detail("content_sha256", digest.to_owned())
                 .detail("first_content_sha256", seen.content_sha256.clone().unwrap_or_default());
-            txn.append(event).await?;
-            txn.commit().await?;
+            w.append(event).await?;
             return Ok(Stored::ControlIdReused);
         }
         let mut event = base.detail("duplicate", true);
         if let Some(job) = seen.job_id {
             event = event.entity("Job", job);
         }
-        txn.append(event).await?;
-        txn.commit().await?;
+        w.append(event).await?;
         return Ok(Stored::Accepted { queued: false });
     }
-    let namespace = ctx.settings.namespace_of_hl7(&msg.patient_authority);
+    let namespace = settings.namespace_of_hl7(&msg.patient_authority);
     if let Some(uid) = &msg.study_uid
-        && let Some(owner) = conflicting_owner(txn.conn(), uid, &namespace, &msg.patient).await?
+        && let Some(owner) = conflicting_owner(w.conn(), uid, &namespace, &msg.patient).await?
     {
         // Patient identity is never merged by a study UID: refuse, and tell the auditors.
         let event = AuditEvent::new(Action::IdentityConflict, Outcome::Rejected)
@@ -256,13 +282,12 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
             .entity("ImagingStudy", uid.as_str())
             .detail("reason", "study-belongs-to-another-patient");
         let event = owner.describe(event);
-        txn.append(event).await?;
-        txn.commit().await?;
+        w.append(event).await?;
         return Ok(Stored::IdentityConflict);
     }
 
     if msg.kind == MessageKind::Order || msg.study_uid.is_some() {
-        upsert_order(txn.conn(), msg, &namespace).await?;
+        upsert_order(w.conn(), msg, &namespace).await?;
     }
     let mut event = base.detail("duplicate", false).detail("order_control", msg.order_control.clone());
     if let Some(status) = &msg.result_status {
@@ -285,16 +310,16 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
             source: JobSource::Hl7,
         };
         event = event.entity("ImagingStudy", uid.as_str());
-        job = announce_study(txn.conn(), &study, msg.wants_analysis(), ctx.max_attempts).await?;
+        job = announce_study(w.conn(), &study, msg.wants_analysis(), max_attempts).await?;
     }
     if let Some(j) = &job {
         event = event.entity("Job", j.id.clone());
     }
-    txn.append(event).await?;
+    w.append(event).await?;
     if let (Some(j), Some(uid)) = (&job, &msg.study_uid)
         && j.created
     {
-        txn.append(
+        w.append(
             AuditEvent::new(Action::JobQueued, Outcome::Success)
                 .patient(Some(msg.patient.reference()))
                 .entity("Job", j.id.clone())
@@ -312,9 +337,8 @@ async fn store(ctx: &IngestContext, msg: &ImagingMessage, digest: &str) -> anyho
         received_at: Set(time::OffsetDateTime::now_utc().unix_timestamp()),
         content_sha256: Set(Some(digest.to_owned())),
     })
-    .exec_without_returning(txn.conn())
+    .exec_without_returning(w.conn())
     .await?;
-    txn.commit().await?;
     Ok(Stored::Accepted { queued: job.is_some_and(|j| j.created) })
 }
 

@@ -348,6 +348,63 @@ async fn a_failing_append_in_a_group_commit_fails_alone(backend: Backend) {
     assert_eq!(app.cli(&["audit", "verify"]).code, 0);
 }
 
+/// Work for the group commit: a row and two entries, then a failure when `fail` is set.
+struct TwoEntriesAndARow {
+    i: u32,
+    fail: bool,
+}
+
+impl radsight::audit::GroupWork for TwoEntriesAndARow {
+    type Output = (u32, i64);
+    fn run<'t>(
+        self: Box<Self>,
+        w: &'t mut radsight::audit::GroupWriter<'_>,
+    ) -> futures_util::future::BoxFuture<'t, Result<(u32, i64), radsight::audit::AuditError>> {
+        Box::pin(async move {
+            let i = self.i;
+            w.conn().execute_unprepared(&format!("INSERT INTO card_contents VALUES ('work-{i}', '{{}}', 0)")).await?;
+            w.append(AuditEvent::new(Action::HookCall, Outcome::Success).detail("i", i)).await?;
+            let second = w.append(AuditEvent::new(Action::Feedback, Outcome::Success).detail("i", i)).await?;
+            if self.fail {
+                // A failure after writing: everything this work did must be undone.
+                w.conn().execute_unprepared("INSERT INTO no_such_table VALUES (1)").await?;
+            }
+            Ok((i, second))
+        })
+    }
+}
+
+async fn work_that_fails_in_a_group_commit_undoes_its_rows_and_entries_alone(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app(backend).await;
+    let log = AuditLog::default();
+    let works = (0..40u32).map(|i| {
+        let (log, db) = (&log, &app.db);
+        async move { (i, log.run_in_group(db, TwoEntriesAndARow { i, fail: i % 7 == 2 }).await) }
+    });
+    let results = join_all(works).await;
+    for (i, r) in &results {
+        match r {
+            Ok((out, _)) => assert!(i % 7 != 2 && out == i, "work {i} answered {out}"),
+            Err(e) => assert_eq!(i % 7, 2, "work {i}: {e}"),
+        }
+    }
+    // 34 works succeeded: 68 entries after the start entry, in pairs, no gap, none of a failure.
+    let entries = app.audit().await;
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=69).collect::<Vec<_>>());
+    let recorded: Vec<u64> = entries.iter().filter_map(|e| serde_json::from_str::<Value>(&e.detail).ok()?["i"].as_u64()).collect();
+    assert_eq!(recorded.len(), 68);
+    assert!(recorded.chunks(2).all(|pair| pair[0] == pair[1] && pair[0] % 7 != 2), "{recorded:?}");
+    let rows = app
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(app.db.get_database_backend(), "SELECT hash FROM card_contents"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 34, "a failed work's row is undone");
+    checkpoint(&app);
+    assert_eq!(app.cli(&["audit", "verify"]).code, 0);
+}
+
 /// Starts `radsight serve` as its own process on the app's database, with the app's clients.
 fn serve_process(app: &TestApp, port: u16) -> std::process::Child {
     let dir = app.settings.audit.checkpoint_dir.parent().unwrap().to_path_buf();
@@ -477,4 +534,5 @@ backend_tests!(
     the_console_shows_verified_proofs_and_a_cards_story,
     thousands_of_concurrent_appends_give_a_gapless_verifiable_log,
     a_failing_append_in_a_group_commit_fails_alone,
+    work_that_fails_in_a_group_commit_undoes_its_rows_and_entries_alone,
 );
