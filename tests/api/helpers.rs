@@ -482,13 +482,25 @@ impl ServeConfig {
 
     /// Starts a process with this configuration: it and its HL7 port.
     pub fn start(&self) -> (ServeProcess, u16) {
-        serve_process(|c| {
+        let (process, _, hl7_port) = self.start_with_ports();
+        (process, hl7_port)
+    }
+
+    /// Starts a process with this configuration: it, its HTTP port and its HL7 port.
+    pub fn start_with_ports(&self) -> (ServeProcess, u16, u16) {
+        serve_process_ports(|c| {
             c.arg("--config").arg(self.0.path());
         })
     }
 }
 
 pub fn serve_process(configure: impl FnOnce(&mut std::process::Command)) -> (ServeProcess, u16) {
+    let (process, _, hl7_port) = serve_process_ports(configure);
+    (process, hl7_port)
+}
+
+/// [`serve_process`], returning the process with its HTTP port and its HL7 port.
+pub fn serve_process_ports(configure: impl FnOnce(&mut std::process::Command)) -> (ServeProcess, u16, u16) {
     use std::io::BufRead;
     let cwd = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_radsight"));
@@ -504,7 +516,8 @@ pub fn serve_process(configure: impl FnOnce(&mut std::process::Command)) -> (Ser
         {
             // Keep draining the log so that the process never writes into a closed pipe.
             std::thread::spawn(move || lines.for_each(|l| eprintln!("radsight serve: {}", l.unwrap_or_default())));
-            return (child, v["fields"]["hl7_port"].as_u64().expect("the HL7 port is logged") as u16);
+            let port = |name: &str| v["fields"][name].as_u64().unwrap_or_else(|| panic!("the {name} is logged")) as u16;
+            return (child, port("port"), port("hl7_port"));
         }
         eprintln!("radsight serve: {line}");
     }

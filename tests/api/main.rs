@@ -12,6 +12,7 @@ mod bad_input;
 mod bounded_audit;
 mod client_auth;
 mod compressed_pacs;
+mod crash_under_load;
 mod dicomweb;
 mod discovery;
 mod feedback;
