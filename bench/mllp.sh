@@ -39,6 +39,7 @@ builds=(A)
 for b in "${builds[@]}"; do
     bin_var="RADSIGHT_$b"
     [ -x "${!bin_var}" ] || die "${!bin_var} is not an executable"
+    printf -v "$bin_var" '%s' "$(realpath "${!bin_var}")"
 done
 
 WORK="$(mktemp -d /tmp/radsight-mllp-bench.XXXXXX)"
@@ -62,7 +63,7 @@ run() {
         sqlite) url="sqlite://$dir/radsight.db?mode=rwc" ;;
         postgres)
             local name="radsight_mllp_bench_${build,,}_${conns}_${round}"
-            psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+            PGOPTIONS="-c client_min_messages=warning" psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
             url="$PG/$name" ;;
     esac
     local env_run=("${clean_env[@]}" DATABASE_URL="$url" RADSIGHT_SERVER__PORT="$HTTP_PORT"
@@ -79,7 +80,7 @@ run() {
     out="$(python3 "$REPO/bench/mllp.py" --port "$HL7_PORT" --connections "$conns" --messages "$MESSAGES")" ||
         { echo "$out" >&2; die "a message was not acknowledged AA ($build, $database, $conns)"; }
     stop
-    [ "$database" = postgres ] && psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS radsight_mllp_bench_${build,,}_${conns}_${round}" >/dev/null
+    [ "$database" = postgres ] && PGOPTIONS="-c client_min_messages=warning" psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS radsight_mllp_bench_${build,,}_${conns}_${round}" >/dev/null
     local rate p50 p99
     rate="$(sed -n 's/.*: \([0-9]*\) msg\/s/\1/p' <<<"$out")"
     p50="$(sed -n 's/.*p50 \([0-9.]*\).*/\1/p' <<<"$out")"
