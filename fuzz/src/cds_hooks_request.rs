@@ -65,7 +65,7 @@ pub fn run(data: &[u8]) {
     };
 
     for (hook, service) in &fixture.services {
-        let Ok(req) = parse_hook_request(&body, *hook) else { continue };
+        let Ok(req) = parse_hook_request(body.clone(), *hook) else { continue };
         for template in service.prefetch.values() {
             if let Ok(filled) = fill_template(template, &req) {
                 assert!(!filled.contains("{{"), "an unfilled token in {filled:?}");

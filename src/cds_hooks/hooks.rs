@@ -44,7 +44,7 @@ async fn handle(
     let service = hooks.definitions.get(service_id).ok_or_else(|| HookError::UnknownService(service_id.to_owned()))?;
     let hook = Hook::parse(&service.hook).ok_or_else(|| HookError::Internal(anyhow::anyhow!("definitions were validated at load")))?;
     let body = body::read_body(req, payload, state.settings.server.max_body_bytes).await?;
-    let hook_req = request::parse_hook_request(&body::parse_json(&body)?, hook)?;
+    let hook_req = request::parse_hook_request(body::parse_json(&body)?, hook)?;
     let registered =
         state.verifier.keys().client(&client.iss).ok_or_else(|| HookError::Internal(anyhow::anyhow!("a verified client is registered")))?;
 

@@ -45,16 +45,17 @@ fn required_string<'a>(obj: &'a Map<String, Value>, path: &str, key: &str) -> Re
     string_field(obj, path, key)?.ok_or_else(|| HookError::invalid(format!("{path}{key}"), "is required"))
 }
 
-/// Validates a parsed body against the hook the service implements.
-pub fn parse_hook_request(body: &Value, expected: Hook) -> Result<HookRequest, HookError> {
-    let obj = body.as_object().ok_or_else(|| HookError::invalid("(body)", "must be a JSON object"))?;
-    let hook_name = required_string(obj, "", "hook")?;
+/// Validates a parsed body against the hook the service implements. Takes the body so that
+/// its context and prefetch, most of its size, move into the request rather than being copied.
+pub fn parse_hook_request(body: Value, expected: Hook) -> Result<HookRequest, HookError> {
+    let Value::Object(mut obj) = body else { return Err(HookError::invalid("(body)", "must be a JSON object")) };
+    let hook_name = required_string(&obj, "", "hook")?;
     if hook_name != expected.as_str() {
         return Err(HookError::HookMismatch { expected: expected.as_str().into(), got: hook_name.into() });
     }
     let hook_instance =
-        HookInstance::parse(required_string(obj, "", "hookInstance")?).map_err(|e| HookError::invalid("hookInstance", e.why))?;
-    let fhir_server = string_field(obj, "", "fhirServer")?.map(str::to_owned);
+        HookInstance::parse(required_string(&obj, "", "hookInstance")?).map_err(|e| HookError::invalid("hookInstance", e.why))?;
+    let fhir_server = string_field(&obj, "", "fhirServer")?.map(str::to_owned);
     if let Some(s) = &fhir_server {
         url::Url::parse(s).map_err(|_| HookError::invalid("fhirServer", "must be an absolute URL"))?;
     }
@@ -79,8 +80,8 @@ pub fn parse_hook_request(body: &Value, expected: Hook) -> Result<HookRequest, H
         return Err(HookError::invalid("fhirServer", "is required when fhirAuthorization is given"));
     }
 
-    let context = match obj.get("context") {
-        Some(Value::Object(c)) => c.clone(),
+    let context = match obj.remove("context") {
+        Some(Value::Object(c)) => c,
         Some(_) => return Err(HookError::invalid("context", "must be an object")),
         None => return Err(HookError::invalid("context", "is required")),
     };
@@ -109,9 +110,9 @@ pub fn parse_hook_request(body: &Value, expected: Hook) -> Result<HookRequest, H
         }
     };
 
-    let prefetch = match obj.get("prefetch") {
+    let prefetch = match obj.remove("prefetch") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(p)) => p.clone(),
+        Some(Value::Object(p)) => p,
         Some(_) => return Err(HookError::invalid("prefetch", "must be an object")),
     };
     Ok(HookRequest {
@@ -165,7 +166,7 @@ mod tests {
     fn order_select_keeps_only_the_selected_orders() {
         let ctx = json!({"userId": "Practitioner/1", "patientId": "p1", "selections": ["ServiceRequest/b"],
             "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [order("a"), order("b")]}});
-        let req = parse_hook_request(&body(ctx), Hook::OrderSelect).unwrap();
+        let req = parse_hook_request(body(ctx), Hook::OrderSelect).unwrap();
         assert_eq!(req.orders.len(), 1);
         assert_eq!(req.orders[0].id.as_deref(), Some("b"));
         assert_eq!(req.patient.as_str(), "p1");
@@ -189,13 +190,13 @@ mod tests {
             } else {
                 ctx[key] = value;
             }
-            assert_eq!(field_of(parse_hook_request(&body(ctx), Hook::OrderSelect).unwrap_err()), field, "{key}");
+            assert_eq!(field_of(parse_hook_request(body(ctx), Hook::OrderSelect).unwrap_err()), field, "{key}");
         }
     }
 
     #[test]
     fn a_request_for_another_hook_is_a_mismatch() {
-        let err = parse_hook_request(&body(json!({})), Hook::PatientView).unwrap_err();
+        let err = parse_hook_request(body(json!({})), Hook::PatientView).unwrap_err();
         assert!(matches!(err, HookError::HookMismatch { .. }));
     }
 }

@@ -11,6 +11,7 @@
 
 use fhir_sdk::r4b::resources as r;
 use fhir_sdk::r4b::types as t;
+use serde::Deserialize as _;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -187,13 +188,14 @@ pub fn resource_type(value: &Value) -> Option<&str> {
     value.get("resourceType")?.as_str()
 }
 
-/// Parses one resource. Types radsight uses are validated against the R4B model.
+/// Parses one resource. Types radsight uses are validated against the R4B model, read straight
+/// from the borrowed JSON tree (a hook's prefetch is not copied to be parsed).
 pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
     let rt = resource_type(value).ok_or(FhirError::NotAResource)?;
     let invalid = |e: serde_json::Error| FhirError::InvalidResource { resource_type: rt.to_owned(), message: e.to_string() };
     Ok(match rt {
         "ServiceRequest" => {
-            let sr: r::ServiceRequest = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let sr = r::ServiceRequest::deserialize(value).map_err(invalid)?;
             Resource::ServiceRequest(ServiceRequest {
                 id: sr.id.clone(),
                 status: sr.status.to_string(),
@@ -209,7 +211,7 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
             })
         }
         "ImagingStudy" => {
-            let s: r::ImagingStudy = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let s = r::ImagingStudy::deserialize(value).map_err(invalid)?;
             let study_uids = s
                 .identifier
                 .iter()
@@ -241,7 +243,7 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
             })
         }
         "AllergyIntolerance" => {
-            let a: r::AllergyIntolerance = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let a = r::AllergyIntolerance::deserialize(value).map_err(invalid)?;
             let first_code =
                 |c: &Option<t::CodeableConcept>| c.as_ref().and_then(|c| c.coding.iter().flatten().find_map(|c| c.code.clone()));
             Resource::AllergyIntolerance(AllergyIntolerance {
@@ -253,7 +255,7 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
             })
         }
         "Observation" => {
-            let o: r::Observation = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let o = r::Observation::deserialize(value).map_err(invalid)?;
             let effective = match &o.effective {
                 Some(r::ObservationEffective::DateTime(d)) => Some(date_time(d)),
                 Some(r::ObservationEffective::Instant(i)) => Some(i.0),
@@ -282,7 +284,7 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
             })
         }
         "DiagnosticReport" => {
-            let d: r::DiagnosticReport = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let d = r::DiagnosticReport::deserialize(value).map_err(invalid)?;
             let effective = match &d.effective {
                 Some(r::DiagnosticReportEffective::DateTime(x)) => Some(date_time(x)),
                 Some(r::DiagnosticReportEffective::Period(p)) => p.start.as_ref().map(date_time),
@@ -296,11 +298,11 @@ pub fn parse_resource(value: &Value) -> Result<Resource, FhirError> {
             })
         }
         "Patient" => {
-            let p: r::Patient = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let p = r::Patient::deserialize(value).map_err(invalid)?;
             Resource::Patient(Patient { id: p.id.clone() })
         }
         "Endpoint" => {
-            let e: r::Endpoint = serde_json::from_value(value.clone()).map_err(invalid)?;
+            let e = r::Endpoint::deserialize(value).map_err(invalid)?;
             Resource::Endpoint(Endpoint {
                 id: e.id.clone(),
                 status: e.status.to_string(),
