@@ -554,9 +554,17 @@ impl AuditLog {
             let outcome = match p.item {
                 Item::Entry { event, rows } if isolate => txn.append_isolated(event, rows).await.map(Done::Seq),
                 Item::Entry { event, rows } => txn.append_with(event, rows).await.map(Done::Seq),
-                Item::Work(work) => txn.run_isolated(work).await.map(Done::Work),
+                Item::Work(work) if isolate => txn.run_isolated(work).await.map(Done::Work),
+                Item::Work(work) => txn.run(work).await.map(Done::Work),
             };
             outcomes.push((p.done, outcome));
+        }
+        if !isolate && outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
+            // Alone in its group and without a savepoint: nothing of it may commit. Dropping
+            // the transaction rolls it back and leaves the chain state as it was.
+            drop(txn);
+            outcomes.into_iter().for_each(|(done, outcome)| drop(done.send(outcome)));
+            return;
         }
         // Answer only after the commit, and while still holding the lock.
         let (committed, guard) = txn.finish().await;
@@ -624,6 +632,12 @@ impl AuditTxn<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// Runs a piece of work directly in the transaction (it is alone in its group).
+    async fn run(&mut self, work: Box<dyn QueuedWork>) -> Result<Box<dyn std::any::Any + Send>, AuditError> {
+        let mut writer = GroupWriter { conn: &self.txn, head: &mut self.head, frontier: &mut self.frontier };
+        work.run(&mut writer).await
     }
 
     /// Runs a piece of work inside a savepoint: on failure its writes and entries are undone
