@@ -181,12 +181,21 @@ while True:
     if time.perf_counter() > deadline:
         sys.exit("no result within 120 s")
     time.sleep(0.005)
-print(f"{study} {row[0]} {(time.perf_counter() - t0) * 1000:.0f}")
+elapsed = (time.perf_counter() - t0) * 1000
+# Where the time went, from the audit entries' timestamps: each step after the message's entry.
+from datetime import datetime
+steps = db.execute(
+    "SELECT action, recorded_at FROM audit_entries WHERE entities LIKE ? ORDER BY seq", (f"%{study}%",)).fetchall()
+def at(ts):
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")[:26] + "+00:00" if "." in ts else ts.replace("Z", "+00:00"))
+start = at(steps[0][1])
+breakdown = ",".join(f"{a}@{(at(t) - start).total_seconds() * 1000:.0f}" for a, t in steps[1:])
+print(f"{study} {row[0]} {elapsed:.0f} {breakdown}")
 PY
     done
 done <"$WORK/studies.txt"
 
-echo "build study status oru_to_stored_ms"
+echo "build study status oru_to_stored_ms audit_steps(ms after the message entry)"
 cat "$WORK/times.txt"
 for b in "${builds[@]}"; do
     hwm="$(awk '/VmHWM/ {print $2}' "/proc/${SERVE_PID[$b]}/status")"
