@@ -75,7 +75,7 @@ impl Application {
         };
         let http = http_client::build();
         let gate = store::WriteGate::for_db(&db);
-        let audit = AuditLog::default().with_write_gate(gate.clone());
+        let audit = AuditLog::default().with_write_gate(gate.clone()).with_queue_limit(settings.audit.max_pending);
         let wake = Arc::new(tokio::sync::Notify::new());
         let hl7 = if settings.hl7.enabled {
             let l = std::net::TcpListener::bind(settings.hl7.bind.as_str())

@@ -304,6 +304,9 @@ pub enum AuditError {
     Group(String),
     #[error("could not store the records that go with the audit entries")]
     Records(#[from] DbErr),
+    /// The group commit's queue is full: the write was not queued; try again shortly.
+    #[error("the audit log has too many writes waiting")]
+    Busy,
 }
 
 fn now_rfc3339() -> String {
@@ -389,16 +392,37 @@ struct Pending {
 /// item in one transaction (one durable write for the group), each in its own savepoint so that
 /// one failure fails only its own caller. Nobody is answered before the transaction holding its
 /// item has committed.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AuditLog {
     chain: Arc<Mutex<Option<ChainState>>>,
     queue: Arc<std::sync::Mutex<Vec<Pending>>>,
+    /// Items waiting beyond which a new one is refused with [`AuditError::Busy`].
+    max_pending: usize,
     gate: crate::store::WriteGate,
     /// Refusals before authentication counted in the open window.
     refusals: Arc<tally::RefusalTally>,
 }
 
+impl Default for AuditLog {
+    fn default() -> AuditLog {
+        AuditLog {
+            chain: Arc::default(),
+            queue: Arc::default(),
+            max_pending: usize::MAX,
+            gate: crate::store::WriteGate::default(),
+            refusals: Arc::default(),
+        }
+    }
+}
+
 impl AuditLog {
+    /// An audit log that refuses a write at once ([`AuditError::Busy`], counted as a
+    /// `write-queue-full` refusal of `channel` `audit`) while `max_pending` items wait.
+    pub fn with_queue_limit(mut self, max_pending: usize) -> AuditLog {
+        self.max_pending = max_pending.max(1);
+        self
+    }
+
     /// Starts a write transaction that holds the chain lock. Other writes that must commit
     /// atomically with the entry (served cards, feedback) go through [`AuditTxn::conn`].
     pub async fn begin<'a>(&'a self, db: &DatabaseConnection) -> Result<AuditTxn<'a>, AuditError> {
@@ -525,7 +549,20 @@ impl AuditLog {
 
     async fn in_next_group(&self, db: &DatabaseConnection, item: Item) -> Result<Done, AuditError> {
         let (done, mut result) = oneshot::channel();
-        self.queue.lock().expect("audit queue lock").push(Pending { item, done });
+        {
+            let mut queue = self.queue.lock().expect("audit queue lock");
+            if queue.len() >= self.max_pending {
+                // An item whose caller is gone (its request was cancelled while it waited for the
+                // lock) answers nobody: it must not hold a place that no holder will free.
+                queue.retain(|p| !p.done.is_closed());
+            }
+            if queue.len() >= self.max_pending {
+                drop(queue);
+                self.refusals.count_only("audit", "write-queue-full");
+                return Err(AuditError::Busy);
+            }
+            queue.push(Pending { item, done });
+        }
         let guard = self.chain.lock().await;
         if let Ok(outcome) = result.try_recv() {
             return outcome; // an earlier holder of the lock committed it with its group

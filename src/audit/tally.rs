@@ -95,6 +95,20 @@ impl RefusalTally {
         }
     }
 
+    /// Counts one refusal that is never written in full, only in the window's summary: a write
+    /// refused because the log's queue is full (writing it would add to that queue).
+    pub fn count_only(&self, channel: &'static str, reason: &'static str) {
+        let now = super::now_rfc3339();
+        let mut counts = self.counts.lock().expect("refusal tally lock");
+        let c = counts.entry(RefusalKey { channel, source: "*".into(), reason }).or_insert_with(|| Counter {
+            more: 0,
+            first_seen: now.clone(),
+            last_seen: now.clone(),
+        });
+        c.more += 1;
+        c.last_seen = now;
+    }
+
     /// Closes the window: writes one `refusal.summary` entry per key counted beyond its first,
     /// and starts a new window. Returns the number of entries written. Counts that could not be
     /// written are put back, so a failed flush loses nothing.

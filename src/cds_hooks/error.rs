@@ -25,8 +25,20 @@ pub enum HookError {
     FhirServerNotRegistered,
     #[error("prefetch {key} was not provided and could not be fetched: {why}")]
     PrefetchUnavailable { key: String, why: String },
+    /// The audit log's queue is full: nothing was stored; the EHR may try again.
+    #[error("radsight is busy and stored nothing; try again in a moment")]
+    Busy,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<crate::audit::AuditError> for HookError {
+    fn from(e: crate::audit::AuditError) -> HookError {
+        match e {
+            crate::audit::AuditError::Busy => HookError::Busy,
+            e => HookError::Internal(e.into()),
+        }
+    }
 }
 
 impl HookError {
@@ -45,19 +57,27 @@ impl AuditedFailure for HookError {
             HookError::UnknownCard(_) => "unknown-card",
             HookError::FhirServerNotRegistered => "fhir-server-not-registered",
             HookError::PrefetchUnavailable { .. } => "prefetch-unavailable",
+            HookError::Busy => "write-queue-full",
             HookError::Internal(_) => "internal-error",
         }
     }
 
     fn audit_outcome(&self) -> Outcome {
         match self {
-            HookError::Internal(_) | HookError::PrefetchUnavailable { .. } => Outcome::Error,
+            HookError::Internal(_) | HookError::PrefetchUnavailable { .. } | HookError::Busy => Outcome::Error,
             _ => Outcome::Rejected,
         }
     }
 
     fn audit_unavailable(e: anyhow::Error) -> Self {
-        HookError::Internal(e)
+        match e.downcast_ref::<crate::audit::AuditError>() {
+            Some(crate::audit::AuditError::Busy) => HookError::Busy,
+            _ => HookError::Internal(e),
+        }
+    }
+
+    fn counted_in_aggregate(&self) -> bool {
+        matches!(self, HookError::Busy)
     }
 }
 
@@ -67,6 +87,7 @@ impl From<HookError> for HttpError {
         match e {
             HookError::Body(b) => b.into(),
             HookError::Internal(e) => HttpError::Internal(e),
+            e @ HookError::Busy => HttpError::Unavailable { retry_after_secs: 1, diagnostics: e.to_string() },
             HookError::InvalidRequest { field, problem } => HttpError::invalid(field, problem),
             e @ (HookError::UnknownService(_) | HookError::UnknownCard(_)) => outcome(StatusCode::NOT_FOUND, "not-found", e),
             e @ HookError::HookMismatch { .. } => outcome(StatusCode::BAD_REQUEST, "invalid", e),

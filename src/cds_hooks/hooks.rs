@@ -99,7 +99,7 @@ async fn audit_fetches(
         state.audit.record(&state.db, event)
     });
     for outcome in futures_util::future::join_all(appends).await {
-        outcome.map_err(|e| HookError::Internal(e.into()))?;
+        outcome?;
     }
     Ok(())
 }
@@ -114,7 +114,6 @@ async fn store_and_audit(
     unusable: &[UnusableSlot],
     issued: &mut [IssuedCard],
 ) -> Result<(), HookError> {
-    let internal = |e: anyhow::Error| HookError::Internal(e);
     let mut event = AuditEvent::new(Action::HookCall, Outcome::Success)
         .actor(Some(&client.iss), Some(&hook_req.user_id))
         .patient(Some(hook_req.patient.reference()))
@@ -166,7 +165,7 @@ async fn store_and_audit(
             (row, content)
         })
         .collect();
-    let seq = state.audit.record_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await.map_err(|e| internal(e.into()))?;
+    let seq = state.audit.record_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await?;
     issued.iter_mut().for_each(|c| c.card.audited_as(seq));
     Ok(())
 }

@@ -366,6 +366,10 @@ pub struct AuditSettings {
     /// How long entries are kept; at least 183 days (EU AI Act Art. 19). Nothing is deleted
     /// inside it.
     pub retention_days: u32,
+    /// Writes waiting for the log's group commit beyond which a new one is refused at once (a
+    /// hook answers 503 with `Retry-After`, an HL7 message AE), so that a slow disk never makes
+    /// an EHR wait out its timeout. Refusals are counted into `refusal.summary`.
+    pub max_pending: usize,
 }
 
 /// The HL7 v2 MLLP listener. Its limits follow the DICOM upper-layer listener's model: explicit
@@ -656,6 +660,7 @@ impl Default for Settings {
                 checkpoint_dir: "data/checkpoints".into(),
                 checkpoint_interval_secs: 300,
                 retention_days: 2190,
+                max_pending: 1024,
             },
             hl7: Hl7Settings {
                 enabled: true,
@@ -805,6 +810,9 @@ impl Settings {
         }
         if self.audit.retention_days < 183 {
             return invalid("audit.retention_days must be at least 183 (6 months)".into());
+        }
+        if self.audit.max_pending == 0 {
+            return invalid("audit.max_pending must be at least 1".into());
         }
         let origin = &self.audit.origin;
         if origin.is_empty() || origin.contains(char::is_whitespace) || origin.contains('+') {

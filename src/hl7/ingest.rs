@@ -10,7 +10,8 @@
 //! store or update the order, store the study and queue its job
 //! ([`announce_study`]), remember the control id → commit → AA. Nothing is acknowledged AA
 //! before that commit. A rejected message is audited and answered AE/AR; a database failure is
-//! answered AE (code 207) so that the sender sends it again.
+//! answered AE (code 207) so that the sender sends it again, and so is a message that found the
+//! audit log's queue full (`audit.max_pending`; counted in the refusal summary, not logged).
 //!
 //! A refused sender (an address or an `MSH-3`/`MSH-4` pair not allowed) is answered AR and
 //! audited through the refusal tally: the first from its address in a window in full, the rest
@@ -144,6 +145,12 @@ pub async fn handle_message(ctx: &IngestContext, peer: IpAddr, bytes: &[u8]) -> 
         Ok(Stored::IdentityConflict) => {
             let text = "the Study Instance UID already belongs to another patient; nothing was stored";
             let r = rejection(&header, AckCode::AE, error_code::DUPLICATE_KEY, None, "identity-conflict", text);
+            build_ack(&r.header, r.ack, Some(&r))
+        }
+        Err(AuditError::Busy) => {
+            // Counted in the refusal tally by the audit log; the sender resends on AE.
+            let text = "radsight is busy and stored nothing; send it again";
+            let r = rejection(&header, AckCode::AE, error_code::INTERNAL, None, "write-queue-full", text);
             build_ack(&r.header, r.ack, Some(&r))
         }
         Err(e) => {

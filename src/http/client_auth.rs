@@ -101,6 +101,11 @@ pub trait AuditedFailure: Sized {
     fn audit_outcome(&self) -> Outcome;
     /// The failure to answer with when the audit entry itself cannot be written.
     fn audit_unavailable(e: anyhow::Error) -> Self;
+    /// Already counted in the refusal tally, not written one by one: a write the audit log's
+    /// full queue refused (writing its failure would add to that queue).
+    fn counted_in_aggregate(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `work` for an authenticated `client`; a failure is audited under `action` (with
@@ -114,6 +119,7 @@ pub async fn audit_failures<T, E: AuditedFailure>(
 ) -> Result<T, E> {
     let err = match work.await {
         Ok(t) => return Ok(t),
+        Err(e) if e.counted_in_aggregate() => return Err(e),
         Err(e) => e,
     };
     let mut event = AuditEvent::new(action, err.audit_outcome()).actor(Some(&client.iss), None);

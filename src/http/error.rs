@@ -33,6 +33,9 @@ pub enum HttpError {
     /// 429 with `Retry-After` and an OperationOutcome `throttled`.
     #[error("{diagnostics}")]
     TooManyRequests { retry_after_secs: u64, diagnostics: String },
+    /// 503 with `Retry-After` and an OperationOutcome `transient`: radsight is overloaded.
+    #[error("{diagnostics}")]
+    Unavailable { retry_after_secs: u64, diagnostics: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -82,6 +85,7 @@ impl ResponseError for HttpError {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Outcome(issue) => issue.status,
             HttpError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +109,10 @@ impl ResponseError for HttpError {
                 .insert_header((actix_web::http::header::RETRY_AFTER, retry_after_secs.to_string()))
                 .insert_header((CONTENT_TYPE, "application/fhir+json"))
                 .body(operation_outcome("error", "throttled", diagnostics, None)),
+            HttpError::Unavailable { retry_after_secs, diagnostics } => HttpResponse::ServiceUnavailable()
+                .insert_header((actix_web::http::header::RETRY_AFTER, retry_after_secs.to_string()))
+                .insert_header((CONTENT_TYPE, "application/fhir+json"))
+                .body(operation_outcome("error", "transient", diagnostics, None)),
             HttpError::Internal(e) => {
                 // The one place an internal error's chain is logged.
                 tracing::error!(error = ?e, "request failed");

@@ -269,6 +269,70 @@ async fn sigterm_stops_the_process_cleanly(backend: Backend) {
     assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
 }
 
+/// A write queue that is full refuses at once and in the protocol's terms: a hook 503 with
+/// `Retry-After` and an OperationOutcome, an HL7 message AE (resent later, it is taken). The
+/// refusals are counted into the refusal summary, not written one by one; every answered call
+/// and acknowledged message has its entry.
+async fn a_full_write_queue_answers_at_once_and_counts_its_refusals(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.audit.max_pending = 2;
+        s.jobs.workers = 0; // only the calls and messages below write
+        s.limits.refusal_window_secs = 3600; // the window closes at shutdown
+    })
+    .await;
+    // A burst of hook calls, then a burst of messages on many connections (together, the
+    // messages, resent at once on AE, would leave the hooks no room at all).
+    let body = example("order-select");
+    let replies = futures_util::future::join_all((0..40).map(|_| app.hook("radsight-imaging-order-select", &body))).await;
+    let acks = futures_util::future::join_all((0..8).map(|c| {
+        let port = app.hl7_port;
+        async move {
+            let mut client = MllpClient::connect_to(port).await;
+            let mut acks = Vec::new();
+            for i in 0..5 {
+                let control = format!("Q{c}-{i}");
+                let message = crate::hl7::oru(&control, PATIENT, &format!("1.2.826.0.9.88.{c}.{i}"), "F");
+                acks.push((message.clone(), client.send(&message).await));
+            }
+            acks
+        }
+    }))
+    .await;
+
+    let (mut answered, mut refused) = (0, 0);
+    for reply in &replies {
+        match reply.status.as_u16() {
+            200 => answered += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(reply.headers["retry-after"], "1");
+                assert_eq!(reply.outcome(503)["code"], "transient");
+            }
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    let acks: Vec<_> = acks.into_iter().flatten().collect();
+    let busy: Vec<&String> = acks.iter().filter(|(_, a)| a.code() == "AE").map(|(m, _)| m).collect();
+    for (_, ack) in &acks {
+        assert!(ack.code() == "AA" || ack.0.contains("radsight is busy"), "{}", ack.0);
+    }
+    assert!(answered >= 1 && refused >= 1, "{answered} answered, {refused} refused");
+    assert!(!busy.is_empty() && busy.len() < acks.len(), "{} of {} messages refused", busy.len(), acks.len());
+    // A refused message stored nothing: sent again when the queue is free, it is taken.
+    let mut client = MllpClient::connect(&app).await;
+    for message in &busy {
+        assert_eq!(client.send(message).await.code(), "AA");
+    }
+
+    app.shut_down().await;
+    let (full, counted) = refusals_logged(&app, "cds.hook", "write-queue-full").await;
+    assert_eq!(full, 0, "a refused write is not written one by one");
+    assert_eq!(counted, (refused + busy.len()) as u64, "every refusal is counted");
+    let audit = app.audit().await;
+    assert_eq!(audit.iter().filter(|e| e.action == "cds.hook" && e.outcome == "success").count(), answered);
+    assert_eq!(audit.iter().filter(|e| e.action == "hl7.message" && e.outcome == "success").count(), acks.len());
+}
+
 backend_tests!(
     sigterm_stops_the_process_cleanly,
     a_flood_of_bad_tokens_is_throttled_and_logged_bounded_with_counts_that_add_up,
@@ -279,4 +343,5 @@ backend_tests!(
     a_source_outside_the_allowed_ranges_gets_ar,
     a_reused_control_id_with_other_content_gets_ae_and_a_true_resend_aa,
     a_shutdown_under_load_loses_no_answered_call_or_acknowledged_message,
+    a_full_write_queue_answers_at_once_and_counts_its_refusals,
 );
