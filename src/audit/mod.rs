@@ -366,22 +366,29 @@ impl<W: GroupWork> QueuedWork for W {
     }
 }
 
-/// What waits for the next group commit: one entry (with its rows), or a piece of work.
-enum Item {
-    Entry { event: AuditEvent, rows: Option<Box<dyn AttachedRows>> },
-    Work(Box<dyn QueuedWork>),
+/// One entry with the rows that commit with it: what [`AuditLog::record_with`] queues.
+struct AppendEntry {
+    event: AuditEvent,
+    rows: Option<Box<dyn AttachedRows>>,
 }
 
-/// What a committed [`Item`] gives back.
-enum Done {
-    Seq(i64),
-    Work(Box<dyn std::any::Any + Send>),
+impl GroupWork for AppendEntry {
+    type Output = i64;
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<i64, AuditError>> {
+        Box::pin(async move {
+            let seq = w.append(self.event).await?;
+            if let Some(rows) = self.rows {
+                rows.write(w.conn, seq).await?;
+            }
+            Ok(seq)
+        })
+    }
 }
 
-/// An item waiting for the next group commit.
+/// Work waiting for the next group commit.
 struct Pending {
-    item: Item,
-    done: oneshot::Sender<Result<Done, AuditError>>,
+    work: Box<dyn QueuedWork>,
+    done: oneshot::Sender<Result<Box<dyn std::any::Any + Send>, AuditError>>,
 }
 
 /// The handle every writer of audit entries goes through.
@@ -532,22 +539,17 @@ impl AuditLog {
         event: AuditEvent,
         rows: Option<Box<dyn AttachedRows>>,
     ) -> Result<i64, AuditError> {
-        match self.in_next_group(db, Item::Entry { event, rows }).await? {
-            Done::Seq(seq) => Ok(seq),
-            Done::Work(_) => unreachable!("an entry is answered with its sequence number"),
-        }
+        self.run_in_group(db, AppendEntry { event, rows }).await
     }
 
     /// Runs `work` in the next group commit and returns its output once the group is durably
     /// committed. A failure of `work` undoes its writes and entries only.
     pub async fn run_in_group<W: GroupWork>(&self, db: &DatabaseConnection, work: W) -> Result<W::Output, AuditError> {
-        match self.in_next_group(db, Item::Work(Box::new(work))).await? {
-            Done::Work(out) => Ok(*out.downcast::<W::Output>().expect("work is answered with its own output")),
-            Done::Seq(_) => unreachable!("work is answered with its output"),
-        }
+        let out = self.in_next_group(db, Box::new(work)).await?;
+        Ok(*out.downcast::<W::Output>().expect("work is answered with its own output"))
     }
 
-    async fn in_next_group(&self, db: &DatabaseConnection, item: Item) -> Result<Done, AuditError> {
+    async fn in_next_group(&self, db: &DatabaseConnection, work: Box<dyn QueuedWork>) -> Result<Box<dyn std::any::Any + Send>, AuditError> {
         let (done, mut result) = oneshot::channel();
         {
             let mut queue = self.queue.lock().expect("audit queue lock");
@@ -561,7 +563,7 @@ impl AuditLog {
                 self.refusals.count_only("audit", "write-queue-full");
                 return Err(AuditError::Busy);
             }
-            queue.push(Pending { item, done });
+            queue.push(Pending { work, done });
         }
         let guard = self.chain.lock().await;
         if let Ok(outcome) = result.try_recv() {
@@ -588,12 +590,7 @@ impl AuditLog {
         let isolate = batch.len() > 1;
         let mut outcomes = Vec::with_capacity(batch.len());
         for p in batch {
-            let outcome = match p.item {
-                Item::Entry { event, rows } if isolate => txn.append_isolated(event, rows).await.map(Done::Seq),
-                Item::Entry { event, rows } => txn.append_with(event, rows).await.map(Done::Seq),
-                Item::Work(work) if isolate => txn.run_isolated(work).await.map(Done::Work),
-                Item::Work(work) => txn.run(work).await.map(Done::Work),
-            };
+            let outcome = if isolate { txn.run_isolated(p.work).await } else { txn.run(p.work).await };
             outcomes.push((p.done, outcome));
         }
         if !isolate && outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
@@ -643,32 +640,6 @@ impl AuditTxn<'_> {
             rows.write(&self.txn, seq).await.map_err(AuditError::Append)?;
         }
         Ok(seq)
-    }
-
-    /// Appends inside a savepoint: on failure the entry and its rows are undone and the head
-    /// restored, and the rest of the group carries on.
-    async fn append_isolated(&mut self, event: AuditEvent, rows: Option<Box<dyn AttachedRows>>) -> Result<i64, AuditError> {
-        let saved = (self.head.clone(), self.frontier.clone());
-        let savepoint = self.txn.begin().await.map_err(AuditError::Append)?;
-        let attempt = async {
-            let seq = append_to(&savepoint, &mut self.head, &mut self.frontier, event).await?;
-            if let Some(rows) = rows {
-                rows.write(&savepoint, seq).await.map_err(AuditError::Append)?;
-            }
-            Ok(seq)
-        }
-        .await;
-        match attempt {
-            Ok(seq) => {
-                savepoint.commit().await.map_err(AuditError::Append)?;
-                Ok(seq)
-            }
-            Err(e) => {
-                let _ = savepoint.rollback().await;
-                (self.head, self.frontier) = saved;
-                Err(e)
-            }
-        }
     }
 
     /// Runs a piece of work directly in the transaction (it is alone in its group).
