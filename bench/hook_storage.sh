@@ -25,8 +25,8 @@ SERVICE="radsight-imaging-order-select"
 BODY="$REPO/cds-hooks/examples/order-select.json"
 HOOK_URL="http://127.0.0.1:$PORT/cds-services/$SERVICE"
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=bench/common.sh
+. "$REPO/bench/common.sh"
 [ "$CALLS" -gt "$WARM" ] || die "CALLS must be above $WARM"
 
 PY=python3
@@ -60,10 +60,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-clean_env=(env -u DATABASE_URL)
-while IFS='=' read -r name _; do
-    case "$name" in RADSIGHT_*) clean_env+=(-u "$name") ;; esac
-done < <(env)
 
 "${clean_env[@]}" "$RADSIGHT" keys generate --out "$WORK/keys" >/dev/null
 cat >"$WORK/radsight.toml" <<TOML

@@ -59,8 +59,8 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$BENCH/out/$STAMP"
 mkdir -p "$OUT"
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=bench/common.sh
+. "$REPO/bench/common.sh"
 
 # ---------------------------------------------------------------- tools
 command -v curl >/dev/null || die "curl is required"
@@ -124,11 +124,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# radsight reads RADSIGHT_* and DATABASE_URL from the environment: run it without any.
-clean_env=(env -u DATABASE_URL)
-while IFS='=' read -r name _; do
-    case "$name" in RADSIGHT_*) clean_env+=(-u "$name") ;; esac
-done < <(env)
 
 "${clean_env[@]}" "$RADSIGHT" keys generate --out "$WORK/keys" >/dev/null
 cat >"$WORK/radsight.toml" <<TOML

@@ -24,23 +24,9 @@ PG="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 HTTP_PORT=18083
 HL7_PORT=18575
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-if [ -z "${RADSIGHT_A:-}" ]; then
-    if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-        log "building radsight (release)"
-        (cd "$REPO" && cargo build --release --bin radsight) >&2
-    fi
-    RADSIGHT_A="${CARGO_TARGET_DIR:-$REPO/target}/release/radsight"
-fi
-builds=(A)
-[ -n "${RADSIGHT_B:-}" ] && builds=(A B)
-for b in "${builds[@]}"; do
-    bin_var="RADSIGHT_$b"
-    [ -x "${!bin_var}" ] || die "${!bin_var} is not an executable"
-    printf -v "$bin_var" '%s' "$(realpath "${!bin_var}")"
-done
+# shellcheck source=bench/common.sh
+. "$REPO/bench/common.sh"
+resolve_builds
 
 WORK="$(mktemp -d /tmp/radsight-mllp-bench.XXXXXX)"
 PID=""
@@ -49,10 +35,6 @@ cleanup() { local rc=$?; stop; rm -rf "$WORK"; exit "$rc"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-clean_env=(env -u DATABASE_URL)
-while IFS='=' read -r name _; do
-    case "$name" in RADSIGHT_*) clean_env+=(-u "$name") ;; esac
-done < <(env)
 
 # run BUILD DATABASE CONNECTIONS ROUND -> prints "BUILD DATABASE CONNS msg/s p50 p99"
 run() {

@@ -23,23 +23,9 @@ ORTHANC_PORT=18044
 HTTP_PORT=18084
 HL7_PORT=18576
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-if [ -z "${RADSIGHT_A:-}" ]; then
-    if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-        log "building radsight (release)"
-        (cd "$REPO" && cargo build --release --bin radsight) >&2
-    fi
-    RADSIGHT_A="${CARGO_TARGET_DIR:-$REPO/target}/release/radsight"
-fi
-builds=(A)
-[ -n "${RADSIGHT_B:-}" ] && builds=(A B)
-for b in "${builds[@]}"; do
-    bin_var="RADSIGHT_$b"
-    [ -x "${!bin_var}" ] || die "${!bin_var} is not an executable"
-    printf -v "$bin_var" '%s' "$(realpath "${!bin_var}")"
-done
+# shellcheck source=bench/common.sh
+. "$REPO/bench/common.sh"
+resolve_builds
 for p in orthanc orthanc-dicomweb; do
     dpkg -s "$p" >/dev/null 2>&1 || {
         log "installing $p"
@@ -92,10 +78,6 @@ print(s["MainDicomTags"]["StudyInstanceUID"], s["PatientMainDicomTags"]["Patient
 done
 [ "$(wc -l <"$WORK/studies.txt")" -eq "$STUDIES" ] || die "expected $STUDIES studies in Orthanc"
 
-clean_env=(env -u DATABASE_URL)
-while IFS='=' read -r name _; do
-    case "$name" in RADSIGHT_*) clean_env+=(-u "$name") ;; esac
-done < <(env)
 
 # ---------------------------------------------------------------- the services
 declare -A SERVE_PID
