@@ -70,9 +70,9 @@ impl AuditedFailure for HookError {
     }
 
     fn audit_unavailable(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<crate::audit::AuditError>() {
-            Some(crate::audit::AuditError::Busy) => HookError::Busy,
-            _ => HookError::Internal(e),
+        match e.downcast::<crate::audit::AuditError>() {
+            Ok(e) => e.into(),
+            Err(e) => HookError::Internal(e),
         }
     }
 

@@ -20,6 +20,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::Notify;
 
@@ -28,8 +29,6 @@ use super::message::{
     AckCode, Header, ImagingMessage, MessageKind, ParseOptions, Rejection, error_code, parse_imaging_message, read_header,
     reject_unreadable, rejection,
 };
-use futures_util::future::BoxFuture;
-
 use crate::audit::{Action, AuditError, AuditEvent, AuditLog, GroupWork, GroupWriter, Outcome};
 use crate::domain::PatientNamespace;
 use crate::jobs::JobSource;
@@ -130,7 +129,7 @@ pub async fn handle_message(ctx: &IngestContext, peer: IpAddr, bytes: &[u8]) -> 
     let work = StoreMessage { digest: content_digest(&text), msg, settings: ctx.settings.clone(), max_attempts: ctx.max_attempts };
     // In the audit log's group commit: messages arriving on several connections at once share
     // one durable write, and each ACK still waits for the commit that holds its message.
-    match ctx.audit.run_in_group(&ctx.db, work).await {
+    match ctx.audit.offer_in_group(&ctx.db, work).await {
         Ok(Stored::Accepted { queued }) => {
             if queued {
                 ctx.wake.notify_one();
