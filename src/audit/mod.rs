@@ -423,8 +423,11 @@ impl Default for AuditLog {
 }
 
 impl AuditLog {
-    /// An audit log that refuses a write at once ([`AuditError::Busy`], counted as a
-    /// `write-queue-full` refusal of `channel` `audit`) while `max_pending` items wait.
+    /// An audit log that refuses an offered write at once ([`AuditError::Busy`], counted as a
+    /// `write-queue-full` refusal of `channel` `audit`) while `max_pending` items wait. Only
+    /// writes made for a sender who can be told to try again are offered ([`Self::offer_with`],
+    /// [`Self::offer_in_group`]); radsight's own bookkeeping (job steps, refusal summaries,
+    /// start and stop) is always queued.
     pub fn with_queue_limit(mut self, max_pending: usize) -> AuditLog {
         self.max_pending = max_pending.max(1);
         self
@@ -542,23 +545,46 @@ impl AuditLog {
         self.run_in_group(db, AppendEntry { event, rows }).await
     }
 
+    /// [`Self::record_with`] for a sender who can be told to try again: refused at once with
+    /// [`AuditError::Busy`] while `max_pending` items wait (see [`Self::with_queue_limit`]).
+    pub async fn offer_with(
+        &self,
+        db: &DatabaseConnection,
+        event: AuditEvent,
+        rows: Option<Box<dyn AttachedRows>>,
+    ) -> Result<i64, AuditError> {
+        self.offer_in_group(db, AppendEntry { event, rows }).await
+    }
+
     /// Runs `work` in the next group commit and returns its output once the group is durably
     /// committed. A failure of `work` undoes its writes and entries only.
     pub async fn run_in_group<W: GroupWork>(&self, db: &DatabaseConnection, work: W) -> Result<W::Output, AuditError> {
-        let out = self.in_next_group(db, Box::new(work)).await?;
+        let out = self.in_next_group(db, Box::new(work), false).await?;
         Ok(*out.downcast::<W::Output>().expect("work is answered with its own output"))
     }
 
-    async fn in_next_group(&self, db: &DatabaseConnection, work: Box<dyn QueuedWork>) -> Result<Box<dyn std::any::Any + Send>, AuditError> {
+    /// [`Self::run_in_group`] for a sender who can be told to try again: refused at once with
+    /// [`AuditError::Busy`] while `max_pending` items wait.
+    pub async fn offer_in_group<W: GroupWork>(&self, db: &DatabaseConnection, work: W) -> Result<W::Output, AuditError> {
+        let out = self.in_next_group(db, Box::new(work), true).await?;
+        Ok(*out.downcast::<W::Output>().expect("work is answered with its own output"))
+    }
+
+    async fn in_next_group(
+        &self,
+        db: &DatabaseConnection,
+        work: Box<dyn QueuedWork>,
+        bounded: bool,
+    ) -> Result<Box<dyn std::any::Any + Send>, AuditError> {
         let (done, mut result) = oneshot::channel();
         {
             let mut queue = self.queue.lock().expect("audit queue lock");
-            if queue.len() >= self.max_pending {
+            if bounded && queue.len() >= self.max_pending {
                 // An item whose caller is gone (its request was cancelled while it waited for the
                 // lock) answers nobody: it must not hold a place that no holder will free.
                 queue.retain(|p| !p.done.is_closed());
             }
-            if queue.len() >= self.max_pending {
+            if bounded && queue.len() >= self.max_pending {
                 drop(queue);
                 self.refusals.count_only("audit", "write-queue-full");
                 return Err(AuditError::Busy);

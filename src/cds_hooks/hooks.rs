@@ -96,7 +96,7 @@ async fn audit_fetches(
             .detail("prefetch_key", f.key.clone())
             .detail("status", f.status)
             .detail("hook_instance", hook_req.hook_instance.to_string());
-        state.audit.record(&state.db, event)
+        state.audit.offer_with(&state.db, event, None)
     });
     for outcome in futures_util::future::join_all(appends).await {
         outcome?;
@@ -165,7 +165,7 @@ async fn store_and_audit(
             (row, content)
         })
         .collect();
-    let seq = state.audit.record_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await?;
+    let seq = state.audit.offer_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await?;
     issued.iter_mut().for_each(|c| c.card.audited_as(seq));
     Ok(())
 }
