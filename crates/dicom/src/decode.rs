@@ -126,6 +126,8 @@ pub struct DecodedImage {
     pub voi_lut: Option<VoiLut>,
     /// Presentation LUT Shape is INVERSE (see [`DecodedImage::inverted`]).
     pub presentation_inverse: bool,
+    /// The physical size of a pixel, when the file states one (areas in mm² need it).
+    pub pixel_spacing: Option<PixelSpacing>,
     /// SHA-256 of the decoded stored samples, before masking and rescale: one little-endian word
     /// of BitsAllocated bits (one byte for 1-bit images) per sample, pixel-interleaved, all frames
     /// (YBR_FULL_422 native data is hashed as stored). Equal for the same pixels in any lossless
@@ -268,8 +270,58 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage
         window,
         voi_lut,
         presentation_inverse,
+        pixel_spacing: pixel_spacing(&obj),
         pixel_sha256,
     })
+}
+
+/// The physical distance between pixel centres, in mm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelSpacing {
+    /// Between adjacent rows (vertical): the attribute's first value.
+    pub row_mm: f64,
+    /// Between adjacent columns (horizontal): its second value.
+    pub column_mm: f64,
+    pub source: SpacingSource,
+}
+
+/// Which attribute gave the spacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpacingSource {
+    /// Pixel Spacing (0028,0030): in the patient (calibrated, or the modality's own estimate).
+    PixelSpacing,
+    /// Imager Pixel Spacing (0018,1164): at the detector, for projection radiographs without
+    /// Pixel Spacing; sizes in the patient are smaller by the geometric magnification.
+    ImagerPixelSpacing,
+}
+
+impl SpacingSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpacingSource::PixelSpacing => "PixelSpacing",
+            SpacingSource::ImagerPixelSpacing => "ImagerPixelSpacing",
+        }
+    }
+}
+
+/// Pixel Spacing, else Imager Pixel Spacing (PS3.3 10.7.1.3); two positive finite values, or none.
+fn pixel_spacing(obj: &Obj) -> Option<PixelSpacing> {
+    let read = |tag: Tag| {
+        let v = obj.element_opt(tag).ok()??.to_multi_float64().ok()?;
+        match v.as_slice() {
+            [row, column] if row.is_finite() && column.is_finite() && *row > 0.0 && *column > 0.0 => Some((*row, *column)),
+            _ => None,
+        }
+    };
+    read(tags::PIXEL_SPACING).map(|(row_mm, column_mm)| PixelSpacing { row_mm, column_mm, source: SpacingSource::PixelSpacing }).or_else(
+        || {
+            read(tags::IMAGER_PIXEL_SPACING).map(|(row_mm, column_mm)| PixelSpacing {
+                row_mm,
+                column_mm,
+                source: SpacingSource::ImagerPixelSpacing,
+            })
+        },
+    )
 }
 
 /// The first VOI LUT Sequence item, at top level or in the Frame VOI LUT functional group.

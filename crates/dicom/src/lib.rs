@@ -116,7 +116,10 @@ mod jpegls;
 mod scan;
 mod voi;
 
-pub use decode::{DecodeLimits, DecodeOptions, DecodedImage, SUPPORTED_TRANSFER_SYNTAXES, declared_image, decode, decode_with};
+pub use decode::{
+    DecodeLimits, DecodeOptions, DecodedImage, PixelSpacing, SUPPORTED_TRANSFER_SYNTAXES, SpacingSource, declared_image, decode,
+    decode_with,
+};
 pub use error::DecodeError;
 pub use image::{GrayImage, Letterbox, MapSizeMismatch, PixelBox, letterbox};
 pub use scan::DeclaredImage;
