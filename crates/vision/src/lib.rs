@@ -54,6 +54,7 @@ pub mod rng;
 pub mod road;
 pub mod saliency;
 pub mod segment;
+pub mod segment_train;
 pub mod train;
 
 // Re-exported so callers and tests use the same candle version as the crate.

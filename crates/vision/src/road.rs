@@ -26,7 +26,7 @@
 
 use crate::nn::Network;
 use crate::rng::Pcg32;
-use candle_core::{IndexOp, Result, Tensor};
+use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// `(dy, dx, weight)` of the 8 neighbours (pytorch-grad-cam's `neighbors_weights`).
@@ -237,14 +237,8 @@ pub fn road(net: &dyn Network, x: &Tensor, class: usize, score: &dyn Fn(f32) -> 
             batch.extend(noisy_linear_impute(&img, c, h, w, &keep, options.noise, &mut rng));
         }
     }
-    let total = batch.len() / img.len();
-    let mut scores = Vec::with_capacity(total);
-    for chunk in batch.chunks(8 * img.len()) {
-        let n = chunk.len() / img.len();
-        let t = Tensor::from_slice(chunk, (n, c, h, w), x.device())?;
-        let z: Vec<f32> = net.forward(&t)?.i((.., class))?.to_vec1()?;
-        scores.extend(z.into_iter().map(score));
-    }
+    let scores: Vec<f32> =
+        crate::saliency::class_logits_in_chunks(net, &batch, (c, h, w), class, x.device())?.into_iter().map(score).collect();
     let k = options.percentiles.len();
     let morf: Vec<f32> = scores[1..=k].iter().map(|s| s - scores[0]).collect();
     let lerf: Vec<f32> = scores[k + 1..].iter().map(|s| s - scores[0]).collect();

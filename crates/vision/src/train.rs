@@ -88,7 +88,7 @@ pub fn bce_with_logits(z: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
     ((z.relu()? - (z * t)?)? + softplus)?.mean_all()
 }
 
-/// Deterministic He-normal initialisation of every variable (biases zero).
+/// Deterministic He-normal initialisation of every variable (biases zero, norm scales one).
 pub fn init_vars(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
@@ -99,7 +99,7 @@ pub fn init_vars(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
         let n: usize = dims.iter().product();
         let values: Vec<f32> = if name.ends_with("bias") || name.ends_with("running_mean") {
             vec![0.0; n]
-        } else if name.ends_with("running_var") || name.ends_with("bn.weight") {
+        } else if name.ends_with("running_var") || name.ends_with("bn.weight") || name.ends_with("adn.N.weight") {
             vec![1.0; n]
         } else {
             let fan_in: usize = dims[1..].iter().product();

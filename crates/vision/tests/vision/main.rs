@@ -13,3 +13,4 @@ mod phantoms;
 mod quality;
 mod registry;
 mod resnet;
+mod segmenter;
