@@ -13,7 +13,8 @@
 # stored. Prints the ORU-to-stored time per study (AA received to result row visible), its
 # median, and the serve process's peak RSS (VmHWM) after all studies.
 #
-# Knobs: SIZE (2048), STUDIES (6), BENCH_SKIP_BUILD=1.
+# Knobs: SIZE (2048), STUDIES (6), BENCH_SKIP_BUILD=1, MODELS_DIR (the model registry, default
+# the repository's models/; every model whose card applies to a chest DX runs on each study).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,7 +105,7 @@ workers = 1
 poll_interval_ms = 50
 
 [analysis]
-models_dir = "$REPO/models"
+models_dir = "${MODELS_DIR:-$REPO/models}"
 
 [dicomweb]
 endpoints = ["$ORTHANC/dicom-web"]

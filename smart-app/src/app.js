@@ -169,7 +169,8 @@ class App {
     this.studies = (await this.api.json(`/api/patients/${encodeURIComponent(this.patientId)}/studies`)).studies;
     this.renderList();
     if (this.target.resultId || this.target.studyUid) {
-      const s = this.studies.find((s) => s.studyInstanceUid === this.target.studyUid || s.analysis.resultId === this.target.resultId);
+      const s = this.studies.find((s) => s.studyInstanceUid === this.target.studyUid ||
+        (s.analyses || [s.analysis]).some((a) => a.resultId === this.target.resultId));
       const resultId = this.target.resultId || (s && s.analysis.resultId);
       if (resultId) return this.openResult(resultId, { replace: true });
       if (s) { status(`The study you opened (${studyLabel(s)}) has no AI result yet: analysis ${STATE_TEXT[s.analysis.state].toLowerCase()}.`); }
@@ -187,18 +188,22 @@ class App {
     rows.replaceChildren();
     $("no-studies").hidden = this.studies.length > 0;
     for (const s of this.studies) {
-      const a = s.analysis;
-      const state = el("span", { class: `state state-${a.state}` }, STATE_TEXT[a.state] || a.state);
-      const top = (a.findings || []).filter((f) => f.probability >= f.threshold).map((f) => f.display).join(", ");
-      const action = a.resultId && a.state !== "pending"
-        ? el("button", { type: "button", "data-result": a.resultId }, `Open ${s.modality} of ${fmtDate(s.startedAt)}`)
-        : el("span", { class: "hint" }, "Not analysed yet");
-      if (action.tagName === "BUTTON") action.addEventListener("click", () => this.openResult(a.resultId));
-      rows.append(el("tr", { "data-study": s.studyInstanceUid, "data-state": a.state },
-        el("td", {}, fmtDate(s.startedAt)),
-        el("td", {}, studyLabel(s)),
-        el("td", {}, state, top ? ` — ${top}` : ""),
-        el("td", {}, action)));
+      // One row per model that ran on the study (a classifier and a segmenter, say).
+      const analyses = s.analyses || [s.analysis];
+      for (const a of analyses) {
+        const state = el("span", { class: `state state-${a.state}` }, STATE_TEXT[a.state] || a.state);
+        const top = (a.findings || []).filter((f) => f.probability >= f.threshold).map((f) => f.display).join(", ");
+        const by = analyses.length > 1 && a.modelId ? ` (${a.modelId})` : "";
+        const action = a.resultId && a.state !== "pending"
+          ? el("button", { type: "button", "data-result": a.resultId }, `Open ${s.modality} of ${fmtDate(s.startedAt)}${by}`)
+          : el("span", { class: "hint" }, "Not analysed yet");
+        if (action.tagName === "BUTTON") action.addEventListener("click", () => this.openResult(a.resultId));
+        rows.append(el("tr", { "data-study": s.studyInstanceUid, "data-state": a.state, "data-model": a.modelId || "" },
+          el("td", {}, fmtDate(s.startedAt)),
+          el("td", {}, studyLabel(s) + by),
+          el("td", {}, state, top ? ` — ${top}` : ""),
+          el("td", {}, action)));
+      }
     }
   }
 
@@ -247,16 +252,17 @@ class App {
   }
 
   async loadImages(r) {
-    const [image, heatmap] = await Promise.all([
+    const [image, heatmap, mask] = await Promise.all([
       this.api.bitmap(`/api/results/${r.id}/image.png`),
       r.artefacts.some((a) => a.kind === "heatmap-png") ? this.api.bitmap(`/api/results/${r.id}/heatmap.png`) : null,
+      r.artefacts.some((a) => a.kind === "mask-png") ? this.api.bitmap(`/api/results/${r.id}/mask.png`) : null,
     ]);
     // The box is in source pixels; the stored pictures may be the source shrunk for display.
     const source = r.explanation && r.explanation.letterbox;
     const f = source && source.source_width ? image.width / source.source_width : 1;
     const raw = r.explanation && r.explanation.bbox;
     const box = raw && { x: raw.x * f, y: raw.y * f, width: raw.width * f, height: raw.height * f };
-    this.viewer.load(image, heatmap, box);
+    this.viewer.load(image, heatmap, box, mask);
     $("overlay").disabled = !heatmap;
     $("bbox").disabled = !box;
     this.viewer.set({ overlay: $("overlay").checked && !!heatmap, opacity: $("opacity").value / 100, bbox: $("bbox").checked, preset: $("preset").value });
@@ -266,16 +272,45 @@ class App {
   }
 
   renderFindings(r) {
+    const regions = r.findings.some((f) => f.area);
+    $("finding-col").textContent = regions ? "Region" : "Finding";
+    $("measure-col").textContent = regions ? "Area" : "Probability";
     $("findings").replaceChildren(...r.findings.map((f) => {
       const above = f.probability >= f.threshold;
+      if (f.area) {
+        // A segmented region: its area instead of a probability (the outline is on the image).
+        const area = f.area.mm2 == null ? `${f.area.model_pixels} model pixels (no pixel spacing)`
+          : `${Math.round(f.area.mm2)} mm²${f.area.spacing_source === "ImagerPixelSpacing" ? " at the detector" : ""}`;
+        return el("tr", { "data-area": f.area.mm2 == null ? "" : String(Math.round(f.area.mm2)) }, el("td", {}, f.display), el("td", {}, area), el("td", {}, "—"),
+          el("td", { class: above ? "above" : "" }, above ? "Outlined" : "None outlined"));
+      }
       return el("tr", {}, el("td", {}, f.display), el("td", {}, pct(f.probability)), el("td", {}, pct(f.threshold)),
         el("td", { class: above ? "above" : "" }, above ? "Above threshold" : "Below threshold"));
     }));
     const fa = r.faithfulness || {};
-    $("faithfulness").textContent = fa.deletionAuc == null
-      ? "No faithfulness score was recorded for this saliency map."
-      : `Deletion AUC ${fa.deletionAuc.toFixed(2)} against ${fa.randomDeletionAuc == null ? "—" : fa.randomDeletionAuc.toFixed(2)} for a random map (${r.saliencyMethod || "saliency"}). ` +
-        "Lower than random means that removing the highlighted pixels first lowers the model's score faster: the map reflects what the model used.";
+    const line = $("faithfulness");
+    line.dataset.verdict = fa.verdict || "not-measured";
+    if (r.findings.some((f) => f.area)) {
+      line.dataset.verdict = "segmentation";
+      line.textContent = "The magenta outline is the model's own mask; the heat map is Grad-CAM of the mask score, showing what drove the outline.";
+      return;
+    }
+    const deletion = fa.deletionAuc == null ? "" :
+      ` Deletion AUC ${fa.deletionAuc.toFixed(2)} against ${fa.randomDeletionAuc == null ? "—" : fa.randomDeletionAuc.toFixed(2)} for a random map (lower is better).`;
+    const signed = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x).toFixed(3)}`;
+    if (fa.road) {
+      // ROAD was fixed in advance, so it is the measure the wording follows.
+      line.textContent = fa.road.beatsRandom
+        ? `ROAD ${signed(fa.road.combined)} against ${signed(fa.road.randomCombined)} for a random map (${r.saliencyMethod || "saliency"}; higher is better). ` +
+          "Removing the highlighted pixels changes the model's score more than removing random ones: the map reflects what the model used." + deletion
+        : `⚠ ROAD ${signed(fa.road.combined)}, not better than ${signed(fa.road.randomCombined)} for a random map (${r.saliencyMethod || "saliency"}). ` +
+          "The highlighted region may not be what drove the finding: do not rely on the map's location." + deletion;
+    } else {
+      line.textContent = fa.deletionAuc == null
+        ? "No faithfulness score was recorded for this saliency map."
+        : `Deletion AUC ${fa.deletionAuc.toFixed(2)} against ${fa.randomDeletionAuc == null ? "—" : fa.randomDeletionAuc.toFixed(2)} for a random map (${r.saliencyMethod || "saliency"}). ` +
+          "Lower than random means that removing the highlighted pixels first lowers the model's score faster: the map reflects what the model used.";
+    }
   }
 
   /** Whether radsight's write-back filed this result in the EHR's own record: the EHR is asked

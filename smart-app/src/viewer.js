@@ -1,6 +1,7 @@
 // The study viewer: the windowed original on a canvas at source resolution, window/level
 // presets applied to its grey values, the saliency heat map (RGBA, alpha from the map) drawn
-// over it with an adjustable opacity, the lesion box, and zoom by CSS scale (pixels stay crisp).
+// over it with an adjustable opacity, the lesion box, a segmentation's outline, and zoom by CSS
+// scale (pixels stay crisp).
 
 export class Viewer {
   /** Window presets on the stored 8-bit windowed image: centre and width in grey levels. */
@@ -20,10 +21,12 @@ export class Viewer {
     this.zoom = 1;
   }
 
-  load(image, heatmap, box) {
+  /** `mask`: a segmentation's class map on the picture's grid (0 background), or null. */
+  load(image, heatmap, box, mask = null) {
     this.image = image;
     this.heatmap = heatmap;
     this.box = box;
+    this.outline = mask ? Viewer.outline(mask, image.width, image.height) : null;
     this.canvas.width = image.width;
     this.canvas.height = image.height;
     const scratch = new OffscreenCanvas(image.width, image.height).getContext("2d", { willReadFrequently: true });
@@ -31,6 +34,25 @@ export class Viewer {
     this.gray = scratch.getImageData(0, 0, image.width, image.height);
     this.setZoom(this.fitZoom());
     this.draw();
+  }
+
+  /** The pixels on a region's edge: labelled, with a 4-neighbour of another class (or the
+   *  image border). Drawn over everything, so the outline shows what the model segmented. */
+  static outline(mask, width, height) {
+    const scratch = new OffscreenCanvas(width, height).getContext("2d", { willReadFrequently: true });
+    scratch.drawImage(mask, 0, 0, width, height);
+    const m = scratch.getImageData(0, 0, width, height).data;
+    const at = (x, y) => m[(y * width + x) * 4];
+    const edge = [];
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const c = at(x, y);
+        if (c === 0) continue;
+        if (x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
+            at(x - 1, y) !== c || at(x + 1, y) !== c || at(x, y - 1) !== c || at(x, y + 1) !== c) edge.push(y * width + x);
+      }
+    }
+    return edge;
   }
 
   set(opts) {
@@ -79,6 +101,14 @@ export class Viewer {
       this.ctx.strokeRect(this.box.x + 0.5, this.box.y + 0.5, this.box.width, this.box.height);
       this.ctx.setLineDash([]);
     }
+    if (this.outline && this.outline.length) {
+      const img = this.ctx.getImageData(0, 0, width, height);
+      for (const i of this.outline) {
+        img.data[i * 4] = 255; img.data[i * 4 + 1] = 0; img.data[i * 4 + 2] = 255; img.data[i * 4 + 3] = 255;
+      }
+      this.ctx.putImageData(img, 0, 0);
+    }
+    this.canvas.dataset.outline = String(this.outline ? this.outline.length : 0);
     this.canvas.dataset.drawn = `${this.opts.overlay ? "overlay" : "original"}-${this.opts.preset}`;
   }
 }

@@ -78,8 +78,9 @@ pub struct Saliency {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Faithfulness {
-    pub deletion_auc: f64,
-    pub random_deletion_auc: f64,
+    /// `None` for a segmentation (its explanation is the mask itself).
+    pub deletion_auc: Option<f64>,
+    pub random_deletion_auc: Option<f64>,
 }
 
 /// A file the pipeline could not analyse.
@@ -257,6 +258,7 @@ fn write_artefacts(a: &Analysed, out_dir: &Path, stem: &str) -> anyhow::Result<V
             ArtefactKind::SaliencyPng => format!("{stem}.saliency.png"),
             ArtefactKind::HeatmapPng => format!("{stem}.heatmap.png"),
             ArtefactKind::SaliencyMap => format!("{stem}.saliency.f32"),
+            ArtefactKind::MaskPng => format!("{stem}.mask.png"),
         };
         std::fs::write(out_dir.join(&file), &artefact.bytes).with_context(|| format!("writing {file}"))?;
         written.push(file);

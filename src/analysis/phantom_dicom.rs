@@ -46,7 +46,8 @@ pub fn element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &str, value: &[u8])
 
 /// A DX Part 10 file of a `width`×`height` image with values in [0, 1], stored as 12-bit
 /// values 0..=4095 (rescale slope 1, intercept −1024, so modality values are −1024..=3071) with a
-/// window covering the full range. Elements are written in ascending tag order, as Part 10 asks.
+/// window covering the full range, and an Imager Pixel Spacing that spans 430 mm over the long
+/// side. Elements are written in ascending tag order, as Part 10 asks.
 pub fn phantom_part10(meta: &PhantomInstance, width: u16, height: u16, pixels: &[f32]) -> Vec<u8> {
     assert_eq!(pixels.len(), width as usize * height as usize, "pixels must be width × height");
     let mut fmi = Vec::new();
@@ -69,6 +70,9 @@ pub fn phantom_part10(meta: &PhantomInstance, width: u16, height: u16, pixels: &
     element(&mut out, 0x0008, 0x103E, "LO", b"PA synthetic phantom");
     element(&mut out, 0x0010, 0x0020, "LO", meta.patient_id.as_bytes());
     element(&mut out, 0x0018, 0x0015, "CS", b"CHEST");
+    // A 43 cm detector's field of view over the long side, as a DX detector states it.
+    let spacing = format!("{:.6}", 430.0 / f64::from(width.max(height)));
+    element(&mut out, 0x0018, 0x1164, "DS", format!("{spacing}\\{spacing}").as_bytes());
     element(&mut out, 0x0020, 0x000D, "UI", meta.study_uid.as_bytes());
     element(&mut out, 0x0020, 0x000E, "UI", meta.series_uid.as_bytes());
     element(&mut out, 0x0020, 0x0011, "IS", b"1");

@@ -10,7 +10,7 @@
 //! display pixel the mean of the block it covers), so a 2048×2048 radiograph keeps 1024×1024
 //! pictures instead of four full-resolution copies (about 30 MB per result before).
 
-use radsight_dicom::GrayImage;
+use radsight_dicom::{GrayImage, Letterbox};
 use radsight_vision::render::{OverlayOptions, grayscale_png, overlay_png, viridis_lut};
 
 use crate::results::store::{Artefact, ArtefactKind};
@@ -74,6 +74,42 @@ pub fn artefacts(source: &GrayImage, source_map: &GrayImage, model_map: &GrayIma
     ])
 }
 
+/// A segmentation's class map (on the model's `size`×`size` letterboxed grid, row-major) as an
+/// 8-bit grayscale PNG on the display grid of a `source_width`×`source_height` source: each
+/// display pixel takes the class of the model pixel under its centre (nearest neighbour: a
+/// class is a label, never blended). The value is the output channel (0 background).
+pub fn class_map_png(
+    class_map: &[u8],
+    size: usize,
+    letterbox: &Letterbox,
+    source_width: u32,
+    source_height: u32,
+) -> Result<Artefact, String> {
+    if class_map.len() != size * size {
+        return Err(format!("a class map of {} values for a {size}×{size} grid", class_map.len()));
+    }
+    let k = display_factor(source_width, source_height);
+    let (w, h) = (source_width.div_ceil(k), source_height.div_ceil(k));
+    let mut values = Vec::with_capacity(w as usize * h as usize);
+    for dy in 0..h {
+        for dx in 0..w {
+            let (sx, sy) = ((f64::from(dx) + 0.5) * f64::from(k), (f64::from(dy) + 0.5) * f64::from(k));
+            let (mx, my) = letterbox.to_model_point(sx, sy);
+            let (mx, my) = ((mx.floor().max(0.0) as usize).min(size - 1), (my.floor().max(0.0) as usize).min(size - 1));
+            values.push(class_map[my * size + mx]);
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, w, h);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&values).map_err(|e| e.to_string())?;
+    }
+    Ok(Artefact { kind: ArtefactKind::MaskPng, width: w, height: h, bytes: out })
+}
+
 /// RGBA PNG: viridis colour of the map value, alpha proportional to it (0 where the map is 0),
 /// so the app can draw it over the image at any opacity and toggle it.
 pub fn heatmap_png(map: &[f32], width: u32, height: u32) -> Result<Vec<u8>, String> {
@@ -121,6 +157,25 @@ mod tests {
         let shrunk = shrink(&source, 2);
         assert_eq!((shrunk.width(), shrunk.height()), (2, 1));
         assert!((shrunk.data()[0] - 0.5).abs() < 1e-6 && (shrunk.data()[1] - 0.3).abs() < 1e-6, "{:?}", shrunk.data());
+    }
+
+    #[test]
+    fn the_class_map_goes_to_the_display_grid_by_nearest_neighbour() {
+        // A 2048×1024 source letterboxed to 8×8: rows 2..6 of the model grid hold the image.
+        let source = GrayImage::new(2048, 1024, vec![0.0; 2048 * 1024]).unwrap();
+        let (_, letterbox) = radsight_dicom::letterbox(&source, 8);
+        let mut classes = vec![0u8; 64];
+        classes[3 * 8 + 6] = 2; // model pixel (6, 3): source x 1536..1792, y 256..512
+        let a = class_map_png(&classes, 8, &letterbox, 2048, 1024).unwrap();
+        assert_eq!((a.kind, a.width, a.height), (ArtefactKind::MaskPng, 1024, 512));
+        let decoder = png::Decoder::new(std::io::Cursor::new(a.bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut buf).unwrap();
+        let at = |x: usize, y: usize| buf[y * 1024 + x];
+        assert_eq!((at(800, 200), at(767, 200), at(896, 200), at(800, 127), at(800, 256)), (2, 0, 0, 0, 0));
+        assert_eq!(buf.iter().filter(|&&v| v == 2).count(), 128 * 128, "one model pixel is a 128×128 block of the display");
+        assert!(class_map_png(&classes[..10], 8, &letterbox, 2048, 1024).is_err());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use super::cards::{Card, Coding, Indicator, IssuedCard, Link, LinkType, MODEL_TOPIC_SYSTEM, Origin, Source};
 use crate::domain::{PatientId, PatientNamespace};
 use crate::imaging::procedure::{ImagingProcedure, modality_family, region_words, regions_overlap};
-use crate::results::store::studies_with_latest_result;
+use crate::results::faithfulness::FaithfulnessOfResult;
+use crate::results::store::{are_regions, studies_with_latest_results};
 use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, study};
 
@@ -57,15 +58,18 @@ pub async fn result_cards(
     now: OffsetDateTime,
 ) -> Result<Vec<IssuedCard>, DbErr> {
     let since = (now - time::Duration::days(settings.lookback_days)).unix_timestamp();
-    let studies = studies_with_latest_result(db, namespace, &patient.reference()).await?;
+    let studies = studies_with_latest_results(db, namespace, &patient.reference()).await?;
     Ok(studies
         .iter()
         .filter(|(s, _)| s.started_at.unwrap_or(s.created_at) >= since)
         .filter(|(s, _)| orders.is_none_or(|o| is_relevant(s, o)))
-        .filter_map(|(s, latest)| match latest.as_ref().map(|r| r.result_status()) {
-            // A study no model is meant for gets no card: nothing to say, nothing pending.
-            Some(ResultStatus::NotApplicable) => None,
-            _ => Some(card_for(s, latest.as_ref(), settings)),
+        .flat_map(|(s, latest)| match latest.as_slice() {
+            [] => vec![card_for(s, None, settings)],
+            // One card per model that ran; a study no model is meant for gets no card: nothing
+            // to say, nothing pending.
+            rows => {
+                rows.iter().filter(|r| r.result_status() != ResultStatus::NotApplicable).map(|r| card_for(s, Some(r), settings)).collect()
+            }
         })
         .collect())
 }
@@ -75,8 +79,15 @@ fn card_for(s: &study::Model, result: Option<&analysis_result::Model>, settings:
     let status_source = || Source { label: "radsight imaging AI".into(), url: None, topic: None };
     match result.map(|r| (r, r.result_status())) {
         Some((r, ResultStatus::Done)) => model_card(s, r, &label, settings),
-        Some((_, ResultStatus::Failed)) => IssuedCard {
-            card: Card::new(&format!("AI analysis of the {label} study could not be completed"), Indicator::Info, status_source())
+        Some((r, ResultStatus::Failed)) => IssuedCard {
+            card: Card::new(
+                &match &r.model_id {
+                    Some(model) => format!("AI analysis of the {label} study by {model} could not be completed"),
+                    None => format!("AI analysis of the {label} study could not be completed"),
+                },
+                Indicator::Info,
+                status_source(),
+            )
                 .detail("No AI result is available for this study. The images are unaffected; review them as usual.".into()),
             origin: Origin { kind: "status", id: "analysis-failed".into(), version: "1".into() },
         },
@@ -88,46 +99,43 @@ fn card_for(s: &study::Model, result: Option<&analysis_result::Model>, settings:
     }
 }
 
+/// Past this many labels (TorchXRayVision's models have 18) a card shows the top findings only.
+const CARD_ROWS: usize = 6;
+
+/// The findings a card lists, and how many it leaves to the app: every label when there are
+/// few; else every finding above its threshold and then the most probable others, up to
+/// [`CARD_ROWS`] rows (more only when more are above threshold), in decreasing probability.
+fn card_rows(findings: &[Finding]) -> (Vec<&Finding>, usize) {
+    if findings.len() <= CARD_ROWS {
+        return (findings.iter().collect(), 0);
+    }
+    let mut ranked: Vec<&Finding> = findings.iter().collect();
+    ranked.sort_by(|a, b| b.is_positive().cmp(&a.is_positive()).then(b.probability.total_cmp(&a.probability)));
+    let take = ranked.iter().filter(|f| f.is_positive()).count().max(CARD_ROWS);
+    let hidden = ranked.len() - take;
+    ranked.truncate(take);
+    (ranked, hidden)
+}
+
 fn model_card(s: &study::Model, r: &analysis_result::Model, label: &str, settings: &ResultCardSettings) -> IssuedCard {
     let findings: Vec<Finding> = serde_json::from_str(&r.findings).unwrap_or_default();
     let model_id = r.model_id.clone().unwrap_or_else(|| "unknown-model".into());
     let version = r.model_version.clone().unwrap_or_else(|| "unknown".into());
-    let top = findings
-        .iter()
-        .filter(|f| f.probability >= f.threshold)
-        .max_by(|a, b| (a.probability - a.threshold).total_cmp(&(b.probability - b.threshold)));
-    let (summary, indicator) = match top {
-        Some(f) => {
-            (format!("AI: {} suspected on {label} (p={:.2}, threshold {:.2})", f.display, f.probability, f.threshold), Indicator::Warning)
-        }
-        None => (format!("AI: no finding above threshold on {label}"), Indicator::Info),
-    };
-    let rows: Vec<String> = findings
-        .iter()
-        .map(|f| {
-            format!(
-                "| {} | {:.2} | {:.2} | {} |",
-                f.display,
-                f.probability,
-                f.threshold,
-                if f.probability >= f.threshold { "above" } else { "below" }
-            )
-        })
-        .collect();
+    let segmentation = are_regions(&findings);
+    let (summary, indicator, table) =
+        if segmentation { segmentation_summary(&findings, label) } else { classification_summary(&findings, label) };
     let weights = r.weights_sha256.as_deref().map(|h| &h[..h.len().min(12)]).unwrap_or("unknown");
     let card_json: serde_json::Value = r.model_card.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
     let intended_use = card_json["intended_use"].as_str().unwrap_or("see the model card");
-    let explanation = match (r.saliency_method.as_deref(), r.deletion_auc, r.random_deletion_auc) {
-        (Some(method), Some(auc), Some(random)) => format!(
-            "Saliency: **{method}**; faithfulness (deletion AUC, lower is better) **{auc:.3}** against **{random:.3}** for a random map{}.",
-            if auc < random { "" } else { " (not better than random: read the map with caution)" }
-        ),
-        (Some(method), _, _) => format!("Saliency: **{method}**; faithfulness not measured."),
-        _ => "No saliency map.".into(),
+    let explanation = match r.saliency_method.as_deref() {
+        Some(_) if segmentation => {
+            "Explanation: the outlined region is the model's own mask; the saliency map is Grad-CAM of the mask score (what drove the outline).".into()
+        }
+        Some(method) => FaithfulnessOfResult::of(r).card_sentence(method),
+        None => "No saliency map.".into(),
     };
     let detail = format!(
-        "| Finding | Probability | Threshold | |\n|---|---|---|---|\n{}\n\nModel **{model_id} {version}** (weights {weights}…). Intended use: {intended_use}\n\n{explanation}\n\nAI findings support and do not replace the clinician's judgement.",
-        rows.join("\n")
+        "{table}\n\nModel **{model_id} {version}** (weights {weights}…). Intended use: {intended_use}\n\n{explanation}\n\nAI findings support and do not replace the clinician's judgement."
     );
     let mut topic = Coding::new(MODEL_TOPIC_SYSTEM, &model_id, &model_id);
     topic.version = Some(version.clone());
@@ -147,4 +155,79 @@ fn model_card(s: &study::Model, r: &analysis_result::Model, label: &str, setting
             app_context: None,
         });
     IssuedCard { card, origin: Origin { kind: "model", id: model_id, version } }
+}
+
+/// A classifier's summary: the finding furthest above its threshold, and the top findings.
+fn classification_summary(findings: &[Finding], label: &str) -> (String, Indicator, String) {
+    let top = findings
+        .iter()
+        .filter(|f| f.probability >= f.threshold)
+        .max_by(|a, b| (a.probability - a.threshold).total_cmp(&(b.probability - b.threshold)));
+    let (summary, indicator) = match top {
+        Some(f) => {
+            (format!("AI: {} suspected on {label} (p={:.2}, threshold {:.2})", f.display, f.probability, f.threshold), Indicator::Warning)
+        }
+        None => (format!("AI: no finding above threshold on {label}"), Indicator::Info),
+    };
+    let (shown, hidden) = card_rows(findings);
+    let mut rows: Vec<String> = shown
+        .iter()
+        .map(|f| {
+            format!(
+                "| {} | {:.2} | {:.2} | {} |",
+                f.display,
+                f.probability,
+                f.threshold,
+                if f.probability >= f.threshold { "above" } else { "below" }
+            )
+        })
+        .collect();
+    if hidden > 0 {
+        rows.push(format!("| {hidden} more, all below their thresholds | | | see the app |"));
+    }
+    let table = format!("| Finding | Probability | Threshold | |\n|---|---|---|---|\n{}", rows.join("\n"));
+    (summary, indicator, table)
+}
+
+/// A segmentation's summary: the largest region found, and one row per label with its area.
+fn segmentation_summary(findings: &[Finding], label: &str) -> (String, Indicator, String) {
+    let largest = findings.iter().filter(|f| f.is_positive()).max_by_key(|f| f.area.as_ref().map(|a| a.model_pixels).unwrap_or(0));
+    let area = |f: &Finding| f.area.as_ref().map(|a| a.describe()).unwrap_or_else(|| "—".into());
+    let (summary, indicator) = match largest {
+        Some(f) => (format!("AI: {} outlined on {label} ({})", f.display, area(f)), Indicator::Warning),
+        None => (format!("AI: no region outlined on {label}"), Indicator::Info),
+    };
+    let rows: Vec<String> = findings
+        .iter()
+        .map(|f| format!("| {} | {} | {} |", f.display, area(f), if f.is_positive() { "outlined" } else { "none" }))
+        .collect();
+    (summary, indicator, format!("| Region | Area | |\n|---|---|---|\n{}", rows.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(code: &str, probability: f64, threshold: f64) -> Finding {
+        Finding { code: code.into(), display: code.into(), probability, threshold, standard: None, area: None }
+    }
+
+    #[test]
+    fn a_card_lists_every_label_of_a_small_model_and_the_top_findings_of_a_large_one() {
+        let few: Vec<Finding> = (0..3).map(|i| finding(&format!("l{i}"), 0.1 * i as f64, 0.5)).collect();
+        let (shown, hidden) = card_rows(&few);
+        assert_eq!((shown.iter().map(|f| f.code.as_str()).collect::<Vec<_>>(), hidden), (vec!["l0", "l1", "l2"], 0), "card order kept");
+
+        // 18 labels; one above its (high) threshold though less probable than others.
+        let mut many: Vec<Finding> = (0..18).map(|i| finding(&format!("l{i}"), 0.02 * i as f64, 0.9)).collect();
+        many[3] = finding("positive", 0.30, 0.25);
+        let (shown, hidden) = card_rows(&many);
+        let codes: Vec<&str> = shown.iter().map(|f| f.code.as_str()).collect();
+        assert_eq!(codes, vec!["positive", "l17", "l16", "l15", "l14", "l13"]);
+        assert_eq!(hidden, 12);
+
+        // More positives than rows: every positive is shown.
+        let all: Vec<Finding> = (0..10).map(|i| finding(&format!("p{i}"), 0.6, 0.5)).collect();
+        assert_eq!(card_rows(&all).0.len(), 10);
+    }
 }

@@ -60,10 +60,12 @@ fn print_findings(report: &LocalReport) {
                         if f.is_positive() { "POSITIVE" } else { "negative" }
                     );
                 }
-                println!(
-                    "    saliency {}: deletion AUC {:.3} (random map {:.3})",
-                    d.saliency.method, d.faithfulness.deletion_auc, d.faithfulness.random_deletion_auc
-                );
+                match (d.faithfulness.deletion_auc, d.faithfulness.random_deletion_auc) {
+                    (Some(auc), Some(random)) => {
+                        println!("    saliency {}: deletion AUC {auc:.3} (random map {random:.3})", d.saliency.method)
+                    }
+                    _ => println!("    saliency {}: the mask is the explanation (no deletion measure)", d.saliency.method),
+                }
             }
             LocalItem::Failed(f) => println!("{}  FAILED: {}", f.file, f.error),
         }

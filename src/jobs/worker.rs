@@ -73,14 +73,15 @@ pub struct StepError {
 /// audit entry, to commit in the same transaction as the job's success.
 struct Finished {
     stage: JobStage,
-    result: Option<(AuditEvent, Box<dyn AttachedRows>)>,
-    /// The id of a result with findings, whose deliveries are queued with it.
-    deliver: Option<String>,
+    /// The result rows with their entries: one per model that ran (or one for the study).
+    results: Vec<(AuditEvent, Box<dyn AttachedRows>)>,
+    /// The ids of results with findings, whose deliveries are queued with them.
+    deliver: Vec<String>,
 }
 
 impl Finished {
     fn at(stage: JobStage) -> Finished {
-        Finished { stage, result: None, deliver: None }
+        Finished { stage, results: Vec::new(), deliver: Vec::new() }
     }
 }
 
@@ -144,18 +145,18 @@ pub async fn run_once(ctx: &WorkerContext, owner: &str) -> anyhow::Result<bool> 
         run_steps(ctx, &job).await
     };
     match result {
-        Ok(Finished { stage, result, deliver }) => {
+        Ok(Finished { stage, results, deliver }) => {
             // The result, its entry, its deliveries and the job's success commit together: a
             // stored result always belongs to a finished job and has its deliveries queued, and
             // a job whose lease was lost stores nothing.
             let mut txn = ctx.audit.begin(&ctx.db).await?;
             if succeed(txn.conn(), &job.id, owner, stage).await? {
-                if let Some((entry, rows)) = result {
+                for (entry, rows) in results {
                     txn.append_with(entry, Some(rows)).await?;
                 }
                 let mut queued = 0;
-                if let Some(result_id) = &deliver {
-                    queued = crate::outbox::enqueue_for_result(txn.conn(), &ctx.settings, result_id, &job.study_uid).await?;
+                for result_id in &deliver {
+                    queued += crate::outbox::enqueue_for_result(txn.conn(), &ctx.settings, result_id, &job.study_uid).await?;
                 }
                 txn.append(
                     event(&job, Action::JobSucceeded, Outcome::Success).detail("stage", stage.as_str()).detail("attempt", job.attempts),
@@ -247,8 +248,8 @@ fn unanalysed(job: &job::Model, status: ResultStatus, error_code: &str) -> Faile
     }
 }
 
-/// Decodes and analyses the first instance that can be; the result and its entry are handed
-/// back to commit with the job's success.
+/// Decodes the study's instances until one can be analysed and runs every routed model on it;
+/// the results and their entries are handed back to commit with the job's success.
 async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>) -> Result<Finished, StepError> {
     let analyzer = ctx.analyzer.clone();
     let procedure = crate::store::entities::study::Entity::find_by_id(job.study_uid.clone())
@@ -263,22 +264,34 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
     let reservation = ctx.memory.reserve(super::memory::MemoryBudget::need_mib(declared, retrieved)).await;
     let outcome = tokio::task::spawn_blocking(move || {
         let _reservation = reservation;
+        // The first instance on which a model succeeds; else the first that decoded, with its
+        // failures; else the first instance's error.
+        let mut first_decoded = None;
         let mut first_error = None;
         for bytes in &instances {
-            match analyzer.analyse(bytes, procedure.as_deref(), None) {
-                Ok(done) => return Ok(done),
+            match analyzer.analyse_all(bytes, procedure.as_deref()) {
+                Ok(outcomes) if outcomes.iter().any(|(_, o)| o.is_ok()) => return Ok(outcomes),
                 // A refused model refuses every instance alike.
-                Err(e @ AnalysisError::ModelRefused { .. }) => return Err(e),
+                Ok(outcomes) if outcomes.iter().all(|(_, o)| matches!(o, Err(AnalysisError::ModelRefused { .. }))) => {
+                    return Ok(outcomes);
+                }
+                Ok(outcomes) => {
+                    first_decoded.get_or_insert(outcomes);
+                }
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        Err(first_error.unwrap_or(AnalysisError::Inference("the study holds no instance".into())))
+        match (first_decoded, first_error) {
+            (Some(outcomes), _) => Ok(outcomes),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(AnalysisError::Inference("the study holds no instance".into())),
+        }
     })
     .await
     .map_err(|_| StepError { code: "analysis-panicked", permanent: true })?;
 
-    let analysed = match outcome {
-        Ok(a) => a,
+    let outcomes = match outcome {
+        Ok(outcomes) => outcomes,
         // Not an error: this kind of image is outside every model's intended use.
         Err(AnalysisError::NoModel { decoded, .. }) => {
             let rows = unanalysed(job, ResultStatus::NotApplicable, "no-model-applies");
@@ -286,43 +299,64 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
                 .entity("AnalysisResult", rows.id.clone())
                 .detail("image", *decoded)
                 .detail("model", "none applies");
-            return Ok(Finished { stage: JobStage::NotApplicable, result: Some((ev, Box::new(rows))), deliver: None });
+            return Ok(Finished { stage: JobStage::NotApplicable, results: vec![(ev, Box::new(rows))], deliver: Vec::new() });
         }
-        Err(e) => {
-            let code = e.code();
-            match &e {
-                AnalysisError::Decode(_) => {
-                    audit(ctx, job, Action::DicomDecode, Outcome::Error, |ev| ev.detail("reason", code)).await.map_err(audit_unavailable)?
-                }
-                AnalysisError::ModelRefused { model, .. } => audit(ctx, job, Action::ModelRefused, Outcome::Error, |ev| {
-                    ev.entity("Model", model.clone()).detail("reason", "weights-hash-mismatch-or-unreadable")
-                })
-                .await
-                .map_err(audit_unavailable)?,
-                _ => {}
-            }
-            if e.is_permanent() {
-                let failed = unanalysed(job, ResultStatus::Failed, code);
-                let ev =
-                    event(job, Action::ModelInference, Outcome::Error).entity("AnalysisResult", failed.id.clone()).detail("reason", code);
-                ctx.audit.record_with(&ctx.db, ev, Some(Box::new(failed))).await.map_err(audit_unavailable)?;
-            }
-            return Err(StepError { code, permanent: e.is_permanent() });
-        }
+        Err(e) => return Err(study_failed(ctx, job, e).await?),
     };
-    let decoded = analysed.decoded.clone();
+    let (done, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, o)| o.is_ok());
+    let done: Vec<_> = done.into_iter().filter_map(|(_, o)| o.ok()).collect();
+    let mut failed = failed.into_iter().filter_map(|(model, o)| o.err().map(|e| (model, e)));
+    let Some(first) = done.first() else {
+        // Every model failed: each refusal is audited, and the first failure decides.
+        let first_error = failed.next().map(|(_, e)| e).unwrap_or(AnalysisError::Inference("no model ran".into()));
+        for (_, e) in failed {
+            audit_refusal(ctx, job, &e).await?;
+        }
+        return Err(study_failed(ctx, job, first_error).await?);
+    };
+    let decoded = first.decoded.clone();
+    let instance = first.sop_instance_uid.clone();
     audit(ctx, job, Action::DicomDecode, Outcome::Success, |ev| {
-        let ev = match &analysed.sop_instance_uid {
-            Some(uid) => ev.entity("SOPInstance", uid.clone()),
+        let ev = match instance {
+            Some(uid) => ev.entity("SOPInstance", uid),
             None => ev,
         };
         ev.detail("image", decoded)
     })
     .await
     .map_err(audit_unavailable)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let ev = event(job, Action::ModelInference, Outcome::Success)
-        .entity("AnalysisResult", id.clone())
+
+    let mut finished = Finished::at(JobStage::Analysed);
+    for analysed in done {
+        let id = uuid::Uuid::new_v4().to_string();
+        let ev = inference_event(job, &id, &analysed);
+        // Segmentations stay in radsight for now: the PACS, RIS and EHR outputs speak
+        // probabilities, and there is no DICOM SEG writer yet.
+        let deliver = !analysed.is_segmentation();
+        let stored = StoredResult(analysed.into_result(id.clone(), job.study_uid.clone(), Some(job.id.clone())));
+        finished.results.push((ev, Box::new(stored)));
+        if deliver {
+            finished.deliver.push(id);
+        }
+    }
+    // A model that failed beside others that succeeded: its own failed row, so its card says so.
+    for (model, e) in failed {
+        audit_refusal(ctx, job, &e).await?;
+        let mut row = unanalysed(job, ResultStatus::Failed, e.code());
+        row.model = ctx.analyzer.identity(&model);
+        let ev = event(job, Action::ModelInference, Outcome::Error)
+            .entity("AnalysisResult", row.id.clone())
+            .entity("Model", model)
+            .detail("reason", e.code());
+        finished.results.push((ev, Box::new(row)));
+    }
+    Ok(finished)
+}
+
+/// The `model.inference` entry of a stored result.
+fn inference_event(job: &job::Model, id: &str, analysed: &crate::analysis::Analysed) -> AuditEvent {
+    event(job, Action::ModelInference, Outcome::Success)
+        .entity("AnalysisResult", id.to_owned())
         .entity("Model", format!("{}@{}", analysed.model.id, analysed.model.version))
         .detail("weights_sha256", analysed.model.weights_sha256.clone())
         .detail("input_sha256", analysed.input_sha256.clone())
@@ -337,9 +371,44 @@ async fn analyse(ctx: &WorkerContext, job: &job::Model, instances: Vec<Vec<u8>>)
         .detail("saliency", analysed.saliency_method.clone())
         .detail("deletion_auc", analysed.deletion_auc)
         .detail("random_deletion_auc", analysed.random_deletion_auc)
-        .detail("runtime_ms", analysed.runtime_ms);
-    let stored = StoredResult(analysed.into_result(id.clone(), job.study_uid.clone(), Some(job.id.clone())));
-    Ok(Finished { stage: JobStage::Analysed, result: Some((ev, Box::new(stored))), deliver: Some(id) })
+        .detail("regions", analysed.is_segmentation().then(|| {
+            analysed.findings.iter().map(|f| serde_json::json!({"code": f.code, "area": f.area})).collect::<Vec<_>>()
+        }))
+        .detail("road", analysed.explanation.get("road").map(|r| {
+            serde_json::json!({"combined": r["map"]["combined"], "random_combined": r["random"]["combined"], "beats_random": r["beats_random"]})
+        }))
+        .detail("runtime_ms", analysed.runtime_ms)
+}
+
+/// Audits a model refusal (weights that do not match their card).
+async fn audit_refusal(ctx: &WorkerContext, job: &job::Model, e: &AnalysisError) -> Result<(), StepError> {
+    if let AnalysisError::ModelRefused { model, .. } = e {
+        audit(ctx, job, Action::ModelRefused, Outcome::Error, |ev| {
+            ev.entity("Model", model.clone()).detail("reason", "weights-hash-mismatch-or-unreadable")
+        })
+        .await
+        .map_err(audit_unavailable)?;
+    }
+    Ok(())
+}
+
+/// Audits why the study could not be analysed; a permanent failure also stores a failed result
+/// (the study shows "unavailable", not "pending"). Gives the job's error.
+async fn study_failed(ctx: &WorkerContext, job: &job::Model, e: AnalysisError) -> Result<StepError, StepError> {
+    let code = e.code();
+    match &e {
+        AnalysisError::Decode(_) => {
+            audit(ctx, job, Action::DicomDecode, Outcome::Error, |ev| ev.detail("reason", code)).await.map_err(audit_unavailable)?
+        }
+        AnalysisError::ModelRefused { .. } => audit_refusal(ctx, job, &e).await?,
+        _ => {}
+    }
+    if e.is_permanent() {
+        let failed = unanalysed(job, ResultStatus::Failed, code);
+        let ev = event(job, Action::ModelInference, Outcome::Error).entity("AnalysisResult", failed.id.clone()).detail("reason", code);
+        ctx.audit.record_with(&ctx.db, ev, Some(Box::new(failed))).await.map_err(audit_unavailable)?;
+    }
+    Ok(StepError { code, permanent: e.is_permanent() })
 }
 
 fn audit_unavailable<E>(_: E) -> StepError {

@@ -9,6 +9,7 @@ use radsight_dicom_report as report;
 
 use super::OutputKind;
 use super::build::{BuildContext, BuildError, Reportable, reportable};
+use crate::results::faithfulness::FaithfulnessOfResult;
 use crate::results::store::{self, ArtefactKind, findings};
 use crate::store::entities::{analysis_result, study};
 
@@ -59,8 +60,11 @@ fn report_of(
         .into_iter()
         .map(|f| report::Finding {
             label: f.display.clone(),
-            // radsight's own label codes: no SNOMED CT or RadLex mapping is on the model cards yet.
-            code: report::Code::new(&f.code, report::PRIVATE_SCHEME, &f.display),
+            // The card's SNOMED CT, RadLex or LOINC code when it gives one, else radsight's own label.
+            code: match f.standard.as_ref().and_then(|c| c.dicom_scheme().map(|scheme| (c, scheme))) {
+                Some((c, scheme)) => report::Code::new(&c.code, scheme, &c.display),
+                None => report::Code::new(&f.code, report::PRIVATE_SCHEME, &f.display),
+            },
             probability: f.probability,
             threshold: f.threshold,
             positive: f.is_positive(),
@@ -89,10 +93,23 @@ fn report_of(
         source_images: vec![report::SourceImage { sop_class_uid: class, sop_instance_uid: sop, series_instance_uid: series }],
         algorithm: report::Algorithm { model_id, model_version: version, weights_sha256_hex: weights, manufacturer: "radsight".into() },
         findings,
-        saliency: r.saliency_method.clone().zip(r.deletion_auc).map(|(method, auc)| report::Saliency {
-            method,
-            faithfulness_metric_name: "deletion AUC (lower is more faithful)".into(),
-            faithfulness_value: auc,
+        saliency: r.saliency_method.clone().and_then(|method| {
+            // ROAD, fixed in advance, when the result recorded it; else the deletion AUC.
+            match FaithfulnessOfResult::of(r).road {
+                Some(road) => Some(report::Saliency {
+                    method,
+                    faithfulness_metric_name: format!(
+                        "ROAD combined, remove and debias (higher is more faithful; a random map scored {:.4})",
+                        road.random.combined
+                    ),
+                    faithfulness_value: f64::from(road.map.combined),
+                }),
+                None => r.deletion_auc.map(|auc| report::Saliency {
+                    method,
+                    faithfulness_metric_name: "deletion AUC (lower is more faithful)".into(),
+                    faithfulness_value: auc,
+                }),
+            }
         }),
         result_id: r.id.clone(),
         result_url: Some(format!("{public_url}/results/{}", r.id)),

@@ -86,8 +86,11 @@ pub async fn build(
         findings: found
             .iter()
             .map(|f| oru::Finding {
-                // radsight's own label codes: no SNOMED CT or RadLex mapping is on the model cards yet.
-                code: oru::Code { code: f.code.clone(), display: f.display.clone(), system: "99RADSIGHT".into() },
+                // The card's SNOMED CT or LOINC code when it gives one, else radsight's own label.
+                code: match f.standard.as_ref().and_then(|c| c.hl7_system().map(|system| (c, system))) {
+                    Some((c, system)) => oru::Code { code: c.code.clone(), display: c.display.clone(), system: system.into() },
+                    None => oru::Code { code: f.code.clone(), display: f.display.clone(), system: "99RADSIGHT".into() },
+                },
                 probability: f.probability,
                 threshold: f.threshold,
                 positive: f.is_positive(),

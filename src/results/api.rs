@@ -14,6 +14,7 @@ use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::links::LinkSigner;
 use crate::http::HttpError;
 use crate::http::client_auth;
+use crate::results::faithfulness::FaithfulnessOfResult;
 use crate::state::AppState;
 use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, study};
@@ -137,7 +138,7 @@ pub fn result_view(r: &analysis_result::Model, s: &study::Model, links: &LinkSig
         "model": {"id": r.model_id, "version": r.model_version, "weightsSha256": r.weights_sha256, "card": parse(&r.model_card)},
         "findings": store::findings(r),
         "saliency": {"method": r.saliency_method, "explanation": parse(&r.explanation)},
-        "faithfulness": {"deletionAuc": r.deletion_auc, "randomDeletionAuc": r.random_deletion_auc},
+        "faithfulness": FaithfulnessOfResult::of(r).to_json(),
         "runtimeMs": r.runtime_ms,
         "error": r.error,
         "links": {

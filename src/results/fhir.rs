@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::store::{Finding, conclusion, findings};
+use super::store::{Finding, RegionArea, conclusion, findings};
 use crate::audit::proof::Receipt;
 use crate::store::entities::{analysis_result, study};
 
@@ -49,28 +49,78 @@ fn study_reference(uid: &str) -> Value {
     })
 }
 
+/// The finding's codings: the card's standard code first (when it gives one), then radsight's
+/// own label, which every result has.
+fn codings(f: &Finding) -> Vec<Value> {
+    let own = json!({"system": FINDING_SYSTEM, "code": f.code, "display": f.display});
+    match &f.standard {
+        Some(c) => vec![json!({"system": c.system, "code": c.code, "display": c.display}), own],
+        None => vec![own],
+    }
+}
+
 fn observation(f: &Finding, full_url: &str, ids: (&Value, &str), device_url: &str, study_uid: &str, when: &str) -> Value {
     let (patient, result_id) = ids;
+    // What every finding's Observation says: who, what, when, by which device, from which study.
+    let mut resource = json!({
+        "resourceType": "Observation",
+        "meta": ai_asserted(),
+        "identifier": [{"system": OBSERVATION_SYSTEM, "value": format!("{result_id}/{}", f.code)}],
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}],
+        "code": {"coding": codings(f), "text": f.display},
+        "subject": patient,
+        "effectiveDateTime": when,
+        "device": {"reference": device_url},
+        "derivedFrom": [study_reference(study_uid)],
+    });
+    let value = match &f.area {
+        Some(area) => region_value(f, area),
+        None => probability_value(f),
+    };
+    if let (Value::Object(r), Value::Object(v)) = (&mut resource, value) {
+        r.extend(v);
+    }
+    json!({"fullUrl": full_url, "resource": resource})
+}
+
+/// A classifier's finding: its calibrated probability, with the card's threshold as the
+/// reference range.
+fn probability_value(f: &Finding) -> Value {
     let positive = f.is_positive();
     json!({
-        "fullUrl": full_url,
-        "resource": {
-            "resourceType": "Observation",
-            "meta": ai_asserted(),
-            "identifier": [{"system": OBSERVATION_SYSTEM, "value": format!("{result_id}/{}", f.code)}],
-            "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}],
-            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": f.display}], "text": f.display},
-            "subject": patient,
-            "effectiveDateTime": when,
-            "valueQuantity": {"value": round6(f.probability), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
-            "interpretation": [{"coding": [{"system": INTERPRETATION, "code": if positive { "POS" } else { "NEG" }, "display": if positive { "Positive" } else { "Negative" }}]}],
-            "referenceRange": [{"high": {"value": round6(f.threshold), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"}, "text": "decision threshold of the model card"}],
-            "device": {"reference": device_url},
-            "derivedFrom": [study_reference(study_uid)],
-            "note": [{"text": "AI finding with a calibrated probability; it supports and does not replace the clinician's judgement."}],
-        }
+        "valueQuantity": {"value": round6(f.probability), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
+        "interpretation": [{"coding": [{"system": INTERPRETATION, "code": if positive { "POS" } else { "NEG" }, "display": if positive { "Positive" } else { "Negative" }}]}],
+        "referenceRange": [{"high": {"value": round6(f.threshold), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"}, "text": "decision threshold of the model card"}],
+        "note": [{"text": "AI finding with a calibrated probability; it supports and does not replace the clinician's judgement."}],
     })
+}
+
+/// A segmented region: its area in mm² (UCUM `mm2`) when the image states its pixel spacing,
+/// present or absent as the interpretation, and the spacing's source in a note.
+fn region_value(f: &Finding, area: &RegionArea) -> Value {
+    let present = f.is_positive();
+    let mut value = json!({
+        "interpretation": [{"coding": [{"system": INTERPRETATION, "code": if present { "DET" } else { "ND" }, "display": if present { "Detected" } else { "Not detected" }}]}],
+        "note": [{"text": format!(
+            "AI segmentation: the area of the region the model outlined ({} model pixels{}). It supports and does not replace the clinician's judgement.",
+            area.model_pixels,
+            match area.spacing_source.as_deref() {
+                Some("ImagerPixelSpacing") => "; from Imager Pixel Spacing, i.e. at the detector, before geometric magnification is removed",
+                Some(_) => "; from Pixel Spacing",
+                None => "; the image states no pixel spacing, so no area in mm² is given",
+            }
+        )}],
+    });
+    match area.mm2 {
+        Some(mm2) => {
+            value["valueQuantity"] = json!({"value": round6(mm2), "unit": "mm²", "system": "http://unitsofmeasure.org", "code": "mm2"})
+        }
+        None => {
+            value["dataAbsentReason"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown", "display": "Unknown"}]})
+        }
+    }
+    value
 }
 
 /// A stable UUID for a resource of this result, so the same result always gives the same

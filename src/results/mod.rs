@@ -2,8 +2,9 @@
 //! authorised callers, linked from cards by signed URLs, and expressed as FHIR.
 
 pub mod api;
+pub mod faithfulness;
 pub mod fhir;
 pub mod store;
 
 pub use crate::auth::links::LinkSigner;
-pub use store::{Finding, ModelIdentity};
+pub use store::{Finding, ModelIdentity, RegionArea, StandardCode};

@@ -23,6 +23,70 @@ pub struct Finding {
     pub probability: f64,
     /// The model card's decision threshold for this label.
     pub threshold: f64,
+    /// The label's standard code (SNOMED CT, RadLex, LOINC) when the model card gives one;
+    /// `code` stays radsight's own label name. Absent on results stored before 2026-12-04.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard: Option<StandardCode>,
+    /// For a segmentation model's region: its size. `probability` is then 1 when the model
+    /// marked any pixel with the label and 0 when it marked none, against a threshold of 0.5
+    /// (a U-Net's argmax mask is a decision, not a calibrated probability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<RegionArea>,
+}
+
+/// The size of a segmented region.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RegionArea {
+    /// Pixels of the model's input grid assigned to the label.
+    pub model_pixels: u64,
+    /// The area in mm², when the image states its pixel spacing.
+    pub mm2: Option<f64>,
+    /// `PixelSpacing` or `ImagerPixelSpacing` (sizes at the detector, magnified in a
+    /// projection radiograph); `None` without spacing.
+    pub spacing_source: Option<String>,
+}
+
+impl RegionArea {
+    /// `"412 mm²"`, or the pixel count when no spacing is known.
+    pub fn describe(&self) -> String {
+        match self.mm2 {
+            Some(mm2) => format!(
+                "{mm2:.0} mm²{}",
+                if self.spacing_source.as_deref() == Some("ImagerPixelSpacing") { " at the detector" } else { "" }
+            ),
+            None => format!("{} model pixels (no pixel spacing in the image)", self.model_pixels),
+        }
+    }
+}
+
+/// A coded concept in a standard terminology, as a FHIR `Coding` carries it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct StandardCode {
+    /// Code system URI, e.g. `http://snomed.info/sct`.
+    pub system: String,
+    pub code: String,
+    pub display: String,
+}
+
+impl StandardCode {
+    /// The coding scheme designator for DICOM (PS3.16 Table 8-1), when radsight knows the system.
+    pub fn dicom_scheme(&self) -> Option<&'static str> {
+        match self.system.as_str() {
+            "http://snomed.info/sct" => Some("SCT"),
+            "http://radlex.org" | "http://www.radlex.org" => Some("RADLEX"),
+            "http://loinc.org" => Some("LN"),
+            _ => None,
+        }
+    }
+
+    /// The coding system for HL7 v2 (table 0396): SNOMED CT and LOINC; others stay radsight's.
+    pub fn hl7_system(&self) -> Option<&'static str> {
+        match self.system.as_str() {
+            "http://snomed.info/sct" => Some("SCT"),
+            "http://loinc.org" => Some("LN"),
+            _ => None,
+        }
+    }
 }
 
 impl Finding {
@@ -31,9 +95,25 @@ impl Finding {
     }
 }
 
+/// Whether findings are a segmentation's regions (with areas) rather than a classifier's.
+pub fn are_regions(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.area.is_some())
+}
+
 /// A result's one-line conclusion, the same in the FHIR DiagnosticReport and the ORU: the
 /// findings above their thresholds with their probabilities, and the model that made them.
 pub fn conclusion(found: &[Finding], model_id: &str, version: &str) -> String {
+    if are_regions(found) {
+        let outlined: Vec<String> = found
+            .iter()
+            .filter(|f| f.is_positive())
+            .map(|f| format!("{} ({})", f.display, f.area.as_ref().map(RegionArea::describe).unwrap_or_default()))
+            .collect();
+        return match outlined.is_empty() {
+            true => format!("No region outlined ({model_id} {version})."),
+            false => format!("Outlined: {} ({model_id} {version}).", outlined.join(", ")),
+        };
+    }
     let positives: Vec<String> =
         found.iter().filter(|f| f.is_positive()).map(|f| format!("{} (p={:.2})", f.display, f.probability)).collect();
     match positives.is_empty() {
@@ -63,6 +143,9 @@ pub enum ArtefactKind {
     /// The saliency map on the model's (letterboxed) input grid, little-endian f32, row-major.
     /// Results stored before 2026-12-03 hold it on the source grid; `width`/`height` say which.
     SaliencyMap,
+    /// A segmentation's class map on the display grid, 8-bit grayscale PNG: each pixel's output
+    /// channel (0 background, `i` the card's label `i − 1`). The app draws its contours.
+    MaskPng,
 }
 
 impl ArtefactKind {
@@ -72,6 +155,7 @@ impl ArtefactKind {
             ArtefactKind::SaliencyPng => "saliency-png",
             ArtefactKind::HeatmapPng => "heatmap-png",
             ArtefactKind::SaliencyMap => "saliency-map",
+            ArtefactKind::MaskPng => "mask-png",
         }
     }
 
@@ -245,14 +329,16 @@ pub fn findings(row: &analysis_result::Model) -> Vec<Finding> {
     serde_json::from_str(&row.findings).unwrap_or_default()
 }
 
-/// A patient's studies, newest first, each with its latest result (if any): the one read model
-/// that the hooks' result cards and the SMART app's study list share. A patient is its id in a
+/// A patient's studies, newest first, each with its latest analysis: the result rows of the
+/// job that wrote the newest row (one per model that ran, in model order), or that row alone
+/// when it has no job. Empty when the study has no result yet. The one read model that the
+/// hooks' result cards and the SMART app's study list share. A patient is its id in a
 /// namespace: the same id in another EHR's or authority's namespace is someone else.
-pub async fn studies_with_latest_result<C: ConnectionTrait>(
+pub async fn studies_with_latest_results<C: ConnectionTrait>(
     conn: &C,
     namespace: &PatientNamespace,
     patient_ref: &str,
-) -> Result<Vec<(study::Model, Option<analysis_result::Model>)>, DbErr> {
+) -> Result<Vec<(study::Model, Vec<analysis_result::Model>)>, DbErr> {
     let studies = study::Entity::find()
         .filter(study::Column::PatientNamespace.eq(namespace.as_str()))
         .filter(study::Column::PatientRef.eq(patient_ref))
@@ -270,8 +356,72 @@ pub async fn studies_with_latest_result<C: ConnectionTrait>(
     Ok(studies
         .into_iter()
         .map(|s| {
-            let latest = results.iter().find(|r| r.study_uid == s.study_uid).cloned();
+            let latest = latest_analysis(results.iter().filter(|r| r.study_uid == s.study_uid));
             (s, latest)
         })
         .collect())
+}
+
+/// From one study's rows, newest first: the rows of the newest row's job, by model id.
+fn latest_analysis<'a>(mut newest_first: impl Iterator<Item = &'a analysis_result::Model>) -> Vec<analysis_result::Model> {
+    let Some(newest) = newest_first.next() else {
+        return Vec::new();
+    };
+    let mut rows = vec![newest.clone()];
+    if newest.job_id.is_some() {
+        rows.extend(newest_first.filter(|r| r.job_id == newest.job_id).cloned());
+    }
+    rows.sort_by(|a, b| a.model_id.cmp(&b.model_id).then(a.id.cmp(&b.id)));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, job: Option<&str>, model: Option<&str>, updated_at: i64) -> analysis_result::Model {
+        analysis_result::Model {
+            id: id.into(),
+            study_uid: "1.2.3".into(),
+            status: "done".into(),
+            model_id: model.map(Into::into),
+            model_version: None,
+            weights_sha256: None,
+            findings: "[]".into(),
+            error: None,
+            created_at: updated_at,
+            updated_at,
+            sop_instance_uid: None,
+            series_uid: None,
+            input_sha256: None,
+            sop_class_uid: None,
+            saliency_method: None,
+            explanation: None,
+            deletion_auc: None,
+            random_deletion_auc: None,
+            runtime_ms: None,
+            job_id: job.map(Into::into),
+            model_card: None,
+        }
+    }
+
+    fn ids(rows: &[analysis_result::Model]) -> Vec<&str> {
+        rows.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_latest_analysis_is_every_row_of_the_newest_rows_job_by_model() {
+        let newest_first = [
+            row("b2", Some("job-2"), Some("zeta"), 20),
+            row("a2", Some("job-2"), Some("alpha"), 20),
+            row("a1", Some("job-1"), Some("alpha"), 10),
+            row("old", None, None, 5),
+        ];
+        assert_eq!(ids(&latest_analysis(newest_first.iter())), vec!["a2", "b2"], "job 2's rows, in model order");
+        assert_eq!(ids(&latest_analysis(newest_first[2..].iter())), vec!["a1"]);
+        // A row without a job (written before jobs recorded it) stands alone.
+        let jobless = [row("x", None, None, 30), row("y", None, Some("alpha"), 30)];
+        assert_eq!(ids(&latest_analysis(jobless.iter())), vec!["x"]);
+        assert!(latest_analysis(std::iter::empty()).is_empty());
+    }
 }

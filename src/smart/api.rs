@@ -21,7 +21,8 @@ use crate::audit::{Action, AuditEvent, Outcome};
 use crate::domain::PatientId;
 use crate::http::HttpError;
 use crate::http::client_auth::{authorization, refusal_event, source};
-use crate::results::store::studies_with_latest_result;
+use crate::results::faithfulness::FaithfulnessOfResult;
+use crate::results::store::studies_with_latest_results;
 use crate::state::AppState;
 use crate::store::ResultStatus;
 use crate::store::entities::{analysis_result, audit_entry, card, card_content, job, result_artefact, result_feedback, study};
@@ -50,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/results/{id}", web::get().to(read_result))
             .route("/results/{id}/image.png", web::get().to(read_image))
             .route("/results/{id}/heatmap.png", web::get().to(read_heatmap))
+            .route("/results/{id}/mask.png", web::get().to(read_mask))
             .route("/results/{id}/saliency.png", web::get().to(read_saliency))
             .route("/results/{id}/audit", web::get().to(read_audit_trail))
             .route("/results/{id}/feedback", web::post().to(receive_feedback)),
@@ -216,16 +218,24 @@ async fn list_studies(req: HttpRequest, path: web::Path<String>, state: web::Dat
     let what = ReadOf { resource: "ImagingStudy", patient_ref: &patient_ref, namespace: None, result: None, study: None };
     authorise(&state, &grant, &what).await?;
     let namespace = state.settings.namespace_of_issuer(&grant.iss);
-    let studies = studies_with_latest_result(&state.db, &namespace, &patient_ref).await.map_err(internal)?;
+    let studies = studies_with_latest_results(&state.db, &namespace, &patient_ref).await.map_err(internal)?;
+    let analysis = |latest: Option<&analysis_result::Model>| {
+        let findings: Value = latest.and_then(|r| serde_json::from_str(&r.findings).ok()).unwrap_or(json!([]));
+        json!({"state": analysis_state(latest), "resultId": latest.map(|r| &r.id),
+            "modelId": latest.and_then(|r| r.model_id.as_ref()), "modelVersion": latest.and_then(|r| r.model_version.as_ref()),
+            "findings": findings, "updatedAt": latest.map(|r| r.updated_at)})
+    };
     let items: Vec<Value> = studies
         .iter()
         .map(|(s, latest)| {
-            let latest = latest.as_ref();
-            let findings: Value = latest.and_then(|r| serde_json::from_str(&r.findings).ok()).unwrap_or(json!([]));
             let mut v = study_json(s);
-            v["analysis"] = json!({"state": analysis_state(latest), "resultId": latest.map(|r| &r.id),
-                "modelId": latest.and_then(|r| r.model_id.as_ref()), "modelVersion": latest.and_then(|r| r.model_version.as_ref()),
-                "findings": findings, "updatedAt": latest.map(|r| r.updated_at)});
+            // `analyses`: one per model that ran on the study's latest analysis; `analysis`: the
+            // first of them (or the pending state), for readers that show one per study.
+            v["analysis"] = analysis(latest.first());
+            v["analyses"] = match latest.as_slice() {
+                [] => json!([analysis(None)]),
+                rows => rows.iter().map(|r| analysis(Some(r))).collect(),
+            };
             v
         })
         .collect();
@@ -255,7 +265,7 @@ async fn read_result(req: HttpRequest, path: web::Path<String>, state: web::Data
         "instance": {"sopInstanceUid": r.sop_instance_uid, "seriesUid": r.series_uid, "inputSha256": r.input_sha256},
         "saliencyMethod": r.saliency_method,
         "explanation": parse_json_column(&r.explanation),
-        "faithfulness": {"deletionAuc": r.deletion_auc, "randomDeletionAuc": r.random_deletion_auc},
+        "faithfulness": FaithfulnessOfResult::of(&r).to_json(),
         "runtimeMs": r.runtime_ms,
         "createdAt": r.created_at,
         "updatedAt": r.updated_at,
@@ -286,6 +296,11 @@ async fn read_image(req: HttpRequest, path: web::Path<String>, state: web::Data<
 /// The colour-mapped saliency with alpha from the map, for the app's canvas overlay.
 async fn read_heatmap(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     read_artefact(req, path, state, "heatmap-png").await
+}
+
+/// A segmentation's class map on the display grid, for the app's contours.
+async fn read_mask(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+    read_artefact(req, path, state, "mask-png").await
 }
 
 /// The blended overlay picture, for people.

@@ -5,7 +5,7 @@
 //!   `/smart/error` (clear pages for a launch that cannot go on).
 //! - `token`: validating the EHR's access tokens (RFC 7662 introspection or JWKS).
 //! - `api`: `/api/patients/{id}/studies`, `/api/results/{id}[/image.png|heatmap.png|
-//!   saliency.png|audit|feedback]`, each read audited and checked against the token's patient.
+//!   mask.png|saliency.png|audit|feedback]`, each read audited and checked against the token's patient.
 //!
 //! Its settings (`[smart]`) live in `configuration::smart`; the demo EHR is the
 //! `radsight-demo-ehr` crate, wired by `demo` only in builds with the `demo` feature.

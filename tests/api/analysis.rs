@@ -27,6 +27,27 @@ OBX|1|ST|110180^Study Instance UID^DCM||{study_uid}||||||F\r"
     )
 }
 
+/// Stores a `size`² phantom radiograph of `pixels` in the test Orthanc as a new study of the
+/// example patient, announces it by ORU (control id `control`) and waits until its job has
+/// succeeded at stage `analysed` (waiting up to 5 minutes: several models, some of them large,
+/// may run on it); returns the study UID.
+pub(crate) async fn analysed_study(app: &crate::helpers::TestApp, size: u16, pixels: &[f32], control: &str) -> String {
+    let study = fresh_uid();
+    let accession = format!("ACC-{control}");
+    let meta =
+        PhantomInstance { patient_id: PATIENT, study_uid: &study, series_uid: &fresh_uid(), sop_uid: &fresh_uid(), accession: &accession };
+    upload(phantom_part10(&meta, size, size, pixels)).await;
+    let mut client = MllpClient::connect(app).await;
+    assert_eq!(client.send(&chest_oru(control, &study)).await.code(), "AA");
+    let jobs = app
+        .wait_for_jobs_within(std::time::Duration::from_secs(300), "the study to be analysed", |j| {
+            j.len() == 1 && matches!(j[0].state.as_str(), "succeeded" | "dead")
+        })
+        .await;
+    assert_eq!((jobs[0].state.as_str(), jobs[0].stage.as_deref()), ("succeeded", Some("analysed")), "{:?}", jobs[0].last_error);
+    study
+}
+
 /// PNG width and height from its IHDR chunk.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
@@ -63,6 +84,13 @@ async fn an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_
     let explanation: Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
     let (px, py) = (explanation["peak"]["x"].as_f64().unwrap(), explanation["peak"]["y"].as_f64().unwrap());
     assert!((0.0..256.0).contains(&px) && (0.0..256.0).contains(&py), "the peak is in source pixels: {explanation}");
+    // ROAD, the faithfulness measure fixed in advance, of the map and of a random map.
+    let road = &explanation["road"];
+    let (map_road, random_road) = (road["map"]["combined"].as_f64().unwrap(), road["random"]["combined"].as_f64().unwrap());
+    assert!(map_road.is_finite() && random_road.is_finite() && map_road.abs() <= 1.0, "{road}");
+    assert_eq!(road["map"]["percentiles"].as_array().unwrap().len(), 9, "percentiles 10..90: {road}");
+    let beats_random = road["beats_random"].as_bool().unwrap();
+    assert_eq!(beats_random, map_road > random_road, "{road}");
 
     // Every step is in the trail, in order.
     let actions: Vec<String> = app.audit().await.into_iter().map(|e| e.action).collect();
@@ -80,6 +108,13 @@ async fn an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_
         .find(|c| c["summary"].as_str().unwrap().contains("Nodule"))
         .unwrap_or_else(|| panic!("a card names the nodule: {cards:#?}"));
     assert_eq!(card["indicator"], "warning");
+    // The card's wording about the map follows ROAD.
+    let detail = card["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("**{map_road:+.3}**")) && detail.contains("ROAD, fixed in advance"), "{detail}");
+    assert_eq!(detail.contains("do not rely on the map"), !beats_random, "{detail}");
+    let inference = app.audit().await.into_iter().find(|e| e.action == "model.inference").unwrap();
+    let detail_json: Value = serde_json::from_str(&inference.detail).unwrap();
+    assert_eq!(detail_json["road"]["beats_random"], beats_random, "the audit entry records ROAD: {detail_json}");
     let link = card["links"].as_array().unwrap().iter().find(|l| l["type"] == "absolute").unwrap()["url"].as_str().unwrap().to_owned();
     let resp = reqwest::get(&link).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -96,15 +131,8 @@ async fn an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_
 
 /// A copy of the registry whose weights have one byte flipped.
 pub(crate) fn tampered_registry() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let from = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/radsight-phantom-cxr"));
-    let to = dir.path().join("radsight-phantom-cxr");
-    std::fs::create_dir(&to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-    let weights = to.join("weights.safetensors");
+    let dir = crate::helpers::registry_with_shipped_model();
+    let weights = dir.path().join("radsight-phantom-cxr/weights.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
@@ -137,6 +165,42 @@ async fn a_model_whose_weights_do_not_match_its_card_is_refused_and_the_refusal_
     // The card says so instead of "pending".
     let cards = app.hook("radsight-patient-view", &example("patient-view")).await.cards();
     assert!(cards.iter().any(|c| c["summary"].as_str().unwrap().contains("could not be completed")), "{cards:#?}");
+}
+
+/// Two models for the same study, one of them tampered with: the good one's result is stored
+/// and shown, the tampered one is refused and audited, and its own card says it could not run.
+async fn a_tampered_model_beside_a_good_one_is_refused_alone(backend: Backend) {
+    let registry = crate::helpers::registry_with_shipped_model();
+    // A second copy of the shipped model under another id, its weights then changed by a byte.
+    let (from, to) = (registry.path().join("radsight-phantom-cxr"), registry.path().join("tampered-copy"));
+    std::fs::create_dir(&to).unwrap();
+    for file in ["weights.safetensors", "weights.sha256"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    let card =
+        std::fs::read_to_string(from.join("model-card.toml")).unwrap().replace("id = \"radsight-phantom-cxr\"", "id = \"tampered-copy\"");
+    std::fs::write(to.join("model-card.toml"), card).unwrap();
+    let mut bytes = std::fs::read(to.join("weights.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(to.join("weights.safetensors"), bytes).unwrap();
+
+    let models = registry.path().to_owned();
+    let app = crate::dicomweb::app_with_pacs_configured(backend, 64 * 1024 * 1024, move |s| s.analysis.models_dir = models).await;
+    analysed_study(&app, 128, &nodule_phantom(128), "TWO-1").await;
+
+    let results = analysis_result::Entity::find().all(&app.db).await.unwrap();
+    let status = |model: &str| results.iter().find(|r| r.model_id.as_deref() == Some(model)).map(|r| (r.status.clone(), r.error.clone()));
+    assert_eq!(status("radsight-phantom-cxr"), Some(("done".into(), None)), "{results:#?}");
+    assert_eq!(status("tampered-copy"), Some(("failed".into(), Some("model-refused".into()))), "{results:#?}");
+    let refused = app.audit_of("model.refused").await;
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].entities.contains("tampered-copy"), "{}", refused[0].entities);
+
+    let cards = app.hook("radsight-patient-view", &example("patient-view")).await.cards();
+    let summaries: Vec<&str> = cards.iter().map(|c| c["summary"].as_str().unwrap()).collect();
+    assert!(summaries.iter().any(|s| s.contains("Nodule")), "the good model's finding: {summaries:?}");
+    assert!(summaries.iter().any(|s| s.contains("by tampered-copy could not be completed")), "{summaries:?}");
 }
 
 /// The SHA-256 the shipped model's card names.
@@ -189,4 +253,5 @@ backend_tests!(
     a_large_radiograph_is_stored_at_display_size_with_the_map_on_the_model_grid,
     an_oru_for_a_study_in_the_pacs_ends_in_a_result_a_card_a_picture_and_a_fhir_bundle,
     a_model_whose_weights_do_not_match_its_card_is_refused_and_the_refusal_audited,
+    a_tampered_model_beside_a_good_one_is_refused_alone,
 );

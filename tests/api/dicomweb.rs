@@ -39,26 +39,37 @@ async fn app_with_pacs_settings(
     select: SelectionRules,
     more: impl FnOnce(&mut radsight::configuration::Settings),
 ) -> TestApp {
-    let secret = std::env::temp_dir().join(format!("radsight-test-pacs-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&secret, format!("{password}\n")).unwrap();
+    let secret = pacs_secret(password);
     let written = secret.clone();
     let app = spawn_app_with(backend, move |s| {
-        s.dicomweb.default_endpoint = dicomweb_root();
-        s.dicomweb.endpoints = vec![dicomweb_root()];
-        s.dicomweb.max_study_bytes = max_study_bytes;
+        use_test_pacs(s, max_study_bytes, secret);
         s.dicomweb.select = select;
-        s.dicomweb.credentials = vec![PacsCredentials {
-            url: dicomweb_root(),
-            auth: PacsAuthKind::Basic,
-            username: Some(orthanc_credentials().0),
-            secret_file: Some(secret.clone()),
-        }];
         more(s);
     })
     .await;
     // Secrets are read once at start, so the file can go now.
     std::fs::remove_file(written).unwrap();
     app
+}
+
+/// The test Orthanc's password in a file, for [`use_test_pacs`]; remove it once the app started.
+pub(crate) fn pacs_secret(password: &str) -> std::path::PathBuf {
+    let secret = std::env::temp_dir().join(format!("radsight-test-pacs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&secret, format!("{password}\n")).unwrap();
+    secret
+}
+
+/// Points the settings at the test Orthanc's DICOMweb root, with its credentials in `secret`.
+pub(crate) fn use_test_pacs(s: &mut radsight::configuration::Settings, max_study_bytes: usize, secret: std::path::PathBuf) {
+    s.dicomweb.default_endpoint = dicomweb_root();
+    s.dicomweb.endpoints = vec![dicomweb_root()];
+    s.dicomweb.max_study_bytes = max_study_bytes;
+    s.dicomweb.credentials = vec![PacsCredentials {
+        url: dicomweb_root(),
+        auth: PacsAuthKind::Basic,
+        username: Some(orthanc_credentials().0),
+        secret_file: Some(secret),
+    }];
 }
 
 fn fetch_details(entries: &[radsight::store::entities::audit_entry::Model]) -> Vec<Value> {

@@ -270,13 +270,24 @@ impl TestApp {
         self.audit().await.into_iter().filter(|e| e.action == action).collect()
     }
 
-    /// Waits (up to 15 s) until `check` holds for the jobs table.
+    /// Waits (up to [`PATIENCE`]) until `check` holds for the jobs table.
     pub async fn wait_for_jobs(
         &self,
         what: &str,
         check: impl Fn(&[radsight::store::entities::job::Model]) -> bool,
     ) -> Vec<radsight::store::entities::job::Model> {
-        let deadline = std::time::Instant::now() + PATIENCE;
+        self.wait_for_jobs_within(PATIENCE, what, check).await
+    }
+
+    /// [`TestApp::wait_for_jobs`] with another bound, for work that is slow by nature (a 224²
+    /// network's analysis takes tens of seconds in the dev profile on a loaded machine).
+    pub async fn wait_for_jobs_within(
+        &self,
+        patience: std::time::Duration,
+        what: &str,
+        check: impl Fn(&[radsight::store::entities::job::Model]) -> bool,
+    ) -> Vec<radsight::store::entities::job::Model> {
+        let deadline = std::time::Instant::now() + patience;
         loop {
             let jobs = self.jobs().await;
             if check(&jobs) {
@@ -522,4 +533,32 @@ pub fn serve_process_ports(configure: impl FnOnce(&mut std::process::Command)) -
         eprintln!("radsight serve: {line}");
     }
     panic!("radsight serve exited before serving");
+}
+
+/// A temporary model registry holding a copy of the shipped model.
+pub fn registry_with_shipped_model() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/radsight-phantom-cxr"));
+    let to = dir.path().join("radsight-phantom-cxr");
+    std::fs::create_dir(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// `radsight models import WEIGHTS DESCRIPTION` into `registry`, as a site would run it;
+/// asserts it succeeded and returns what it printed.
+pub fn import_model(registry: &std::path::Path, weights: &std::path::Path, description: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_radsight"))
+        .args(["models", "import", weights.to_str().unwrap(), description.to_str().unwrap()])
+        .env("RADSIGHT_ANALYSIS__MODELS_DIR", registry)
+        .env_remove("RADSIGHT_CONFIG")
+        .current_dir(registry)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }

@@ -26,6 +26,7 @@ mod mllp_tls;
 mod models_cli;
 mod notifications;
 mod order_hooks;
+mod own_model;
 mod pacs;
 mod pacs_outputs;
 mod patient_view;
@@ -34,6 +35,7 @@ mod prefetch;
 mod prefetch_safety;
 mod results;
 mod ris_ehr_outputs;
+mod segmentation;
 mod smart_api;
 mod smart_browser;
 #[cfg(feature = "demo")]

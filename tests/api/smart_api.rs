@@ -69,6 +69,8 @@ async fn the_patient_in_context_sees_their_studies_results_and_images(backend: B
     assert_eq!(r["findings"][0]["probability"], 0.82);
     assert_eq!(r["explanation"]["bbox"]["width"], 40);
     assert_eq!(r["faithfulness"]["deletionAuc"], 0.21);
+    assert_eq!((r["faithfulness"]["road"]["combined"].as_f64().unwrap() * 1000.0).round(), 83.0, "{}", r["faithfulness"]);
+    assert_eq!(r["faithfulness"]["verdict"], "faithful");
     assert!(r["model"]["card"]["intended_use"].as_str().unwrap().contains("Demonstration"));
     for kind in ["image.png", "heatmap.png", "saliency.png"] {
         let png = get(&app, &iss, Some(&token), &format!("/api/results/{done}/{kind}")).await;

@@ -84,6 +84,7 @@ async fn the_app_launches_shows_the_overlay_takes_feedback_and_follows_deep_link
     assert!(text.contains("studies: done,done,failed,pending"), "{text}");
     assert!(text.contains("focus after opening: study-title"), "keyboard users land on the study heading: {text}");
     assert!(text.contains("overlay toggled: pixels changed"), "{text}");
+    assert!(text.contains("faithfulness: faithful: ROAD +0.083 against +0.004 for a random map"), "the app words the map by ROAD: {text}");
     assert!(text.contains("feedback: recorded"), "{text}");
     assert!(text.contains("deep link: opened 1.2.826.0.7.2"), "{text}");
     assert!(text.contains("ehr record: absent: Not in the EHR record"), "{text}");

@@ -82,6 +82,28 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 
 /// radsight registered with a fresh fixture EHR (introspection) and the JWT EHR.
 pub async fn spawn_smart_app(backend: Backend) -> (TestApp, SmartEhr) {
+    spawn_smart_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_smart_app_with`] reading the test Orthanc (64 MiB a study), as the end-to-end tests
+/// of models need: a study in the PACS, the app in the browser.
+pub async fn spawn_smart_app_with_pacs(backend: Backend, more: impl FnOnce(&mut radsight::configuration::Settings)) -> (TestApp, SmartEhr) {
+    let secret = crate::dicomweb::pacs_secret(&crate::pacs::orthanc_credentials().1);
+    let spawned = spawn_smart_app_with(backend, {
+        let secret = secret.clone();
+        move |s| {
+            crate::dicomweb::use_test_pacs(s, 64 * 1024 * 1024, secret);
+            more(s);
+        }
+    })
+    .await;
+    // Secrets are read once at start, so the file can go now.
+    std::fs::remove_file(secret).unwrap();
+    spawned
+}
+
+/// [`spawn_smart_app`] with further settings.
+pub async fn spawn_smart_app_with(backend: Backend, more: impl FnOnce(&mut radsight::configuration::Settings)) -> (TestApp, SmartEhr) {
     let ehr = SmartEhr::start().await;
     let (iss, introspect, secret) = (ehr.sim.iss(), ehr.sim.introspection_endpoint(), ehr.secret_file.clone());
     let app = spawn_app_with(backend, move |s| {
@@ -127,6 +149,7 @@ pub async fn spawn_smart_app(backend: Backend) -> (TestApp, SmartEhr) {
                 token_audience: None,
             },
         ];
+        more(s);
     })
     .await;
     ehr.sim.register_client(SimClient {

@@ -36,6 +36,13 @@ pub fn synthetic_image() -> Vec<u8> {
 }
 
 /// The saliency heat map (0..1) on the source grid, peaking on the lesion.
+/// One map's ROAD as radsight-vision records it (`combined` = (LeRF − MoRF) / 2).
+fn road(combined: f64) -> serde_json::Value {
+    let percentiles: Vec<f64> = (1..=9).map(|k| 10.0 * k as f64).collect();
+    json!({"percentiles": percentiles, "morf": [], "lerf": [], "morf_mean": -combined, "lerf_mean": combined,
+           "combined": combined, "noise": 0.01, "seed": 0})
+}
+
 fn synthetic_saliency() -> Vec<f32> {
     let (lx, ly, lw, lh) = LESION;
     let (cx, cy) = (lx as f32 + lw as f32 / 2.0, ly as f32 + lh as f32 / 2.0);
@@ -135,7 +142,9 @@ pub async fn insert_synthetic<C: ConnectionTrait>(db: &C, s: &SyntheticStudy<'_>
         row.explanation = Set(Some(
             json!({"method": "grad-cam", "params": {"layer": "synthetic"},
                 "peak": {"x": lx + lw / 2, "y": ly + lh / 2},
-                "bbox": {"x": lx, "y": ly, "width": lw, "height": lh}})
+                "bbox": {"x": lx, "y": ly, "width": lw, "height": lh},
+                // Synthetic ROAD figures in the shape radsight-vision records them.
+                "road": {"map": road(0.083), "random": road(0.004), "beats_random": true}})
             .to_string(),
         ));
         row.deletion_auc = Set(Some(0.21));

@@ -67,6 +67,7 @@ try {
   await page.click("#zoom-in");
   console.log(`findings: ${(await page.$$eval("#findings tr", (r) => r.map((x) => x.textContent))).join(" | ")}`);
   console.log(`model card: ${(await page.textContent("#model-card")).slice(0, 120)}`);
+  console.log(`faithfulness: ${await page.getAttribute("#faithfulness", "data-verdict")}: ${await page.textContent("#faithfulness")}`);
   await page.waitForSelector("#ehr-record:not([data-record=searching])", T);
   console.log(`ehr record: ${await page.getAttribute("#ehr-record", "data-record")}: ${await page.textContent("#ehr-record")}`);
   console.log(`disclaimer: ${await page.textContent("#disclaimer")}`);

@@ -1,6 +1,6 @@
 """PyTorch side of radsight-vision's parity tests (crates/vision/tests/vision/parity.rs).
 
-    python tests/python/torch_parity.py ARCH OUT_DIR
+    python tests/python/torch_parity.py ARCH OUT_DIR [--export-only]
 
 ARCH is densenet121, efficientnet_b0, resnet50 or basic_unet. Builds the torchvision (or
 MONAI) model with its own random initialisation under a fixed seed (no pretrained weights can
@@ -151,10 +151,11 @@ def description(arch, labels, size, ch, pre):
 
 def main():
     arch, out = sys.argv[1], sys.argv[2]
+    # --export-only: the weights and the description, no reference outputs (the service's
+    # end-to-end import test, tests/api/own_model.rs).
+    export_only = "--export-only" in sys.argv[3:]
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(2)
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 
     model, labels, size, ch, pre, layer = build(arch)
     with open(os.path.join(out, "description.toml"), "w") as f:
@@ -165,6 +166,10 @@ def main():
     full = torch.nn.Sequential(Preprocess(lo, hi, mean, std), model).eval()
     calibrate_batch_norm(full, size, ch)
     export(model, os.path.join(out, "weights.safetensors"))
+    if export_only:
+        return
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 
     gray = inputs(size)
     x = gray.repeat(1, ch, 1, 1)
