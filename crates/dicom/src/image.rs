@@ -233,4 +233,30 @@ impl Letterbox {
         }
         Ok(GrayImage { width: w, height: h, data })
     }
+
+    /// Maps a `size` x `size` map onto the source grid shrunk by the whole factor `factor`
+    /// (`ceil(w / factor)` x `ceil(h / factor)`, the grid of pictures made by averaging each
+    /// `factor`² block of source pixels): each output pixel samples the map bilinearly at the
+    /// centre of the source block it covers (a partial block at the right or bottom edge at the
+    /// centre of what it holds). For a map upsampled from a model grid several times coarser,
+    /// this is [`Letterbox::map_to_source`] followed by the block mean, without the source-sized
+    /// map in between (16 MiB for a 2048² radiograph).
+    pub fn map_to_display(&self, map: &GrayImage, factor: u32) -> Result<GrayImage, MapSizeMismatch> {
+        if map.width != self.size || map.height != self.size {
+            return Err(MapSizeMismatch { width: map.width, height: map.height, size: self.size });
+        }
+        let k = factor.max(1);
+        let (w, h) = (self.source_width, self.source_height);
+        let (dw, dh) = (w.div_ceil(k), h.div_ceil(k));
+        let centre = |i: u32, extent: u32| f64::from(i * k + ((i + 1) * k).min(extent)) / 2.0;
+        let mut data = Vec::with_capacity(dw as usize * dh as usize);
+        for dy in 0..dh {
+            let cy = centre(dy, h);
+            for dx in 0..dw {
+                let (mx, my) = self.to_model_point(centre(dx, w), cy);
+                data.push(map.sample(mx, my));
+            }
+        }
+        Ok(GrayImage { width: dw, height: dh, data })
+    }
 }

@@ -28,8 +28,6 @@ pub(crate) struct Encoding {
     pub big: bool,
 }
 
-const IMPLICIT_LE: Encoding = Encoding { explicit: false, big: false };
-
 /// Checks the file meta group of the Part 10 stream `body` (starting at `DICM`); returns where
 /// the data set starts and the Transfer Syntax UID (0002,0010), read here rather than by
 /// dicom-object's meta reader, which reserves a string element's declared length before it
@@ -329,18 +327,21 @@ fn walk(d: &[u8], mut pos: usize, end: usize, enc: Encoding, depth: usize, pixel
             Some(vr) => vr == b"SQ",
             None => !enc.explicit && is_dictionary_sequence(tag),
         };
-        // Items of UN with undefined length are implicit VR little endian.
-        let item_enc = if vr.is_some_and(is_un) { IMPLICIT_LE } else { enc };
+        // PS3.5 6.2.2 says the items of a UN of undefined length are implicit VR little endian,
+        // but dicom-parser (0.10) reads every undefined-length element as a sequence in the data
+        // set's own encoding, and this walk must see what the parser will read: walked as
+        // implicit VR, a fuzzed UN hid an explicit-VR length of 4 GB that the parser then
+        // zero-filled (fuzz/regressions/parser-un-items-explicit-4gb.dcm).
         if len == UNDEFINED {
             let raw_items = tag == Tag(0x7FE0, 0x0010);
-            pos = items(d, pos, end, item_enc, depth + 1, raw_items, pixel_data)?;
+            pos = items(d, pos, end, enc, depth + 1, raw_items, pixel_data)?;
         } else {
             let len = len as usize;
             if len > end - pos {
                 return Err(format!("element ({group:04X},{element:04X}) declares {len} bytes, {} remain", end - pos));
             }
             if is_sq {
-                let stop = items(d, pos, pos + len, item_enc, depth + 1, false, pixel_data)?;
+                let stop = items(d, pos, pos + len, enc, depth + 1, false, pixel_data)?;
                 // A sequence of defined length ends at its length, not at a delimiter: the parser
                 // would stop at the delimiter and read on from there (fuzz/open/ before this).
                 if stop != pos + len {
@@ -379,8 +380,8 @@ fn items(
         match (group, element) {
             (0xFFFE, 0xE0DD) => return Ok(pos),
             (0xFFFE, 0xE000) => {}
-            // Not an item: refused here, because dicom-parser reads on (a UN of undefined length
-            // as implicit VR items) and zero-fills whatever lengths it then finds: one changed
+            // Not an item: refused here, because dicom-parser reads on (an undefined-length
+            // element as a sequence) and zero-fills whatever lengths it then finds: one changed
             // length byte in pydicom's ExplVR_BigEnd.dcm cost 1.4 GB and 4 s per decode.
             _ => {
                 return Err(format!("({group:04X},{element:04X}) where a sequence item was expected at {}", pos - 8));
@@ -430,11 +431,6 @@ fn is_short_vr(vr: &[u8]) -> bool {
             | b"UL"
             | b"US"
     )
-}
-
-/// Explicit VR bytes the parser reads as UN (UN itself, or not a VR at all).
-fn is_un(vr: &[u8]) -> bool {
-    !is_short_vr(vr) && !matches!(vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UR" | b"UT" | b"UV")
 }
 
 fn is_dictionary_sequence(tag: Tag) -> bool {

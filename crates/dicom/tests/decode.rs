@@ -641,6 +641,46 @@ fn a_model_map_maps_back_onto_the_source_grid() {
     assert!(lb.map_to_source(&wrong).is_err());
 }
 
+#[test]
+fn a_model_map_maps_onto_a_shrunk_grid_as_the_block_mean_of_the_source_grid() {
+    // 2048 x 1536 shrunk by 2, and 200 x 100 by 3 (partial blocks at the right and bottom).
+    for (w, h, size, k) in [(2048u32, 1536u32, 96u32, 2u32), (200, 100, 128, 3)] {
+        let (_, lb) = letterbox(&GrayImage::new(w, h, vec![0.0; (w * h) as usize]).unwrap(), size);
+        // A smooth map: a bump in the middle of the model grid.
+        let c = size as f32 / 2.0;
+        let map = GrayImage::new(
+            size,
+            size,
+            (0..size * size)
+                .map(|i| {
+                    let (x, y) = ((i % size) as f32 + 0.5 - c, (i / size) as f32 + 0.5 - c);
+                    (-(x * x + y * y) / (2.0 * (size as f32 / 6.0).powi(2))).exp()
+                })
+                .collect(),
+        )
+        .unwrap();
+        let display = lb.map_to_display(&map, k).unwrap();
+        assert_eq!((display.width(), display.height()), (w.div_ceil(k), h.div_ceil(k)));
+        let source = lb.map_to_source(&map).unwrap();
+        let mut worst = 0f32;
+        for dy in 0..display.height() {
+            for dx in 0..display.width() {
+                let (mut sum, mut n) = (0f32, 0f32);
+                for y in dy * k..((dy + 1) * k).min(h) {
+                    for x in dx * k..((dx + 1) * k).min(w) {
+                        sum += source.get(x, y).unwrap();
+                        n += 1.0;
+                    }
+                }
+                worst = worst.max((display.get(dx, dy).unwrap() - sum / n).abs());
+            }
+        }
+        assert!(worst < 2e-3, "{w}x{h}/{k}: the block mean differs by up to {worst}");
+    }
+    let (_, lb) = letterbox(&GrayImage::new(20, 10, vec![0.0; 200]).unwrap(), 16);
+    assert!(lb.map_to_display(&GrayImage::new(8, 8, vec![0.0; 64]).unwrap(), 2).is_err());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Memory cases (issues 11 and 13): each runs in a child process (this test binary, filtered to
 // `memory_case_child_entry_point`), which reports its peak RSS (VmHWM); each must stay under
@@ -888,16 +928,44 @@ fn a_two_gigabyte_pixel_data_in_a_small_header_is_refused_without_allocating_it(
 }
 
 #[test]
-fn every_fuzz_regression_input_gives_an_image_or_a_typed_error() {
-    // Inputs the fuzz target (crates/dicom/fuzz) crashed on; each must now return.
+fn an_undefined_length_un_is_scanned_in_the_encoding_the_parser_reads_it_in() {
+    // dicom-parser reads the items of an undefined-length UN in the data set's own explicit VR,
+    // not in the implicit VR PS3.5 6.2.2 prescribes, so the pre-scan must too. Here the item's
+    // element reads, in implicit VR, as a harmless 83-byte value; in explicit VR (an unknown VR,
+    // so a 32-bit length) it declares 0xFFFDFFF8 bytes, which the parser would zero-fill (the
+    // fuzz target's 4 GB allocation, fuzz/regressions/parser-un-items-explicit-4gb.dcm).
+    let mut bytes = Spec::grey16(2, 2, vec![0; 4]).bytes();
+    let pixel_data = bytes.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+    let mut un = Vec::new();
+    un.extend_from_slice(&[0x09, 0x00, 0x01, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    un.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    un.extend_from_slice(&[0x09, 0x00, 0x02, 0x10, b'S', 0, 0, 0, 0xF8, 0xFF, 0xFD, 0xFF]);
+    // The rest of the 83 bytes the implicit reading sees, then the delimiters it expects.
+    un.extend_from_slice(&[0; 79]);
+    un.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    bytes.splice(pixel_data..pixel_data, un);
+    let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
+    assert_eq!(err.code(), "dicom-corrupt", "{err:?}");
+    assert!(err.to_string().contains("declares 4294836216 bytes"), "{err}");
+
+    let fuzzed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/parser-un-items-explicit-4gb.dcm")).unwrap();
+    let err = decode(&fuzzed, &DecodeLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("declares 4294836216 bytes"), "{err}");
+}
+
+#[test]
+fn memory_cases_every_fuzz_regression_input_gives_an_image_or_a_typed_error_in_bounded_memory() {
+    // Inputs the fuzz target (crates/dicom/fuzz) crashed on or ran out of memory with; each must
+    // now return, within the memory cases' peak RSS (a child process each, so one input's
+    // allocation cannot hide behind another test's).
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let started = std::time::Instant::now();
-        let result = decode(&std::fs::read(&path).unwrap(), &DecodeLimits::default());
-        println!("{}: {:?}", path.display(), result.as_ref().map(|_| ()).map_err(|e| e.code()));
-        assert!(started.elapsed().as_secs() < 10, "{}", path.display());
+        let (kb, outcomes, seconds) = run_memory_case(&format!("file:{}", path.display()));
+        println!("{}: peak {kb} kB, {seconds:.1} s, {outcomes}", path.display());
+        assert!(kb < PEAK_RSS_LIMIT_KB, "{}: peak RSS {kb} kB", path.display());
+        assert!(seconds < 10.0, "{}: {seconds} s", path.display());
         seen += 1;
     }
     assert!(seen > 0, "no regression inputs in {}", dir.display());
