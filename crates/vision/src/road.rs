@@ -95,13 +95,17 @@ pub fn noisy_linear_impute(
     rng: &mut Pcg32,
 ) -> Vec<f32> {
     let mut out = impute(img, channels, height, width, keep, ROAD_TOL);
-    // Noise after solving, channel-major like torch.randn_like(res.t()).
+    add_noise(&mut out, channels, height * width, keep, noise, rng);
+    out
+}
+
+/// Noise after solving, channel-major like torch.randn_like(res.t()).
+fn add_noise(out: &mut [f32], channels: usize, n: usize, keep: &[bool], noise: f32, rng: &mut Pcg32) {
     for c in 0..channels {
-        for p in (0..height * width).filter(|&p| !keep[p]) {
-            out[c * height * width + p] += noise * rng.normal();
+        for p in (0..n).filter(|&p| !keep[p]) {
+            out[c * n + p] += noise * rng.normal();
         }
     }
-    out
 }
 
 /// Linear imputation without noise, CG to a squared relative residual `tol`.
@@ -154,6 +158,19 @@ fn impute(img: &[f32], channels: usize, height: usize, width: usize, keep: &[boo
 }
 
 const ROAD_TOL: f64 = 1e-10;
+
+/// [`impute`] of every mask, in order, on up to as many threads as there are cores.
+fn impute_all(img: &[f32], channels: usize, height: usize, width: usize, masks: &[Vec<bool>]) -> Vec<Vec<f32>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(masks.len()).max(1);
+    let per = masks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = masks
+            .chunks(per.max(1))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|keep| impute(img, channels, height, width, keep, ROAD_TOL)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}
 
 /// `(D − W)` in CSR form: `D` diagonal, `W` the couplings between unknowns.
 struct System {
@@ -227,15 +244,24 @@ pub fn road(net: &dyn Network, x: &Tensor, class: usize, score: &dyn Fn(f32) -> 
     }
     let img: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let inverted: Vec<f32> = map.iter().map(|&v| 1.0 - v).collect();
+    let masks: Vec<Vec<bool>> = [map, inverted.as_slice()]
+        .into_iter()
+        .flat_map(|ranking| {
+            options.percentiles.iter().map(move |&p| {
+                let t = percentile(ranking, p);
+                ranking.iter().map(|&v| v < t).collect()
+            })
+        })
+        .collect();
+    // The solves are independent and most of ROAD's time: spread over the cores. The noise is
+    // drawn afterwards in the masks' order, so the result does not depend on the thread count.
+    let solved = impute_all(&img, c, h, w, &masks);
     let mut rng = Pcg32::new(options.seed, 0x0_5ad);
-    let mut batch: Vec<f32> = Vec::with_capacity((2 * options.percentiles.len() + 1) * img.len());
+    let mut batch: Vec<f32> = Vec::with_capacity((masks.len() + 1) * img.len());
     batch.extend_from_slice(&img);
-    for ranking in [map, inverted.as_slice()] {
-        for &p in &options.percentiles {
-            let t = percentile(ranking, p);
-            let keep: Vec<bool> = ranking.iter().map(|&v| v < t).collect();
-            batch.extend(noisy_linear_impute(&img, c, h, w, &keep, options.noise, &mut rng));
-        }
+    for (mut out, keep) in solved.into_iter().zip(&masks) {
+        add_noise(&mut out, c, h * w, keep, options.noise, &mut rng);
+        batch.extend(out);
     }
     let scores: Vec<f32> =
         crate::saliency::class_logits_in_chunks(net, &batch, (c, h, w), class, x.device())?.into_iter().map(score).collect();
