@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Analysed, AnalysisError, Analyzer};
+use crate::results::overlay;
 use crate::results::store::ArtefactKind;
 use crate::results::{Finding, ModelIdentity};
 
@@ -249,9 +250,15 @@ pub fn run(analyzer: &Analyzer, inputs: &[PathBuf], out_dir: &Path, model: Optio
     Ok(report)
 }
 
-/// Writes one analysis' pictures and maps as `<stem>.<kind>`; their file names, in order.
+/// Writes one analysis' pictures and maps as `<stem>.<kind>`, with the blended overlay the
+/// service renders on first read (`<stem>.saliency.png`); their file names, in order.
 fn write_artefacts(a: &Analysed, out_dir: &Path, stem: &str) -> anyhow::Result<Vec<String>> {
-    let mut written = Vec::new();
+    let picture = |kind| a.artefacts.iter().find(|x| x.kind == kind).map(|x| x.bytes.as_slice());
+    let overlay = match (picture(ArtefactKind::ImagePng), picture(ArtefactKind::HeatmapPng)) {
+        (Some(image), Some(heatmap)) => Some(overlay::blend(image, heatmap).context("blending the saliency overlay")?.png),
+        _ => None,
+    };
+    let mut files: Vec<(String, &[u8])> = Vec::new();
     for artefact in &a.artefacts {
         let file = match artefact.kind {
             ArtefactKind::ImagePng => format!("{stem}.image.png"),
@@ -260,7 +267,14 @@ fn write_artefacts(a: &Analysed, out_dir: &Path, stem: &str) -> anyhow::Result<V
             ArtefactKind::SaliencyMap => format!("{stem}.saliency.f32"),
             ArtefactKind::MaskPng => format!("{stem}.mask.png"),
         };
-        std::fs::write(out_dir.join(&file), &artefact.bytes).with_context(|| format!("writing {file}"))?;
+        files.push((file, &artefact.bytes));
+        if let (ArtefactKind::ImagePng, Some(overlay)) = (artefact.kind, &overlay) {
+            files.push((format!("{stem}.saliency.png"), overlay));
+        }
+    }
+    let mut written = Vec::new();
+    for (file, bytes) in files {
+        std::fs::write(out_dir.join(&file), bytes).with_context(|| format!("writing {file}"))?;
         written.push(file);
     }
     Ok(written)

@@ -330,10 +330,10 @@ fn prepare(decoded: &DecodedImage, size: usize) -> Result<Prepared, AnalysisErro
     Ok(Prepared { frame, source, input, letterbox })
 }
 
-/// A saliency map placed on the source: the map on the source grid, the map on the model grid,
-/// and its peak and box in source pixels.
+/// A saliency map placed on the source: the map on the pictures' display grid, the map on the
+/// model grid, and its peak and box in source pixels.
 struct Placed {
-    source_map: radsight_dicom::GrayImage,
+    display_map: radsight_dicom::GrayImage,
     model_map: radsight_dicom::GrayImage,
     peak: Value,
     bbox: Value,
@@ -342,10 +342,13 @@ struct Placed {
 fn place(s: &Saliency, p: &Prepared) -> Result<Placed, AnalysisError> {
     let model_map = radsight_dicom::GrayImage::new(s.width as u32, s.height as u32, s.map.clone())
         .ok_or_else(|| AnalysisError::Inference("saliency map of the wrong size".into()))?;
-    let source_map = p.letterbox.map_to_source(&model_map).map_err(|e| AnalysisError::Inference(format!("{e:?}")))?;
+    // Straight to the display grid: the source-sized map was 16 MiB for a 2048² radiograph and
+    // carried nothing the model grid does not.
+    let k = render::display_factor(p.source.width(), p.source.height());
+    let display_map = p.letterbox.map_to_display(&model_map, k).map_err(|e| AnalysisError::Inference(format!("{e:?}")))?;
     let (px, py) = p.letterbox.to_source_point(s.peak.x as f64 + 0.5, s.peak.y as f64 + 0.5);
     let bbox = source_box(&p.letterbox, &s.bbox, p.source.width(), p.source.height());
-    Ok(Placed { source_map, model_map, peak: json!({"x": px.floor(), "y": py.floor()}), bbox })
+    Ok(Placed { display_map, model_map, peak: json!({"x": px.floor(), "y": py.floor()}), bbox })
 }
 
 /// A box on the model grid (inclusive corners) as a source-pixel box, clamped to the image.
@@ -420,7 +423,7 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
         })
         .collect();
 
-    let artefacts = render::artefacts(&p.source, &placed.source_map, &placed.model_map).map_err(AnalysisError::Render)?;
+    let artefacts = render::artefacts(&p.source, &placed.display_map, &placed.model_map).map_err(AnalysisError::Render)?;
     let mut explanation = common_explanation(s, &placed, &p, decoded);
     explanation.insert("kind".into(), json!("classification"));
     explanation.insert(
@@ -496,7 +499,7 @@ fn run_segmenter(model: &Segmenter, decoded: &DecodedImage) -> Result<Analysed, 
         })
         .collect();
 
-    let mut artefacts = render::artefacts(&p.source, &placed.source_map, &placed.model_map).map_err(AnalysisError::Render)?;
+    let mut artefacts = render::artefacts(&p.source, &placed.display_map, &placed.model_map).map_err(AnalysisError::Render)?;
     artefacts.push(
         render::class_map_png(&seg.class_map, seg.width, &p.letterbox, p.source.width(), p.source.height())
             .map_err(AnalysisError::Render)?,

@@ -1,7 +1,7 @@
-//! The pictures kept with a result, on the display grid: the windowed original, the saliency
-//! blended over it (for people, cards and the PACS), the colour-mapped saliency with alpha from
-//! the map (for the app's canvas, so opacity and the overlay toggle work); and the raw map on the
-//! model's own grid.
+//! The pictures kept with a result, on the display grid: the windowed original and the
+//! colour-mapped saliency with alpha from the map (for the app's canvas, so opacity and the
+//! overlay toggle work; `results::overlay` blends the two into the overlay for people, cards and
+//! the PACS when it is first read); and the raw map on the model's own grid.
 //!
 //! **Stored at the resolution that carries information.** The model sees its input (96×96 for
 //! the shipped model); its saliency map has no finer detail than that grid, so the raw map is
@@ -11,7 +11,7 @@
 //! pictures instead of four full-resolution copies (about 30 MB per result before).
 
 use radsight_dicom::{GrayImage, Letterbox};
-use radsight_vision::render::{OverlayOptions, grayscale_png, overlay_png, viridis_lut};
+use radsight_vision::render::{grayscale_png, viridis_lut};
 
 use crate::results::store::{Artefact, ArtefactKind};
 
@@ -46,29 +46,29 @@ pub fn shrink(image: &GrayImage, k: u32) -> GrayImage {
     GrayImage::new(dw as u32, dh as u32, data).expect("the shrunk size matches its data")
 }
 
-/// The artefacts of one analysis: `source` and `source_map` on the source grid (shrunk here for
-/// the pictures), `model_map` the saliency map on the model's input grid.
-pub fn artefacts(source: &GrayImage, source_map: &GrayImage, model_map: &GrayImage) -> Result<Vec<Artefact>, String> {
-    let k = display_factor(source.width(), source.height());
-    let (image, map) = (shrink(source, k), shrink(source_map, k));
+/// The artefacts of one analysis: `source` on the source grid (shrunk here for the pictures),
+/// `display_map` the saliency map on the display grid (`Letterbox::map_to_display` with
+/// [`display_factor`]), `model_map` the map on the model's input grid. The blended overlay
+/// is not among them: `results::overlay` renders it from the image and the heat map when it is
+/// first read (its compression was the largest cost on the way to a stored result).
+pub fn artefacts(source: &GrayImage, display_map: &GrayImage, model_map: &GrayImage) -> Result<Vec<Artefact>, String> {
+    let image = shrink(source, display_factor(source.width(), source.height()));
     let (w, h) = (image.width(), image.height());
-    let (wu, hu) = (w as usize, h as usize);
-    // Deflate is most of an analysis's time for a large radiograph (a third of `radsight
-    // analyze`'s CPU in a profile): the three pictures are compressed side by side.
-    let (picture, overlay, heatmap) = std::thread::scope(|scope| {
-        let overlay = scope.spawn(|| overlay_png(image.data(), map.data(), wu, hu, OverlayOptions::default()).map_err(|e| e.to_string()));
+    if (display_map.width(), display_map.height()) != (w, h) {
+        return Err(format!("a {}×{} map for a {w}×{h} picture", display_map.width(), display_map.height()));
+    }
+    let map = display_map;
+    // Deflate is most of an analysis's time for a large radiograph: the two pictures are
+    // compressed side by side.
+    let (picture, heatmap) = std::thread::scope(|scope| {
         let heatmap = scope.spawn(|| heatmap_png(map.data(), w, h));
-        let picture = grayscale_png(image.data(), wu, hu).map_err(|e| e.to_string());
-        let join = |t: std::thread::ScopedJoinHandle<'_, Result<Vec<u8>, String>>| {
-            t.join().unwrap_or_else(|_| Err("a PNG encoder panicked".into()))
-        };
-        (picture, join(overlay), join(heatmap))
+        let picture = grayscale_png(image.data(), w as usize, h as usize).map_err(|e| e.to_string());
+        (picture, heatmap.join().unwrap_or_else(|_| Err("a PNG encoder panicked".into())))
     });
-    let (picture, overlay, heatmap) = (picture?, overlay?, heatmap?);
+    let (picture, heatmap) = (picture?, heatmap?);
     let raw: Vec<u8> = model_map.data().iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok(vec![
         Artefact { kind: ArtefactKind::ImagePng, width: w, height: h, bytes: picture },
-        Artefact { kind: ArtefactKind::SaliencyPng, width: w, height: h, bytes: overlay },
         Artefact { kind: ArtefactKind::HeatmapPng, width: w, height: h, bytes: heatmap },
         Artefact { kind: ArtefactKind::SaliencyMap, width: model_map.width(), height: model_map.height(), bytes: raw },
     ])
@@ -181,9 +181,12 @@ mod tests {
     #[test]
     fn the_raw_map_is_kept_on_the_model_grid_and_the_pictures_on_the_display_grid() {
         let source = GrayImage::new(2048, 1536, vec![0.25; 2048 * 1536]).unwrap();
-        let source_map = GrayImage::new(2048, 1536, vec![0.75; 2048 * 1536]).unwrap();
+        let display_map = GrayImage::new(1024, 768, vec![0.75; 1024 * 768]).unwrap();
         let model_map = GrayImage::new(96, 96, vec![0.75; 96 * 96]).unwrap();
-        let stored = artefacts(&source, &source_map, &model_map).unwrap();
+        let stored = artefacts(&source, &display_map, &model_map).unwrap();
+        let kinds: Vec<_> = stored.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [ArtefactKind::ImagePng, ArtefactKind::HeatmapPng, ArtefactKind::SaliencyMap]);
+        assert!(artefacts(&source, &model_map, &model_map).is_err(), "a map on another grid is refused");
         for a in &stored {
             match a.kind {
                 ArtefactKind::SaliencyMap => assert_eq!((a.width, a.height, a.bytes.len()), (96, 96, 96 * 96 * 4)),

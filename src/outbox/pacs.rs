@@ -10,7 +10,8 @@ use radsight_dicom_report as report;
 use super::OutputKind;
 use super::build::{BuildContext, BuildError, Reportable, reportable};
 use crate::results::faithfulness::FaithfulnessOfResult;
-use crate::results::store::{self, ArtefactKind, findings};
+use crate::results::overlay::OverlayError;
+use crate::results::store::findings;
 use crate::store::entities::{analysis_result, study};
 
 /// Builds the object `kind` of result `result_id`: (SOP Instance UID, Part 10 bytes).
@@ -19,9 +20,12 @@ pub async fn build(ctx: &BuildContext<'_>, kind: OutputKind, result_id: &str) ->
     let report = report_of(&result, &study, receipt, ctx.public_url)?;
     let written = match kind {
         OutputKind::StowSc => {
-            let png = store::artefact(ctx.db, result_id, ArtefactKind::SaliencyPng)
+            let png = crate::results::overlay::saliency_png(ctx.db, result_id)
                 .await
-                .map_err(BuildError::Read)?
+                .map_err(|e| match e {
+                    OverlayError::Read(e) => BuildError::Read(e),
+                    e => BuildError::Overlay(e.to_string()),
+                })?
                 .ok_or_else(|| BuildError::Overlay("the result has no overlay picture".into()))?;
             let overlay = overlay_of(&png.bytes, report.source_images[0].clone(), study.body_site.as_deref())?;
             report::write_saliency_capture(&report, &overlay, ctx.uid_root)?

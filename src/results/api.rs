@@ -9,7 +9,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use super::store::{self, ArtefactKind};
+use super::store;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::links::LinkSigner;
 use crate::http::HttpError;
@@ -158,7 +158,7 @@ async fn result_json(req: HttpRequest, path: web::Path<String>, state: web::Data
 async fn saliency_png(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let (_, r, _) = read(&req, &state, &path, "saliency.png").await?;
     done(&r)?;
-    let picture = store::artefact(&state.db, &r.id, ArtefactKind::SaliencyPng).await.map_err(internal)?;
+    let picture = super::overlay::saliency_png(&state.db, &r.id).await.map_err(internal)?;
     let picture = picture.ok_or_else(|| ResultError::NotFound(format!("{}/saliency.png", r.id)))?;
     Ok(HttpResponse::Ok().insert_header((CONTENT_TYPE, picture.media_type.as_str())).body(picture.bytes))
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod faithfulness;
 pub mod fhir;
+pub mod overlay;
 pub mod store;
 
 pub use crate::auth::links::LinkSigner;

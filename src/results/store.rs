@@ -136,7 +136,8 @@ pub enum ArtefactKind {
     /// The windowed original, grayscale PNG, on the display grid (the source, shrunk by a whole
     /// factor to at most 1024 pixels a side; see `analysis::render`).
     ImagePng,
-    /// The saliency map blended over the windowed original, RGB PNG, display grid.
+    /// The saliency map blended over the windowed original, RGB PNG, display grid: rendered
+    /// from `ImagePng` and `HeatmapPng` when first read, then kept (`results::overlay`).
     SaliencyPng,
     /// The colour-mapped saliency with alpha from the map, RGBA PNG, display grid.
     HeatmapPng,

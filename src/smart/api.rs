@@ -315,7 +315,11 @@ async fn read_artefact(
     kind: &'static str,
 ) -> Result<HttpResponse, HttpError> {
     let (grant, r, s) = readable_result(&req, &state, &path, kind).await?;
-    let artefact = result_artefact::Entity::find_by_id((r.id.clone(), kind.to_owned())).one(&state.db).await.map_err(internal)?;
+    let artefact = if kind == "saliency-png" {
+        crate::results::overlay::saliency_png(&state.db, &r.id).await.map_err(internal)?
+    } else {
+        result_artefact::Entity::find_by_id((r.id.clone(), kind.to_owned())).one(&state.db).await.map_err(internal)?
+    };
     let Some(a) = artefact else { return Err(ApiError::NotFound.into()) };
     audit_read(
         &state,

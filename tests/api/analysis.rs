@@ -48,6 +48,15 @@ pub(crate) async fn analysed_study(app: &crate::helpers::TestApp, size: u16, pix
     study
 }
 
+/// A PNG's samples and size.
+fn decode_png(bytes: &[u8]) -> (Vec<u8>, (u32, u32)) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (buf, (info.width, info.height))
+}
+
 /// PNG width and height from its IHDR chunk.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
@@ -225,8 +234,38 @@ async fn a_large_radiograph_is_stored_at_display_size_with_the_map_on_the_model_
     let jobs = app.wait_for_jobs("the study to be analysed", |j| j.len() == 1 && matches!(j[0].state.as_str(), "succeeded" | "dead")).await;
     assert_eq!(jobs[0].state, "succeeded", "{:?}", jobs[0].last_error);
 
+    // The blended overlay is not made until someone reads it (results::overlay).
     let stored = result_artefact::Entity::find().all(&app.db).await.unwrap();
-    assert_eq!(stored.len(), 4);
+    let mut kinds: Vec<&str> = stored.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["heatmap-png", "image-png", "saliency-map"]);
+    let cards = app.hook("radsight-imaging-order-select", &example("order-select")).await.cards();
+    let link = cards
+        .iter()
+        .flat_map(|c| c["links"].as_array().into_iter().flatten())
+        .find(|l| l["type"] == "absolute" && l["url"].as_str().unwrap().contains("/saliency.png"))
+        .unwrap_or_else(|| panic!("a card links the overlay: {cards:#?}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = reqwest::get(&link).await.unwrap().bytes().await.unwrap();
+    let again = reqwest::get(&link).await.unwrap().bytes().await.unwrap();
+    assert_eq!(first, again, "the second read serves the kept overlay");
+    let stored = result_artefact::Entity::find().all(&app.db).await.unwrap();
+    let overlay = stored.iter().find(|a| a.kind == "saliency-png").expect("the overlay is kept once read");
+    assert_eq!(overlay.bytes, first.to_vec());
+    // Where the map is hottest the overlay is coloured; where it is cold, it is the image.
+    let image = stored.iter().find(|a| a.kind == "image-png").unwrap();
+    let heat = stored.iter().find(|a| a.kind == "heatmap-png").unwrap();
+    let (gray, _) = decode_png(&image.bytes);
+    let (rgba, _) = decode_png(&heat.bytes);
+    let (rgb, _) = decode_png(&overlay.bytes);
+    let hottest = (0..gray.len()).max_by_key(|&i| rgba[4 * i + 3]).unwrap();
+    let coldest = (0..gray.len()).min_by_key(|&i| rgba[4 * i + 3]).unwrap();
+    assert!(rgba[4 * hottest + 3] > 200 && rgba[4 * coldest + 3] < 40, "{} {}", rgba[4 * hottest + 3], rgba[4 * coldest + 3]);
+    assert_eq!(&rgb[3 * coldest..3 * coldest + 3], &[gray[coldest]; 3], "uncoloured below the floor");
+    let colour = &rgb[3 * hottest..3 * hottest + 3];
+    assert!(colour.iter().any(|&c| c.abs_diff(gray[hottest]) > 20), "coloured at the peak: {colour:?} over {}", gray[hottest]);
     for a in &stored {
         let size = (a.width, a.height);
         match a.kind.as_str() {
