@@ -402,7 +402,8 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
     let started = std::time::Instant::now();
     let p = prepare(decoded, model.input_size())?;
     let options = AnalyzeOptions { method: method.clone(), ..AnalyzeOptions::default() };
-    let analysis = model.analyze(&p.input, &options).map_err(|e| AnalysisError::Inference(e.to_string()))?;
+    let (analysis, picture) = render::alongside_picture(&p.source, || model.analyze(&p.input, &options));
+    let analysis = analysis.map_err(|e| AnalysisError::Inference(e.to_string()))?;
     let s = &analysis.saliency;
     let placed = place(s, &p)?;
 
@@ -423,7 +424,8 @@ fn run(model: &Model, decoded: &DecodedImage, method: SaliencyMethod) -> Result<
         })
         .collect();
 
-    let artefacts = render::artefacts(&p.source, &placed.display_map, &placed.model_map).map_err(AnalysisError::Render)?;
+    let artefacts = render::artefacts(picture.map_err(AnalysisError::Render)?, &placed.display_map, &placed.model_map)
+        .map_err(AnalysisError::Render)?;
     let mut explanation = common_explanation(s, &placed, &p, decoded);
     explanation.insert("kind".into(), json!("classification"));
     explanation.insert(
@@ -474,7 +476,8 @@ fn analysed(
 fn run_segmenter(model: &Segmenter, decoded: &DecodedImage) -> Result<Analysed, AnalysisError> {
     let started = std::time::Instant::now();
     let p = prepare(decoded, model.input_size())?;
-    let seg = model.segment(&p.input, &SegmentOptions::default()).map_err(|e| AnalysisError::Inference(e.to_string()))?;
+    let (seg, picture) = render::alongside_picture(&p.source, || model.segment(&p.input, &SegmentOptions::default()));
+    let seg = seg.map_err(|e| AnalysisError::Inference(e.to_string()))?;
     let placed = place(&seg.saliency, &p)?;
 
     // One model pixel covers 1/f source pixels per axis (f = scaled side / source side).
@@ -499,7 +502,8 @@ fn run_segmenter(model: &Segmenter, decoded: &DecodedImage) -> Result<Analysed, 
         })
         .collect();
 
-    let mut artefacts = render::artefacts(&p.source, &placed.display_map, &placed.model_map).map_err(AnalysisError::Render)?;
+    let mut artefacts = render::artefacts(picture.map_err(AnalysisError::Render)?, &placed.display_map, &placed.model_map)
+        .map_err(AnalysisError::Render)?;
     artefacts.push(
         render::class_map_png(&seg.class_map, seg.width, &p.letterbox, p.source.width(), p.source.height())
             .map_err(AnalysisError::Render)?,

@@ -46,29 +46,41 @@ pub fn shrink(image: &GrayImage, k: u32) -> GrayImage {
     GrayImage::new(dw as u32, dh as u32, data).expect("the shrunk size matches its data")
 }
 
-/// The artefacts of one analysis: `source` on the source grid (shrunk here for the pictures),
-/// `display_map` the saliency map on the display grid (`Letterbox::map_to_display` with
-/// [`display_factor`]), `model_map` the map on the model's input grid. The blended overlay
-/// is not among them: `results::overlay` renders it from the image and the heat map when it is
-/// first read (its compression was the largest cost on the way to a stored result).
-pub fn artefacts(source: &GrayImage, display_map: &GrayImage, model_map: &GrayImage) -> Result<Vec<Artefact>, String> {
+/// The windowed original on the display grid (`source` shrunk by [`display_factor`]), as the
+/// `ImagePng` artefact. It depends on the image only, so [`alongside_picture`] makes it while
+/// the model runs.
+pub fn picture(source: &GrayImage) -> Result<Artefact, String> {
     let image = shrink(source, display_factor(source.width(), source.height()));
     let (w, h) = (image.width(), image.height());
+    let bytes = grayscale_png(image.data(), w as usize, h as usize).map_err(|e| e.to_string())?;
+    Ok(Artefact { kind: ArtefactKind::ImagePng, width: w, height: h, bytes })
+}
+
+/// Runs `work` (the model) while another thread makes the [`picture`] of `source`: its deflate
+/// was about a third of an analysis's CPU for a large radiograph, and the model's small tensor
+/// operations leave a core idle much of the time.
+pub fn alongside_picture<T>(source: &GrayImage, work: impl FnOnce() -> T) -> (T, Result<Artefact, String>) {
+    std::thread::scope(|scope| {
+        let picture = scope.spawn(|| picture(source));
+        let done = work();
+        (done, picture.join().unwrap_or_else(|_| Err("the PNG encoder panicked".into())))
+    })
+}
+
+/// The artefacts of one analysis: the [`picture`], `display_map` the saliency map on its grid
+/// (`Letterbox::map_to_display` with [`display_factor`]), `model_map` the map on the model's
+/// input grid. The blended overlay is not among them: `results::overlay` renders it from the
+/// image and the heat map when it is first read (its compression was the largest cost on the
+/// way to a stored result).
+pub fn artefacts(picture: Artefact, display_map: &GrayImage, model_map: &GrayImage) -> Result<Vec<Artefact>, String> {
+    let (w, h) = (picture.width, picture.height);
     if (display_map.width(), display_map.height()) != (w, h) {
         return Err(format!("a {}×{} map for a {w}×{h} picture", display_map.width(), display_map.height()));
     }
-    let map = display_map;
-    // Deflate is most of an analysis's time for a large radiograph: the two pictures are
-    // compressed side by side.
-    let (picture, heatmap) = std::thread::scope(|scope| {
-        let heatmap = scope.spawn(|| heatmap_png(map.data(), w, h));
-        let picture = grayscale_png(image.data(), w as usize, h as usize).map_err(|e| e.to_string());
-        (picture, heatmap.join().unwrap_or_else(|_| Err("a PNG encoder panicked".into())))
-    });
-    let (picture, heatmap) = (picture?, heatmap?);
+    let heatmap = heatmap_png(display_map.data(), w, h)?;
     let raw: Vec<u8> = model_map.data().iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok(vec![
-        Artefact { kind: ArtefactKind::ImagePng, width: w, height: h, bytes: picture },
+        picture,
         Artefact { kind: ArtefactKind::HeatmapPng, width: w, height: h, bytes: heatmap },
         Artefact { kind: ArtefactKind::SaliencyMap, width: model_map.width(), height: model_map.height(), bytes: raw },
     ])
@@ -110,25 +122,26 @@ pub fn class_map_png(
     Ok(Artefact { kind: ArtefactKind::MaskPng, width: w, height: h, bytes: out })
 }
 
-/// RGBA PNG: viridis colour of the map value, alpha proportional to it (0 where the map is 0),
-/// so the app can draw it over the image at any opacity and toggle it.
+/// The heat map: viridis colour of the map value, alpha proportional to it (0 where the map is
+/// 0), so the app can draw it over the image at any opacity and toggle it. Colour and alpha are
+/// both functions of the 8-bit map value, so it is stored as an indexed PNG (the 256 viridis
+/// colours as its palette, alpha `i` for entry `i` in its tRNS chunk): one byte a pixel to
+/// compress instead of four, and the same RGBA for every decoder that expands it (browsers do).
 pub fn heatmap_png(map: &[f32], width: u32, height: u32) -> Result<Vec<u8>, String> {
-    let lut = viridis_lut();
-    let mut rgba = Vec::with_capacity(map.len() * 4);
-    for &v in map {
-        let v = v.clamp(0.0, 1.0);
-        let [r, g, b] = lut[(v * 255.0).round() as usize];
-        rgba.extend_from_slice(&[r, g, b, (v * 255.0).round() as u8]);
-    }
+    let palette: Vec<u8> = viridis_lut().iter().flatten().copied().collect();
+    let alpha: Vec<u8> = (0..=255).collect();
+    let indices: Vec<u8> = map.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, width, height);
-        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_color(png::ColorType::Indexed);
         encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_palette(palette);
+        encoder.set_trns(alpha);
         encoder.set_compression(png::Compression::Default);
         encoder.set_filter(png::FilterType::Paeth);
         let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&rgba).map_err(|e| e.to_string())?;
+        writer.write_image_data(&indices).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
@@ -179,14 +192,32 @@ mod tests {
     }
 
     #[test]
+    fn the_heat_map_decodes_to_the_viridis_colour_with_the_map_as_alpha() {
+        let map = [0.0f32, 0.25, 0.5, 1.0, f32::NAN, 2.0];
+        let png = heatmap_png(&map, 3, 2).unwrap();
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(&png));
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let mut reader = decoder.read_info().unwrap();
+        let mut rgba = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut rgba).unwrap();
+        assert_eq!((info.color_type, info.width, info.height), (png::ColorType::Rgba, 3, 2));
+        let lut = viridis_lut();
+        for (i, &v) in map.iter().enumerate() {
+            let a = if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * 255.0).round() as u8 };
+            let [r, g, b] = lut[a as usize];
+            assert_eq!(&rgba[4 * i..4 * i + 4], &[r, g, b, a], "value {v}");
+        }
+    }
+
+    #[test]
     fn the_raw_map_is_kept_on_the_model_grid_and_the_pictures_on_the_display_grid() {
         let source = GrayImage::new(2048, 1536, vec![0.25; 2048 * 1536]).unwrap();
         let display_map = GrayImage::new(1024, 768, vec![0.75; 1024 * 768]).unwrap();
         let model_map = GrayImage::new(96, 96, vec![0.75; 96 * 96]).unwrap();
-        let stored = artefacts(&source, &display_map, &model_map).unwrap();
+        let stored = artefacts(picture(&source).unwrap(), &display_map, &model_map).unwrap();
         let kinds: Vec<_> = stored.iter().map(|a| a.kind).collect();
         assert_eq!(kinds, [ArtefactKind::ImagePng, ArtefactKind::HeatmapPng, ArtefactKind::SaliencyMap]);
-        assert!(artefacts(&source, &model_map, &model_map).is_err(), "a map on another grid is refused");
+        assert!(artefacts(picture(&source).unwrap(), &model_map, &model_map).is_err(), "a map on another grid is refused");
         for a in &stored {
             match a.kind {
                 ArtefactKind::SaliencyMap => assert_eq!((a.width, a.height, a.bytes.len()), (96, 96, 96 * 96 * 4)),

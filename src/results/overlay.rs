@@ -116,10 +116,13 @@ pub fn blend(image_png: &[u8], heatmap_png: &[u8]) -> Result<Overlay, OverlayErr
     Ok(Overlay { png, width: w, height: h })
 }
 
-/// An 8-bit PNG of the expected colour type: its samples and size.
+/// An 8-bit PNG that decodes to the expected colour type (palettes expanded: the heat map is
+/// indexed, with alpha in its tRNS chunk; results from before 2026-12-03 hold it as RGBA): its
+/// samples and size.
 fn read_png(bytes: &[u8], color: png::ColorType, kind: &'static str) -> Result<(Vec<u8>, (u32, u32)), OverlayError> {
     let bad = |detail: String| OverlayError::Picture { kind, detail };
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
@@ -154,6 +157,24 @@ mod tests {
         assert_eq!(size, (3, 1));
         let mix = |c: f32| (0.55f32 * 100.0 + 0.45 * c).round() as u8;
         assert_eq!(rgb, vec![100, 100, 100, 100, 100, 100, mix(253.0), mix(231.0), mix(37.0)]);
+    }
+
+    #[test]
+    fn an_indexed_heat_map_with_alpha_in_trns_blends_like_its_rgba_form() {
+        let image = encode(2, 1, png::ColorType::Grayscale, &[100, 100]);
+        let rgba = encode(2, 1, png::ColorType::Rgba, &[68, 1, 84, 0, 253, 231, 37, 255]);
+        let mut indexed = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut indexed, 2, 1);
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.set_palette(vec![68, 1, 84, 253, 231, 37]);
+            encoder.set_trns(vec![0, 255]);
+            encoder.write_header().unwrap().write_image_data(&[0, 1]).unwrap();
+        }
+        let pixels = |heat: &[u8]| read_png(&blend(&image, heat).unwrap().png, png::ColorType::Rgb, "overlay").unwrap().0;
+        assert_eq!(pixels(&indexed), pixels(&rgba));
+        assert_ne!(&pixels(&indexed)[3..], &[100, 100, 100], "the opaque entry colours its pixel");
     }
 
     #[test]

@@ -48,9 +48,12 @@ pub(crate) async fn analysed_study(app: &crate::helpers::TestApp, size: u16, pix
     study
 }
 
-/// A PNG's samples and size.
+/// A PNG's samples (palettes expanded) and size.
 fn decode_png(bytes: &[u8]) -> (Vec<u8>, (u32, u32)) {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    // The heat map is indexed with alpha in tRNS: expanded, it is RGBA.
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
     buf.truncate(info.buffer_size());
