@@ -166,7 +166,9 @@ fn impute_all(img: &[f32], channels: usize, height: usize, width: usize, masks: 
     std::thread::scope(|scope| {
         let handles: Vec<_> = masks
             .chunks(per.max(1))
-            .map(|chunk| scope.spawn(move || chunk.iter().map(|keep| impute(img, channels, height, width, keep, ROAD_TOL)).collect::<Vec<_>>()))
+            .map(|chunk| {
+                scope.spawn(move || chunk.iter().map(|keep| impute(img, channels, height, width, keep, ROAD_TOL)).collect::<Vec<_>>())
+            })
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
     })
