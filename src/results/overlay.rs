@@ -10,11 +10,12 @@
 //! overlay is blended from them on the first read and cached as the `saliency-png` artefact
 //! (results stored before 2026-12-03 already hold one, which is served as stored).
 //!
-//! The blend is `radsight_vision::render::overlay_png`'s (opacity 0.45 × the map value, nothing
-//! below 0.2), so a cached overlay equals one rendered at analysis time up to the 8-bit
-//! quantisation of the map in the heatmap's alpha (within 1 of 255 per channel).
+//! The blend is the one the analysis used before (opacity 0.45 × the map value, nothing below
+//! 0.2; it was `radsight_vision::render::overlay_png`, removed once this was its only form), so a
+//! cached overlay equals one rendered at analysis time up to the 8-bit quantisation of the map in
+//! the heatmap's alpha (within 1 of 255 per channel).
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel};
 use sha2::{Digest, Sha256};
 
 use super::store::{self, ArtefactKind};
@@ -66,16 +67,7 @@ pub async fn saliency_png<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Opti
     };
     // Two readers may render at once (another instance, the outbox and the app): the first
     // stored wins and both serve the same pixels, so a conflict is not an error.
-    let active = result_artefact::ActiveModel {
-        result_id: Set(row.result_id.clone()),
-        kind: Set(row.kind.clone()),
-        media_type: Set(row.media_type.clone()),
-        width: Set(row.width),
-        height: Set(row.height),
-        sha256: Set(row.sha256.clone()),
-        bytes: Set(row.bytes.clone()),
-        created_at: Set(row.created_at),
-    };
+    let active = row.clone().into_active_model().reset_all();
     result_artefact::Entity::insert(active).on_conflict_do_nothing().exec_without_returning(conn).await?;
     Ok(Some(row))
 }

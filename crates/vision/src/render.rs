@@ -1,6 +1,6 @@
-//! PNG rendering: a plain grayscale encoder and a saliency overlay (viridis colour map blended
-//! over a grayscale base of any size). The service maps a saliency map back to source
-//! coordinates itself and calls [`overlay_png`] with a map of the base image's size.
+//! PNG rendering: a plain grayscale encoder and the viridis colour map. The service makes its
+//! heat map and blends its overlay itself (`analysis::render`, `results::overlay`), from pictures
+//! it stores.
 
 use crate::error::Error;
 
@@ -65,40 +65,6 @@ pub fn grayscale_png(data: &[f32], width: usize, height: usize) -> Result<Vec<u8
     encode(width, height, png::ColorType::Grayscale, &bytes)
 }
 
-/// Options for [`overlay_png`]; defaults: `alpha = 0.45`, `min_value = 0.2`.
-#[derive(Debug, Clone, Copy)]
-pub struct OverlayOptions {
-    /// Opacity of the colour at map value 1 (scaled linearly with the value).
-    pub alpha: f32,
-    /// Map values below this are not coloured, so the anatomy stays readable.
-    pub min_value: f32,
-}
-
-impl Default for OverlayOptions {
-    fn default() -> Self {
-        Self { alpha: 0.45, min_value: 0.2 }
-    }
-}
-
-/// RGB PNG of a saliency map (values in [0, 1], same size as the base) blended in viridis over
-/// a grayscale base (values in [0, 1]).
-pub fn overlay_png(base: &[f32], map: &[f32], width: usize, height: usize, options: OverlayOptions) -> Result<Vec<u8>, Error> {
-    check_len("base image", base.len(), width, height)?;
-    check_len("saliency map", map.len(), width, height)?;
-    let lut = viridis_lut();
-    let mut rgb = Vec::with_capacity(width * height * 3);
-    for (&g, &m) in base.iter().zip(map) {
-        let g = g.clamp(0.0, 1.0);
-        let m = if m.is_finite() { m.clamp(0.0, 1.0) } else { 0.0 };
-        let a = if m >= options.min_value { options.alpha * m } else { 0.0 };
-        let c = lut[to_u8(m) as usize];
-        for ch in c {
-            rgb.push(to_u8((1.0 - a) * g + a * ch as f32 / 255.0));
-        }
-    }
-    encode(width, height, png::ColorType::Rgb, &rgb)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,8 +83,6 @@ mod tests {
     fn encoders_refuse_a_size_mismatch_and_emit_png_signatures() {
         assert!(grayscale_png(&[0.0; 5], 2, 2).is_err());
         let png = grayscale_png(&[0.0, 0.5, 1.0, 0.25], 2, 2).unwrap();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        let png = overlay_png(&[0.5; 6], &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 3, 2, OverlayOptions::default()).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
 }
