@@ -1,8 +1,10 @@
 //! radsight's database schema, as sea-orm migrations that run on SQLite and PostgreSQL alike.
 //!
-//! Migrations only ever add. The audit table is append-only at the database level too: triggers
-//! refuse UPDATE and DELETE, so that only someone who can alter the schema can rewrite history,
-//! and the hash chain makes even that detectable (`radsight audit verify`).
+//! Migrations only ever add; the one exception, `m20261203_000010`, rebuilds the `feedback`
+//! table on SQLite to drop a foreign key, keeping every row. The audit table is append-only at
+//! the database level too: triggers refuse UPDATE and DELETE, so that only someone who can alter
+//! the schema can rewrite history, and the hash chain makes even that detectable (`radsight
+//! audit verify`).
 
 pub use sea_orm_migration::prelude::*;
 
@@ -15,6 +17,7 @@ mod m20261203_000006_hl7_content;
 mod m20261203_000007_patient_namespaces;
 mod m20261203_000008_outbox;
 mod m20261203_000009_card_contents;
+mod m20261203_000010_hook_calls;
 
 pub struct Migrator;
 
@@ -31,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_patient_namespaces::Migration),
             Box::new(m20261203_000008_outbox::Migration),
             Box::new(m20261203_000009_card_contents::Migration),
+            Box::new(m20261203_000010_hook_calls::Migration),
         ]
     }
 }

@@ -161,6 +161,15 @@ impl Card {
         }
     }
 
+    /// Gives the card the uuid it is served under (its call's and its place's:
+    /// `store::served_cards::card_uuid`), and its suggestions the uuids derived from it.
+    pub fn serve_as(&mut self, uuid: String) {
+        self.uuid = uuid;
+        for (i, s) in self.suggestions.iter_mut().enumerate() {
+            s.uuid = suggestion_uuid(&self.uuid, i);
+        }
+    }
+
     /// Records which audit entry (sequence number; leaf index = seq − 1) served this card.
     pub fn audited_as(&mut self, seq: i64) {
         self.extension = Some(serde_json::json!({ AUDIT_EXTENSION: { "seq": seq, "leafIndex": seq - 1 } }));

@@ -17,7 +17,8 @@ use crate::auth::client_jwt::VerifiedClient;
 use crate::http::client_auth::{CdsClient, audit_failures};
 use crate::http::{HttpError, body};
 use crate::state::AppState;
-use crate::store::entities::{card, feedback};
+use crate::store::entities::feedback;
+use crate::store::served_cards::{self, ServedCard};
 
 #[derive(Debug)]
 struct FeedbackItem {
@@ -119,22 +120,24 @@ async fn handle(
     let internal = |e: anyhow::Error| HookError::Internal(e);
 
     let uuids: Vec<String> = items.iter().map(|i| i.card.clone()).collect();
-    let cards = card::Entity::find()
-        .filter(card::Column::Uuid.is_in(uuids))
-        .filter(card::Column::ServiceId.eq(service_id))
-        .filter(card::Column::ClientIss.eq(&client.iss))
-        .all(&state.db)
+    // Only this client's cards of this service: another's are as unknown as made-up ones.
+    let cards: Vec<ServedCard> = served_cards::by_uuids(&state.db, &uuids)
         .await
-        .map_err(|e| internal(e.into()))?;
-    if let Some(unknown) = items.iter().find(|i| !cards.iter().any(|c| c.uuid == i.card)) {
+        .map_err(|e| internal(e.into()))?
+        .into_iter()
+        .filter(|c| c.service_id == service_id && c.client_iss == client.iss)
+        .collect();
+    // An EHR may send a card's uuid in upper case; stored ones are lower case.
+    let served_as = |uuid: &str| cards.iter().find(|c| c.uuid.eq_ignore_ascii_case(uuid));
+    if let Some(unknown) = items.iter().find(|i| served_as(&i.card).is_none()) {
         return Err(HookError::UnknownCard(unknown.card.clone()));
     }
 
     let mut txn = state.audit.begin(&state.db).await.map_err(|e| internal(e.into()))?;
     for item in &items {
-        let served = cards.iter().find(|c| c.uuid == item.card).expect("checked above");
+        let served = served_as(&item.card).expect("checked above");
         let existing = feedback::Entity::find()
-            .filter(feedback::Column::CardUuid.eq(&item.card))
+            .filter(feedback::Column::CardUuid.eq(&served.uuid))
             .filter(feedback::Column::Outcome.eq(item.outcome))
             .filter(feedback::Column::OutcomeTimestamp.eq(&item.outcome_timestamp))
             .one(txn.conn())
@@ -143,8 +146,10 @@ async fn handle(
         let event = AuditEvent::new(Action::Feedback, Outcome::Success)
             .actor(Some(&client.iss), served.user_ref.as_deref())
             .patient(Some(served.patient_ref.clone()))
-            .entity("Card", item.card.clone())
+            .entity("Card", served.uuid.clone())
             .entity("CdsService", service_id)
+            // The entry of the call that served the card, which names no card itself.
+            .detail("served_in", served.audit_seq)
             .detail("outcome", item.outcome)
             .detail("accepted_suggestions", item.accepted_suggestions.clone())
             .detail("override_reason", item.override_code.clone())
@@ -152,7 +157,7 @@ async fn handle(
         let seq = txn.append(event).await.map_err(|e| internal(e.into()))?;
         if existing.is_none() {
             let row = feedback::ActiveModel {
-                card_uuid: Set(item.card.clone()),
+                card_uuid: Set(served.uuid.clone()),
                 service_id: Set(service_id.to_owned()),
                 client_iss: Set(client.iss.clone()),
                 outcome: Set(item.outcome.to_owned()),

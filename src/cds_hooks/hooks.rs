@@ -5,7 +5,7 @@ use futures_util::future::BoxFuture;
 use sea_orm::{ActiveValue::Set, DatabaseTransaction, DbErr, EntityTrait};
 use serde_json::json;
 
-use super::cards::IssuedCard;
+use super::cards::{IssuedCard, Origin};
 use super::error::HookError;
 use super::prefetch::{self, FetchRecord, UnusableSlot};
 use super::request::{self, HookRequest};
@@ -18,7 +18,8 @@ use crate::domain::Hook;
 use crate::http::client_auth::{CdsClient, audit_failures};
 use crate::http::{HttpError, body};
 use crate::state::AppState;
-use crate::store::entities::{card, card_content};
+use crate::store::entities::{card_content, card_set, hook_call};
+use crate::store::served_cards;
 
 pub async fn call_service(
     req: HttpRequest,
@@ -104,7 +105,13 @@ async fn audit_fetches(
     Ok(())
 }
 
-/// Appends the hook's audit entry and stores every card with it, atomically.
+/// Appends the hook's audit entry and stores the call's cards with it, atomically.
+///
+/// The call is one `hook_calls` row keyed by its entry, which holds the call's facts; its cards
+/// are served as `card_uuid(seq, token, i)` (`store::served_cards`), so they need no rows. The
+/// entry commits to every card's content and origin, in the order served, through one digest
+/// (`cards_content`), which is also the key of the stored list of content hashes (`card_sets`):
+/// what was shown stays provable, for one short row and 64 characters of log per call.
 async fn store_and_audit(
     state: &AppState,
     client: &VerifiedClient,
@@ -114,6 +121,9 @@ async fn store_and_audit(
     unusable: &[UnusableSlot],
     issued: &mut [IssuedCard],
 ) -> Result<(), HookError> {
+    if issued.len() > served_cards::MAX_CARDS_PER_CALL {
+        return Err(HookError::Internal(anyhow::anyhow!("{} cards in one call", issued.len())));
+    }
     let mut event = AuditEvent::new(Action::HookCall, Outcome::Success)
         .actor(Some(&client.iss), Some(&hook_req.user_id))
         .patient(Some(hook_req.patient.reference()))
@@ -128,76 +138,69 @@ async fn store_and_audit(
             unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
         event = event.detail("prefetch_unusable", slots);
     }
-    for (i, c) in issued.iter().enumerate() {
-        event = event
-            .entity("Card", c.card.uuid.clone())
-            .detail(&format!("card_{i}_source"), format!("{}:{}@{}", c.origin.kind, c.origin.id, c.origin.version));
-    }
-    // The entry commits to each card's stored content (which includes its origin), so what was
-    // shown stays provable although the content is stored once for many calls.
-    let contents: Vec<StoredContent> = issued.iter().map(|c| StoredContent::of(&c.card, &c.origin)).collect();
-    if !contents.is_empty() {
-        event = event.detail("cards_content", served_digest(contents.iter().map(|c| c.hash.as_str())));
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let rows: Vec<(card::ActiveModel, StoredContent)> = issued
-        .iter()
-        .zip(contents)
-        .map(|(c, content)| {
-            let row = card::ActiveModel {
-                uuid: Set(c.card.uuid.clone()),
-                hook_instance: Set(hook_req.hook_instance.to_string()),
-                service_id: Set(service_id.to_owned()),
-                hook: Set(hook_req.hook.as_str().to_owned()),
-                client_iss: Set(client.iss.clone()),
-                user_ref: Set(Some(hook_req.user_id.clone())),
-                patient_ref: Set(hook_req.patient.reference()),
-                source_kind: Set(c.origin.kind.to_owned()),
-                source_id: Set(c.origin.id.clone()),
-                source_version: Set(c.origin.version.clone()),
-                indicator: Set(c.card.indicator.as_str().to_owned()),
-                summary: Set(c.card.summary.clone()),
-                card_json: Set(String::new()),
+    let token = served_cards::new_token();
+    let mut rows = None;
+    if !issued.is_empty() {
+        let contents: Vec<(StoredContent, &Origin)> = issued.iter().map(|c| (StoredContent::of(&c.card, &c.origin), &c.origin)).collect();
+        let digest = served_digest(contents.iter().map(|(c, _)| c.hash.as_str()));
+        event = event.detail("cards_content", digest.clone());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut unique: Vec<card_content::ActiveModel> = Vec::with_capacity(contents.len());
+        for (content, origin) in &contents {
+            if !unique.iter().any(|r| r.hash.as_ref() == &content.hash) {
+                unique.push(card_content::ActiveModel {
+                    hash: Set(content.hash.clone()),
+                    content_json: Set(content.json.clone()),
+                    created_at: Set(now),
+                    source_kind: Set(Some(origin.kind.to_owned())),
+                    source_id: Set(Some(origin.id.clone())),
+                    source_version: Set(Some(origin.version.clone())),
+                });
+            }
+        }
+        let hashes: Vec<&str> = contents.iter().map(|(c, _)| c.hash.as_str()).collect();
+        rows = Some(Box::new(ServedCards {
+            contents: unique,
+            set: card_set::ActiveModel { digest: Set(digest.clone()), content_hashes: Set(hashes.join("\n")), created_at: Set(now) },
+            call: hook_call::ActiveModel {
                 audit_seq: Set(0),
+                token: Set(token),
+                patient_ref: Set(hook_req.patient.reference()),
+                card_count: Set(issued.len() as i32),
+                card_set: Set(digest),
                 created_at: Set(now),
-                content_hash: Set(Some(content.hash.clone())),
-            };
-            (row, content)
-        })
-        .collect();
-    let seq = state.audit.offer_with(&state.db, event, Some(Box::new(ServedCards(rows)))).await?;
-    issued.iter_mut().for_each(|c| c.card.audited_as(seq));
+            },
+        }) as Box<dyn AttachedRows>);
+    }
+    let seq = state.audit.offer_with(&state.db, event, rows).await?;
+    for (i, c) in issued.iter_mut().enumerate() {
+        c.card.serve_as(served_cards::card_uuid(seq, token, i).to_string());
+        c.card.audited_as(seq);
+    }
     Ok(())
 }
 
-/// The cards of one hook call, stored in the transaction of the entry that records them: each
-/// served card as a row naming that entry (`audit_seq`) and its content, and each content not
-/// stored before.
-struct ServedCards(Vec<(card::ActiveModel, StoredContent)>);
+/// A hook call's cards, stored in the transaction of the entry that records them: the call's
+/// row under that entry's sequence number, its list of content hashes and each content, the
+/// last two only if not stored before.
+struct ServedCards {
+    contents: Vec<card_content::ActiveModel>,
+    set: card_set::ActiveModel,
+    call: hook_call::ActiveModel,
+}
 
 impl AttachedRows for ServedCards {
     fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
         Box::pin(async move {
-            if self.0.is_empty() {
-                return Ok(());
+            if seq > served_cards::MAX_SEQ {
+                // Refused before commit, so no card is answered that its uuid could not name.
+                return Err(DbErr::Custom(format!("audit sequence number {seq} is past what a card uuid carries")));
             }
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let mut contents: Vec<card_content::ActiveModel> = Vec::with_capacity(self.0.len());
-            for (_, c) in &self.0 {
-                if !contents.iter().any(|r| r.hash.as_ref() == &c.hash) {
-                    contents.push(card_content::ActiveModel {
-                        hash: Set(c.hash.clone()),
-                        content_json: Set(c.json.clone()),
-                        created_at: Set(now),
-                    });
-                }
-            }
+            let ServedCards { contents, set, mut call } = *self;
             card_content::Entity::insert_many(contents).on_conflict_do_nothing().exec_without_returning(conn).await?;
-            let rows = self.0.into_iter().map(|(mut row, _)| {
-                row.audit_seq = Set(seq);
-                row
-            });
-            card::Entity::insert_many(rows).exec_without_returning(conn).await.map(|_| ())
+            card_set::Entity::insert(set).on_conflict_do_nothing().exec_without_returning(conn).await?;
+            call.audit_seq = Set(seq);
+            hook_call::Entity::insert(call).exec_without_returning(conn).await.map(|_| ())
         })
     }
 }

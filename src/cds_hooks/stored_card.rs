@@ -3,22 +3,24 @@
 //!
 //! The same rule fires on the same patient's order at every call, and the same stored result
 //! gives the same card, so most cards served are repeats. Their content is stored once in
-//! `card_contents`, keyed by its SHA-256; each call keeps only the card's uuid, the call's
-//! audit entry and that hash (a `cards` row). The content leaves out what differs per call:
-//! - the card's `uuid`, the CDS client's handle for feedback (kept in the `cards` row);
+//! `card_contents`, keyed by its SHA-256, with its origin; the ordered list of a call's content
+//! hashes once in `card_sets`, keyed by their digest; and each call as one `hook_calls` row
+//! under its audit entry's key, naming that list (`store::served_cards`, which also makes each
+//! card's uuid from the entry's key, a random token and the card's place). The content leaves
+//! out what differs per call:
+//! - the card's `uuid`, the CDS client's handle for feedback (made from its call's);
 //! - its suggestions' uuids, which derive from the card's uuid ([`super::cards::suggestion_uuid`]);
-//! - the `org.radsight.audit` extension, which is the row's `audit_seq`;
+//! - the `org.radsight.audit` extension, which is the call's `audit_seq`;
 //! - the `exp` and `sig` of a signed link: a bearer credential, which is never stored.
 //!
 //! The hash covers the card's origin (rule, model or status; id; version) as well as its JSON,
 //! and the hook call's audit entry commits to the hashes of the cards it served, in the order
-//! of its `Card` entities, through one digest (`cards_content`, [`served_digest`]): the log
-//! commits to exactly what was shown and what produced it, for 64 characters per call. An
-//! auditor recomputes
+//! served, through one digest (`cards_content`, [`served_digest`], also the `card_sets` key):
+//! the log commits to exactly what was shown and what produced it, for 64 characters per call.
+//! An auditor recomputes
 //! - each card's hash as `sha256("radsight-card-content-v1\n" kind "\n" id "\n" version "\n"
-//!   content_json)` from its `cards` row (`source_kind`, `source_id`, `source_version`) and its
-//!   stored content;
-//! - the digest as `sha256("radsight-cards-served-v1" ("\n" hash)*)`.
+//!   content_json)` from its stored content and origin (`card_contents`);
+//! - the digest as `sha256("radsight-cards-served-v1" ("\n" hash)*)` over the call's list.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -11,7 +11,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,7 +25,8 @@ use crate::results::faithfulness::FaithfulnessOfResult;
 use crate::results::store::studies_with_latest_results;
 use crate::state::AppState;
 use crate::store::ResultStatus;
-use crate::store::entities::{analysis_result, audit_entry, card, card_content, job, result_artefact, result_feedback, study};
+use crate::store::entities::{analysis_result, audit_entry, job, result_artefact, result_feedback, study};
+use crate::store::served_cards::{self, ServedCard};
 
 /// The header naming the EHR that issued the token.
 pub const ISS_HEADER: &str = "x-smart-iss";
@@ -344,24 +345,10 @@ struct TrailQuery {
 }
 
 /// Cards that showed this result: their `smart` link's appContext names it, in the content
-/// they share (`cds_hooks::stored_card`) or, for cards stored before contents were shared, in
+/// they share (`store::served_cards`) or, for cards stored before contents were shared, in
 /// their own JSON.
-async fn cards_showing(state: &AppState, result_id: &str, patient_ref: &str) -> Result<Vec<card::Model>, ApiError> {
-    let contents: Vec<String> = card_content::Entity::find()
-        .select_only()
-        .column(card_content::Column::Hash)
-        .filter(card_content::Column::ContentJson.contains(result_id))
-        .into_tuple()
-        .all(&state.db)
-        .await
-        .map_err(internal)?;
-    card::Entity::find()
-        .filter(card::Column::PatientRef.eq(patient_ref))
-        .filter(Condition::any().add(card::Column::ContentHash.is_in(contents)).add(card::Column::CardJson.contains(result_id)))
-        .order_by_asc(card::Column::CreatedAt)
-        .all(&state.db)
-        .await
-        .map_err(internal)
+async fn cards_showing(state: &AppState, result_id: &str, patient_ref: &str) -> Result<Vec<ServedCard>, ApiError> {
+    served_cards::for_patient_containing(&state.db, patient_ref, result_id).await.map_err(internal)
 }
 
 async fn read_audit_trail(
@@ -387,12 +374,18 @@ async fn read_audit_trail(
     ids.sort();
     ids.dedup();
     let needles: Vec<String> = ids.iter().map(|id| format!("\"id\":{}", Value::from(id.as_str()))).collect();
-    let condition = needles.iter().fold(Condition::any(), |c, n| c.add(audit_entry::Column::Entities.contains(n.as_str())));
+    // The hook calls that served those cards, by their entries' keys: a call's entry names
+    // its cards only through their content digest.
+    let calls: Vec<i64> = cards.iter().map(|c| c.audit_seq).collect();
+    let condition = needles
+        .iter()
+        .fold(Condition::any(), |c, n| c.add(audit_entry::Column::Entities.contains(n.as_str())))
+        .add(audit_entry::Column::Seq.is_in(calls.iter().copied()));
     let entries =
         audit_entry::Entity::find().filter(condition).order_by_asc(audit_entry::Column::Seq).all(&state.db).await.map_err(internal)?;
     let events: Vec<Value> = entries
         .iter()
-        .filter(|e| needles.iter().any(|n| e.entities.contains(n.as_str())))
+        .filter(|e| calls.contains(&e.seq) || needles.iter().any(|n| e.entities.contains(n.as_str())))
         .filter(|e| q.include_reads || e.action != Action::PatientRead.as_str())
         .map(|e| {
             json!({"seq": e.seq, "recordedAt": e.recorded_at, "action": e.action, "outcome": e.outcome,

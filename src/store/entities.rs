@@ -53,7 +53,8 @@ pub mod card {
         pub indicator: String,
         pub summary: String,
         /// The whole card as served, for rows stored before card contents were shared
-        /// (migration `m20261203_000009`); empty for rows with a `content_hash`.
+        /// (migration `m20261203_000009`); empty for rows with a `content_hash`. No rows are
+        /// added since `m20261203_000010` (a call is one `hook_calls` row).
         pub card_json: String,
         pub audit_seq: i64,
         pub created_at: i64,
@@ -74,6 +75,48 @@ pub mod card_content {
         #[sea_orm(primary_key, auto_increment = false)]
         pub hash: String,
         pub content_json: String,
+        pub created_at: i64,
+        /// The card's origin, which its hash covers: `rule`, `model` or `status`; its id; its
+        /// version. Empty only for contents stored before `m20261203_000010` whose cards rows
+        /// were gone (none are deleted, so none in practice).
+        pub source_kind: Option<String>,
+        pub source_id: Option<String>,
+        pub source_version: Option<String>,
+    }
+    no_relations!();
+}
+
+pub mod hook_call {
+    use sea_orm::entity::prelude::*;
+
+    /// One hook call that served cards, keyed by its audit entry: see `store::served_cards`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "hook_calls")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub audit_seq: i64,
+        /// The random part of its cards' uuids (58 bits).
+        pub token: i64,
+        pub patient_ref: String,
+        pub card_count: i32,
+        /// The `card_sets` digest of what it served.
+        pub card_set: String,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod card_set {
+    use sea_orm::entity::prelude::*;
+
+    /// The content hashes one or more calls served, in order, newline-separated; keyed by
+    /// `cds_hooks::stored_card::served_digest` of them.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "card_sets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub digest: String,
+        pub content_hashes: String,
         pub created_at: i64,
     }
     no_relations!();

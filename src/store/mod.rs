@@ -4,6 +4,7 @@
 
 pub mod entities;
 pub mod queue;
+pub mod served_cards;
 pub mod status;
 
 pub use status::{JobStage, JobState, ResultStatus};

@@ -58,6 +58,45 @@ async fn feedback_for_an_unknown_card_is_refused_and_nothing_is_stored(backend: 
     app.post("/cds-services/radsight-patient-view/feedback", &other).await.outcome(404);
     let last = app.audit().await.pop().unwrap();
     assert_eq!((last.action.as_str(), last.outcome.as_str()), ("cds.feedback", "rejected"));
+    // A card uuid names its call and its place on it: past the call's last card, or with
+    // another token (a guess), is no card.
+    use radsight::store::served_cards::{call_of, card_uuid};
+    let place = call_of(cards[0]["uuid"].as_str().unwrap()).unwrap();
+    for made_up in [card_uuid(place.seq, place.token, cards.len()), card_uuid(place.seq, place.token ^ 1, 0)] {
+        let body = json!({"feedback": [{"card": made_up, "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:15:00Z"}]});
+        app.post(FEEDBACK, &body).await.outcome(404);
+    }
+    assert!(app.feedback_rows().await.is_empty());
+}
+
+async fn feedback_finds_cards_by_uuid_in_any_case_and_cards_stored_before_calls_were(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app(backend).await;
+    let cards = served_cards(&app).await;
+    let upper = cards[1]["uuid"].as_str().unwrap().to_uppercase();
+    let body = json!({"feedback": [{"card": upper, "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:15:00Z"}]});
+    assert_eq!(app.post(FEEDBACK, &body).await.status, 200);
+    // A card served before `m20261203_000010` has a `cards` row of its own and no call.
+    let legacy = uuid::Uuid::new_v4().to_string();
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO cards (uuid, hook_instance, service_id, hook, client_iss, user_ref, patient_ref, source_kind, \
+             source_id, source_version, indicator, summary, card_json, audit_seq, created_at, content_hash) VALUES \
+             ('{legacy}', 'h', 'radsight-imaging-order-select', 'order-select', '{}', 'Practitioner/p', 'Patient/example-patient', \
+             'rule', 'contrast-allergy', '1', 'warning', 's', '{{}}', 1, 0, NULL)",
+            crate::helpers::ISS
+        ))
+        .await
+        .unwrap();
+    let body = json!({"feedback": [{"card": legacy, "outcome": "overridden", "outcomeTimestamp": "2026-11-29T10:16:00Z"}]});
+    let reply = app.post(FEEDBACK, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let rows = app.feedback_rows().await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().any(|r| r.card_uuid == cards[1]["uuid"].as_str().unwrap()), "stored under the uuid as served");
+    assert!(rows.iter().any(|r| r.card_uuid == legacy));
+    let audited = app.audit().await.into_iter().rfind(|e| e.action == "cds.feedback").unwrap();
+    assert_eq!(audited.actor_user.as_deref(), Some("Practitioner/p"), "the user the card was shown to");
 }
 
 async fn malformed_feedback_names_the_field(backend: Backend) {
@@ -87,5 +126,6 @@ async fn malformed_feedback_names_the_field(backend: Backend) {
 backend_tests!(
     feedback_is_stored_once_and_joined_to_the_card,
     feedback_for_an_unknown_card_is_refused_and_nothing_is_stored,
+    feedback_finds_cards_by_uuid_in_any_case_and_cards_stored_before_calls_were,
     malformed_feedback_names_the_field,
 );

@@ -6,7 +6,7 @@ use jsonwebtoken::Algorithm;
 use radsight::configuration::{ClientSettings, Settings};
 use radsight::keys::ClientKey;
 use radsight::startup::Application;
-use radsight::store::entities::{analysis_result, audit_entry, card, feedback};
+use radsight::store::entities::{analysis_result, audit_entry, feedback};
 use reqwest::StatusCode;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
@@ -53,7 +53,7 @@ fn pg_admin_url() -> String {
     std::env::var("RADSIGHT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-async fn fresh_database(backend: Backend, tmp: &tempfile::TempDir) -> String {
+pub async fn fresh_database(backend: Backend, tmp: &tempfile::TempDir) -> String {
     match backend {
         Backend::Sqlite => format!("sqlite://{}/radsight.db?mode=rwc", tmp.path().display()),
         Backend::Postgres => {
@@ -256,8 +256,9 @@ impl TestApp {
         audit_entry::Entity::find().order_by_asc(audit_entry::Column::Seq).all(&self.db).await.unwrap()
     }
 
-    pub async fn cards(&self) -> Vec<card::Model> {
-        card::Entity::find().all(&self.db).await.unwrap()
+    /// Every card served, as the service reads them back (a call's cards from its one row).
+    pub async fn cards(&self) -> Vec<radsight::store::served_cards::ServedCard> {
+        radsight::store::served_cards::all(&self.db).await.unwrap()
     }
 
     pub async fn jobs(&self) -> Vec<radsight::store::entities::job::Model> {

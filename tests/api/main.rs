@@ -10,6 +10,7 @@ mod audit_log;
 mod audit_trail;
 mod bad_input;
 mod bounded_audit;
+mod card_storage_migration;
 mod client_auth;
 mod compressed_pacs;
 mod crash_under_load;

@@ -196,8 +196,15 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
     assert_eq!(entry.patient_ref.as_deref(), Some("Patient/example-patient"));
     let detail: Value = serde_json::from_str(&entry.detail).unwrap();
     let contents = card_content::Entity::find().all(&app.db).await.unwrap();
+    // The entry names no card: every card's uuid carries the entry's seq and its place.
+    let entities: Vec<Value> = serde_json::from_str(&entry.entities).unwrap();
+    assert!(!entities.iter().any(|e| e["kind"] == "Card"), "cards are found through their call's entry");
+    let token = radsight::store::served_cards::call_of(cards[0]["uuid"].as_str().unwrap()).unwrap().token;
+    for (i, served) in cards.iter().enumerate() {
+        let place = radsight::store::served_cards::call_of(served["uuid"].as_str().unwrap()).unwrap();
+        assert_eq!((place.seq, place.token, place.index), (entry.seq, token, i));
+    }
     for c in &stored {
-        assert!(entry.entities.contains(&c.uuid));
         assert_eq!(c.audit_seq, entry.seq);
         assert_eq!(c.patient_ref, "Patient/example-patient");
         assert_eq!(c.hook_instance, "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea");
@@ -205,22 +212,22 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
         assert_eq!(served["extension"]["org.radsight.audit"]["leafIndex"], entry.seq - 1, "the card names its audit leaf");
         // Stored as served, less its per-call parts; the hash over origin and content is the
         // one the audit entry commits to, recomputed here as an auditor would.
-        let hash = c.content_hash.as_deref().expect("a card stored since contents are shared has a hash");
+        let hash = c.content_hash.as_deref().expect("a served card has a content hash");
         let content = contents.iter().find(|k| k.hash == hash).expect("its content is stored");
         let json: Value = serde_json::from_str(&content.content_json).unwrap();
         assert_eq!(json, without_per_call_parts(served), "stored as served");
+        assert_eq!(
+            (content.source_kind.as_deref(), content.source_id.as_deref(), content.source_version.as_deref()),
+            (Some(c.source_kind.as_str()), Some(c.source_id.as_str()), Some(c.source_version.as_str())),
+            "the content keeps its origin"
+        );
         let preimage =
             format!("radsight-card-content-v1\n{}\n{}\n{}\n{}", c.source_kind, c.source_id, c.source_version, content.content_json);
         assert_eq!(sha256_hex(preimage.as_bytes()), hash);
-        assert_eq!(c.card_json, "", "the whole JSON is kept only for cards stored before contents were shared");
     }
-    // The entry commits to those hashes in the order it names the cards.
-    let entities: Vec<Value> = serde_json::from_str(&entry.entities).unwrap();
-    let in_order: Vec<&str> = entities
-        .iter()
-        .filter(|e| e["kind"] == "Card")
-        .map(|e| stored.iter().find(|c| e["id"] == c.uuid.as_str()).unwrap().content_hash.as_deref().unwrap())
-        .collect();
+    // The entry commits to those hashes in the order the cards were served.
+    let in_order: Vec<&str> =
+        cards.iter().map(|x| stored.iter().find(|c| x["uuid"] == c.uuid.as_str()).unwrap().content_hash.as_deref().unwrap()).collect();
     assert_eq!(in_order.len(), cards.len());
     let preimage = in_order.iter().fold("radsight-cards-served-v1".to_owned(), |acc, h| format!("{acc}\n{h}"));
     assert_eq!(detail["cards_content"], sha256_hex(preimage.as_bytes()), "the audit entry commits to every card's content");
@@ -249,7 +256,12 @@ async fn the_same_cards_served_again_store_their_content_once(backend: Backend) 
         }
     }
     assert_eq!(app.cards().await.len(), first.len() + second.len());
-    // ...and no new content.
+    // ...in one row per call, and no new content nor list of contents.
+    {
+        use radsight::store::entities::{card_set, hook_call};
+        assert_eq!(hook_call::Entity::find().count(&app.db).await.unwrap(), 2, "one row per call");
+        assert_eq!(card_set::Entity::find().count(&app.db).await.unwrap(), 1, "the same cards in the same order: one list");
+    }
     assert_eq!(card_content::Entity::find().count(&app.db).await.unwrap(), contents_after_one);
     let contents = |cards: &[Value]| cards.iter().map(without_per_call_parts).collect::<Vec<_>>();
     assert_eq!(contents(&first), contents(&second));
