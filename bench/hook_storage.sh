@@ -74,6 +74,14 @@ url = "sqlite://$WORK/radsight.db?mode=rwc"
 [analysis]
 models_dir = "$REPO/models"
 
+# One client on one address as fast as it goes: the rate limits (200 a second by default) would
+# refuse it, and what is measured here is bytes, not refusals.
+[limits]
+per_source_per_second = 1000000
+per_source_burst = 1000000
+per_client_per_second = 1000000
+per_client_burst = 1000000
+
 [[clients]]
 iss = "$ISS"
 jwks_file = "$WORK/keys/client.jwks.json"
