@@ -3,9 +3,9 @@
 //! origin, indicator and summary) was almost all repetition.
 //!
 //! - `hook_calls`: the call, once, keyed by its audit entry, which holds the call's facts
-//!   (service, client, user, patient, hook instance). Its cards' uuids derive from the entry's
-//!   sequence number, a random token and their place on the call (`store::served_cards`), so
-//!   they need no row of their own.
+//!   (service, client, user, patient, hook instance, number of cards). Its cards' uuids derive
+//!   from the entry (its sequence number and hash) and their place on the call
+//!   (`store::served_cards`), so they need no row of their own.
 //! - `card_sets`: the list of content hashes a call served, in order, stored once per distinct
 //!   list and keyed by the digest the call's audit entry records (`cards_content`).
 //! - `card_contents` gains the card's origin (kind, id, version), which its hash already covers:
@@ -41,9 +41,7 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table("hook_calls")
                 .col(seq)
-                .col(big_integer("token"))
                 .col(string("patient_ref"))
-                .col(integer("card_count"))
                 .col(string("card_set"))
                 .col(big_integer("created_at"))
                 .to_owned(),

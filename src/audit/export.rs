@@ -13,6 +13,8 @@ use super::Canonical;
 use super::merkle::leaf_hash;
 use super::tree::to_hex;
 use crate::store::entities::audit_entry;
+use crate::store::served_cards;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -63,7 +65,11 @@ impl Filter {
         self.from.is_none_or(|f| at.is_some_and(|t| t >= f))
             && self.to.is_none_or(|t| at.is_some_and(|a| a < t))
             && self.model.as_ref().is_none_or(|m| e.entities.contains(m.as_str()) || e.detail.contains(m.as_str()))
-            && self.entity.as_ref().is_none_or(|id| e.entities.contains(&format!("\"id\":{}", serde_json::Value::from(id.as_str()))))
+            && self.entity.as_ref().is_none_or(|id| {
+                // A hook call's entry names its cards by the uuids it stands for, not in its
+                // entities (`store::served_cards`).
+                e.entities.contains(&format!("\"id\":{}", serde_json::Value::from(id.as_str()))) || served_cards::entry_served(e, id)
+            })
     }
 }
 
@@ -119,6 +125,8 @@ fn json_line(e: &audit_entry::Model) -> Value {
         "patient_ref": e.patient_ref,
         "entities": serde_json::from_str::<Value>(&e.entities).unwrap_or(Value::Null),
         "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null),
+        // Derived, not hashed: the card uuids a hook call's entry stands for.
+        "cards_served": served_cards::uuids_served(e).iter().map(Uuid::to_string).collect::<Vec<_>>(),
         "entry_hash": e.entry_hash,
         "leaf_hash": leaf_hex(e),
     })
@@ -217,9 +225,11 @@ pub fn audit_event(e: &audit_entry::Model, origin: &str) -> Value {
         }));
     }
     let listed: Vec<Value> = serde_json::from_str(&e.entities).unwrap_or_default();
-    for ent in listed {
-        let kind = ent["kind"].as_str().unwrap_or("Object");
-        let id = ent["id"].as_str().unwrap_or("");
+    let listed =
+        listed.iter().map(|ent| (ent["kind"].as_str().unwrap_or("Object").to_owned(), ent["id"].as_str().unwrap_or("").to_owned()));
+    // A hook call's cards, whose uuids its entry stands for rather than lists.
+    let served = served_cards::uuids_served(e).into_iter().map(|u| ("Card".to_owned(), u.to_string()));
+    for (kind, id) in listed.chain(served) {
         entities.push(json!({
             "what": {"identifier": {"system": format!("urn:radsight:{kind}"), "value": id}},
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},

@@ -353,6 +353,11 @@ impl GroupWriter<'_> {
     pub async fn append(&mut self, event: AuditEvent) -> Result<i64, AuditError> {
         append_to(self.conn, self.head, self.frontier, event).await
     }
+
+    /// The `entry_hash` of the entry appended last.
+    pub fn last_entry_hash(&self) -> &str {
+        &self.head.1
+    }
 }
 
 /// A [`GroupWork`] with its output type erased, to wait in the queue beside plain entries.

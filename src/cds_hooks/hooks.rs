@@ -12,7 +12,7 @@ use super::request::{self, HookRequest};
 use super::results::{self, ResultCardSettings};
 use super::stored_card::{StoredContent, served_digest};
 use super::{HookState, rules};
-use crate::audit::{Action, AttachedRows, AuditEvent, Outcome};
+use crate::audit::{Action, AuditError, AuditEvent, GroupWork, GroupWriter, Outcome};
 use crate::auth::client_jwt::VerifiedClient;
 use crate::domain::Hook;
 use crate::http::client_auth::{CdsClient, audit_failures};
@@ -108,7 +108,8 @@ async fn audit_fetches(
 /// Appends the hook's audit entry and stores the call's cards with it, atomically.
 ///
 /// The call is one `hook_calls` row keyed by its entry, which holds the call's facts; its cards
-/// are served as `card_uuid(seq, token, i)` (`store::served_cards`), so they need no rows. The
+/// are served as `card_uuid(seq, token, i)`, the token taken from the entry's hash
+/// (`store::served_cards`), so they need no rows. The
 /// entry commits to every card's content and origin, in the order served, through one digest
 /// (`cards_content`), which is also the key of the stored list of content hashes (`card_sets`):
 /// what was shown stays provable, for one short row and 64 characters of log per call.
@@ -138,7 +139,6 @@ async fn store_and_audit(
             unusable.iter().map(|u| json!({"key": u.key, "reason": u.why.code(), "fetch_failed": u.fetch_failed})).collect();
         event = event.detail("prefetch_unusable", slots);
     }
-    let token = served_cards::new_token();
     let mut rows = None;
     if !issued.is_empty() {
         let contents: Vec<(StoredContent, &Origin)> = issued.iter().map(|c| (StoredContent::of(&c.card, &c.origin), &c.origin)).collect();
@@ -159,20 +159,18 @@ async fn store_and_audit(
             }
         }
         let hashes: Vec<&str> = contents.iter().map(|(c, _)| c.hash.as_str()).collect();
-        rows = Some(Box::new(ServedCards {
+        rows = Some(CallRows {
             contents: unique,
             set: card_set::ActiveModel { digest: Set(digest.clone()), content_hashes: Set(hashes.join("\n")), created_at: Set(now) },
             call: hook_call::ActiveModel {
                 audit_seq: Set(0),
-                token: Set(token),
                 patient_ref: Set(hook_req.patient.reference()),
-                card_count: Set(issued.len() as i32),
                 card_set: Set(digest),
                 created_at: Set(now),
             },
-        }) as Box<dyn AttachedRows>);
+        });
     }
-    let seq = state.audit.offer_with(&state.db, event, rows).await?;
+    let (seq, token) = state.audit.offer_in_group(&state.db, ServeCall { event, rows }).await?;
     for (i, c) in issued.iter_mut().enumerate() {
         c.card.serve_as(served_cards::card_uuid(seq, token, i).to_string());
         c.card.audited_as(seq);
@@ -180,27 +178,47 @@ async fn store_and_audit(
     Ok(())
 }
 
+/// A hook call's entry and, if it served cards, its rows, in one group commit: the entry is
+/// appended first, because the cards' uuids take their token from its hash.
+struct ServeCall {
+    event: AuditEvent,
+    rows: Option<CallRows>,
+}
+
+impl GroupWork for ServeCall {
+    /// The entry's sequence number and the token of its cards' uuids.
+    type Output = (i64, i64);
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<(i64, i64), AuditError>> {
+        Box::pin(async move {
+            let seq = w.append(self.event).await?;
+            let token = served_cards::token_of(w.last_entry_hash()).ok_or_else(|| AuditError::Group("an entry hash is hex".into()))?;
+            if let Some(rows) = self.rows {
+                rows.write(w.conn(), seq).await?;
+            }
+            Ok((seq, token))
+        })
+    }
+}
+
 /// A hook call's cards, stored in the transaction of the entry that records them: the call's
 /// row under that entry's sequence number, its list of content hashes and each content, the
 /// last two only if not stored before.
-struct ServedCards {
+struct CallRows {
     contents: Vec<card_content::ActiveModel>,
     set: card_set::ActiveModel,
     call: hook_call::ActiveModel,
 }
 
-impl AttachedRows for ServedCards {
-    fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
-        Box::pin(async move {
-            if seq > served_cards::MAX_SEQ {
-                // Refused before commit, so no card is answered that its uuid could not name.
-                return Err(DbErr::Custom(format!("audit sequence number {seq} is past what a card uuid carries")));
-            }
-            let ServedCards { contents, set, mut call } = *self;
-            card_content::Entity::insert_many(contents).on_conflict_do_nothing().exec_without_returning(conn).await?;
-            card_set::Entity::insert(set).on_conflict_do_nothing().exec_without_returning(conn).await?;
-            call.audit_seq = Set(seq);
-            hook_call::Entity::insert(call).exec_without_returning(conn).await.map(|_| ())
-        })
+impl CallRows {
+    async fn write(self, conn: &DatabaseTransaction, seq: i64) -> Result<(), DbErr> {
+        if seq > served_cards::MAX_SEQ {
+            // Refused before commit, so no card is answered that its uuid could not name.
+            return Err(DbErr::Custom(format!("audit sequence number {seq} is past what a card uuid carries")));
+        }
+        let CallRows { contents, set, mut call } = self;
+        card_content::Entity::insert_many(contents).on_conflict_do_nothing().exec_without_returning(conn).await?;
+        card_set::Entity::insert(set).on_conflict_do_nothing().exec_without_returning(conn).await?;
+        call.audit_seq = Set(seq);
+        hook_call::Entity::insert(call).exec_without_returning(conn).await.map(|_| ())
     }
 }

@@ -95,10 +95,7 @@ pub mod hook_call {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub audit_seq: i64,
-        /// The random part of its cards' uuids (58 bits).
-        pub token: i64,
         pub patient_ref: String,
-        pub card_count: i32,
         /// The `card_sets` digest of what it served.
         pub card_set: String,
         pub created_at: i64,

@@ -1,15 +1,18 @@
 //! The cards hook calls served, read back: for the feedback endpoint (does this card exist, who
-//! was it shown to), the SMART app (which cards showed this result) and the tests.
+//! was it shown to), the SMART app (which cards showed this result) and the tests; and the card
+//! uuids a hook call's audit entry stands for, for auditors.
 //!
 //! A call that serves cards is stored as one `hook_calls` row keyed by its audit entry, whose
-//! own fields hold the call's facts (client, user, patient, service, hook instance): the row
-//! adds only the patient (indexed, for the app), a random token and the digest of its
+//! own fields hold the call's facts (client, user, patient, service, hook instance, number of
+//! cards): the row adds only the patient (indexed, for the app) and the digest of its
 //! `card_sets` row, the ordered list of the content hashes it served (contents in
 //! `card_contents`, each stored once however often served, with its origin). Its cards have no
 //! rows: card `i` of a call is served as [`card_uuid`]`(seq, token, i)`, a version-4-shaped
-//! uuid that carries the entry's sequence number (48 bits), the token (58 bits) and `i + 1`
-//! (16 bits). So a card uuid names its call and its place, a guessed one fails on the token,
-//! and the card's audit entry is found by its key.
+//! uuid that carries the entry's sequence number (48 bits), a token of 58 bits taken from the
+//! entry's own hash ([`token_of`]) and `i + 1` (16 bits). So
+//! - a card uuid names its call's entry and its place on the call;
+//! - the entry alone gives every uuid it served ([`uuids_served`]), offline, for an auditor;
+//! - a uuid made up without reading the log fails on the token.
 //!
 //! Cards served before `m20261203_000010` each kept a `cards` row; they are read as they are.
 
@@ -28,10 +31,38 @@ pub const MAX_SEQ: i64 = (1 << 48) - 1;
 const TOKEN_BITS: u32 = 58;
 const LOW46: u128 = (1 << 46) - 1;
 
-/// A fresh random token for a call's card uuids.
-pub fn new_token() -> i64 {
-    (Uuid::new_v4().as_u64_pair().1 >> (64 - TOKEN_BITS)) as i64
+/// The token of the card uuids an entry stands for: the first 58 bits of its `entry_hash`.
+pub fn token_of(entry_hash: &str) -> Option<i64> {
+    let first = u64::from_str_radix(entry_hash.get(..16)?, 16).ok()?;
+    Some((first >> (64 - TOKEN_BITS)) as i64)
 }
+
+/// The card uuids a hook call's audit entry stands for, in the order served: none for another
+/// action or a call that served no card.
+pub fn uuids_served(entry: &audit_entry::Model) -> Vec<Uuid> {
+    if entry.action != HOOK_CALL_ACTION || !(0..=MAX_SEQ).contains(&entry.seq) {
+        return Vec::new();
+    }
+    let cards = serde_json::from_str::<Value>(&entry.detail).ok().and_then(|d| d.get("cards")?.as_u64()).unwrap_or(0) as usize;
+    match token_of(&entry.entry_hash) {
+        Some(token) => (0..cards.min(MAX_CARDS_PER_CALL)).map(|i| card_uuid(entry.seq, token, i)).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Whether `card_uuid` is one of the cards `entry` stands for (see [`uuids_served`]).
+pub fn entry_served(entry: &audit_entry::Model, card_uuid: &str) -> bool {
+    call_of(card_uuid).is_some_and(|c| {
+        c.seq == entry.seq && entry.action == HOOK_CALL_ACTION && token_of(&entry.entry_hash) == Some(c.token) && {
+            let cards = serde_json::from_str::<Value>(&entry.detail).ok().and_then(|d| d.get("cards")?.as_u64()).unwrap_or(0);
+            (c.index as u64) < cards
+        }
+    })
+}
+
+/// The action code of a hook call's entry (`audit::Action::HookCall`), which the store reads
+/// without depending on the audit module.
+const HOOK_CALL_ACTION: &str = "cds.hook";
 
 /// Where a card uuid points: its call's audit entry, the call's token, its place on the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,16 +147,11 @@ pub async fn by_uuids<C: ConnectionTrait>(db: &C, uuids: &[String]) -> Result<Ve
     if !wanted.is_empty() {
         let seqs: HashSet<i64> = wanted.iter().map(|w| w.seq).collect();
         let calls = hook_call::Entity::find().filter(hook_call::Column::AuditSeq.is_in(seqs)).all(db).await?;
-        // A card exists if its call does, with the same token, and serves that many cards.
-        let calls: Vec<(hook_call::Model, Vec<usize>)> = calls
+        let calls = calls
             .into_iter()
-            .filter_map(|call| {
-                let places: Vec<usize> = wanted
-                    .iter()
-                    .filter(|w| w.seq == call.audit_seq && w.token == call.token && w.index < call.card_count as usize)
-                    .map(|w| w.index)
-                    .collect();
-                (!places.is_empty()).then_some((call, places))
+            .map(|call| {
+                let claims = wanted.iter().filter(|w| w.seq == call.audit_seq).map(|w| (w.index, w.token)).collect();
+                (call, claims)
             })
             .collect();
         found.extend(expand(db, calls).await?);
@@ -158,7 +184,7 @@ pub async fn for_patient_containing<C: ConnectionTrait>(db: &C, patient_ref: &st
             .filter(hook_call::Column::CardSet.is_in(sets))
             .all(db)
             .await?;
-        let calls = calls.into_iter().map(|c| (c.clone(), (0..c.card_count as usize).collect())).collect();
+        let calls = calls.into_iter().map(|c| (c, Vec::new())).collect();
         found.extend(expand(db, calls).await?.into_iter().filter(|c| c.content_hash.as_ref().is_some_and(|h| hashes.contains(h))));
     }
     found.sort_by_key(|c| (c.created_at, c.audit_seq));
@@ -169,15 +195,19 @@ pub async fn for_patient_containing<C: ConnectionTrait>(db: &C, patient_ref: &st
 pub async fn all<C: ConnectionTrait>(db: &C) -> Result<Vec<ServedCard>, DbErr> {
     let mut found: Vec<ServedCard> = card::Entity::find().all(db).await?.into_iter().map(ServedCard::from_row).collect();
     let calls = hook_call::Entity::find().order_by_asc(hook_call::Column::AuditSeq).all(db).await?;
-    let calls = calls.into_iter().map(|c| (c.clone(), (0..c.card_count as usize).collect())).collect();
+    let calls = calls.into_iter().map(|c| (c, Vec::new())).collect();
     found.extend(expand(db, calls).await?);
     found.sort_by_key(|c| (c.created_at, c.audit_seq));
     Ok(found)
 }
 
-/// The cards at these places of each call, with the call's facts from its audit entry and each
-/// card's origin from its content.
-async fn expand<C: ConnectionTrait>(db: &C, calls: Vec<(hook_call::Model, Vec<usize>)>) -> Result<Vec<ServedCard>, DbErr> {
+/// Places on a call that a card uuid claims, each with the token it claims.
+type Claims = Vec<(usize, i64)>;
+
+/// The cards of each call, with the call's facts from its audit entry and each card's origin
+/// from its content: every card of a call given no claims, else only the claimed places that
+/// exist (within the call's list, and with the entry's token).
+async fn expand<C: ConnectionTrait>(db: &C, calls: Vec<(hook_call::Model, Claims)>) -> Result<Vec<ServedCard>, DbErr> {
     if calls.is_empty() {
         return Ok(Vec::new());
     }
@@ -205,15 +235,21 @@ async fn expand<C: ConnectionTrait>(db: &C, calls: Vec<(hook_call::Model, Vec<us
         .map(|e| (e.seq, CallFacts::of(e)))
         .collect();
     let mut cards = Vec::new();
-    for (call, places) in calls {
+    for (call, claims) in calls {
         let missing = |what: &str| DbErr::RecordNotFound(format!("{what} of the hook call audited as {}", call.audit_seq));
         let set = sets.get(&call.card_set).ok_or_else(|| missing("the card list"))?;
         let facts = entries.get(&call.audit_seq).ok_or_else(|| missing("the audit entry"))?;
+        let places: Vec<usize> = if claims.is_empty() {
+            (0..set.len()).collect()
+        } else {
+            claims.into_iter().filter(|&(i, token)| i < set.len() && Some(token) == facts.token).map(|(i, _)| i).collect()
+        };
+        let Some(token) = facts.token else { return Err(missing("the hash")) };
         for i in places {
-            let hash = set.get(i).ok_or_else(|| missing("a card"))?;
+            let hash = &set[i];
             let [kind, id, version] = origins.get(hash).cloned().unwrap_or_default();
             cards.push(ServedCard {
-                uuid: card_uuid(call.audit_seq, call.token, i).to_string(),
+                uuid: card_uuid(call.audit_seq, token, i).to_string(),
                 audit_seq: call.audit_seq,
                 service_id: facts.service_id.clone(),
                 hook: facts.hook.clone(),
@@ -234,6 +270,7 @@ async fn expand<C: ConnectionTrait>(db: &C, calls: Vec<(hook_call::Model, Vec<us
 
 /// A hook call's facts as its audit entry records them (`cds_hooks::hooks::store_and_audit`).
 struct CallFacts {
+    token: Option<i64>,
     service_id: String,
     hook: String,
     hook_instance: String,
@@ -247,6 +284,7 @@ impl CallFacts {
         let detail: Value = serde_json::from_str(&entry.detail).unwrap_or_default();
         let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
         CallFacts {
+            token: token_of(&entry.entry_hash),
             service_id: text(entities.iter().find(|e| e["kind"] == "CdsService").map(|e| &e["id"])),
             hook: text(detail.get("hook")),
             hook_instance: text(detail.get("hook_instance")),
@@ -260,10 +298,12 @@ impl CallFacts {
 mod tests {
     use super::*;
 
+    const HASH: &str = "8ab75853533cfc161e44251fb3711b154ae41375b964d31219ff6dbd3956a7f2";
+
     #[test]
     fn a_card_uuid_names_its_call_and_place() {
-        let token = new_token();
-        assert!((0..1 << TOKEN_BITS).contains(&token));
+        let token = token_of(HASH).unwrap();
+        assert_eq!(token, (0x8ab75853533cfc16u64 >> 6) as i64, "the hash's first 58 bits");
         for seq in [1, 4_242, MAX_SEQ] {
             for i in [0, 1, 5, MAX_CARDS_PER_CALL - 1] {
                 let u = card_uuid(seq, token, i);
@@ -279,10 +319,46 @@ mod tests {
         assert_ne!(card_uuid(7, token, 0), card_uuid(7, token ^ (1 << 57), 0), "the token's top bits count too");
     }
 
+    fn entry(seq: i64, action: &str, cards: u64) -> audit_entry::Model {
+        audit_entry::Model {
+            seq,
+            format_version: 1,
+            recorded_at: String::new(),
+            action: action.into(),
+            outcome: "success".into(),
+            actor_iss: None,
+            actor_user: None,
+            patient_ref: None,
+            entities: "[]".into(),
+            detail: format!("{{\"cards\":{cards}}}"),
+            prev_hash: String::new(),
+            entry_hash: HASH.into(),
+        }
+    }
+
+    #[test]
+    fn a_hook_entry_alone_gives_the_uuids_it_served() {
+        let hook = entry(12, "cds.hook", 3);
+        let served = uuids_served(&hook);
+        assert_eq!(served.len(), 3);
+        for (i, u) in served.iter().enumerate() {
+            assert_eq!(call_of(&u.to_string()).map(|c| (c.seq, c.index)), Some((12, i)));
+            assert!(entry_served(&hook, &u.to_string()));
+        }
+        assert!(!entry_served(&hook, &card_uuid(12, token_of(HASH).unwrap(), 3).to_string()), "past the last card");
+        assert!(!entry_served(&hook, &card_uuid(12, token_of(HASH).unwrap() ^ 1, 0).to_string()), "another token");
+        assert!(!entry_served(&entry(13, "cds.hook", 3), &served[0].to_string()), "another entry");
+        assert!(uuids_served(&entry(12, "cds.feedback", 3)).is_empty());
+        assert!(!entry_served(&entry(12, "cds.feedback", 3), &served[0].to_string()));
+        assert!(uuids_served(&entry(12, "cds.hook", 0)).is_empty());
+        assert_eq!(token_of("short"), None);
+        assert_eq!(token_of("zz75853533cfc161e44251fb"), None);
+    }
+
     #[test]
     fn what_cannot_be_a_card_of_a_call_is_not_one() {
         assert_eq!(call_of("not-a-uuid"), None);
-        let u = card_uuid(3, new_token(), 0).as_u128();
+        let u = card_uuid(3, token_of(HASH).unwrap(), 0).as_u128();
         assert_eq!(call_of(&Uuid::from_u128(u & !0xFFFF).to_string()), None, "index bits zero");
         assert_eq!(call_of(&Uuid::from_u128(u & !(0xF << 76) | 0x1 << 76).to_string()), None, "another version");
         assert_eq!(call_of(&Uuid::from_u128(u | 0b11 << 62).to_string()), None, "another variant");

@@ -362,7 +362,9 @@ impl radsight::audit::GroupWork for TwoEntriesAndARow {
     ) -> futures_util::future::BoxFuture<'t, Result<(u32, i64), radsight::audit::AuditError>> {
         Box::pin(async move {
             let i = self.i;
-            w.conn().execute_unprepared(&format!("INSERT INTO card_contents VALUES ('work-{i}', '{{}}', 0)")).await?;
+            w.conn()
+                .execute_unprepared(&format!("INSERT INTO card_contents (hash, content_json, created_at) VALUES ('work-{i}', '{{}}', 0)"))
+                .await?;
             w.append(AuditEvent::new(Action::HookCall, Outcome::Success).detail("i", i)).await?;
             let second = w.append(AuditEvent::new(Action::Feedback, Outcome::Success).detail("i", i)).await?;
             if self.fail {

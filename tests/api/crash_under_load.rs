@@ -88,14 +88,13 @@ async fn a_kill_under_hook_and_mllp_load_loses_nothing_acknowledged(backend: Bac
     assert!(missing.is_empty(), "{} of {} answered cards are not stored: {missing:?}", missing.len(), answered_cards.len());
     let audit = db_app.audit().await;
     // A card's uuid carries its call's entry (`served_cards::call_of`): that entry is a hook
-    // call's, which served at least that many cards.
-    let hook_entries: std::collections::BTreeMap<i64, u64> = audit
-        .iter()
-        .filter(|e| e.action == "cds.hook")
-        .map(|e| (e.seq, serde_json::from_str::<Value>(&e.detail).unwrap()["cards"].as_u64().unwrap()))
-        .collect();
+    // call's that stands for it (its hash's token, at least that many cards).
+    let by_seq: std::collections::BTreeMap<i64, &radsight::store::entities::audit_entry::Model> =
+        audit.iter().map(|e| (e.seq, e)).collect();
     let audited = |card: &str| {
-        radsight::store::served_cards::call_of(card).is_some_and(|p| hook_entries.get(&p.seq).is_some_and(|&n| (p.index as u64) < n))
+        radsight::store::served_cards::call_of(card)
+            .and_then(|p| by_seq.get(&p.seq))
+            .is_some_and(|e| radsight::store::served_cards::entry_served(e, card))
     };
     let unaudited: Vec<_> = answered_cards.iter().filter(|c| !audited(c)).collect();
     assert!(unaudited.is_empty(), "every answered card's call has its hook audit entry: {unaudited:?}");

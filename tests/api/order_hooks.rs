@@ -199,11 +199,16 @@ async fn every_served_card_is_stored_and_named_in_the_hook_audit_entry(backend: 
     // The entry names no card: every card's uuid carries the entry's seq and its place.
     let entities: Vec<Value> = serde_json::from_str(&entry.entities).unwrap();
     assert!(!entities.iter().any(|e| e["kind"] == "Card"), "cards are found through their call's entry");
-    let token = radsight::store::served_cards::call_of(cards[0]["uuid"].as_str().unwrap()).unwrap().token;
+    use radsight::store::served_cards::{call_of, token_of, uuids_served};
+    let token = token_of(&entry.entry_hash).unwrap();
     for (i, served) in cards.iter().enumerate() {
-        let place = radsight::store::served_cards::call_of(served["uuid"].as_str().unwrap()).unwrap();
-        assert_eq!((place.seq, place.token, place.index), (entry.seq, token, i));
+        let place = call_of(served["uuid"].as_str().unwrap()).unwrap();
+        assert_eq!((place.seq, place.token, place.index), (entry.seq, token, i), "the entry's seq, its hash's token, the place");
     }
+    // So the entry alone gives an auditor every uuid it served, in order.
+    let derived: Vec<String> = uuids_served(&entry).iter().map(|u| u.to_string()).collect();
+    let answered: Vec<&str> = cards.iter().map(|c| c["uuid"].as_str().unwrap()).collect();
+    assert_eq!(derived, answered);
     for c in &stored {
         assert_eq!(c.audit_seq, entry.seq);
         assert_eq!(c.patient_ref, "Patient/example-patient");
