@@ -43,9 +43,8 @@ pub fn uuids_served(entry: &audit_entry::Model) -> Vec<Uuid> {
     if entry.action != HOOK_CALL_ACTION || !(0..=MAX_SEQ).contains(&entry.seq) {
         return Vec::new();
     }
-    let cards = serde_json::from_str::<Value>(&entry.detail).ok().and_then(|d| d.get("cards")?.as_u64()).unwrap_or(0) as usize;
     match token_of(&entry.entry_hash) {
-        Some(token) => (0..cards.min(MAX_CARDS_PER_CALL)).map(|i| card_uuid(entry.seq, token, i)).collect(),
+        Some(token) => (0..cards_in(entry).min(MAX_CARDS_PER_CALL)).map(|i| card_uuid(entry.seq, token, i)).collect(),
         None => Vec::new(),
     }
 }
@@ -53,11 +52,13 @@ pub fn uuids_served(entry: &audit_entry::Model) -> Vec<Uuid> {
 /// Whether `card_uuid` is one of the cards `entry` stands for (see [`uuids_served`]).
 pub fn entry_served(entry: &audit_entry::Model, card_uuid: &str) -> bool {
     call_of(card_uuid).is_some_and(|c| {
-        c.seq == entry.seq && entry.action == HOOK_CALL_ACTION && token_of(&entry.entry_hash) == Some(c.token) && {
-            let cards = serde_json::from_str::<Value>(&entry.detail).ok().and_then(|d| d.get("cards")?.as_u64()).unwrap_or(0);
-            (c.index as u64) < cards
-        }
+        c.seq == entry.seq && entry.action == HOOK_CALL_ACTION && token_of(&entry.entry_hash) == Some(c.token) && c.index < cards_in(entry)
     })
+}
+
+/// How many cards a hook call's entry records it served (its `cards` detail; 0 if none).
+fn cards_in(entry: &audit_entry::Model) -> usize {
+    serde_json::from_str::<Value>(&entry.detail).ok().and_then(|d| d.get("cards")?.as_u64()).unwrap_or(0) as usize
 }
 
 /// The action code of a hook call's entry (`audit::Action::HookCall`), which the store reads
