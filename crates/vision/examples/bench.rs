@@ -8,7 +8,7 @@
 //! check that it computes the same function.
 
 use radsight_vision::phantom::{PhantomConfig, generate};
-use radsight_vision::{Registry, SaliencyMethod};
+use radsight_vision::{AnalyzeOptions, Registry, RoadOptions, SaliencyMethod};
 use std::time::Instant;
 
 fn median_ms(mut samples: Vec<f64>) -> f64 {
@@ -61,6 +61,16 @@ fn main() {
     let a1 = time(iters.div_ceil(5), || {
         model.analyze(&imgs[0], &Default::default()).unwrap();
     });
+    // The analysis without ROAD, and ROAD alone (its 36 sparse solves and 38 forward passes),
+    // to show where an analysis spends its time.
+    let no_road = AnalyzeOptions { road: None, ..Default::default() };
+    let a1_no_road = time(iters.div_ceil(5), || {
+        model.analyze(&imgs[0], &no_road).unwrap();
+    });
+    let map = model.saliency(&imgs[0], 0, &SaliencyMethod::GradCam).unwrap().map;
+    let road = time(iters.div_ceil(5), || {
+        model.road(&x1, 0, &map, &RoadOptions::default()).unwrap();
+    });
     let flops = 2 * net.macs(size);
     println!("model {} {}", model.card().id, model.card().version);
     println!("input {size}x{size}");
@@ -72,6 +82,8 @@ fn main() {
     println!("gradcam_b1_ms {g1:.3}");
     println!("gradcam_8_sequential_per_image_ms {:.3}", g8 / 8.0);
     println!("analyze_b1_ms {a1:.3}");
+    println!("analyze_b1_without_road_ms {a1_no_road:.3}");
+    println!("road_map_and_random_ms {road:.3}");
     println!("gflops_b1 {:.2}", flops as f64 / (f1 * 1e6));
     println!("gflops_b8 {:.2}", 8.0 * flops as f64 / (f8 * 1e6));
     if let Some(path) = args.next() {

@@ -13,9 +13,10 @@
 //! statistics (`Conv2d::absorb_bn`, exact in eval mode); [`CompactCnn::new_for_training`] keeps
 //! them separate so [`CompactCnn::forward_train`] can use batch statistics.
 
+use super::layers::conv2d_as_matmul;
 use super::{Network, conv_out, gap_linear};
 use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, ModuleT, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Architecture hyper-parameters (the card's `[architecture]` table).
@@ -105,8 +106,8 @@ impl CompactCnn {
 
     fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.affine(1.0 / self.config.input_std, -self.config.input_mean / self.config.input_std)?;
-        for (i, conv) in self.convs.iter().enumerate() {
-            h = conv.forward(&h)?;
+        for (i, (conv, &stride)) in self.convs.iter().zip(&self.config.strides).enumerate() {
+            h = conv2d_as_matmul(&h, conv.weight(), conv.bias(), stride, self.config.kernel / 2)?;
             if let Some(bn) = self.bns.get(i) {
                 h = bn.forward_t(&h, train)?;
             }
