@@ -10,8 +10,9 @@
 //! - **Imputation.** Each removed pixel becomes the weighted mean of its 8 neighbours inside the
 //!   image (weights 1/6 edge-adjacent, 1/12 diagonal), removed neighbours being unknowns too:
 //!   one sparse linear system per channel, solved here by Jacobi-preconditioned conjugate
-//!   gradients on the image grid ([`GridSystem`]) (the system is symmetric positive definite wherever removed pixels touch kept
-//!   ones; pytorch-grad-cam uses SciPy's direct `spsolve`, to the same solution). Then
+//!   gradients on the image grid (`GridSystem`; the system is symmetric positive definite
+//!   wherever removed pixels touch kept ones; pytorch-grad-cam uses SciPy's direct `spsolve`,
+//!   to the same solution). Then
 //!   `noise · N(0, 1)` (0.01 by default) is added to every imputed value, seeded here
 //!   ([`Pcg32`]), so the result is reproducible.
 //! - **Score.** `score(after) − score(before)` for the target class, per percentile; the caller
