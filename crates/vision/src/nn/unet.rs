@@ -14,7 +14,7 @@
 //! Input sides must be multiples of 16 (MONAI pads odd sizes; radsight's inputs are square and
 //! fixed by the card, so it refuses instead).
 
-use super::layers::standardise;
+use super::layers::{conv2d_as_matmul, standardise};
 use candle_core::{D, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ impl ConvNormAct {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = conv3x3(x, self.conv.weight(), self.conv.bias())?;
+        let h = conv2d_as_matmul(x, self.conv.weight(), self.conv.bias(), 1, 1)?;
         let (b, c, hh, ww) = h.dims4()?;
         let flat = h.reshape((b, c, hh * ww))?;
         let mean = flat.mean_keepdim(D::Minus1)?;
@@ -79,34 +79,9 @@ impl ConvNormAct {
 // The convolutions are written as matrix products. candle's CPU backend computes a conv2d's
 // input gradient, and a conv_transpose2d's forward, with a direct loop of dot products: in a
 // profile of U-Net training 3/4 of the time went to `vec_dot_f32` and 1.5 % to GEMM. As matrix
-// products (an im2col of shifted views for 3×3, a reshape for 1×1 and for the 2×2 stride-2
-// transposed convolution) forward and backward both run on GEMM. The results equal candle's
-// convolutions up to summation order (the parity tests compare with PyTorch).
-
-/// 3×3 convolution, stride 1, zero padding 1: `weight` `(O, C, 3, 3)`, `bias` `(O)`.
-fn conv3x3(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let o = weight.dim(0)?;
-    let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    let mut shifted = Vec::with_capacity(9);
-    for dy in 0..3 {
-        for dx in 0..3 {
-            shifted.push(padded.narrow(2, dy, h)?.narrow(3, dx, w)?);
-        }
-    }
-    // (B, C, 9, H, W): channel-major then kernel position, as the weight's (C, 3, 3) flattens.
-    let cols = Tensor::stack(&shifted, 2)?.reshape((b, c * 9, h * w))?;
-    let y = weight.reshape((o, c * 9))?.broadcast_matmul(&cols)?.reshape((b, o, h, w))?;
-    add_bias(y, bias)
-}
-
-/// 1×1 convolution: `weight` `(O, C, 1, 1)`.
-fn conv1x1(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let o = weight.dim(0)?;
-    let y = weight.reshape((o, c))?.broadcast_matmul(&x.reshape((b, c, h * w))?)?.reshape((b, o, h, w))?;
-    add_bias(y, bias)
-}
+// products (`layers::conv2d_as_matmul` for the 3×3 and 1×1 convolutions, a reshape for the 2×2
+// stride-2 transposed convolution) forward and backward both run on GEMM. The results equal
+// candle's convolutions up to summation order (the parity tests compare with PyTorch).
 
 /// Transposed convolution with a 2×2 kernel and stride 2 (no overlap): `weight` `(C, O, 2, 2)`;
 /// output pixel `(2i + ky, 2j + kx)` is `Σ_c x[c, i, j] · weight[c, o, ky, kx]`.
@@ -221,7 +196,7 @@ impl BasicUNet {
 
     /// Per-pixel logits `(B, out_channels, H, W)` from [`BasicUNet::features`].
     pub fn head(&self, a: &Tensor) -> Result<Tensor> {
-        conv1x1(a, self.final_conv.weight(), self.final_conv.bias())
+        conv2d_as_matmul(a, self.final_conv.weight(), self.final_conv.bias(), 1, 0)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
