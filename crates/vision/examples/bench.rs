@@ -8,6 +8,8 @@
 //! check that it computes the same function.
 
 use radsight_vision::phantom::{PhantomConfig, generate};
+use radsight_vision::rng::Pcg32;
+use radsight_vision::road::{noisy_linear_impute, percentile};
 use radsight_vision::{AnalyzeOptions, Registry, RoadOptions, SaliencyMethod};
 use std::time::Instant;
 
@@ -71,6 +73,25 @@ fn main() {
     let road = time(iters.div_ceil(5), || {
         model.road(&x1, 0, &map, &RoadOptions::default()).unwrap();
     });
+    // ROAD's 18 imputations of the map alone (its masks at every percentile, most and least
+    // relevant first), on one thread: the linear solves without the forward passes.
+    let pixels: Vec<f32> = x1.flatten_all().unwrap().to_vec1().unwrap();
+    let inverted: Vec<f32> = map.iter().map(|v| 1.0 - v).collect();
+    let masks: Vec<Vec<bool>> = [map.as_slice(), inverted.as_slice()]
+        .into_iter()
+        .flat_map(|ranking| {
+            RoadOptions::default().percentiles.into_iter().map(move |p| {
+                let t = percentile(ranking, p);
+                ranking.iter().map(|&v| v < t).collect()
+            })
+        })
+        .collect();
+    let channels = pixels.len() / (size * size);
+    let imputations = time(iters.div_ceil(5), || {
+        for keep in &masks {
+            noisy_linear_impute(&pixels, channels, size, size, keep, 0.01, &mut Pcg32::new(0, 0));
+        }
+    });
     let flops = 2 * net.macs(size);
     println!("model {} {}", model.card().id, model.card().version);
     println!("input {size}x{size}");
@@ -84,6 +105,7 @@ fn main() {
     println!("analyze_b1_ms {a1:.3}");
     println!("analyze_b1_without_road_ms {a1_no_road:.3}");
     println!("road_map_and_random_ms {road:.3}");
+    println!("road_map_imputations_one_thread_ms {imputations:.3}");
     println!("gflops_b1 {:.2}", flops as f64 / (f1 * 1e6));
     println!("gflops_b8 {:.2}", 8.0 * flops as f64 / (f8 * 1e6));
     if let Some(path) = args.next() {
