@@ -282,7 +282,14 @@ impl Canonical<'_> {
 
     /// The bytes that are hashed: into the chain (`entry_hash`) and as the Merkle leaf.
     pub(crate) fn bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("canonical audit form always serialises")
+        let mut out = Vec::with_capacity(1024);
+        self.write_into(&mut out);
+        out
+    }
+
+    /// [`Self::bytes`] appended to `out`, so a caller hashing many entries reuses one buffer.
+    pub(crate) fn write_into(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("canonical audit form always serialises")
     }
 
     /// The chain hash alone (the writer and the verifier hash the bytes they already have).
@@ -754,7 +761,7 @@ async fn append_to<C: ConnectionTrait>(
         entry_hash: String::new(),
     };
     let canonical = Canonical::of(&model).bytes();
-    let entry_hash = hex::encode(Sha256::digest(&canonical));
+    let entry_hash = tree::HexHash::of(&Sha256::digest(&canonical).into()).as_str().to_owned();
     let leaf = merkle::leaf_hash(&canonical);
     let seq = model.seq;
     let active = audit_entry::ActiveModel {

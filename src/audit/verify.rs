@@ -22,10 +22,10 @@ use std::path::Path;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryOrder, Statement};
 use sha2::Digest;
 
+use super::Canonical;
 use super::checkpoint::{self, CheckpointError, VerifierKey};
 use super::merkle::{self, Hash, NodeId};
-use super::tree::to_hex;
-use super::{Canonical, GENESIS_HASH};
+use super::tree::{HexHash, to_hex};
 use crate::store::entities::{audit_checkpoint, audit_entry};
 
 /// The first place the log does not hold.
@@ -151,18 +151,26 @@ async fn page_after(db: DatabaseConnection, after: i64) -> Result<Vec<audit_entr
 /// Each entry's recomputed chain hash (hex) and Merkle leaf, from one serialisation of its
 /// canonical form, spread over the available cores (the entries are independent; only the
 /// checks that follow are sequential).
-fn hash_page(page: &[audit_entry::Model]) -> Vec<(String, Hash)> {
-    let hash_one = |e: &audit_entry::Model| {
-        let bytes = Canonical::of(e).bytes();
-        (hex::encode(sha2::Sha256::digest(&bytes)), merkle::leaf_hash(&bytes))
+fn hash_page(page: &[audit_entry::Model]) -> Vec<(HexHash, Hash)> {
+    // One serialisation buffer per thread, reused from entry to entry.
+    let hash_all = |entries: &[audit_entry::Model]| {
+        let mut bytes = Vec::with_capacity(2048);
+        entries
+            .iter()
+            .map(|e| {
+                bytes.clear();
+                Canonical::of(e).write_into(&mut bytes);
+                (HexHash::of(&sha2::Sha256::digest(&bytes).into()), merkle::leaf_hash(&bytes))
+            })
+            .collect::<Vec<_>>()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads == 1 || page.len() < 256 {
-        return page.iter().map(hash_one).collect();
+        return hash_all(page);
     }
     let chunk = page.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let parts: Vec<_> = page.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(hash_one).collect::<Vec<_>>())).collect();
+        let parts: Vec<_> = page.chunks(chunk).map(|c| scope.spawn(move || hash_all(c))).collect();
         parts.into_iter().flat_map(|h| h.join().expect("hashing does not panic")).collect()
     })
 }
@@ -177,7 +185,7 @@ pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Re
     let checkpoints = collect_checkpoints(db, opts).await?;
     let checked = checkpoints.values().map(Vec::len).sum();
     let broken = |b: ChainBreak| VerifyError::Broken(b);
-    let (mut previous_seq, mut previous_hash) = (0i64, GENESIS_HASH.to_owned());
+    let (mut previous_seq, mut previous_hash) = (0i64, HexHash::ZERO);
     let mut frontier: Vec<(NodeId, Hash)> = Vec::new();
     let mut size = 0u64;
     let check_root = |frontier: &[(NodeId, Hash)], size: u64| -> Result<(), VerifyError> {
@@ -209,7 +217,7 @@ pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Re
         }
         let mut expected_nodes = Vec::new();
         for (entry, (recomputed, leaf)) in page.iter().zip(hashes) {
-            check_linked(entry, &recomputed, previous_seq, &previous_hash).map_err(broken)?;
+            check_linked(entry, recomputed.as_str(), previous_seq, previous_hash.as_str()).map_err(broken)?;
             expected_nodes.extend(merkle::push_leaf(&mut frontier, size, leaf).into_iter().map(|n| (n, entry.seq)));
             size += 1;
             check_root(&frontier, size)?;
@@ -228,7 +236,7 @@ pub async fn verify_log(db: &DatabaseConnection, opts: &VerifyOptions<'_>) -> Re
     }
     Ok(ChainReport {
         entries,
-        head_hash: previous_hash,
+        head_hash: previous_hash.as_str().to_owned(),
         root: to_hex(&merkle::frontier_root(&frontier)),
         checkpoints: checked,
         signatures_checked: opts.verifier.is_some(),
@@ -248,7 +256,7 @@ async fn compare_nodes(db: &DatabaseConnection, expected: &[ExpectedNode]) -> Re
         let (lo, hi) = (nodes[0].0.0.index, nodes[nodes.len() - 1].0.0.index);
         let stored = stored_nodes(db, level, lo, hi).await?;
         for ((id, hash), seq) in nodes {
-            if stored.get(&id.index) != Some(&to_hex(hash)) {
+            if stored.get(&id.index).map(String::as_str) != Some(HexHash::of(hash).as_str()) {
                 return Err(VerifyError::Broken(ChainBreak::TreeMismatch { level, index: id.index, first_seq: *seq }));
             }
         }
@@ -300,6 +308,7 @@ fn check_linked(entry: &audit_entry::Model, recomputed: &str, previous_seq: i64,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::GENESIS_HASH;
 
     fn entry(seq: i64, prev: &str) -> audit_entry::Model {
         let mut m = audit_entry::Model {
