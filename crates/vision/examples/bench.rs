@@ -9,7 +9,7 @@
 
 use radsight_vision::phantom::{PhantomConfig, generate};
 use radsight_vision::rng::Pcg32;
-use radsight_vision::road::{noisy_linear_impute, percentile};
+use radsight_vision::road::{noisy_linear_impute, removal_masks};
 use radsight_vision::{AnalyzeOptions, Registry, RoadOptions, SaliencyMethod};
 use std::time::Instant;
 
@@ -76,16 +76,7 @@ fn main() {
     // ROAD's 18 imputations of the map alone (its masks at every percentile, most and least
     // relevant first), on one thread: the linear solves without the forward passes.
     let pixels: Vec<f32> = x1.flatten_all().unwrap().to_vec1().unwrap();
-    let inverted: Vec<f32> = map.iter().map(|v| 1.0 - v).collect();
-    let masks: Vec<Vec<bool>> = [map.as_slice(), inverted.as_slice()]
-        .into_iter()
-        .flat_map(|ranking| {
-            RoadOptions::default().percentiles.into_iter().map(move |p| {
-                let t = percentile(ranking, p);
-                ranking.iter().map(|&v| v < t).collect()
-            })
-        })
-        .collect();
+    let masks = removal_masks(&map, &RoadOptions::default().percentiles);
     let channels = pixels.len() / (size * size);
     let imputations = time(iters.div_ceil(5), || {
         for keep in &masks {

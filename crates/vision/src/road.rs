@@ -271,6 +271,21 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     sums.iter().sum::<f64>() + tail
 }
 
+/// The pixels ROAD keeps (`true`) at each of `percentiles`: most relevant removed first (MoRF)
+/// for every percentile, then least relevant first (LeRF), as the module docs define them.
+pub fn removal_masks(map: &[f32], percentiles: &[f32]) -> Vec<Vec<bool>> {
+    let inverted: Vec<f32> = map.iter().map(|&v| 1.0 - v).collect();
+    [map, inverted.as_slice()]
+        .into_iter()
+        .flat_map(|ranking| {
+            percentiles.iter().map(move |&p| {
+                let t = percentile(ranking, p);
+                ranking.iter().map(|&v| v < t).collect()
+            })
+        })
+        .collect()
+}
+
 /// ROAD MoRF and LeRF of `map` (input resolution, row-major) for `class` on the single image
 /// `x` `(1, C, H, W)`; `score` maps the class logit to the reported score.
 pub fn road(net: &dyn Network, x: &Tensor, class: usize, score: &dyn Fn(f32) -> f32, map: &[f32], options: &RoadOptions) -> Result<Road> {
@@ -282,16 +297,7 @@ pub fn road(net: &dyn Network, x: &Tensor, class: usize, score: &dyn Fn(f32) -> 
         candle_core::bail!("road: map has {} values for a {w}x{h} input", map.len());
     }
     let img: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let inverted: Vec<f32> = map.iter().map(|&v| 1.0 - v).collect();
-    let masks: Vec<Vec<bool>> = [map, inverted.as_slice()]
-        .into_iter()
-        .flat_map(|ranking| {
-            options.percentiles.iter().map(move |&p| {
-                let t = percentile(ranking, p);
-                ranking.iter().map(|&v| v < t).collect()
-            })
-        })
-        .collect();
+    let masks = removal_masks(map, &options.percentiles);
     // The solves are independent and most of ROAD's time: spread over the cores. The noise is
     // drawn afterwards in the masks' order, so the result does not depend on the thread count.
     let solved = impute_all(&img, c, h, w, &masks);
