@@ -30,7 +30,15 @@ resolve_builds
 
 WORK="$(mktemp -d /tmp/radsight-mllp-bench.XXXXXX)"
 PID=""
-stop() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""; }; }
+# An `if`, not `[ -n "$PID" ] && …`: with nothing to stop, that list returns 1, and under `set -e`
+# the exit trap that calls this then ended a successful run with status 1.
+stop() {
+    if [ -n "$PID" ]; then
+        kill "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+        PID=""
+    fi
+}
 cleanup() { local rc=$?; stop; rm -rf "$WORK"; exit "$rc"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
