@@ -9,13 +9,20 @@
 //! 5. Signature, `aud` (the exact URL called), `exp`, `nbf` and `iss` are checked with a small
 //!    leeway; `iat` may not lie in the future, nor `exp` beyond the configured lifetime.
 //! 6. The `jti` is recorded in the database; a `jti` seen before from that `iss` is a replay.
+//!    [`ClientVerifier::verify`] records it at once. A hook call instead takes an
+//!    [`UnspentJti`] ([`ClientVerifier::verify_unspent`]): the `jti` is only looked up, and is
+//!    recorded in the same group commit as the call's audit entry and cards (or its failure
+//!    entry), so the call costs one durable write instead of two.
 //!
 //! Every failure is one [`AuthFailure`], which callers answer with a bare 401 and audit.
 //! The token itself is never logged, stored or echoed.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use std::cell::Cell;
+
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, SqlErr,
+    TransactionTrait, TryInsertResult,
 };
 use serde::Deserialize;
 
@@ -145,8 +152,37 @@ impl ClientVerifier {
         jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token).ok().map(|c| c.iss)
     }
 
-    /// Verifies the `Authorization` header value of a request made to `called_url`.
+    /// Verifies the `Authorization` header value of a request made to `called_url`, and records
+    /// its `jti` as used.
     pub async fn verify(&self, authorization: Option<&str>, called_url: &str) -> Result<VerifiedClient, AuthFailure> {
+        let (client, jti) = self.check(authorization, called_url).await?;
+        let _gate = self.gate.enter().await;
+        remember_jti(&self.replay_store, &jti).await?;
+        Ok(client)
+    }
+
+    /// Verifies the `Authorization` header value of a request made to `called_url` and checks,
+    /// without writing, that its `jti` has not been used. The caller records the `jti` in its own
+    /// commit ([`JtiClaim::spend_in`]) and marks it spent; an [`UnspentJti`] dropped unspent
+    /// records it on its own, so a token is never good for a second call.
+    pub async fn verify_unspent(&self, authorization: Option<&str>, called_url: &str) -> Result<(VerifiedClient, UnspentJti), AuthFailure> {
+        let (client, claim) = self.check(authorization, called_url).await?;
+        let unspent = UnspentJti { claim, spent: Cell::new(false), store: self.replay_store.clone(), gate: self.gate.clone() };
+        match client_jti::Entity::find_by_id((unspent.claim.iss.clone(), unspent.claim.jti.clone())).one(&self.replay_store).await {
+            Ok(None) => Ok((client, unspent)),
+            Ok(Some(_)) => {
+                unspent.spent.set(true); // recorded already: nothing to record on drop
+                Err(AuthFailure::Replayed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replay store read failed");
+                Err(AuthFailure::ReplayStoreUnavailable)
+            }
+        }
+    }
+
+    /// Every check but the replay check.
+    async fn check(&self, authorization: Option<&str>, called_url: &str) -> Result<(VerifiedClient, JtiClaim), AuthFailure> {
         let token = bearer(authorization).ok_or(AuthFailure::MissingToken)?;
         // decode_header fails for `alg: none` and unknown algorithms: both are refusals.
         let header = decode_header(token).map_err(|_| AuthFailure::DisallowedAlgorithm)?;
@@ -192,9 +228,107 @@ impl ClientVerifier {
         if claims.jti.is_empty() || claims.jti.len() > 256 {
             return Err(AuthFailure::MissingClaim);
         }
+        let claim = JtiClaim { iss: iss.clone(), jti: claims.jti, expires_at: claims.exp + leeway };
+        Ok((VerifiedClient { iss, tenant: claims.tenant, scope: claims.scope }, claim))
+    }
+}
+
+/// A verified token's `(iss, jti)`, kept until the token expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JtiClaim {
+    iss: String,
+    jti: String,
+    expires_at: i64,
+}
+
+/// Whether recording a `jti` found it unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    First,
+    Replayed,
+}
+
+impl JtiClaim {
+    fn row(&self) -> client_jti::ActiveModel {
+        client_jti::ActiveModel { iss: Set(self.iss.clone()), jti: Set(self.jti.clone()), expires_at: Set(self.expires_at) }
+    }
+
+    /// Records the `jti` on `conn` (a transaction or savepoint of the caller's). A second use
+    /// is answered [`Spend::Replayed`] without an error, so it writes nothing and leaves the
+    /// transaction usable (an error would abort a PostgreSQL transaction). Two transactions
+    /// racing on one `jti` are decided by the primary key: the later one waits for the earlier
+    /// to commit and then finds the row.
+    pub async fn spend_in<C: ConnectionTrait>(&self, conn: &C) -> Result<Spend, DbErr> {
+        // Without RETURNING, a conflict shows as no row affected (not as `Conflicted`).
+        match client_jti::Entity::insert(self.row()).on_conflict_do_nothing().exec_without_returning(conn).await? {
+            TryInsertResult::Inserted(1) => Ok(Spend::First),
+            TryInsertResult::Inserted(0) | TryInsertResult::Conflicted => Ok(Spend::Replayed),
+            other => Err(DbErr::Custom(format!("recording a jti: unexpected insert result {other:?}"))),
+        }
+    }
+}
+
+/// A token verified with its `jti` not yet recorded (see [`ClientVerifier::verify_unspent`]).
+///
+/// The holder records it in its own commit and then calls [`UnspentJti::mark_spent`]. Dropped
+/// unspent (the call failed before its commit, was refused for being busy, or was cancelled
+/// when the client went away), it records the `jti` in a task of its own, as
+/// [`ClientVerifier::verify`] would have. Marking spent without a commit that recorded it is
+/// the one misuse that would let a token be used twice.
+pub struct UnspentJti {
+    claim: JtiClaim,
+    spent: Cell<bool>,
+    store: DatabaseConnection,
+    gate: crate::store::WriteGate,
+}
+
+impl UnspentJti {
+    pub fn claim(&self) -> &JtiClaim {
+        &self.claim
+    }
+
+    /// The `jti` is recorded in a committed transaction (or was found recorded there).
+    pub fn mark_spent(&self) {
+        self.spent.set(true);
+    }
+
+    pub fn is_spent(&self) -> bool {
+        self.spent.get()
+    }
+
+    /// Records the `jti` now, on its own (as [`ClientVerifier::verify`] does), for a call that
+    /// ends without a commit of its own to record it in, such as one refused as busy: the token
+    /// is used up before the answer goes out.
+    pub async fn spend_alone(self) {
+        if self.spent.get() {
+            return;
+        }
         let _gate = self.gate.enter().await;
-        remember_jti(&self.replay_store, &iss, &claims.jti, claims.exp + leeway).await?;
-        Ok(VerifiedClient { iss, tenant: claims.tenant, scope: claims.scope })
+        match remember_jti(&self.store, &self.claim).await {
+            Ok(()) | Err(AuthFailure::Replayed) => self.spent.set(true),
+            // Left unspent: dropping it tries once more.
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for UnspentJti {
+    fn drop(&mut self) {
+        if self.spent.get() {
+            return;
+        }
+        let (claim, store, gate) = (self.claim.clone(), self.store.clone(), self.gate.clone());
+        let record = async move {
+            let _gate = gate.enter().await;
+            match remember_jti(&store, &claim).await {
+                Ok(()) | Err(AuthFailure::Replayed) => {}
+                Err(_) => tracing::error!("a token's jti could not be recorded after its call failed"),
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(record)),
+            Err(_) => tracing::error!("a token's jti could not be recorded: no runtime to record it on"),
+        }
     }
 }
 
@@ -222,8 +356,8 @@ fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthFailure {
 
 /// Records `(iss, jti)` until the token expires; a second insert is a replay. Kept in the
 /// database so the check holds across instances.
-async fn remember_jti(db: &DatabaseConnection, iss: &str, jti: &str, expires_at: i64) -> Result<(), AuthFailure> {
-    let row = client_jti::ActiveModel { iss: Set(iss.to_owned()), jti: Set(jti.to_owned()), expires_at: Set(expires_at) };
+async fn remember_jti(db: &DatabaseConnection, claim: &JtiClaim) -> Result<(), AuthFailure> {
+    let row = claim.row();
     let insert = async {
         if db.get_database_backend() != DbBackend::Postgres {
             return client_jti::Entity::insert(row).exec_without_returning(db).await.map(|_| ());

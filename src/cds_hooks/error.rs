@@ -25,6 +25,10 @@ pub enum HookError {
     FhirServerNotRegistered,
     #[error("prefetch {key} was not provided and could not be fetched: {why}")]
     PrefetchUnavailable { key: String, why: String },
+    /// The token was used by another call that committed first (the two raced past the
+    /// replay check); answered as any replay, with an audited bare 401.
+    #[error("the token's jti was already used")]
+    Replayed,
     /// The audit log's queue is full: nothing was stored; the EHR may try again.
     #[error("radsight is busy and stored nothing; try again in a moment")]
     Busy,
@@ -58,6 +62,7 @@ impl AuditedFailure for HookError {
             HookError::FhirServerNotRegistered => "fhir-server-not-registered",
             HookError::PrefetchUnavailable { .. } => "prefetch-unavailable",
             HookError::Busy => "write-queue-full",
+            HookError::Replayed => "replayed-jti",
             HookError::Internal(_) => "internal-error",
         }
     }
@@ -65,6 +70,7 @@ impl AuditedFailure for HookError {
     fn audit_outcome(&self) -> Outcome {
         match self {
             HookError::Internal(_) | HookError::PrefetchUnavailable { .. } | HookError::Busy => Outcome::Error,
+            HookError::Replayed => Outcome::Denied,
             _ => Outcome::Rejected,
         }
     }
@@ -87,6 +93,7 @@ impl From<HookError> for HttpError {
         match e {
             HookError::Body(b) => b.into(),
             HookError::Internal(e) => HttpError::Internal(e),
+            HookError::Replayed => HttpError::Unauthorized,
             e @ HookError::Busy => HttpError::Unavailable { retry_after_secs: 1, diagnostics: e.to_string() },
             HookError::InvalidRequest { field, problem } => HttpError::invalid(field, problem),
             e @ (HookError::UnknownService(_) | HookError::UnknownCard(_)) => outcome(StatusCode::NOT_FOUND, "not-found", e),

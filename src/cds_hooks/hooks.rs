@@ -13,9 +13,9 @@ use super::results::{self, ResultCardSettings};
 use super::stored_card::{StoredContent, served_digest};
 use super::{HookState, rules};
 use crate::audit::{Action, AuditError, AuditEvent, GroupWork, GroupWriter, Outcome};
-use crate::auth::client_jwt::VerifiedClient;
+use crate::auth::client_jwt::{AuthFailure, JtiClaim, Spend, UnspentJti, VerifiedClient};
 use crate::domain::Hook;
-use crate::http::client_auth::{CdsClient, audit_failures};
+use crate::http::client_auth::{self, CdsHookClient, audit_failures_spending};
 use crate::http::{HttpError, body};
 use crate::state::AppState;
 use crate::store::entities::{card_content, card_set, hook_call};
@@ -23,15 +23,24 @@ use crate::store::served_cards;
 
 pub async fn call_service(
     req: HttpRequest,
-    CdsClient(client): CdsClient,
+    CdsHookClient { client, jti }: CdsHookClient,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
     hooks: web::Data<HookState>,
 ) -> Result<HttpResponse, HttpError> {
     let service_id = path.into_inner();
-    let work = handle(&req, &service_id, payload, &state, &hooks, &client);
-    Ok(audit_failures(&state, Action::HookCall, &client, Some(("CdsService", &service_id)), work).await?)
+    let outcome = handle(&req, &service_id, payload, &state, &hooks, &client, &jti).await;
+    if let Err(HookError::Replayed) = outcome {
+        // Another call with this token committed first: refused as any replay is.
+        return Err(client_auth::refuse(&req, &state, AuthFailure::Replayed.code()).await);
+    }
+    let entity = Some(("CdsService", service_id.as_str()));
+    let answer = audit_failures_spending(&state, Action::HookCall, &client, entity, Some(&jti), std::future::ready(outcome)).await;
+    // A busy refusal has no entry of its own to record the jti with (it is counted), nor has a
+    // failure whose entry could not be written.
+    jti.spend_alone().await;
+    Ok(answer?)
 }
 
 async fn handle(
@@ -41,6 +50,7 @@ async fn handle(
     state: &AppState,
     hooks: &HookState,
     client: &VerifiedClient,
+    jti: &UnspentJti,
 ) -> Result<HttpResponse, HookError> {
     let service = hooks.definitions.get(service_id).ok_or_else(|| HookError::UnknownService(service_id.to_owned()))?;
     let hook = Hook::parse(&service.hook).ok_or_else(|| HookError::Internal(anyhow::anyhow!("definitions were validated at load")))?;
@@ -74,7 +84,7 @@ async fn handle(
         issued.extend(ai);
     }
 
-    store_and_audit(state, client, service_id, &hook_req, orders.len(), &data.unusable, &mut issued).await?;
+    store_and_audit(state, client, jti, service_id, &hook_req, orders.len(), &data.unusable, &mut issued).await?;
     let cards: Vec<_> = issued.iter().map(|c| &c.card).collect();
     Ok(HttpResponse::Ok().content_type("application/json").body(json!({ "cards": cards }).to_string()))
 }
@@ -105,7 +115,8 @@ async fn audit_fetches(
     Ok(())
 }
 
-/// Appends the hook's audit entry and stores the call's cards with it, atomically.
+/// Records the token's `jti`, appends the hook's audit entry and stores the call's cards with
+/// it, atomically.
 ///
 /// The call is one `hook_calls` row keyed by its entry, which holds the call's facts; its cards
 /// are served as `card_uuid(seq, token, i)`, the token taken from the entry's hash
@@ -113,9 +124,11 @@ async fn audit_fetches(
 /// entry commits to every card's content and origin, in the order served, through one digest
 /// (`cards_content`), which is also the key of the stored list of content hashes (`card_sets`):
 /// what was shown stays provable, for one short row and 64 characters of log per call.
+#[allow(clippy::too_many_arguments)]
 async fn store_and_audit(
     state: &AppState,
     client: &VerifiedClient,
+    jti: &UnspentJti,
     service_id: &str,
     hook_req: &HookRequest,
     order_count: usize,
@@ -170,7 +183,16 @@ async fn store_and_audit(
             },
         });
     }
-    let (seq, token) = state.audit.offer_in_group(&state.db, ServeCall { event, rows }).await?;
+    let (seq, token) = match state.audit.offer_in_group(&state.db, ServeCall { jti: jti.claim().clone(), event, rows }).await? {
+        Served::Stored { seq, token } => {
+            jti.mark_spent();
+            (seq, token)
+        }
+        Served::Replayed => {
+            jti.mark_spent();
+            return Err(HookError::Replayed);
+        }
+    };
     for (i, c) in issued.iter_mut().enumerate() {
         c.card.serve_as(served_cards::card_uuid(seq, token, i).to_string());
         c.card.audited_as(seq);
@@ -178,24 +200,36 @@ async fn store_and_audit(
     Ok(())
 }
 
-/// A hook call's entry and, if it served cards, its rows, in one group commit: the entry is
-/// appended first, because the cards' uuids take their token from its hash.
+/// A hook call's `jti`, entry and, if it served cards, its rows, in one group commit. The `jti`
+/// comes first: a token another call has used writes nothing. The entry is appended before the
+/// rows, because the cards' uuids take their token from its hash.
 struct ServeCall {
+    jti: JtiClaim,
     event: AuditEvent,
     rows: Option<CallRows>,
 }
 
-impl GroupWork for ServeCall {
+/// What a [`ServeCall`] did.
+enum Served {
     /// The entry's sequence number and the token of its cards' uuids.
-    type Output = (i64, i64);
-    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<(i64, i64), AuditError>> {
+    Stored { seq: i64, token: i64 },
+    /// The token was used by another call that committed first; nothing was written.
+    Replayed,
+}
+
+impl GroupWork for ServeCall {
+    type Output = Served;
+    fn run<'t>(self: Box<Self>, w: &'t mut GroupWriter<'_>) -> BoxFuture<'t, Result<Served, AuditError>> {
         Box::pin(async move {
+            if self.jti.spend_in(w.conn()).await.map_err(AuditError::Append)? == Spend::Replayed {
+                return Ok(Served::Replayed);
+            }
             let seq = w.append(self.event).await?;
             let token = served_cards::token_of(w.last_entry_hash()).ok_or_else(|| AuditError::Group("an entry hash is hex".into()))?;
             if let Some(rows) = self.rows {
                 rows.write(w.conn(), seq).await?;
             }
-            Ok((seq, token))
+            Ok(Served::Stored { seq, token })
         })
     }
 }

@@ -12,12 +12,13 @@
 use std::future::Future;
 
 use actix_web::{FromRequest, HttpRequest, web};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
+use sea_orm::{DatabaseTransaction, DbErr};
 use serde_json::Value;
 
 use super::HttpError;
-use crate::audit::{Action, AuditEvent, Outcome};
-use crate::auth::client_jwt::{AuthFailure, ClientVerifier, VerifiedClient};
+use crate::audit::{Action, AttachedRows, AuditEvent, Outcome};
+use crate::auth::client_jwt::{AuthFailure, ClientVerifier, JtiClaim, UnspentJti, VerifiedClient};
 use crate::state::AppState;
 
 /// The `Authorization` header, if it is text.
@@ -74,23 +75,60 @@ impl FromRequest for CdsClient {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| HttpError::internal(anyhow::anyhow!("the application state is not registered")))?;
+            let state = app_state(&req)?;
             let client = match verify(&req, state, &state.verifier).await {
                 Ok(client) => client,
                 Err(failure) => return Err(refuse(&req, state, failure.code()).await),
             };
-            // A client over its share is throttled after authentication (it is known), with
-            // the refusal counted like a stranger's.
-            if let Some(throttle) = req.app_data::<web::Data<super::throttle::Throttle>>()
-                && let Err(retry) = throttle.check_client(&client.iss)
-            {
-                return Err(super::throttle::refuse_throttled(&req, state, "client-rate-limit", retry, "from this client").await);
-            }
+            throttle_client(&req, state, &client).await?;
             Ok(CdsClient(client))
         })
     }
+}
+
+/// [`CdsClient`] for a hook call, whose token's `jti` is recorded in the call's own group
+/// commit: it is only checked here, so a replay is refused before any work (no prefetch
+/// fetch), and the call records it with its entry and cards ([`crate::auth::client_jwt::JtiClaim::spend_in`]),
+/// or with its failure entry ([`audit_failures_spending`]).
+pub struct CdsHookClient {
+    pub client: VerifiedClient,
+    pub jti: UnspentJti,
+}
+
+impl FromRequest for CdsHookClient {
+    type Error = HttpError;
+    type Future = LocalBoxFuture<'static, Result<CdsHookClient, HttpError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = app_state(&req)?;
+            let (client, jti) = match state.verifier.verify_unspent(authorization(&req), &called_url(&req, state)).await {
+                Ok(verified) => verified,
+                Err(failure) => return Err(refuse(&req, state, failure.code()).await),
+            };
+            if let Err(throttled) = throttle_client(&req, state, &client).await {
+                jti.spend_alone().await; // a throttled call uses up its token too
+                return Err(throttled);
+            }
+            Ok(CdsHookClient { client, jti })
+        })
+    }
+}
+
+fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, HttpError> {
+    req.app_data::<web::Data<AppState>>().ok_or_else(|| HttpError::internal(anyhow::anyhow!("the application state is not registered")))
+}
+
+/// Answers a verified client over its share with an audited 429: it is throttled after
+/// authentication (it is known), with the refusal counted like a stranger's.
+async fn throttle_client(req: &HttpRequest, state: &AppState, client: &VerifiedClient) -> Result<(), HttpError> {
+    if let Some(throttle) = req.app_data::<web::Data<super::throttle::Throttle>>()
+        && let Err(retry) = throttle.check_client(&client.iss)
+    {
+        return Err(super::throttle::refuse_throttled(req, state, "client-rate-limit", retry, "from this client").await);
+    }
+    Ok(())
 }
 
 /// A failure that is audited with a stable code once its caller is known.
@@ -117,6 +155,20 @@ pub async fn audit_failures<T, E: AuditedFailure>(
     entity: Option<(&'static str, &str)>,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    audit_failures_spending(state, action, client, entity, None, work).await
+}
+
+/// [`audit_failures`] for work that records `jti` in its own commit when it succeeds: when it
+/// fails first, the `jti` is recorded with the failure entry, so the failed call used up its
+/// token in the same durable write that audits it.
+pub async fn audit_failures_spending<T, E: AuditedFailure>(
+    state: &AppState,
+    action: Action,
+    client: &VerifiedClient,
+    entity: Option<(&'static str, &str)>,
+    jti: Option<&UnspentJti>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     let err = match work.await {
         Ok(t) => return Ok(t),
         Err(e) if e.counted_in_aggregate() => return Err(e),
@@ -126,8 +178,25 @@ pub async fn audit_failures<T, E: AuditedFailure>(
     if let Some((kind, id)) = entity {
         event = event.entity(kind, id);
     }
-    match state.audit.record(&state.db, event.detail("reason", err.audit_code())).await {
-        Ok(_) => Err(err),
+    let unspent = jti.filter(|j| !j.is_spent());
+    let rows = unspent.map(|j| Box::new(SpendJti(j.claim().clone())) as Box<dyn AttachedRows>);
+    match state.audit.record_with(&state.db, event.detail("reason", err.audit_code()), rows).await {
+        Ok(_) => {
+            if let Some(j) = unspent {
+                j.mark_spent();
+            }
+            Err(err)
+        }
         Err(e) => Err(E::audit_unavailable(e.into())),
+    }
+}
+
+/// A `jti` recorded with the entry of the call that used it. Found recorded already (a racing
+/// use of the same token), there is nothing more to record: the token is used up either way.
+struct SpendJti(JtiClaim);
+
+impl AttachedRows for SpendJti {
+    fn write<'t>(self: Box<Self>, conn: &'t DatabaseTransaction, _seq: i64) -> BoxFuture<'t, Result<(), DbErr>> {
+        Box::pin(async move { self.0.spend_in(conn).await.map(|_| ()) })
     }
 }

@@ -6,7 +6,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use radsight::keys::ClientKey;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, ISS, JKU_ISS, TestApp, spawn_app};
+use crate::fhir_fixture::ACCESS_TOKEN;
+use crate::helpers::{Backend, ISS, JKU_ISS, TestApp, example, spawn_app, spawn_app_with};
+use crate::prefetch::{SELECT, load_ehr, without_prefetch};
 
 const PATH: &str = "/cds-services";
 
@@ -103,6 +105,109 @@ async fn a_replayed_jti_is_refused(backend: Backend) {
     assert_refused(&app, Some(&token), "replayed-jti").await;
 }
 
+/// A hook call records its token's `jti` in its own group commit; a second use of the token is
+/// refused before any work: no prefetch read, no second `cds.hook` entry.
+async fn a_replayed_hook_token_is_refused_before_any_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    load_ehr(&app);
+    let path = format!("/cds-services/{SELECT}");
+    let body = without_prefetch(&app.fhir.fhir_base(), ACCESS_TOKEN).to_string().into_bytes();
+    let token = app.token(&path);
+    let first = app.send(reqwest::Method::POST, &path, Some(&token), Some(body.clone())).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let reads = app.fhir.requests().len();
+    assert!(reads > 0, "the first call fetched its prefetch");
+
+    let again = app.send(reqwest::Method::POST, &path, Some(&token), Some(body)).await;
+    assert_eq!(again.status, 401, "{}", again.text);
+    assert!(again.text.is_empty());
+    assert_eq!(app.fhir.requests().len(), reads, "a replay must not reach the EHR's FHIR server");
+    let audit = app.audit().await;
+    assert_eq!(app.audit_of("cds.hook").await.len(), 1);
+    let last = audit.last().unwrap();
+    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("auth.reject", "denied"));
+    assert_eq!(serde_json::from_str::<Value>(&last.detail).unwrap()["reason"], "replayed-jti");
+    assert_eq!(jtis(&app).await, 1);
+}
+
+/// Uses of one token that race past the replay check (each is still fetching its prefetch from a
+/// slow EHR when the others are checked) are decided in the group commit: one call is answered
+/// with cards, every other is a bare 401, and only one call is stored.
+async fn racing_uses_of_one_hook_token_are_answered_once(backend: Backend) {
+    const USES: usize = 6;
+    let app = spawn_app(backend).await;
+    load_ehr(&app);
+    let path = format!("/cds-services/{SELECT}");
+    let body = without_prefetch(&app.fhir.fhir_base(), ACCESS_TOKEN).to_string().into_bytes();
+    // Long enough that every use is past the replay check before the first can commit.
+    app.fhir.set_delay(std::time::Duration::from_secs(1));
+    let token = app.token(&path);
+    let replies =
+        futures_util::future::join_all((0..USES).map(|_| app.send(reqwest::Method::POST, &path, Some(&token), Some(body.clone())))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), USES - 1, "{statuses:?}");
+    // Every use fetched: all of them raced past the read-only check, so the group's insert
+    // is what refused them.
+    let patient_reads = app.fhir.requests().iter().filter(|r| r.starts_with("/fhir/Patient/")).count();
+    assert_eq!(patient_reads, USES, "{:?}", app.fhir.requests());
+    let calls = app.audit_of("cds.hook").await;
+    assert_eq!(calls.len(), 1, "one call is audited as served");
+    assert_eq!(calls[0].outcome, "success");
+    assert_eq!(app.cards().await.iter().map(|c| c.audit_seq).collect::<std::collections::BTreeSet<_>>().len(), 1);
+    let replays = app.audit_of("auth.reject").await;
+    assert!(replays.iter().any(|e| e.detail.contains("replayed-jti")), "the refused uses are audited");
+    assert_eq!(jtis(&app).await, 1);
+    let verify = app.cli(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
+}
+
+/// A hook call that fails uses up its token too, in the same commit as its failure entry.
+async fn a_token_used_by_a_failed_hook_call_is_spent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let path = format!("/cds-services/{SELECT}");
+    let token = app.token(&path);
+    let bad = app.send(reqwest::Method::POST, &path, Some(&token), Some(b"{\"hook\": 7}".to_vec())).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let failed = app.audit_of("cds.hook").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].outcome, "rejected");
+    assert_eq!(jtis(&app).await, 1, "the failure entry's commit recorded the jti");
+
+    let body = example("order-select").to_string().into_bytes();
+    let again = app.send(reqwest::Method::POST, &path, Some(&token), Some(body)).await;
+    assert_eq!(again.status, 401, "{}", again.text);
+    assert_eq!(app.audit_of("cds.hook").await.len(), 1, "the replay served nothing");
+}
+
+/// A hook call refused because the write queue is full stores nothing, but its token is used
+/// up all the same: sent again, it is a replay.
+async fn a_token_refused_as_busy_is_spent(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.audit.max_pending = 1;
+        s.jobs.workers = 0;
+    })
+    .await;
+    let path = format!("/cds-services/{SELECT}");
+    let body = example("order-select").to_string().into_bytes();
+    let tokens: Vec<String> = (0..30).map(|_| app.token(&path)).collect();
+    let replies =
+        futures_util::future::join_all(tokens.iter().map(|t| app.send(reqwest::Method::POST, &path, Some(t), Some(body.clone())))).await;
+    let busy: Vec<&String> = tokens.iter().zip(&replies).filter(|(_, r)| r.status == 503).map(|(t, _)| t).collect();
+    assert!(!busy.is_empty(), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(jtis(&app).await, tokens.len(), "every use, answered or refused, recorded its jti");
+    for token in busy {
+        let again = app.send(reqwest::Method::POST, &path, Some(token), Some(body.clone())).await;
+        assert_eq!(again.status, 401, "{}", again.text);
+    }
+}
+
+/// The `jti`s recorded as used.
+async fn jtis(app: &TestApp) -> usize {
+    use sea_orm::EntityTrait;
+    radsight::store::entities::client_jti::Entity::find().all(&app.db).await.unwrap().len()
+}
+
 async fn an_unknown_kid_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     let stranger = ClientKey::generate(Algorithm::ES384).unwrap();
@@ -165,6 +270,10 @@ backend_tests!(
     an_expired_token_is_refused,
     a_token_living_longer_than_allowed_is_refused,
     a_replayed_jti_is_refused,
+    a_replayed_hook_token_is_refused_before_any_work,
+    racing_uses_of_one_hook_token_are_answered_once,
+    a_token_used_by_a_failed_hook_call_is_spent,
+    a_token_refused_as_busy_is_spent,
     an_unknown_kid_is_refused,
     an_unknown_issuer_is_refused,
     a_tampered_signature_is_refused,

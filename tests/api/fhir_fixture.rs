@@ -18,6 +18,8 @@ struct Shared {
     resources: Arc<Mutex<Vec<Value>>>,
     requests: Arc<Mutex<Vec<String>>>,
     jwks: Arc<Mutex<Value>>,
+    /// How long each FHIR read takes, as a slow EHR's would.
+    delay: Arc<Mutex<std::time::Duration>>,
 }
 
 pub struct FhirFixture {
@@ -54,6 +56,10 @@ async fn handle(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
         None => req.path().to_owned(),
     };
     shared.requests.lock().unwrap().push(target);
+    let delay = *shared.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if req.path() == "/jwks.json" {
         return HttpResponse::Ok().json(shared.jwks.lock().unwrap().clone());
     }
@@ -121,6 +127,11 @@ impl FhirFixture {
 
     pub fn jwks_url(&self) -> String {
         format!("{}/jwks.json", self.address)
+    }
+
+    /// Makes every later request take `delay` before it is answered.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
     }
 
     pub fn set_jwks(&self, jwks: Value) {

@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use crate::fhir_fixture::ACCESS_TOKEN;
 use crate::helpers::{Backend, PATIENT, TestApp, example, spawn_app, topics};
 
-const SELECT: &str = "radsight-imaging-order-select";
+pub(crate) const SELECT: &str = "radsight-imaging-order-select";
 
-fn without_prefetch(server: &str, token: &str) -> Value {
+pub(crate) fn without_prefetch(server: &str, token: &str) -> Value {
     let mut body = example("order-select");
     body.as_object_mut().unwrap().remove("prefetch");
     body["fhirServer"] = json!(server);
