@@ -300,16 +300,18 @@ impl UnspentJti {
     /// ends without a commit of its own to record it in, such as one refused as busy: the token
     /// is used up before the answer goes out.
     pub async fn spend_alone(self) {
-        if self.spent.get() {
-            return;
+        if !self.spent.get() && record_alone(&self.store, &self.gate, &self.claim).await {
+            self.spent.set(true);
         }
-        let _gate = self.gate.enter().await;
-        match remember_jti(&self.store, &self.claim).await {
-            Ok(()) | Err(AuthFailure::Replayed) => self.spent.set(true),
-            // Left unspent: dropping it tries once more.
-            Err(_) => {}
-        }
+        // Left unspent if that failed: dropping it tries once more.
     }
+}
+
+/// Records a used token's `jti` in a write of its own, under the write gate. Found recorded
+/// already (a racing use of the same token), it is used up all the same: true either way.
+async fn record_alone(store: &DatabaseConnection, gate: &crate::store::WriteGate, claim: &JtiClaim) -> bool {
+    let _gate = gate.enter().await;
+    matches!(remember_jti(store, claim).await, Ok(()) | Err(AuthFailure::Replayed))
 }
 
 impl Drop for UnspentJti {
@@ -319,10 +321,8 @@ impl Drop for UnspentJti {
         }
         let (claim, store, gate) = (self.claim.clone(), self.store.clone(), self.gate.clone());
         let record = async move {
-            let _gate = gate.enter().await;
-            match remember_jti(&store, &claim).await {
-                Ok(()) | Err(AuthFailure::Replayed) => {}
-                Err(_) => tracing::error!("a token's jti could not be recorded after its call failed"),
+            if !record_alone(&store, &gate, &claim).await {
+                tracing::error!("a token's jti could not be recorded after its call failed");
             }
         };
         match tokio::runtime::Handle::try_current() {

@@ -27,10 +27,13 @@ async fn a_kill_under_hook_and_mllp_load_loses_nothing_acknowledged(backend: Bac
     let base = format!("http://127.0.0.1:{http_port}");
 
     let answered_cards: Arc<Mutex<Vec<String>>> = Arc::default();
+    // The tokens of answered calls: each one's jti was recorded with the call's cards.
+    let answered_tokens: Arc<Mutex<Vec<String>>> = Arc::default();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut load = Vec::new();
     for w in 0..4 {
-        let (http, base, answered_cards) = (db_app.http.clone(), base.clone(), answered_cards.clone());
+        let (http, base, answered_cards, answered_tokens) =
+            (db_app.http.clone(), base.clone(), answered_cards.clone(), answered_tokens.clone());
         let key = radsight::keys::ClientKey::from_pem(jsonwebtoken::Algorithm::ES384, &db_app.es384.to_pem()).unwrap();
         let aud = db_app.url(&format!("/cds-services/{SELECT}"));
         load.push(tokio::spawn(async move {
@@ -39,7 +42,7 @@ async fn a_kill_under_hook_and_mllp_load_loses_nothing_acknowledged(backend: Bac
                 let token = key.client_token(ISS, &aud).unwrap();
                 let sent = http
                     .post(format!("{base}/cds-services/{SELECT}"))
-                    .bearer_auth(token)
+                    .bearer_auth(&token)
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
@@ -51,6 +54,7 @@ async fn a_kill_under_hook_and_mllp_load_loses_nothing_acknowledged(backend: Bac
                 let cards: Value = serde_json::from_str(&text).unwrap();
                 let uuids = cards["cards"].as_array().unwrap().iter().map(|c| c["uuid"].as_str().unwrap().to_owned());
                 answered_cards.lock().unwrap().extend(uuids);
+                answered_tokens.lock().unwrap().push(token);
             }
         }));
     }
@@ -82,7 +86,7 @@ async fn a_kill_under_hook_and_mllp_load_loses_nothing_acknowledged(backend: Bac
     eprintln!("killed after {} answered cards and {} AA'd messages", answered_cards.len(), acked.len());
 
     // Restarted on the same database: nothing acknowledged is missing.
-    let (restarted, _, _) = config.start_with_ports();
+    let (restarted, restarted_http, _) = config.start_with_ports();
     let stored_cards: BTreeSet<String> = db_app.cards().await.into_iter().map(|c| c.uuid).collect();
     let missing: Vec<_> = answered_cards.difference(&stored_cards).collect();
     assert!(missing.is_empty(), "{} of {} answered cards are not stored: {missing:?}", missing.len(), answered_cards.len());
@@ -116,6 +120,26 @@ async fn a_kill_under_hook_and_mllp_load_loses_nothing_acknowledged(backend: Bac
         let uid = format!("1.2.826.0.9.77.{c}.{i}");
         assert!(studies.iter().any(|s| s.study_uid == uid), "the study of {control} is stored");
     }
+    // Every answered call used up its token durably: its jti is stored, and the restarted
+    // process refuses the token as a replay.
+    let answered_tokens = answered_tokens.lock().unwrap().clone();
+    let stored_jtis: BTreeSet<String> = {
+        use sea_orm::EntityTrait;
+        radsight::store::entities::client_jti::Entity::find().all(&db_app.db).await.unwrap().into_iter().map(|r| r.jti).collect()
+    };
+    let jti_of = |token: &str| jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).unwrap()["jti"].as_str().unwrap().to_owned();
+    let unrecorded: Vec<_> = answered_tokens.iter().map(|t| jti_of(t)).filter(|j| !stored_jtis.contains(j)).collect();
+    assert!(unrecorded.is_empty(), "{} of {} answered calls' jtis are not stored", unrecorded.len(), answered_tokens.len());
+    let replay = db_app
+        .http
+        .post(format!("http://127.0.0.1:{restarted_http}/cds-services/{SELECT}"))
+        .bearer_auth(answered_tokens.last().expect("calls were answered"))
+        .header("content-type", "application/json")
+        .body(example("order-select").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401, "an answered call's token is refused after the restart");
     let verify = db_app.cli(&["audit", "verify"]);
     drop(restarted);
     assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
