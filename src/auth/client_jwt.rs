@@ -17,7 +17,7 @@
 //! Every failure is one [`AuthFailure`], which callers answer with a bare 401 and audit.
 //! The token itself is never logged, stored or echoed.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use std::cell::Cell;
 
 use sea_orm::{
@@ -200,14 +200,12 @@ impl ClientVerifier {
             Some(_) => return Err(AuthFailure::JkuNotAllowed),
             None => KeySource::Registered,
         };
-        let jwk = self.keys.find_key(&iss, &source, kid).await?;
+        let found = self.keys.find_key(&iss, &source, kid).await?;
         // A key published for one algorithm is never used with another (alg confusion).
-        if let Some(key_alg) = &jwk.common.key_algorithm
-            && format!("{key_alg:?}") != format!("{:?}", header.alg)
-        {
+        if !found.allows(header.alg) {
             return Err(AuthFailure::DisallowedAlgorithm);
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| AuthFailure::UnknownKey)?;
+        let key = found.decoding.as_ref().ok_or(AuthFailure::UnknownKey)?;
 
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.settings.leeway_secs;
@@ -215,7 +213,7 @@ impl ClientVerifier {
         validation.set_audience(&[called_url]);
         validation.set_issuer(&[&iss]);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
-        let claims = decode::<Claims>(token, &key, &validation).map_err(|e| map_error(e.kind()))?.claims;
+        let claims = decode::<Claims>(token, key, &validation).map_err(|e| map_error(e.kind()))?.claims;
 
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let leeway = self.settings.leeway_secs as i64;

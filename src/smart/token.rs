@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -300,13 +300,13 @@ impl TokenValidator {
             crate::auth::client_jwt::AuthFailure::KeysUnavailable => TokenFailure::Unavailable,
             _ => TokenFailure::Inactive,
         })?;
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| TokenFailure::Inactive)?;
+        let key = jwk.decoding.as_ref().ok_or(TokenFailure::Inactive)?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 30;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.set_issuer(&[ehr.settings.token_issuer.as_deref().unwrap_or(&ehr.settings.iss)]);
         validation.set_audience(&[ehr.settings.token_audience.as_deref().unwrap_or(&ehr.settings.iss)]);
-        let claims = decode::<AccessClaims>(token, &key, &validation)
+        let claims = decode::<AccessClaims>(token, key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenFailure::Expired,
                 _ => TokenFailure::Inactive,
