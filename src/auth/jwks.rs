@@ -45,23 +45,17 @@ pub struct VerifyingKey {
     /// a token naming it is refused as signed by an unknown key, as before, without failing
     /// the rest of its set.
     pub decoding: Option<DecodingKey>,
-    /// The JWK's `alg`, when it names one: `Some(None)` for one no JWS may use (an encryption
-    /// algorithm).
-    only_for: Option<Option<Algorithm>>,
 }
 
 impl VerifyingKey {
     fn new(jwk: Jwk) -> VerifyingKey {
-        let only_for = jwk.common.key_algorithm.map(|alg| Algorithm::try_from(alg).ok());
-        VerifyingKey { decoding: DecodingKey::from_jwk(&jwk).ok(), only_for, jwk }
+        VerifyingKey { decoding: DecodingKey::from_jwk(&jwk).ok(), jwk }
     }
 
-    /// False when the key was published for another algorithm than `alg` (alg confusion).
+    /// False when the key was published for another algorithm than `alg` (alg confusion). A
+    /// JWK `alg` that names no JWS algorithm (an encryption one) allows none.
     pub fn allows(&self, alg: Algorithm) -> bool {
-        match self.only_for {
-            None => true,
-            Some(only) => only == Some(alg),
-        }
+        self.jwk.common.key_algorithm.is_none_or(|published| Algorithm::try_from(published).ok() == Some(alg))
     }
 }
 

@@ -296,11 +296,11 @@ impl TokenValidator {
             return Err(TokenFailure::Inactive);
         }
         let kid = header.kid.as_deref().ok_or(TokenFailure::Inactive)?;
-        let jwk = self.jwks.find_key(&ehr.settings.iss, &KeySource::Registered, kid).await.map_err(|e| match e {
+        let found = self.jwks.find_key(&ehr.settings.iss, &KeySource::Registered, kid).await.map_err(|e| match e {
             crate::auth::client_jwt::AuthFailure::KeysUnavailable => TokenFailure::Unavailable,
             _ => TokenFailure::Inactive,
         })?;
-        let key = jwk.decoding.as_ref().ok_or(TokenFailure::Inactive)?;
+        let key = found.decoding.as_ref().ok_or(TokenFailure::Inactive)?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 30;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
